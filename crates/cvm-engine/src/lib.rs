@@ -1,0 +1,44 @@
+//! The decision core of cvm: events in, decisions out.
+//!
+//! This crate is plain synchronous Rust. It knows nothing of Kafka, tokio,
+//! HTTP or the wall clock: the caller hands it an event, the time to decide
+//! at, and a [`StateTxn`] through which profiles are read and written. That
+//! is what makes replay, benchmarks and golden tests possible without a
+//! broker: the same events and times always give the same decisions with the
+//! same ids.
+//!
+//! The data path reads in one direction:
+//! event → [`Profile`] update → triggered offers from the [`Catalog`] →
+//! eligibility → [`score`] → best offer per channel → [`holdout`] →
+//! contact [`policy`] (frequency caps) → [`Emit`]s for the outbox.
+//!
+//! ```
+//! use cvm_engine::{Engine, EngineConfig, Catalog, MemoryState, Event};
+//! use cvm_proto::v1::{AppEvent, AppEventKind};
+//!
+//! let engine = Engine::new(EngineConfig::default(), Catalog::default());
+//! let mut state = MemoryState::default();
+//! let open = AppEvent {
+//!     event_id: "e1".into(), customer_id: "c1".into(), timestamp_ms: 0,
+//!     kind: AppEventKind::AppOpen as i32, ..Default::default()
+//! };
+//! let out = engine.process(&mut state, 0, &Event::App(open), 0).unwrap();
+//! assert!(out.emits.is_empty()); // no offers defined, nothing to decide
+//! ```
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod engine;
+pub mod holdout;
+pub mod ids;
+mod memory;
+pub mod offers;
+pub mod policy;
+pub mod profile;
+pub mod score;
+mod state;
+
+pub use engine::{Emit, Engine, EngineConfig, Event, EventResult, Processed};
+pub use memory::MemoryState;
+pub use offers::{Catalog, OfferDefinition, OfferError};
+pub use profile::Profile;
+pub use state::{StateTxn, StoreError};

@@ -1,0 +1,423 @@
+//! The customer profile: everything the engine remembers about a customer,
+//! kept small enough to read, update and write back on every event.
+//!
+//! Spend windows (7/30/90/365 days) are exact: the profile keeps one
+//! [`DayTotals`] per day with a purchase in the last year, which for real
+//! customers is a few dozen entries. Bounded lists (categories, cart,
+//! contacts, open decisions) drop their oldest or weakest entries first.
+
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+/// Days of purchase history kept.
+pub const HISTORY_DAYS: i64 = 365;
+/// Categories kept in the affinity list.
+pub const TOP_CATEGORIES: usize = 8;
+/// Cart lines kept.
+pub const MAX_CART_LINES: usize = 32;
+/// Contacts kept for frequency caps.
+pub const MAX_CONTACTS: usize = 32;
+/// Open decisions kept for attribution.
+pub const MAX_OPEN_DECISIONS: usize = 16;
+/// Half-life of category affinity, in days.
+const AFFINITY_HALF_LIFE_DAYS: f64 = 60.0;
+/// Encoding version written in front of every stored profile.
+const FORMAT_VERSION: u8 = 1;
+
+/// Purchases of one UTC day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct DayTotals {
+    /// Days since the Unix epoch.
+    pub day: i32,
+    /// Orders on that day.
+    pub orders: u32,
+    /// Revenue in minor units.
+    pub revenue_minor: i64,
+    /// Margin (revenue minus cost of goods) in minor units.
+    pub margin_minor: i64,
+}
+
+/// Sums over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowTotals {
+    /// Orders.
+    pub orders: u32,
+    /// Revenue in minor units.
+    pub revenue_minor: i64,
+    /// Margin in minor units.
+    pub margin_minor: i64,
+}
+
+/// Decayed spend in one category.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoryAffinity {
+    /// Category name as sent in events.
+    pub category: String,
+    /// Spend in minor units, decayed to `as_of_day`.
+    pub score: f64,
+    /// Day the score was last decayed to.
+    pub as_of_day: i32,
+}
+
+/// A line in the customer's cart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartLine {
+    /// Product.
+    pub sku: String,
+    /// Its category.
+    pub category: String,
+    /// Units.
+    pub quantity: u32,
+    /// When it was (last) added.
+    pub added_ms: i64,
+}
+
+/// How the customer can be reached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reachability {
+    /// Any app event was seen for the customer.
+    pub has_app: bool,
+    /// A push token is registered.
+    pub push_token: bool,
+    /// Push consent granted (opt-in).
+    pub push_consent: bool,
+    /// In-app stories revoked (stories are shown unless revoked).
+    pub stories_revoked: bool,
+}
+
+impl Reachability {
+    /// Whether a push can be sent now.
+    pub fn push(&self) -> bool {
+        self.has_app && self.push_token && self.push_consent
+    }
+    /// Whether a story can be shown.
+    pub fn stories(&self) -> bool {
+        self.has_app && !self.stories_revoked
+    }
+    /// Whether `channel` can reach the customer.
+    pub fn reaches(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Push => self.push(),
+            Channel::Stories => self.stories(),
+            Channel::Unspecified => false,
+        }
+    }
+}
+
+/// A contact made, for frequency caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// When the offer was sent.
+    pub at_ms: i64,
+    /// `Channel` as its protobuf number.
+    pub channel: i32,
+}
+
+/// A decision that may still earn a conversion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenDecision {
+    /// The decision's id.
+    pub decision_id: String,
+    /// The campaign it belongs to.
+    pub campaign_id: String,
+    /// `Outcome` as its protobuf number (treated or held out).
+    pub outcome: i32,
+    /// When it was made.
+    pub at_ms: i64,
+}
+
+/// Everything the engine keeps per customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// First event time.
+    pub first_seen_ms: i64,
+    /// Latest event time.
+    pub last_seen_ms: i64,
+    /// Latest purchase time.
+    pub last_purchase_ms: Option<i64>,
+    /// Latest app activity time.
+    pub last_app_activity_ms: Option<i64>,
+    /// Purchases per day over the last [`HISTORY_DAYS`], oldest first.
+    pub days: Vec<DayTotals>,
+    /// Orders since first seen.
+    pub lifetime_orders: u64,
+    /// Strongest categories by decayed spend, strongest first.
+    pub categories: Vec<CategoryAffinity>,
+    /// Current cart.
+    pub cart: Vec<CartLine>,
+    /// Channels the customer can be reached on.
+    pub reach: Reachability,
+    /// IANA time zone, if known.
+    pub time_zone: String,
+    /// Offset from UTC in minutes.
+    pub utc_offset_minutes: i32,
+    /// Recent contacts, oldest first.
+    pub contacts: Vec<Contact>,
+    /// Decisions still inside their attribution window, oldest first.
+    pub open_decisions: Vec<OpenDecision>,
+}
+
+fn day_of(ms: i64) -> i32 {
+    ms.div_euclid(DAY_MS) as i32
+}
+
+impl Profile {
+    /// Encodes the profile for storage (a version byte, then postcard).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![FORMAT_VERSION];
+        postcard::to_io(self, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Decodes a stored profile.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match bytes.split_first() {
+            Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt {
+                what: "profile",
+                detail: e.to_string(),
+            }),
+            Some((v, _)) => Err(StoreError::Corrupt {
+                what: "profile",
+                detail: format!("unknown format version {v}"),
+            }),
+            None => Err(StoreError::Corrupt {
+                what: "profile",
+                detail: "empty record".into(),
+            }),
+        }
+    }
+
+    fn touch(&mut self, at_ms: i64) {
+        if self.first_seen_ms == 0 || at_ms < self.first_seen_ms {
+            self.first_seen_ms = at_ms;
+        }
+        self.last_seen_ms = self.last_seen_ms.max(at_ms);
+    }
+
+    /// Applies a purchase: windows, categories, cart clean-up.
+    pub fn apply_purchase(&mut self, p: &Purchase) {
+        self.touch(p.timestamp_ms);
+        self.last_purchase_ms = Some(self.last_purchase_ms.map_or(p.timestamp_ms, |t| t.max(p.timestamp_ms)));
+        self.lifetime_orders += 1;
+        let day = day_of(p.timestamp_ms);
+        let (mut revenue, mut margin) = (0i64, 0i64);
+        for line in &p.lines {
+            let q = i64::from(line.quantity.max(1));
+            let line_revenue = line.unit_price_minor * q;
+            revenue += line_revenue;
+            margin += (line.unit_price_minor - line.unit_cost_minor) * q;
+            self.add_affinity(&line.category, line_revenue as f64, day);
+            self.cart.retain(|c| c.sku != line.sku);
+        }
+        match self.days.binary_search_by_key(&day, |d| d.day) {
+            Ok(i) => {
+                let d = &mut self.days[i];
+                d.orders += 1;
+                d.revenue_minor += revenue;
+                d.margin_minor += margin;
+            }
+            Err(i) => self.days.insert(i, DayTotals { day, orders: 1, revenue_minor: revenue, margin_minor: margin }),
+        }
+        let oldest = day - HISTORY_DAYS as i32;
+        self.days.retain(|d| d.day > oldest);
+    }
+
+    fn add_affinity(&mut self, category: &str, spend: f64, day: i32) {
+        if category.is_empty() {
+            return;
+        }
+        for c in &mut self.categories {
+            c.score *= decay(day - c.as_of_day);
+            c.as_of_day = day;
+        }
+        match self.categories.iter_mut().find(|c| c.category == category) {
+            Some(c) => c.score += spend,
+            None => self.categories.push(CategoryAffinity { category: category.to_owned(), score: spend, as_of_day: day }),
+        }
+        self.categories.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.category.cmp(&b.category)));
+        self.categories.truncate(TOP_CATEGORIES);
+    }
+
+    /// Applies an app event (with its customer already resolved).
+    pub fn apply_app_event(&mut self, e: &AppEvent) {
+        self.touch(e.timestamp_ms);
+        self.reach.has_app = true;
+        self.last_app_activity_ms = Some(self.last_app_activity_ms.map_or(e.timestamp_ms, |t| t.max(e.timestamp_ms)));
+        match e.kind() {
+            AppEventKind::AddToCart if !e.sku.is_empty() => {
+                let qty = e.quantity.max(1);
+                match self.cart.iter_mut().find(|c| c.sku == e.sku) {
+                    Some(line) => {
+                        line.quantity += qty;
+                        line.added_ms = e.timestamp_ms;
+                    }
+                    None => {
+                        self.cart.push(CartLine {
+                            sku: e.sku.clone(),
+                            category: e.category.clone(),
+                            quantity: qty,
+                            added_ms: e.timestamp_ms,
+                        });
+                        if self.cart.len() > MAX_CART_LINES {
+                            self.cart.remove(0);
+                        }
+                    }
+                }
+            }
+            AppEventKind::RemoveFromCart => self.cart.retain(|c| c.sku != e.sku),
+            _ => {}
+        }
+    }
+
+    /// Applies a consent change.
+    pub fn apply_consent(&mut self, c: &Consent) {
+        self.touch(c.timestamp_ms);
+        match c.channel() {
+            Channel::Push => {
+                self.reach.push_consent = c.granted;
+                self.reach.push_token = c.push_token_present;
+            }
+            Channel::Stories => self.reach.stories_revoked = !c.granted,
+            Channel::Unspecified => {}
+        }
+        if !c.time_zone.is_empty() {
+            self.time_zone.clone_from(&c.time_zone);
+            self.utc_offset_minutes = c.utc_offset_minutes;
+        }
+    }
+
+    /// Records a contact on `channel` at `at_ms`, forgetting contacts older
+    /// than `keep_ms`.
+    pub fn record_contact(&mut self, channel: Channel, at_ms: i64, keep_ms: i64) {
+        self.contacts.retain(|c| c.at_ms > at_ms - keep_ms);
+        self.contacts.push(Contact { at_ms, channel: channel as i32 });
+        if self.contacts.len() > MAX_CONTACTS {
+            self.contacts.remove(0);
+        }
+    }
+
+    /// Records a decision that can be attributed a later purchase.
+    pub fn record_open_decision(&mut self, d: OpenDecision) {
+        self.open_decisions.push(d);
+        if self.open_decisions.len() > MAX_OPEN_DECISIONS {
+            self.open_decisions.remove(0);
+        }
+    }
+
+    /// Purchase totals over the `days` days up to and including `now_ms`'s day.
+    pub fn window(&self, now_ms: i64, days: i64) -> WindowTotals {
+        let first = day_of(now_ms) - days as i32;
+        self.days.iter().filter(|d| d.day > first).fold(WindowTotals::default(), |mut t, d| {
+            t.orders += d.orders;
+            t.revenue_minor += d.revenue_minor;
+            t.margin_minor += d.margin_minor;
+            t
+        })
+    }
+
+    /// Whole days since the last purchase, or `None` if the customer never bought.
+    pub fn days_since_last_purchase(&self, now_ms: i64) -> Option<f64> {
+        self.last_purchase_ms.map(|t| ((now_ms - t).max(0) / DAY_MS) as f64)
+    }
+
+    /// Share (0..=1) of the customer's decayed spend that went to `category`.
+    pub fn category_share(&self, category: &str) -> f64 {
+        let total: f64 = self.categories.iter().map(|c| c.score).sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        self.categories.iter().find(|c| c.category == category).map_or(0.0, |c| c.score / total)
+    }
+
+    /// The strongest category, if any.
+    pub fn favourite_category(&self) -> Option<&str> {
+        self.categories.first().map(|c| c.category.as_str())
+    }
+}
+
+fn decay(days: i32) -> f64 {
+    if days <= 0 {
+        1.0
+    } else {
+        0.5f64.powf(f64::from(days) / AFFINITY_HALF_LIFE_DAYS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvm_proto::v1::PurchaseLine;
+
+    fn purchase(at_ms: i64, cat: &str, price: i64, cost: i64) -> Purchase {
+        Purchase {
+            event_id: format!("p{at_ms}"),
+            customer_id: "c".into(),
+            timestamp_ms: at_ms,
+            lines: vec![PurchaseLine { sku: format!("{cat}-1"), category: cat.into(), quantity: 2, unit_price_minor: price, unit_cost_minor: cost }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn windows_count_exactly_the_days_inside_them() {
+        let mut p = Profile::default();
+        let now = 400 * DAY_MS;
+        p.apply_purchase(&purchase(now - 100 * DAY_MS, "wine", 1000, 600)); // in 365 only
+        p.apply_purchase(&purchase(now - 20 * DAY_MS, "sushi", 500, 200)); // in 30, 90, 365
+        p.apply_purchase(&purchase(now - 2 * DAY_MS, "sushi", 500, 200)); // in all
+        assert_eq!(p.window(now, 7), WindowTotals { orders: 1, revenue_minor: 1000, margin_minor: 600 });
+        assert_eq!(p.window(now, 30).orders, 2);
+        assert_eq!(p.window(now, 90).orders, 2);
+        assert_eq!(p.window(now, 365), WindowTotals { orders: 3, revenue_minor: 4000, margin_minor: 2000 });
+        assert_eq!(p.days_since_last_purchase(now), Some(2.0));
+        assert_eq!(p.favourite_category(), Some("sushi"));
+    }
+
+    #[test]
+    fn history_older_than_a_year_is_dropped() {
+        let mut p = Profile::default();
+        p.apply_purchase(&purchase(DAY_MS, "a", 100, 50));
+        p.apply_purchase(&purchase(500 * DAY_MS, "a", 100, 50));
+        assert_eq!(p.days.len(), 1);
+        assert_eq!(p.lifetime_orders, 2);
+    }
+
+    #[test]
+    fn purchase_removes_bought_items_from_cart() {
+        let mut p = Profile::default();
+        let add = AppEvent { sku: "sushi-1".into(), category: "sushi".into(), kind: AppEventKind::AddToCart as i32, timestamp_ms: 5, ..Default::default() };
+        p.apply_app_event(&add);
+        p.apply_app_event(&add);
+        assert_eq!(p.cart.len(), 1);
+        assert_eq!(p.cart[0].quantity, 2);
+        p.apply_purchase(&purchase(10, "sushi", 500, 200));
+        assert!(p.cart.is_empty());
+    }
+
+    #[test]
+    fn encoding_round_trips_and_rejects_unknown_versions() {
+        let mut p = Profile::default();
+        p.apply_purchase(&purchase(3 * DAY_MS, "sushi", 500, 200));
+        p.record_contact(Channel::Push, 3 * DAY_MS, DAY_MS);
+        let bytes = p.encode();
+        assert_eq!(Profile::decode(&bytes).unwrap(), p);
+        let mut bad = bytes.clone();
+        bad[0] = 99;
+        assert!(matches!(Profile::decode(&bad), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn push_needs_app_token_and_consent() {
+        let mut p = Profile::default();
+        assert!(!p.reach.push());
+        p.apply_app_event(&AppEvent { kind: AppEventKind::AppOpen as i32, ..Default::default() });
+        p.apply_consent(&Consent { channel: Channel::Push as i32, granted: true, push_token_present: true, ..Default::default() });
+        assert!(p.reach.push() && p.reach.stories());
+        p.apply_consent(&Consent { channel: Channel::Push as i32, granted: false, push_token_present: true, ..Default::default() });
+        assert!(!p.reach.push());
+    }
+}

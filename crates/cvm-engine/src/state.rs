@@ -1,0 +1,43 @@
+//! The store interface the decision core reads and writes state through.
+
+use crate::profile::Profile;
+
+/// A failure of the state store. These are *external* errors: the engine
+/// cannot make progress without its state, so the caller should stop the
+/// batch, back off and retry (or exit and let the supervisor restart it).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage backend failed (I/O, corruption, full disk).
+    #[error("state store backend failed: {0}; check disk space and the store's log, then restart")]
+    Backend(String),
+    /// A stored record could not be decoded: the store holds data written by
+    /// an incompatible version.
+    #[error("stored {what} is unreadable ({detail}); the state was written by an incompatible version: restore it from Kafka or a snapshot")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// The decoder's message.
+        detail: String,
+    },
+}
+
+/// One unit of state work: reads see the writes made earlier in the same
+/// transaction; nothing is durable until the owner commits it (together with
+/// the consumed offsets and the outbox, in the Kafka edge).
+///
+/// Every key is scoped by the Kafka `partition` the event came from, so the
+/// state of a partition can move with it.
+pub trait StateTxn {
+    /// The profile of `customer_id`, if one exists.
+    fn profile(&mut self, partition: u32, customer_id: &str) -> Result<Option<Profile>, StoreError>;
+    /// Stores `profile` for `customer_id`.
+    fn put_profile(&mut self, partition: u32, customer_id: &str, profile: Profile) -> Result<(), StoreError>;
+    /// Records that `event_id` was applied; returns `false` when it already
+    /// was (a replay or a duplicate send), in which case the caller must not
+    /// apply it again.
+    fn first_sighting(&mut self, partition: u32, event_id: &str) -> Result<bool, StoreError>;
+    /// The customer a device was identified as, if any.
+    fn customer_of_device(&mut self, partition: u32, device_id: &str) -> Result<Option<String>, StoreError>;
+    /// Links `device_id` to `customer_id`.
+    fn link_device(&mut self, partition: u32, device_id: &str, customer_id: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,190 @@
+//! Golden decision tests: scripted events in, the exact decisions out.
+
+use cvm_engine::{
+    offers::OfferDefinition, Catalog, Emit, Engine, EngineConfig, Event, EventResult, MemoryState, StateTxn,
+};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Identify, Outcome, Purchase, PurchaseLine};
+
+const HOUR: i64 = 3_600_000;
+
+fn offer() -> OfferDefinition {
+    OfferDefinition::parse(
+        "cart-sushi",
+        br#"{"id": "cart-sushi", "version": 3, "campaign_id": "cart",
+             "trigger": {"event": "add_to_cart", "category": "sushi"},
+             "eligibility": [{"feature": "has_app", "op": "eq", "value": 1}],
+             "channels": ["push", "stories"],
+             "content": {"title": "Your {favourite_category} is waiting", "body": "{discount} off"},
+             "discount": {"percent": 10}, "category": "sushi", "expected_margin_minor": 500}"#,
+    )
+    .unwrap()
+}
+
+fn engine(global_control_percent: f64) -> Engine {
+    Engine::new(EngineConfig { global_control_percent, ..Default::default() }, Catalog::new([offer()]))
+}
+
+fn consent(customer: &str) -> Event {
+    Event::Consent(Consent {
+        event_id: format!("consent-{customer}"),
+        customer_id: customer.into(),
+        channel: Channel::Push as i32,
+        granted: true,
+        push_token_present: true,
+        ..Default::default()
+    })
+}
+
+fn add_to_cart(id: &str, customer: &str, at: i64) -> Event {
+    Event::App(AppEvent {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        timestamp_ms: at,
+        kind: AppEventKind::AddToCart as i32,
+        sku: "maki-8".into(),
+        category: "sushi".into(),
+        ..Default::default()
+    })
+}
+
+fn decisions(emits: &[Emit]) -> Vec<(Channel, Outcome)> {
+    emits
+        .iter()
+        .filter_map(|e| match e {
+            Emit::Decision(d) => Some((d.channel(), d.outcome())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn offers(emits: &[Emit]) -> Vec<&cvm_proto::v1::Offer> {
+    emits.iter().filter_map(|e| if let Emit::Offer(o) = e { Some(o) } else { None }).collect()
+}
+
+/// A customer id outside (or inside) the default global control group.
+fn customer(in_control: bool) -> String {
+    let cfg = EngineConfig::default();
+    (0..)
+        .map(|i| format!("c{i}"))
+        .find(|c| cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "global", c, cfg.global_control_percent) == in_control
+            && !cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "cart", c, 0.0))
+        .unwrap()
+}
+
+#[test]
+fn cart_add_sends_push_and_story_then_caps_the_second_push() {
+    let e = engine(5.0);
+    let c = customer(false);
+    let mut s = MemoryState::default();
+    e.process(&mut s, 0, &consent(&c), 0).unwrap();
+
+    let first = e.process(&mut s, 0, &add_to_cart("a1", &c, HOUR), HOUR).unwrap();
+    assert_eq!(decisions(&first.emits), vec![(Channel::Push, Outcome::Treated), (Channel::Stories, Outcome::Treated)]);
+    let sent = offers(&first.emits);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].content.as_ref().unwrap().title, "Your sushi is waiting");
+    assert_eq!(sent[0].content.as_ref().unwrap().body, "10% off");
+    assert_eq!(sent[0].offer_version, 3);
+    assert_eq!(sent[0].expires_at_ms, HOUR + 48 * HOUR);
+
+    // Two hours later: push is capped (1 a day), stories still have room (3 a day).
+    let second = e.process(&mut s, 0, &add_to_cart("a2", &c, 3 * HOUR), 3 * HOUR).unwrap();
+    assert_eq!(decisions(&second.emits), vec![(Channel::Push, Outcome::Capped), (Channel::Stories, Outcome::Treated)]);
+    assert!(offers(&second.emits).iter().all(|o| o.channel() == Channel::Stories));
+
+    // A day later the push window has slid past the first contact.
+    let third = e.process(&mut s, 0, &add_to_cart("a3", &c, 26 * HOUR), 26 * HOUR).unwrap();
+    assert_eq!(decisions(&third.emits)[0], (Channel::Push, Outcome::Treated));
+}
+
+#[test]
+fn global_control_gets_a_decision_and_no_offer() {
+    let e = engine(5.0);
+    let c = customer(true);
+    let mut s = MemoryState::default();
+    e.process(&mut s, 0, &consent(&c), 0).unwrap();
+    let out = e.process(&mut s, 0, &add_to_cart("a1", &c, HOUR), HOUR).unwrap();
+    assert_eq!(decisions(&out.emits), vec![(Channel::Unspecified, Outcome::HoldoutGlobal)]);
+    assert!(offers(&out.emits).is_empty());
+    let profile = s.profile(0, &c).unwrap().unwrap();
+    assert_eq!(profile.open_decisions.len(), 1, "held-out decisions stay open for attribution");
+    assert!(profile.contacts.is_empty());
+}
+
+#[test]
+fn campaign_holdout_is_per_campaign() {
+    let mut held = offer();
+    held.holdout_percent = 50.0;
+    let e = Engine::new(EngineConfig { global_control_percent: 0.0, ..Default::default() }, Catalog::new([held]));
+    let mut outcomes = std::collections::HashMap::new();
+    for i in 0..400 {
+        let c = format!("h{i}");
+        let mut s = MemoryState::default();
+        e.process(&mut s, 0, &consent(&c), 0).unwrap();
+        let out = e.process(&mut s, 0, &add_to_cart(&format!("x{i}"), &c, HOUR), HOUR).unwrap();
+        let (_, outcome) = decisions(&out.emits)[0];
+        *outcomes.entry(outcome).or_insert(0) += 1;
+    }
+    let held = outcomes[&Outcome::HoldoutCampaign];
+    assert!((150..=250).contains(&held), "{outcomes:?}");
+    assert_eq!(held + outcomes[&Outcome::Treated], 400);
+}
+
+#[test]
+fn ineligible_and_unreachable_are_decisions_with_reasons() {
+    let e = engine(0.0);
+    let mut s = MemoryState::default();
+    // Without consent the push channel is unreachable; stories work once the app is used.
+    let out = e.process(&mut s, 0, &add_to_cart("a1", "u1", HOUR), HOUR).unwrap();
+    assert_eq!(decisions(&out.emits), vec![(Channel::Push, Outcome::Unreachable), (Channel::Stories, Outcome::Treated)]);
+
+    let mut strict = offer();
+    strict.eligibility.push(serde_json::from_str(r#"{"feature": "orders_90d", "op": "gte", "value": 2}"#).unwrap());
+    let e = Engine::new(EngineConfig::default(), Catalog::new([strict]));
+    let out = e.process(&mut s, 0, &add_to_cart("a2", "u1", HOUR), HOUR).unwrap();
+    let Emit::Decision(d) = &out.emits[0] else { panic!() };
+    assert_eq!(d.outcome(), Outcome::Ineligible);
+    assert!(d.reason.contains("Orders90d Gte 2 failed (value 0)"), "{}", d.reason);
+}
+
+#[test]
+fn replayed_events_are_not_applied_twice_and_ids_are_deterministic() {
+    let e = engine(0.0);
+    let mut s = MemoryState::default();
+    let buy = Event::Purchase(Purchase {
+        event_id: "p1".into(),
+        customer_id: "c".into(),
+        timestamp_ms: HOUR,
+        lines: vec![PurchaseLine { sku: "s".into(), category: "sushi".into(), quantity: 1, unit_price_minor: 900, unit_cost_minor: 400 }],
+        ..Default::default()
+    });
+    assert_eq!(e.process(&mut s, 0, &buy, HOUR).unwrap().result, EventResult::Applied);
+    assert_eq!(e.process(&mut s, 0, &buy, HOUR).unwrap().result, EventResult::Duplicate);
+    assert_eq!(s.profile(0, "c").unwrap().unwrap().lifetime_orders, 1);
+
+    // The same event decided on two fresh states yields identical output.
+    let run = || e.process(&mut MemoryState::default(), 0, &add_to_cart("same", "c", HOUR), HOUR).unwrap().emits;
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn anonymous_devices_are_rekeyed_once_identified() {
+    let e = engine(0.0);
+    let mut s = MemoryState::default();
+    let anon = Event::App(AppEvent { event_id: "v1".into(), device_id: "d1".into(), kind: AppEventKind::ProductView as i32, ..Default::default() });
+    assert_eq!(e.process(&mut s, 0, &anon, 0).unwrap().result, EventResult::Anonymous);
+    let id = Event::Identify(Identify { event_id: "i1".into(), device_id: "d1".into(), customer_id: "c9".into(), timestamp_ms: 0 });
+    e.process(&mut s, 0, &id, 0).unwrap();
+    let out = e.process(&mut s, 0, &anon, 0).unwrap();
+    assert_eq!(out.result, EventResult::Rekeyed);
+    assert!(matches!(&out.emits[..], [Emit::Rekeyed(a)] if a.customer_id == "c9" && a.event_id == "v1"));
+}
+
+#[test]
+fn invalid_events_are_reported_not_applied() {
+    let e = engine(0.0);
+    let mut s = MemoryState::default();
+    let no_id = Event::Purchase(Purchase { customer_id: "c".into(), ..Default::default() });
+    assert!(matches!(e.process(&mut s, 0, &no_id, 0).unwrap().result, EventResult::Invalid(r) if r.contains("event_id")));
+    assert_eq!(s.profile_count(), 0);
+}

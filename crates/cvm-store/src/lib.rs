@@ -1,0 +1,474 @@
+//! The RocksDB state of one cvm instance: customer profiles, applied event
+//! ids, device links, consumed offsets and the outbox of messages to publish.
+//!
+//! The point of keeping them in one database is atomicity: a [`Batch`]
+//! collects the profile changes an input batch caused, the offsets it
+//! consumed and the messages it wants published, and [`Batch::commit`] writes
+//! them in a single `WriteBatch`. After a crash at any instant either all of
+//! it is there (the consumer resumes after it and the publisher sends what is
+//! in the outbox) or none of it is (the consumer re-reads the same input and
+//! the decisions come out again with the same ids).
+//!
+//! Keys of partitioned state start with the Kafka partition (`u32`, big
+//! endian), so the state of a partition is one contiguous key range that can
+//! later be moved, dropped or restored with it.
+//!
+//! Column families, one per concern:
+//! - `profiles`: `partition ‖ customer_id` → [`Profile`] (versioned postcard)
+//! - `events`: `partition ‖ event_id` → wall-clock ms when applied; entries
+//!   older than `dedup_retention` are dropped by a compaction filter
+//! - `devices`: `partition ‖ device_id` → customer_id
+//! - `offsets`: `topic ‖ 0 ‖ partition` → next offset to consume (`i64` BE)
+//! - `outbox`: sequence (`u64` BE) → [`OutboxEntry`]
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use cvm_engine::{Profile, StateTxn, StoreError};
+use rocksdb::{
+    compaction_filter::Decision as FilterDecision, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,
+    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+use serde::{Deserialize, Serialize};
+
+const CF_PROFILES: &str = "profiles";
+const CF_EVENTS: &str = "events";
+const CF_DEVICES: &str = "devices";
+const CF_OFFSETS: &str = "offsets";
+const CF_OUTBOX: &str = "outbox";
+const ALL_CFS: [&str; 5] = [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX];
+
+/// RocksDB settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the database.
+    pub path: PathBuf,
+    /// Block cache shared by all column families, MiB.
+    pub block_cache_mb: usize,
+    /// Size of one memtable, MiB.
+    pub write_buffer_mb: usize,
+    /// Memtables per column family before writes stall.
+    pub max_write_buffers: i32,
+    /// Bloom filter bits per key (0 disables).
+    pub bloom_bits_per_key: f64,
+    /// fsync the WAL on every commit (survives power loss, costs latency).
+    pub sync_writes: bool,
+    /// How long applied event ids are remembered for de-duplication.
+    #[serde(with = "humantime_serde")]
+    pub dedup_retention: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/cvm"),
+            // Sized for a few million profiles on a small machine.
+            block_cache_mb: 256,
+            write_buffer_mb: 64,
+            max_write_buffers: 3,
+            bloom_bits_per_key: 10.0,
+            sync_writes: false,
+            dedup_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// RocksDB refused to open the directory.
+    #[error("cannot open the state store at {path}: {source}; check the path is writable and not used by another cvm process")]
+    Open {
+        /// The directory.
+        path: PathBuf,
+        /// RocksDB's error.
+        source: rocksdb::Error,
+    },
+}
+
+/// A message waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Destination topic.
+    pub topic: String,
+    /// Message key.
+    pub key: Vec<u8>,
+    /// Message value.
+    pub payload: Vec<u8>,
+    /// Message headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The state store. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<DB>,
+    next_outbox_seq: Arc<AtomicU64>,
+    write_opts: Arc<WriteOptions>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn backend(e: rocksdb::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn partition_key(partition: u32, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + id.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 5);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (creating if needed) the store described by `config`.
+    pub fn open(config: &StoreConfig) -> Result<Self, OpenError> {
+        let cache = Cache::new_lru_cache(config.block_cache_mb << 20);
+        let cf_opts = |name: &str| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_cache_index_and_filter_blocks(true);
+            if config.bloom_bits_per_key > 0.0 && name != CF_OUTBOX && name != CF_OFFSETS {
+                table.set_bloom_filter(config.bloom_bits_per_key, false);
+            }
+            let mut o = Options::default();
+            o.set_block_based_table_factory(&table);
+            o.set_compression_type(DBCompressionType::Lz4);
+            o.set_write_buffer_size(config.write_buffer_mb << 20);
+            o.set_max_write_buffer_number(config.max_write_buffers);
+            if name == CF_EVENTS {
+                let retention_ms = config.dedup_retention.as_millis() as u64;
+                o.set_compaction_filter("dedup-retention", move |_level, _key, value: &[u8]| {
+                    let applied = value.try_into().map(u64::from_be_bytes).unwrap_or(0);
+                    if now_ms().saturating_sub(applied) > retention_ms {
+                        FilterDecision::Remove
+                    } else {
+                        FilterDecision::Keep
+                    }
+                });
+            }
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        let db = DB::open_cf_descriptors(&db_opts, &config.path, ALL_CFS.map(cf_opts))
+            .map_err(|source| OpenError::Open { path: config.path.clone(), source })?;
+        let next_seq = {
+            let cf = db.cf_handle(CF_OUTBOX).expect("created above");
+            let mut it = db.iterator_cf(cf, IteratorMode::End);
+            match it.next() {
+                Some(Ok((k, _))) => u64::from_be_bytes(k[..8].try_into().expect("outbox keys are 8 bytes")) + 1,
+                _ => 0,
+            }
+        };
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(config.sync_writes);
+        Ok(Self {
+            db: Arc::new(db),
+            next_outbox_seq: Arc::new(AtomicU64::new(next_seq)),
+            write_opts: Arc::new(write_opts),
+            path: config.path.clone(),
+        })
+    }
+
+    /// Directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(name).expect("column families are created at open")
+    }
+
+    /// Starts a batch of state work.
+    pub fn begin(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            profiles: HashMap::new(),
+            seen: HashSet::new(),
+            devices: HashMap::new(),
+            offsets: HashMap::new(),
+            outbox: Vec::new(),
+        }
+    }
+
+    /// The next offset to consume from `topic`/`partition`, if any was committed.
+    pub fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
+        let v = self.db.get_cf(self.cf(CF_OFFSETS), offset_key(topic, partition)).map_err(backend)?;
+        Ok(v.and_then(|b| b.as_slice().try_into().ok()).map(i64::from_be_bytes))
+    }
+
+    /// The committed profile of a customer.
+    pub fn profile(&self, partition: u32, customer_id: &str) -> Result<Option<Profile>, StoreError> {
+        self.db
+            .get_pinned_cf(self.cf(CF_PROFILES), partition_key(partition, customer_id))
+            .map_err(backend)?
+            .map(|b| Profile::decode(&b))
+            .transpose()
+    }
+
+    /// Every committed profile, in key order (for tests and tools; scans the whole family).
+    pub fn profiles(&self) -> impl Iterator<Item = Result<(u32, String, Profile), StoreError>> + '_ {
+        self.db.iterator_cf(self.cf(CF_PROFILES), IteratorMode::Start).map(|r| {
+            let (k, v) = r.map_err(backend)?;
+            let partition = u32::from_be_bytes(k[..4].try_into().expect("profile keys start with the partition"));
+            Ok((partition, String::from_utf8_lossy(&k[4..]).into_owned(), Profile::decode(&v)?))
+        })
+    }
+
+    /// Up to `limit` outbox entries, oldest first, with their sequence numbers.
+    pub fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_OUTBOX), IteratorMode::Start)
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let seq = u64::from_be_bytes(k[..8].try_into().expect("outbox keys are 8 bytes"));
+                let entry = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
+                Ok((seq, entry))
+            })
+            .collect()
+    }
+
+    /// Removes delivered outbox entries.
+    pub fn outbox_remove(&self, seqs: impl IntoIterator<Item = u64>) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for s in seqs {
+            wb.delete_cf(self.cf(CF_OUTBOX), s.to_be_bytes());
+        }
+        self.db.write_opt(wb, &self.write_opts).map_err(backend)
+    }
+
+    /// Entries waiting in the outbox (exact: sequence numbers are dense and
+    /// removed in order by the one publisher, so this is `next - oldest`).
+    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let oldest = self.outbox_peek(1)?.first().map(|(s, _)| *s);
+        Ok(oldest.map_or(0, |o| self.next_outbox_seq.load(Ordering::SeqCst).saturating_sub(o)))
+    }
+
+    /// Flushes memtables to disk (used at shutdown so restarts replay little WAL).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let cfs: Vec<_> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default()).map_err(backend)
+    }
+}
+
+/// Pending state work; see [`Store::begin`]. Dropping it without
+/// [`commit`](Batch::commit) discards everything.
+pub struct Batch<'s> {
+    store: &'s Store,
+    profiles: HashMap<(u32, String), Profile>,
+    seen: HashSet<(u32, String)>,
+    devices: HashMap<(u32, String), String>,
+    offsets: HashMap<(String, i32), i64>,
+    outbox: Vec<OutboxEntry>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("profiles", &self.profiles.len())
+            .field("events", &self.seen.len())
+            .field("outbox", &self.outbox.len())
+            .finish()
+    }
+}
+
+/// What a commit wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Profiles written.
+    pub profiles: usize,
+    /// Outbox entries added.
+    pub outbox: usize,
+}
+
+impl Batch<'_> {
+    /// Records that everything before `next_offset` of `topic`/`partition` is consumed.
+    pub fn set_next_offset(&mut self, topic: &str, partition: i32, next_offset: i64) {
+        self.offsets.insert((topic.to_owned(), partition), next_offset);
+    }
+
+    /// Queues a message for the publisher.
+    pub fn publish(&mut self, entry: OutboxEntry) {
+        self.outbox.push(entry);
+    }
+
+    /// Writes everything atomically.
+    pub fn commit(self) -> Result<Committed, StoreError> {
+        let s = self.store;
+        let mut wb = WriteBatch::default();
+        let stamp = now_ms().to_be_bytes();
+        for ((p, c), profile) in &self.profiles {
+            wb.put_cf(s.cf(CF_PROFILES), partition_key(*p, c), profile.encode());
+        }
+        for (p, e) in &self.seen {
+            wb.put_cf(s.cf(CF_EVENTS), partition_key(*p, e), stamp);
+        }
+        for ((p, d), c) in &self.devices {
+            wb.put_cf(s.cf(CF_DEVICES), partition_key(*p, d), c.as_bytes());
+        }
+        for ((t, p), o) in &self.offsets {
+            wb.put_cf(s.cf(CF_OFFSETS), offset_key(t, *p), o.to_be_bytes());
+        }
+        let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);
+        for (i, entry) in self.outbox.iter().enumerate() {
+            let value = postcard::to_stdvec(entry).expect("outbox entries always serialize");
+            wb.put_cf(s.cf(CF_OUTBOX), (first_seq + i as u64).to_be_bytes(), value);
+        }
+        s.db.write_opt(wb, &s.write_opts).map_err(backend)?;
+        Ok(Committed { profiles: self.profiles.len(), outbox: self.outbox.len() })
+    }
+}
+
+impl StateTxn for Batch<'_> {
+    fn profile(&mut self, partition: u32, customer_id: &str) -> Result<Option<Profile>, StoreError> {
+        match self.profiles.get(&(partition, customer_id.to_owned())) {
+            Some(p) => Ok(Some(p.clone())),
+            None => self.store.profile(partition, customer_id),
+        }
+    }
+
+    fn put_profile(&mut self, partition: u32, customer_id: &str, profile: Profile) -> Result<(), StoreError> {
+        self.profiles.insert((partition, customer_id.to_owned()), profile);
+        Ok(())
+    }
+
+    fn first_sighting(&mut self, partition: u32, event_id: &str) -> Result<bool, StoreError> {
+        let key = (partition, event_id.to_owned());
+        if self.seen.contains(&key) {
+            return Ok(false);
+        }
+        let stored = self.store.db.get_pinned_cf(self.store.cf(CF_EVENTS), partition_key(partition, event_id)).map_err(backend)?;
+        if stored.is_some() {
+            return Ok(false);
+        }
+        self.seen.insert(key);
+        Ok(true)
+    }
+
+    fn customer_of_device(&mut self, partition: u32, device_id: &str) -> Result<Option<String>, StoreError> {
+        if let Some(c) = self.devices.get(&(partition, device_id.to_owned())) {
+            return Ok(Some(c.clone()));
+        }
+        let v = self.store.db.get_pinned_cf(self.store.cf(CF_DEVICES), partition_key(partition, device_id)).map_err(backend)?;
+        Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn link_device(&mut self, partition: u32, device_id: &str, customer_id: &str) -> Result<(), StoreError> {
+        self.devices.insert((partition, device_id.to_owned()), customer_id.to_owned());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvm_proto::v1::{Purchase, PurchaseLine};
+
+    fn open(dir: &Path) -> Store {
+        Store::open(&StoreConfig { path: dir.to_owned(), block_cache_mb: 8, write_buffer_mb: 4, ..Default::default() }).unwrap()
+    }
+
+    fn bought(p: &mut Profile, at: i64) {
+        p.apply_purchase(&Purchase {
+            timestamp_ms: at,
+            lines: vec![PurchaseLine { sku: "s".into(), category: "c".into(), quantity: 1, unit_price_minor: 100, unit_cost_minor: 60 }],
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn batch_reads_its_own_writes_and_commits_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut b = store.begin();
+        let mut p = Profile::default();
+        bought(&mut p, 1);
+        b.put_profile(3, "c1", p.clone()).unwrap();
+        assert_eq!(b.profile(3, "c1").unwrap(), Some(p.clone()));
+        assert!(b.first_sighting(3, "e1").unwrap());
+        assert!(!b.first_sighting(3, "e1").unwrap(), "duplicate inside one batch");
+        b.set_next_offset("cvm.events.purchases", 3, 42);
+        b.publish(OutboxEntry { topic: "t".into(), key: b"k".to_vec(), payload: b"v".to_vec(), headers: vec![] });
+        // Nothing is visible before commit.
+        assert_eq!(store.profile(3, "c1").unwrap(), None);
+        assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), None);
+        assert_eq!(store.outbox_depth().unwrap(), 0);
+        b.commit().unwrap();
+        assert_eq!(store.profile(3, "c1").unwrap(), Some(p));
+        assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), Some(42));
+        assert_eq!(store.outbox_depth().unwrap(), 1);
+        assert!(!store.begin().first_sighting(3, "e1").unwrap(), "replay after commit");
+        assert!(store.begin().first_sighting(4, "e1").unwrap(), "event ids are scoped by partition");
+    }
+
+    #[test]
+    fn dropped_batch_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut b = store.begin();
+        b.put_profile(0, "c", Profile::default()).unwrap();
+        assert!(b.first_sighting(0, "e").unwrap());
+        drop(b);
+        assert_eq!(store.profile(0, "c").unwrap(), None);
+        assert!(store.begin().first_sighting(0, "e").unwrap());
+    }
+
+    #[test]
+    fn state_outbox_and_offsets_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            let mut b = store.begin();
+            b.put_profile(1, "c", Profile { lifetime_orders: 7, ..Default::default() }).unwrap();
+            for i in 0..3u8 {
+                b.publish(OutboxEntry { topic: "t".into(), key: vec![i], payload: vec![i], headers: vec![("h".into(), vec![1])] });
+            }
+            b.link_device(1, "d", "c").unwrap();
+            b.set_next_offset("x", 1, 9);
+            b.commit().unwrap();
+            store.outbox_remove([0]).unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.profile(1, "c").unwrap().unwrap().lifetime_orders, 7);
+        assert_eq!(store.next_offset("x", 1).unwrap(), Some(9));
+        assert_eq!(store.begin().customer_of_device(1, "d").unwrap().as_deref(), Some("c"));
+        let pending = store.outbox_peek(10).unwrap();
+        assert_eq!(pending.iter().map(|(s, e)| (*s, e.key[0])).collect::<Vec<_>>(), vec![(1, 1), (2, 2)]);
+        assert_eq!(store.outbox_depth().unwrap(), 2);
+        // New entries continue the sequence after a reopen.
+        let mut b = store.begin();
+        b.publish(OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![] });
+        b.commit().unwrap();
+        assert_eq!(store.outbox_peek(10).unwrap().last().unwrap().0, 3);
+        assert_eq!(store.profiles().count(), 1);
+    }
+}
