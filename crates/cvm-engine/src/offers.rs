@@ -71,12 +71,16 @@ pub enum Feature {
     /// Days since the last purchase (never bought = infinite).
     DaysSinceLastPurchase,
     /// Orders in the last 30 days.
+    #[serde(rename = "orders_30d")]
     Orders30d,
     /// Orders in the last 90 days.
+    #[serde(rename = "orders_90d")]
     Orders90d,
     /// Revenue in the last 90 days, minor units.
+    #[serde(rename = "revenue_90d_minor")]
     Revenue90dMinor,
     /// Margin in the last 90 days, minor units.
+    #[serde(rename = "margin_90d_minor")]
     Margin90dMinor,
     /// Orders since first seen.
     LifetimeOrders,

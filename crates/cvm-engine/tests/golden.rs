@@ -77,6 +77,13 @@ fn cart_add_sends_push_and_story_then_caps_the_second_push() {
     let c = customer(false);
     let mut s = MemoryState::default();
     e.process(&mut s, 0, &consent(&c), 0).unwrap();
+    let bought_sushi = Event::Purchase(Purchase {
+        event_id: "p0".into(),
+        customer_id: c.clone(),
+        lines: vec![PurchaseLine { sku: "nigiri".into(), category: "sushi".into(), quantity: 1, unit_price_minor: 900, unit_cost_minor: 400 }],
+        ..Default::default()
+    });
+    assert!(e.process(&mut s, 0, &bought_sushi, 0).unwrap().emits.is_empty(), "no offer is triggered by purchases");
 
     let first = e.process(&mut s, 0, &add_to_cart("a1", &c, HOUR), HOUR).unwrap();
     assert_eq!(decisions(&first.emits), vec![(Channel::Push, Outcome::Treated), (Channel::Stories, Outcome::Treated)]);

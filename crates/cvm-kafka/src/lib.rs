@@ -1,1 +1,58 @@
-//! stub
+//! The Kafka edges of cvm: the ingest loop that feeds the decision core,
+//! the publisher that drains the outbox, and the reader of offer documents
+//! on the config topic.
+//!
+//! Guarantees, and where they come from:
+//! - **Nothing lost, nothing applied twice.** The ingest loop never commits
+//!   offsets to Kafka as the source of truth: the next offset of every
+//!   partition is written in the same RocksDB batch as the state changes and
+//!   outbox entries it produced, and on assignment the consumer seeks to it.
+//!   Kafka's committed offsets are stored too, but only so lag is visible.
+//! - **Nothing sent under a new id.** Decisions and offers have deterministic
+//!   ids; the publisher removes an outbox entry only after the broker
+//!   acknowledged it, with an idempotent producer. A crash between the ack
+//!   and the removal re-sends the entry with the same id (at-least-once with
+//!   stable ids; consumers deduplicate on `offer_id`).
+//! - **Bad input never stops the engine.** An undecodable or invalid event
+//!   goes to the dead-letter topic, with the reason in the `cvm.error`
+//!   header, through the same outbox, so it is published exactly when its
+//!   offset is consumed.
+
+mod admin;
+mod codec;
+mod config;
+mod ingest;
+mod offers_topic;
+mod publisher;
+pub mod telemetry;
+
+pub use admin::{ensure_topics, AdminError};
+pub use config::{Clock, KafkaConfig, StartFrom, TopicSpec, Topics};
+pub use ingest::{Ingest, IngestError};
+pub use offers_topic::{OffersReader, SharedCatalog};
+pub use publisher::Publisher;
+
+use rdkafka::ClientConfig;
+
+/// A failure talking to Kafka at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// librdkafka refused the configuration.
+    #[error("cannot create the Kafka {role}: {source}; check `kafka.brokers` and the raw `kafka.{role}` options")]
+    Create {
+        /// consumer or producer.
+        role: &'static str,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+/// The client config shared by every client: brokers plus raw overrides.
+pub(crate) fn client_config(cfg: &KafkaConfig, overrides: &std::collections::BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in overrides {
+        c.set(k, v);
+    }
+    c
+}

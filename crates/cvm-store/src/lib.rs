@@ -243,10 +243,13 @@ impl Store {
         })
     }
 
-    /// Up to `limit` outbox entries, oldest first, with their sequence numbers.
-    pub fn outbox_peek(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    /// Up to `limit` outbox entries with sequence numbers from `from_seq` on,
+    /// oldest first. Starting past removed entries keeps the read from
+    /// wading through their tombstones.
+    pub fn outbox_peek(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let from = from_seq.to_be_bytes();
         self.db
-            .iterator_cf(self.cf(CF_OUTBOX), IteratorMode::Start)
+            .iterator_cf(self.cf(CF_OUTBOX), IteratorMode::From(&from, rocksdb::Direction::Forward))
             .take(limit)
             .map(|r| {
                 let (k, v) = r.map_err(backend)?;
@@ -266,11 +269,15 @@ impl Store {
         self.db.write_opt(wb, &self.write_opts).map_err(backend)
     }
 
-    /// Entries waiting in the outbox (exact: sequence numbers are dense and
-    /// removed in order by the one publisher, so this is `next - oldest`).
-    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
-        let oldest = self.outbox_peek(1)?.first().map(|(s, _)| *s);
-        Ok(oldest.map_or(0, |o| self.next_outbox_seq.load(Ordering::SeqCst).saturating_sub(o)))
+    /// The sequence number the next outbox entry will get.
+    pub fn outbox_next_seq(&self) -> u64 {
+        self.next_outbox_seq.load(Ordering::SeqCst)
+    }
+
+    /// Entries waiting in the outbox at or after `from_seq`.
+    pub fn outbox_depth(&self, from_seq: u64) -> Result<u64, StoreError> {
+        let oldest = self.outbox_peek(from_seq, 1)?.first().map(|(s, _)| *s);
+        Ok(oldest.map_or(0, |o| self.outbox_next_seq().saturating_sub(o)))
     }
 
     /// Flushes memtables to disk (used at shutdown so restarts replay little WAL).
@@ -421,11 +428,11 @@ mod tests {
         // Nothing is visible before commit.
         assert_eq!(store.profile(3, "c1").unwrap(), None);
         assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), None);
-        assert_eq!(store.outbox_depth().unwrap(), 0);
+        assert_eq!(store.outbox_depth(0).unwrap(), 0);
         b.commit().unwrap();
         assert_eq!(store.profile(3, "c1").unwrap(), Some(p));
         assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), Some(42));
-        assert_eq!(store.outbox_depth().unwrap(), 1);
+        assert_eq!(store.outbox_depth(0).unwrap(), 1);
         assert!(!store.begin().first_sighting(3, "e1").unwrap(), "replay after commit");
         assert!(store.begin().first_sighting(4, "e1").unwrap(), "event ids are scoped by partition");
     }
@@ -461,14 +468,14 @@ mod tests {
         assert_eq!(store.profile(1, "c").unwrap().unwrap().lifetime_orders, 7);
         assert_eq!(store.next_offset("x", 1).unwrap(), Some(9));
         assert_eq!(store.begin().customer_of_device(1, "d").unwrap().as_deref(), Some("c"));
-        let pending = store.outbox_peek(10).unwrap();
+        let pending = store.outbox_peek(0, 10).unwrap();
         assert_eq!(pending.iter().map(|(s, e)| (*s, e.key[0])).collect::<Vec<_>>(), vec![(1, 1), (2, 2)]);
-        assert_eq!(store.outbox_depth().unwrap(), 2);
+        assert_eq!(store.outbox_depth(0).unwrap(), 2);
         // New entries continue the sequence after a reopen.
         let mut b = store.begin();
         b.publish(OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![] });
         b.commit().unwrap();
-        assert_eq!(store.outbox_peek(10).unwrap().last().unwrap().0, 3);
+        assert_eq!(store.outbox_peek(0, 10).unwrap().last().unwrap().0, 3);
         assert_eq!(store.profiles().count(), 1);
     }
 }

@@ -1,0 +1,96 @@
+//! Between Kafka messages and the decision core's events and emits.
+
+use cvm_engine::{Emit, Event};
+use cvm_proto::{
+    decode, encode,
+    v1::{app_envelope, AppEnvelope, Channel, Purchase},
+    DecodeError,
+};
+use cvm_store::OutboxEntry;
+
+use crate::Topics;
+
+/// Header carrying the reason a message was dead-lettered.
+pub(crate) const ERROR_HEADER: &str = "cvm.error";
+
+/// Which input a topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    Purchases,
+    App,
+}
+
+/// Decodes one input message.
+pub(crate) fn decode_event(topics: &Topics, input: Input, payload: Option<&[u8]>) -> Result<Event, String> {
+    let Some(bytes) = payload.filter(|b| !b.is_empty()) else {
+        return Err("empty payload".into());
+    };
+    let err = |e: DecodeError| e.to_string();
+    match input {
+        Input::Purchases => decode::<Purchase>(topics.purchases.format, bytes).map(Event::Purchase).map_err(err),
+        Input::App => match decode::<AppEnvelope>(topics.app.format, bytes).map_err(err)?.event {
+            Some(app_envelope::Event::AppEvent(e)) => Ok(Event::App(e)),
+            Some(app_envelope::Event::Identify(e)) => Ok(Event::Identify(e)),
+            Some(app_envelope::Event::Consent(e)) => Ok(Event::Consent(e)),
+            None => Err("AppEnvelope without an event".into()),
+        },
+    }
+}
+
+/// The outbox entry that publishes `emit`.
+pub(crate) fn outbox_entry(topics: &Topics, emit: &Emit) -> OutboxEntry {
+    let (topic, key, payload) = match emit {
+        Emit::Decision(d) => (&topics.decisions.name, &d.customer_id, encode(topics.decisions.format, d)),
+        Emit::Offer(o) => {
+            let spec = if o.channel() == Channel::Push { &topics.push } else { &topics.stories };
+            (&spec.name, &o.customer_id, encode(spec.format, o))
+        }
+        Emit::Rekeyed(e) => {
+            let envelope = AppEnvelope { event: Some(app_envelope::Event::AppEvent(e.clone())) };
+            (&topics.app.name, &e.customer_id, encode(topics.app.format, &envelope))
+        }
+    };
+    OutboxEntry { topic: topic.clone(), key: key.as_bytes().to_vec(), payload, headers: Vec::new() }
+}
+
+/// The dead-letter entry for an input message that cannot be applied.
+pub(crate) fn dead_letter(
+    topics: &Topics,
+    source: &str,
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    reason: &str,
+) -> OutboxEntry {
+    OutboxEntry {
+        topic: topics.dlq.clone(),
+        key: key.unwrap_or_default().to_vec(),
+        payload: payload.unwrap_or_default().to_vec(),
+        headers: vec![
+            (ERROR_HEADER.into(), reason.as_bytes().to_vec()),
+            ("cvm.source.topic".into(), source.as_bytes().to_vec()),
+            ("cvm.source.partition".into(), partition.to_string().into_bytes()),
+            ("cvm.source.offset".into(), offset.to_string().into_bytes()),
+        ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvm_proto::{v1::AppEvent, Format};
+
+    #[test]
+    fn app_envelope_decodes_in_either_format() {
+        let mut topics = Topics::default();
+        let env = AppEnvelope { event: Some(app_envelope::Event::AppEvent(AppEvent { event_id: "e".into(), ..Default::default() })) };
+        for f in [Format::Protobuf, Format::Json] {
+            topics.app.format = f;
+            let e = decode_event(&topics, Input::App, Some(&encode(f, &env))).unwrap();
+            assert_eq!(e.event_id(), "e");
+        }
+        assert!(decode_event(&topics, Input::App, Some(b"{\"nope\":1}")).unwrap_err().contains("AppEnvelope"));
+        assert_eq!(decode_event(&topics, Input::Purchases, None).unwrap_err(), "empty payload");
+    }
+}

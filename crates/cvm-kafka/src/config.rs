@@ -1,0 +1,187 @@
+//! Kafka settings: brokers, topics and their formats, batching, clock.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use cvm_proto::Format;
+use serde::{Deserialize, Serialize};
+
+/// A topic and the encoding of its messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// `protobuf` or `json` (the canonical proto3 JSON mapping).
+    #[serde(default)]
+    pub format: Format,
+}
+
+impl TopicSpec {
+    fn new(name: &str) -> Self {
+        Self { name: name.to_owned(), format: Format::Protobuf }
+    }
+}
+
+/// Every topic cvm reads or writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Input: `Purchase` messages, keyed by customer id.
+    pub purchases: TopicSpec,
+    /// Input: `AppEnvelope` messages (app events, identifies, consents).
+    pub app: TopicSpec,
+    /// Input: offer documents (JSON), key = offer id, empty value deletes.
+    pub offers_config: String,
+    /// Output: one `ConfigStatus` per offer document read.
+    pub config_status: TopicSpec,
+    /// Output: `Offer`s for push.
+    pub push: TopicSpec,
+    /// Output: `Offer`s for stories.
+    pub stories: TopicSpec,
+    /// Output: every `Decision`.
+    pub decisions: TopicSpec,
+    /// Output: undecodable or invalid input, as received, reason in headers.
+    pub dlq: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            purchases: TopicSpec::new("cvm.events.purchases"),
+            app: TopicSpec::new("cvm.events.app"),
+            offers_config: "cvm.config.offers".into(),
+            config_status: TopicSpec::new("cvm.config.status"),
+            push: TopicSpec::new("cvm.offers.push"),
+            stories: TopicSpec::new("cvm.offers.stories"),
+            decisions: TopicSpec::new("cvm.decisions"),
+            dlq: "cvm.dlq".into(),
+        }
+    }
+}
+
+impl Topics {
+    /// Every topic name, inputs first.
+    pub fn all(&self) -> [&str; 8] {
+        [
+            &self.purchases.name,
+            &self.app.name,
+            &self.offers_config,
+            &self.config_status.name,
+            &self.push.name,
+            &self.stories.name,
+            &self.decisions.name,
+            &self.dlq,
+        ]
+    }
+}
+
+/// The time decisions are made at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Clock {
+    /// The wall clock (production).
+    #[default]
+    Wall,
+    /// Each event's own timestamp (replay, simulation, the demo).
+    EventTime,
+}
+
+/// Where to start reading a partition that has no stored state yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The oldest retained message: builds profiles from history.
+    #[default]
+    Earliest,
+    /// Only new messages.
+    Latest,
+}
+
+/// How cvm talks to Kafka.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group of the ingest consumers.
+    pub group_id: String,
+    /// Topic names and formats.
+    pub topics: Topics,
+    /// Create missing topics at start (with `partitions` partitions).
+    pub create_topics: bool,
+    /// Partitions of topics created by cvm. Input topics must be
+    /// co-partitioned: same count, keyed by customer id.
+    pub partitions: i32,
+    /// Most events applied in one RocksDB batch.
+    pub batch_max_events: usize,
+    /// Longest a batch waits to fill up.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_wait: Duration,
+    /// Decision time source.
+    pub clock: Clock,
+    /// Start position of partitions without stored state.
+    pub start_from: StartFrom,
+    /// Raw librdkafka consumer options (win over cvm's defaults).
+    pub consumer: BTreeMap<String, String>,
+    /// Raw librdkafka producer options (win over cvm's defaults).
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "cvm".into(),
+            topics: Topics::default(),
+            create_topics: true,
+            partitions: 8,
+            batch_max_events: 2_000,
+            batch_max_wait: Duration::from_millis(20),
+            clock: Clock::Wall,
+            start_from: StartFrom::Earliest,
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Every problem with the settings, as `path: problem; fix`.
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.brokers.trim().is_empty() {
+            errors.push(format!("{prefix}.brokers: is empty; set host:port of at least one broker"));
+        }
+        if self.group_id.trim().is_empty() {
+            errors.push(format!("{prefix}.group_id: is empty; name the consumer group"));
+        }
+        if self.partitions < 1 {
+            errors.push(format!("{prefix}.partitions: must be at least 1"));
+        }
+        if self.batch_max_events == 0 {
+            errors.push(format!("{prefix}.batch_max_events: must be at least 1"));
+        }
+        for owned in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+            if self.consumer.contains_key(owned) {
+                errors.push(format!(
+                    "{prefix}.consumer.\"{owned}\": is managed by cvm (offsets live in the state store); delete it"
+                ));
+            }
+        }
+        if self.producer.get("enable.idempotence").is_some_and(|v| v != "true") {
+            errors.push(format!(
+                "{prefix}.producer.\"enable.idempotence\": must stay true, or retries can duplicate offers; delete it"
+            ));
+        }
+        let names = self.topics.all();
+        for (i, a) in names.iter().enumerate() {
+            if a.trim().is_empty() {
+                errors.push(format!("{prefix}.topics: topic #{i} has an empty name"));
+            }
+            if names[..i].contains(a) {
+                errors.push(format!("{prefix}.topics: \"{a}\" is used twice; every role needs its own topic"));
+            }
+        }
+        errors
+    }
+}

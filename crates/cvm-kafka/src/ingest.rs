@@ -1,0 +1,334 @@
+//! The ingest loop: Kafka messages in batches → decision core → one RocksDB
+//! commit per batch (state + offsets + outbox).
+//!
+//! It runs on its own thread with a synchronous `BaseConsumer`: the decision
+//! core is synchronous and CPU-bound, so an async runtime would only add
+//! hand-offs. Rebalances are handled inside `poll`, between batches, so a
+//! partition is never revoked while its events are half applied.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use cvm_engine::{Emit, Engine, EventResult};
+use cvm_proto::v1::Outcome;
+use cvm_store::{Batch, Store};
+use metrics::{counter, histogram, Counter, Histogram};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer, ConsumerContext},
+    message::{BorrowedMessage, Message},
+    types::RDKafkaRespErr,
+    ClientContext, Offset, TopicPartitionList,
+};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    client_config,
+    codec::{dead_letter, decode_event, outbox_entry, Input},
+    telemetry, Clock, ClientError, KafkaConfig, SharedCatalog, StartFrom,
+};
+
+/// The ingest loop had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The consumer could not be created or subscribed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Subscribing failed.
+    #[error("cannot subscribe to {topics:?}: {source}; check the topics exist")]
+    Subscribe {
+        /// The topics.
+        topics: Vec<String>,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// The state store failed; nothing of the current batch was committed.
+    #[error("state store failed, batch not committed (it will be re-read on restart): {0}")]
+    Store(#[from] cvm_engine::StoreError),
+}
+
+/// Seeks every assigned partition to the offset stored with its state.
+struct IngestContext {
+    store: Store,
+    start_from: StartFrom,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                for (topic, partition) in &parts {
+                    let offset = match self.store.next_offset(topic, *partition) {
+                        Ok(Some(o)) => Offset::Offset(o),
+                        Ok(None) if self.start_from == StartFrom::Earliest => Offset::Beginning,
+                        Ok(None) => Offset::End,
+                        Err(e) => {
+                            error!(topic, partition, error = %e, "Cannot read stored offset; starting from the beginning.");
+                            Offset::Beginning
+                        }
+                    };
+                    if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+                        error!(topic, partition, error = %e, "Cannot set start offset.");
+                    }
+                    info!(topic, partition, ?offset, "Partition assigned.");
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    error!(error = %e, "Assign failed.");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                info!(partitions = tpl.count(), "Partitions revoked.");
+                if let Err(e) = consumer.unassign() {
+                    error!(error = %e, "Unassign failed.");
+                }
+            }
+            other => error!(error = ?other, "Rebalance error."),
+        }
+    }
+}
+
+/// Metric handles, registered once; updated once per batch.
+struct Meters {
+    /// Per input (purchases, app) × result.
+    ingested: [[Counter; 5]; 2],
+    dlq: [Counter; 2],
+    outcomes: [Counter; 7],
+    offers: [Counter; 3],
+    latency: Histogram,
+    commit: Histogram,
+}
+
+const RESULTS: [&str; 5] = ["applied", "duplicate", "anonymous", "rekeyed", "dlq"];
+
+impl Meters {
+    fn new(cfg: &KafkaConfig) -> Self {
+        let topics = [cfg.topics.purchases.name.clone(), cfg.topics.app.name.clone()];
+        let outcome = |o: Outcome| {
+            let name = o.as_str_name().trim_start_matches("OUTCOME_").to_ascii_lowercase();
+            counter!(telemetry::DECISIONS, "outcome" => name)
+        };
+        Self {
+            ingested: topics.clone().map(|t| RESULTS.map(|r| counter!(telemetry::EVENTS_INGESTED, "topic" => t.clone(), "result" => r))),
+            dlq: topics.map(|t| counter!(telemetry::DLQ, "topic" => t)),
+            outcomes: [
+                Outcome::Unspecified,
+                Outcome::Treated,
+                Outcome::HoldoutGlobal,
+                Outcome::HoldoutCampaign,
+                Outcome::Capped,
+                Outcome::Ineligible,
+                Outcome::Unreachable,
+            ]
+            .map(outcome),
+            offers: ["unspecified", "push", "stories"].map(|c| counter!(telemetry::OFFERS, "channel" => c)),
+            latency: histogram!(telemetry::EVENT_PROCESSING),
+            commit: histogram!(telemetry::BATCH_COMMIT),
+        }
+    }
+}
+
+/// Counts of one batch, flushed to the meters after commit.
+#[derive(Default)]
+struct Tally {
+    ingested: [[u64; 5]; 2],
+    outcomes: [u64; 7],
+    offers: [u64; 3],
+}
+
+/// The ingest loop; see the module docs.
+pub struct Ingest {
+    consumer: BaseConsumer<IngestContext>,
+    store: Store,
+    engine: Engine,
+    catalog: SharedCatalog,
+    catalog_generation: u64,
+    config: KafkaConfig,
+    wake: Arc<tokio::sync::Notify>,
+    meters: Meters,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest").field("group", &self.config.group_id).finish()
+    }
+}
+
+impl Ingest {
+    /// Creates the consumer. `wake` is notified after every commit that
+    /// added outbox entries.
+    pub fn new(
+        config: &KafkaConfig,
+        store: Store,
+        engine: Engine,
+        catalog: SharedCatalog,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Result<Self, IngestError> {
+        let mut cc = client_config(config, &std::collections::BTreeMap::new());
+        cc.set("group.id", &config.group_id)
+            .set("enable.auto.offset.store", "false")
+            .set("enable.auto.commit", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536")
+            .set("partition.assignment.strategy", "range,roundrobin");
+        for (k, v) in &config.consumer {
+            cc.set(k, v);
+        }
+        let ctx = IngestContext { store: store.clone(), start_from: config.start_from };
+        let consumer = cc.create_with_context(ctx).map_err(|source| ClientError::Create { role: "consumer", source })?;
+        let (catalog_generation, current) = catalog.get();
+        let mut engine = engine;
+        engine.set_catalog(current);
+        Ok(Self { consumer, store, engine, catalog, catalog_generation, meters: Meters::new(config), config: config.clone(), wake })
+    }
+
+    /// Runs until `stop` is set; the batch in progress is committed first.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<(), IngestError> {
+        let topics = [self.config.topics.purchases.name.as_str(), self.config.topics.app.name.as_str()];
+        self.consumer.subscribe(&topics).map_err(|source| IngestError::Subscribe {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            source,
+        })?;
+        info!(group = %self.config.group_id, ?topics, "Ingest started.");
+        while !stop.load(Ordering::Relaxed) {
+            self.refresh_catalog();
+            self.run_batch()?;
+        }
+        info!("Ingest stopped.");
+        Ok(())
+    }
+
+    fn refresh_catalog(&mut self) {
+        let (generation, catalog) = self.catalog.get();
+        if generation != self.catalog_generation {
+            debug!(generation, offers = catalog.all().len(), "Catalog reloaded.");
+            self.engine.set_catalog(catalog);
+            self.catalog_generation = generation;
+        }
+    }
+
+    fn run_batch(&mut self) -> Result<(), IngestError> {
+        let mut batch = self.store.begin();
+        let mut tally = Tally::default();
+        let mut last_offsets: Vec<(String, i32, i64)> = Vec::new();
+        let mut n = 0usize;
+        let mut deadline = None::<Instant>;
+        while n < self.config.batch_max_events {
+            let timeout = match deadline {
+                None => Duration::from_millis(100),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => {
+                    warn!(error = %e, "Consumer error; retrying.");
+                    break;
+                }
+                Some(Ok(msg)) => {
+                    deadline.get_or_insert_with(|| Instant::now() + self.config.batch_max_wait);
+                    Self::handle(&self.engine, &self.config, &self.meters, &mut batch, &msg, &mut tally)?;
+                    match last_offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
+                        Some(entry) => entry.2 = msg.offset(),
+                        None => last_offsets.push((msg.topic().to_owned(), msg.partition(), msg.offset())),
+                    }
+                    n += 1;
+                }
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let committed = batch.commit()?;
+        self.meters.commit.record(started.elapsed().as_secs_f64());
+        for (topic, partition, offset) in &last_offsets {
+            // Progress for lag monitoring only; the stored state is the truth.
+            let _ = self.consumer.store_offset(topic, *partition, offset + 1);
+        }
+        if committed.outbox > 0 {
+            self.wake.notify_one();
+        }
+        self.flush_tally(&tally);
+        Ok(())
+    }
+
+    fn handle(
+        engine: &Engine,
+        config: &KafkaConfig,
+        meters: &Meters,
+        batch: &mut Batch<'_>,
+        msg: &BorrowedMessage<'_>,
+        tally: &mut Tally,
+    ) -> Result<(), IngestError> {
+        let topics = &config.topics;
+        let (input, idx) = if msg.topic() == topics.purchases.name { (Input::Purchases, 0) } else { (Input::App, 1) };
+        batch.set_next_offset(msg.topic(), msg.partition(), msg.offset() + 1);
+        let started = Instant::now();
+        let dead = |reason: &str| dead_letter(topics, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.payload(), reason);
+        let event = match decode_event(topics, input, msg.payload()) {
+            Ok(e) => e,
+            Err(reason) => {
+                warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %reason, "Undecodable event sent to the dead-letter topic.");
+                batch.publish(dead(&reason));
+                tally.ingested[idx][4] += 1;
+                return Ok(());
+            }
+        };
+        let now = match config.clock {
+            Clock::EventTime => event.timestamp_ms(),
+            Clock::Wall => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+        };
+        let processed = engine.process(batch, msg.partition() as u32, &event, now)?;
+        let result = match processed.result {
+            EventResult::Applied => 0,
+            EventResult::Duplicate => 1,
+            EventResult::Anonymous => 2,
+            EventResult::Rekeyed => 3,
+            EventResult::Invalid(reason) => {
+                warn!(topic = msg.topic(), offset = msg.offset(), reason, "Invalid event sent to the dead-letter topic.");
+                batch.publish(dead(reason));
+                4
+            }
+        };
+        tally.ingested[idx][result] += 1;
+        for emit in &processed.emits {
+            match emit {
+                Emit::Decision(d) => tally.outcomes[d.outcome as usize % 7] += 1,
+                Emit::Offer(o) => tally.offers[o.channel as usize % 3] += 1,
+                Emit::Rekeyed(_) => {}
+            }
+            batch.publish(outbox_entry(topics, emit));
+        }
+        meters.latency.record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn flush_tally(&self, t: &Tally) {
+        for (i, per_topic) in t.ingested.iter().enumerate() {
+            for (r, n) in per_topic.iter().enumerate() {
+                if *n > 0 {
+                    self.meters.ingested[i][r].increment(*n);
+                }
+            }
+            if per_topic[4] > 0 {
+                self.meters.dlq[i].increment(per_topic[4]);
+            }
+        }
+        for (i, n) in t.outcomes.iter().enumerate() {
+            self.meters.outcomes[i].increment(*n);
+        }
+        for (i, n) in t.offers.iter().enumerate() {
+            self.meters.offers[i].increment(*n);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Metric names, in one place, with their descriptions. Labels never carry
+//! customer ids: only topics, results, outcomes and channels.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Counter: input messages by `topic` and `result` (applied, duplicate,
+/// anonymous, rekeyed, dlq).
+pub const EVENTS_INGESTED: &str = "cvm_events_ingested_total";
+/// Counter: decisions by `outcome`.
+pub const DECISIONS: &str = "cvm_decisions_total";
+/// Counter: offers by `channel`.
+pub const OFFERS: &str = "cvm_offers_total";
+/// Counter: messages sent to the dead-letter topic, by source `topic`.
+pub const DLQ: &str = "cvm_dlq_total";
+/// Histogram: time to apply and decide one event, seconds.
+pub const EVENT_PROCESSING: &str = "cvm_event_processing_seconds";
+/// Histogram: time to commit one batch to RocksDB, seconds.
+pub const BATCH_COMMIT: &str = "cvm_batch_commit_seconds";
+/// Gauge: entries waiting in the outbox.
+pub const OUTBOX_DEPTH: &str = "cvm_outbox_depth";
+/// Counter: messages acknowledged by the broker, by `topic`.
+pub const PUBLISHED: &str = "cvm_published_total";
+/// Counter: publish attempts that failed (they are retried).
+pub const PUBLISH_ERRORS: &str = "cvm_publish_errors_total";
+/// Counter: offer documents read, by `result` (accepted, rejected, deleted).
+pub const CONFIG_DOCUMENTS: &str = "cvm_config_documents_total";
+/// Gauge: active offers in the catalog.
+pub const OFFERS_ACTIVE: &str = "cvm_offers_active";
+
+/// Registers descriptions with the installed recorder.
+pub fn describe() {
+    describe_counter!(EVENTS_INGESTED, "Input messages by topic and result.");
+    describe_counter!(DECISIONS, "Decisions by outcome.");
+    describe_counter!(OFFERS, "Offers sent, by channel.");
+    describe_counter!(DLQ, "Messages sent to the dead-letter topic, by source topic.");
+    describe_histogram!(EVENT_PROCESSING, Unit::Seconds, "Time to apply and decide one event.");
+    describe_histogram!(BATCH_COMMIT, Unit::Seconds, "Time to commit one batch to RocksDB.");
+    describe_gauge!(OUTBOX_DEPTH, "Entries waiting in the outbox.");
+    describe_counter!(PUBLISHED, "Messages acknowledged by the broker, by topic.");
+    describe_counter!(PUBLISH_ERRORS, "Failed publish attempts (retried).");
+    describe_counter!(CONFIG_DOCUMENTS, "Offer documents read, by result.");
+    describe_gauge!(OFFERS_ACTIVE, "Offers in the live catalog.");
+}

@@ -1,0 +1,219 @@
+//! `cvm.toml`: one file for every component, with `CVM__<SECTION>__<KEY>`
+//! environment overrides (e.g. `CVM__KAFKA__BROKERS=kafka:9092`). Unknown
+//! keys are rejected with their path; [`Config::validate`] reports every
+//! remaining problem at once.
+
+use std::{net::SocketAddr, path::Path};
+
+use cvm_engine::EngineConfig;
+use cvm_kafka::KafkaConfig;
+use cvm_store::StoreConfig;
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Format.
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. "info" or "cvm_kafka=debug,info"; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// The operations endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address serving `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9898)) }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Brokers, topics, batching.
+    pub kafka: KafkaConfig,
+    /// RocksDB.
+    pub store: StoreConfig,
+    /// Decision core: holdouts and contact policy.
+    pub engine: EngineConfig,
+    /// Operations endpoint.
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{path} is not valid TOML: {source}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's error.
+        source: Box<toml::de::Error>,
+    },
+    /// A key is unknown or a value has the wrong type.
+    #[error("{origin}: `{field}`: {message}")]
+    Field {
+        /// File or environment.
+        origin: String,
+        /// Path of the offending key.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Values are well-typed but unusable.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+const ENV_PREFIX: &str = "CVM__";
+
+impl Config {
+    /// Reads `path` (if given), applies environment overrides, validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let origin = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+                text.parse().map_err(|source| ConfigError::Syntax { path: origin.clone(), source: Box::new(source) })?
+            }
+            None => toml::Table::new(),
+        };
+        let overrides: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+        apply_overrides(&mut table, &overrides);
+        let origin = if overrides.is_empty() { origin } else { format!("{origin} + CVM__ environment") };
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Field {
+            origin,
+            field: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Every problem serde cannot see, with field paths.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errors = self.kafka.validate("kafka");
+        if !(0.0..=50.0).contains(&self.engine.global_control_percent) {
+            errors.push("engine.global_control_percent: must be between 0 and 50".into());
+        }
+        if self.engine.holdout_salt.is_empty() {
+            errors.push("engine.holdout_salt: is empty; set any fixed string (changing it reshuffles control groups)".into());
+        }
+        for (i, cap) in self.engine.contact_policy.caps.iter().enumerate() {
+            if cap.window.is_zero() {
+                errors.push(format!("engine.contact_policy.caps[{i}].window: is zero; use e.g. \"24h\""));
+            }
+        }
+        if self.store.block_cache_mb == 0 || self.store.write_buffer_mb == 0 {
+            errors.push("store: block_cache_mb and write_buffer_mb must be positive".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+}
+
+/// `CVM__KAFKA__BROKERS=x` sets `kafka.brokers = "x"`. Values that parse as
+/// TOML (numbers, booleans, arrays) keep their type; anything else is a string.
+fn apply_overrides(table: &mut toml::Table, vars: &[(String, String)]) {
+    for (key, raw) in vars {
+        let path: Vec<String> = key[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let mut node = &mut *table;
+        for part in &path[..path.len() - 1] {
+            node = node
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("override path goes through a table");
+        }
+        node.insert(path[path.len() - 1].clone(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cvm.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(Some(&p))
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let err = parse("[kafka.topics.push]\nname = \"p\"\nformt = \"json\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("kafka.topics.push"), "{msg}");
+        assert!(msg.contains("formt"), "{msg}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported() {
+        let err = parse("[kafka]\npartitions = 0\nbrokers = \"\"\n[engine]\nglobal_control_percent = 80.0\n").unwrap_err();
+        let ConfigError::Invalid(errors) = err else { panic!("{err}") };
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors.iter().any(|e| e.starts_with("kafka.partitions:")));
+    }
+
+    #[test]
+    fn managed_librdkafka_options_are_refused() {
+        let err = parse("[kafka.consumer]\n\"enable.auto.offset.store\" = \"true\"\n").unwrap_err();
+        assert!(err.to_string().contains("managed by cvm"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_keep_types() {
+        let mut t: toml::Table = "[kafka]\nbrokers = \"a:1\"\n".parse().unwrap();
+        apply_overrides(
+            &mut t,
+            &[("CVM__KAFKA__BROKERS".into(), "b:2".into()), ("CVM__KAFKA__PARTITIONS".into(), "3".into())],
+        );
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!((c.kafka.brokers.as_str(), c.kafka.partitions), ("b:2", 3));
+    }
+}

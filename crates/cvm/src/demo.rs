@@ -1,0 +1,308 @@
+//! `cvm demo`: the embedded quickstart. An in-process Kafka-protocol broker
+//! (librdkafka's mock cluster), a synthetic retailer streaming into it, the
+//! sample offers published to the config topic (plus one broken document to
+//! show rejection), and the real engine in between. Everything the summary
+//! counts is read back from the output topics, not from the engine's memory.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use cvm_proto::{
+    encode,
+    v1::{app_envelope, AppEnvelope, Decision, Outcome},
+    Format,
+};
+use cvm_synth::{Retailer, RetailerConfig, Stream};
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::Message,
+    mocking::MockCluster,
+    producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer},
+    ClientConfig, Offset, TopicPartitionList,
+};
+
+use crate::{config::Config, ops, samples::SAMPLE_OFFERS, Pipeline};
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Synthetic customers.
+    pub customers: u32,
+    /// Simulated days.
+    pub days: u32,
+    /// Seed of the synthetic retailer.
+    pub seed: u64,
+    /// Operations endpoint.
+    pub http: SocketAddr,
+    /// Keep serving `/metrics` this long after the summary.
+    pub linger: Duration,
+    /// State directory (a temporary one when `None`).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// One garbage message per this many events, to show the dead-letter path.
+const GARBAGE_EVERY: u64 = 25_000;
+const PARTITIONS: i32 = 4;
+
+/// Counts read back from the output topics.
+#[derive(Debug, Default)]
+struct Outputs {
+    outcomes: Mutex<HashMap<Outcome, u64>>,
+    push: AtomicU64,
+    stories: AtomicU64,
+    dlq: AtomicU64,
+    rejected_docs: AtomicU64,
+    accepted_docs: AtomicU64,
+}
+
+impl Outputs {
+    fn outcome(&self, o: Outcome) -> u64 {
+        self.outcomes.lock().expect("poisoned").get(&o).copied().unwrap_or(0)
+    }
+    fn decisions(&self) -> u64 {
+        self.outcomes.lock().expect("poisoned").values().sum()
+    }
+}
+
+/// Runs the demo; prints progress and a summary to stdout.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let mock = MockCluster::new(1).context("cannot start the in-process broker")?;
+    let brokers = mock.bootstrap_servers();
+    let mut config = Config::default();
+    config.kafka.brokers.clone_from(&brokers);
+    config.kafka.create_topics = false;
+    config.kafka.clock = cvm_kafka::Clock::EventTime;
+    config.http.listen = opts.http;
+    for t in config.kafka.topics.all() {
+        mock.create_topic(t, PARTITIONS, 1).with_context(|| format!("creating topic {t}"))?;
+    }
+    let tmp = tempfile::tempdir()?;
+    config.store.path = opts.data_dir.clone().unwrap_or_else(|| tmp.path().join("state"));
+    ops::init_logging(&crate::config::LogConfig { level: "warn".into(), ..Default::default() });
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .create()?;
+    let topics = config.kafka.topics.clone();
+    for (name, json) in SAMPLE_OFFERS {
+        let key = name.trim_end_matches(".json");
+        send(&producer, &topics.offers_config, key.as_bytes(), json.as_bytes());
+    }
+    let broken = br#"{"id": "storm-tonight", "version": 1, "campaign_id": "weather", "trigger": {"event": "app_open"},
+        "channels": ["push"], "content": {"title": ""}, "discount": {"percent": 120}, "expected_margin_minor": 300}"#;
+    send(&producer, &topics.offers_config, b"storm-tonight", broken);
+    producer.flush(Duration::from_secs(10))?;
+
+    let health = ops::Health::default();
+    let bound = ops::serve(config.http.listen, health.clone()).await.context("cannot bind the metrics endpoint")?;
+    let pipeline = Pipeline::start(&config, health).await?;
+
+    let outputs = Arc::new(Outputs::default());
+    let done_reading = Arc::new(AtomicBool::new(false));
+    let reader = spawn_output_reader(&brokers, &config, outputs.clone(), done_reading.clone())?;
+
+    println!("cvm demo: {} customers, {} days, seed {}; metrics on http://{bound}/metrics", opts.customers, opts.days, opts.seed);
+    let started = Instant::now();
+    let produced = Arc::new(AtomicU64::new(0));
+    let feeder = {
+        let produced = produced.clone();
+        let topics = topics.clone();
+        let retailer = RetailerConfig { seed: opts.seed, customers: opts.customers, days: opts.days, ..Default::default() };
+        std::thread::spawn(move || {
+            let mut garbage = 0u64;
+            for (i, e) in Retailer::new(retailer).enumerate() {
+                let (topic, payload) = match (&e.stream, e.event) {
+                    (Stream::Purchases, cvm_engine::Event::Purchase(p)) => (&topics.purchases.name, encode(Format::Protobuf, &p)),
+                    (_, cvm_engine::Event::App(a)) => (&topics.app.name, envelope(app_envelope::Event::AppEvent(a))),
+                    (_, cvm_engine::Event::Consent(c)) => (&topics.app.name, envelope(app_envelope::Event::Consent(c))),
+                    (_, cvm_engine::Event::Identify(i)) => (&topics.app.name, envelope(app_envelope::Event::Identify(i))),
+                    (_, cvm_engine::Event::Purchase(_)) => unreachable!("purchases are on the purchases stream"),
+                };
+                send(&producer, topic, e.key.as_bytes(), &payload);
+                if (i as u64 + 1) % GARBAGE_EVERY == 0 {
+                    send(&producer, &topics.purchases.name, e.key.as_bytes(), b"\x08\xff\xff garbage from a broken sender");
+                    garbage += 1;
+                }
+                produced.fetch_add(1, Ordering::Relaxed);
+            }
+            producer.flush(Duration::from_secs(30)).expect("flush synthetic events");
+            garbage
+        })
+    };
+
+    let mut feeding = Some(feeder);
+    let mut garbage = 0;
+    let consumed = |p: &Pipeline| -> anyhow::Result<i64> {
+        let mut n = 0;
+        for t in [&topics.purchases.name, &topics.app.name] {
+            for part in 0..PARTITIONS {
+                n += p.store().next_offset(t, part)?.unwrap_or(0);
+            }
+        }
+        Ok(n)
+    };
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if feeding.as_ref().is_some_and(|f| f.is_finished()) {
+            garbage = feeding.take().expect("checked").join().expect("feeder does not panic");
+        }
+        let in_count = consumed(&pipeline)?;
+        let secs = started.elapsed().as_secs_f64();
+        print!(
+            "\r  {:>5.1}s  produced {:>9}  ingested {:>9} ({:>7.0}/s)  decisions {:>8}  push {:>7}  stories {:>7}  dlq {:>3}   ",
+            secs,
+            produced.load(Ordering::Relaxed),
+            in_count,
+            in_count as f64 / secs,
+            outputs.decisions(),
+            outputs.push.load(Ordering::Relaxed),
+            outputs.stories.load(Ordering::Relaxed),
+            outputs.dlq.load(Ordering::Relaxed),
+        );
+        use std::io::Write as _;
+        std::io::stdout().flush().ok();
+        if pipeline.ingest_failed() {
+            bail!("the ingest loop stopped; see the log above");
+        }
+        let total_in = produced.load(Ordering::Relaxed) + garbage;
+        if feeding.is_none()
+            && in_count as u64 >= total_in
+            && pipeline.store().outbox_depth(0)? == 0
+            && outputs.dlq.load(Ordering::Relaxed) >= garbage
+        {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    // Let the reader see the last published messages.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    done_reading.store(true, Ordering::SeqCst);
+    reader.join().expect("reader does not panic");
+    let total = produced.load(Ordering::Relaxed);
+    println!();
+    summary(&outputs, opts.customers, total, garbage, elapsed);
+
+    if !opts.linger.is_zero() {
+        println!("serving http://{bound}/metrics for {:?} more (Ctrl-C to stop)", opts.linger);
+        tokio::select! {
+            _ = tokio::time::sleep(opts.linger) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    pipeline.shutdown(Duration::from_secs(30)).await?;
+    let missing: Vec<&str> = [
+        ("push offers", outputs.push.load(Ordering::Relaxed)),
+        ("stories offers", outputs.stories.load(Ordering::Relaxed)),
+        ("capped decisions", outputs.outcome(Outcome::Capped)),
+        ("global holdouts", outputs.outcome(Outcome::HoldoutGlobal)),
+        ("campaign holdouts", outputs.outcome(Outcome::HoldoutCampaign)),
+        ("dead-lettered events", outputs.dlq.load(Ordering::Relaxed)),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n == 0)
+    .map(|(what, _)| what)
+    .collect();
+    if !missing.is_empty() {
+        bail!("demo self-check failed: no {}", missing.join(", no "));
+    }
+    Ok(())
+}
+
+fn envelope(e: app_envelope::Event) -> Vec<u8> {
+    encode(Format::Protobuf, &AppEnvelope { event: Some(e) })
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], payload: &[u8]) {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => panic!("cannot produce to the in-process broker: {e}"),
+        }
+    }
+}
+
+fn spawn_output_reader(
+    brokers: &str,
+    config: &Config,
+    outputs: Arc<Outputs>,
+    done: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "cvm-demo-reader")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let t = config.kafka.topics.clone();
+    let mut tpl = TopicPartitionList::new();
+    for topic in [&t.decisions.name, &t.push.name, &t.stories.name, &t.dlq, &t.config_status.name] {
+        for p in 0..PARTITIONS {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(std::thread::spawn(move || {
+        while !done.load(Ordering::SeqCst) {
+            let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let topic = msg.topic();
+            if topic == t.decisions.name {
+                if let Ok(d) = cvm_proto::decode::<Decision>(t.decisions.format, msg.payload().unwrap_or_default()) {
+                    *outputs.outcomes.lock().expect("poisoned").entry(d.outcome()).or_default() += 1;
+                }
+            } else if topic == t.push.name {
+                outputs.push.fetch_add(1, Ordering::Relaxed);
+            } else if topic == t.stories.name {
+                outputs.stories.fetch_add(1, Ordering::Relaxed);
+            } else if topic == t.dlq {
+                outputs.dlq.fetch_add(1, Ordering::Relaxed);
+            } else if let Ok(s) = cvm_proto::decode::<cvm_proto::v1::ConfigStatus>(t.config_status.format, msg.payload().unwrap_or_default()) {
+                let counter = if s.accepted { &outputs.accepted_docs } else { &outputs.rejected_docs };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if !s.accepted {
+                    println!("\n  config: offer {:?} rejected: {}", s.offer_definition_id, s.errors.join(" | "));
+                }
+            }
+        }
+    }))
+}
+
+fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64();
+    let row = |label: &str, n: u64| println!("  {label:<28}{n:>12}");
+    println!("\n=== cvm demo summary ===");
+    row("customers", u64::from(customers));
+    row("events ingested", events + garbage);
+    println!("  {:<28}{:>12.1}", "seconds (end to end)", secs);
+    println!("  {:<28}{:>12.0}", "events/s (end to end)", (events + garbage) as f64 / secs);
+    row("decisions", o.decisions());
+    for outcome in [
+        Outcome::Treated,
+        Outcome::HoldoutGlobal,
+        Outcome::HoldoutCampaign,
+        Outcome::Capped,
+        Outcome::Ineligible,
+        Outcome::Unreachable,
+    ] {
+        row(&format!("  {}", outcome.as_str_name().trim_start_matches("OUTCOME_").to_ascii_lowercase()), o.outcome(outcome));
+    }
+    row("offers on push", o.push.load(Ordering::Relaxed));
+    row("offers on stories", o.stories.load(Ordering::Relaxed));
+    row("dead-lettered events", o.dlq.load(Ordering::Relaxed));
+    row("offer documents accepted", o.accepted_docs.load(Ordering::Relaxed));
+    row("offer documents rejected", o.rejected_docs.load(Ordering::Relaxed));
+}

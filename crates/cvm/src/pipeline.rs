@@ -1,0 +1,142 @@
+//! Wires the components into a running engine and stops it cleanly.
+//!
+//! Start: topics (if `kafka.create_topics`) → state store → offer catalog
+//! read to the end of the config topic → publisher → ingest loop → ready.
+//! Stop: the ingest loop commits its batch and exits → the publisher drains
+//! the outbox and flushes → the store is flushed. Nothing in flight is lost.
+
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use cvm_engine::Engine;
+use cvm_kafka::{ensure_topics, Ingest, OffersReader, Publisher, SharedCatalog};
+use cvm_store::Store;
+use tokio::sync::{watch, Notify};
+use tracing::{error, info};
+
+use crate::{config::Config, ops::Health};
+
+/// Why the pipeline could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Topic creation failed.
+    #[error(transparent)]
+    Admin(#[from] cvm_kafka::AdminError),
+    /// The store did not open.
+    #[error(transparent)]
+    Store(#[from] cvm_store::OpenError),
+    /// A Kafka client could not be created.
+    #[error(transparent)]
+    Client(#[from] cvm_kafka::ClientError),
+    /// The ingest loop failed.
+    #[error(transparent)]
+    Ingest(#[from] cvm_kafka::IngestError),
+    /// The config topic could not be read.
+    #[error("cannot read the offer config topic: {0}; check it exists and the broker is reachable")]
+    Offers(rdkafka::error::KafkaError),
+    /// Shutdown did not finish in time.
+    #[error("{0} did not stop within the shutdown timeout")]
+    Timeout(&'static str),
+}
+
+/// A running engine.
+#[derive(Debug)]
+pub struct Pipeline {
+    stop: Arc<AtomicBool>,
+    ingest: Option<JoinHandle<Result<(), cvm_kafka::IngestError>>>,
+    offers: Option<JoinHandle<()>>,
+    publisher: tokio::task::JoinHandle<()>,
+    drain: watch::Sender<bool>,
+    store: Store,
+    catalog: SharedCatalog,
+    health: Health,
+}
+
+impl Pipeline {
+    /// Starts every component; returns once the offer catalog is loaded and
+    /// the ingest loop runs. Must be called inside a tokio runtime.
+    pub async fn start(config: &Config, health: Health) -> Result<Self, PipelineError> {
+        let k = &config.kafka;
+        if k.create_topics {
+            ensure_topics(&k.brokers, &k.topics.all(), k.partitions).await?;
+        }
+        let store = Store::open(&config.store)?;
+        let catalog = SharedCatalog::default();
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let mut reader = OffersReader::new(k, catalog.clone())?;
+        let reader = tokio::task::spawn_blocking(move || reader.catch_up(Duration::from_secs(30)).map(|_| reader))
+            .await
+            .expect("catch-up does not panic")
+            .map_err(PipelineError::Offers)?;
+        let offers = {
+            let stop = stop.clone();
+            std::thread::Builder::new().name("cvm-offers".into()).spawn(move || reader.follow(&stop)).expect("spawn offers thread")
+        };
+
+        let wake = Arc::new(Notify::new());
+        let (drain, drain_rx) = watch::channel(false);
+        let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone())?.run(drain_rx));
+
+        let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default());
+        let ingest = Ingest::new(k, store.clone(), engine, catalog.clone(), wake)?;
+        let ingest = {
+            let stop = stop.clone();
+            let health = health.clone();
+            std::thread::Builder::new()
+                .name("cvm-ingest".into())
+                .spawn(move || {
+                    let r = ingest.run(&stop);
+                    if let Err(e) = &r {
+                        error!(error = %e, "Ingest loop failed.");
+                        health.set_live(false);
+                    }
+                    r
+                })
+                .expect("spawn ingest thread")
+        };
+        health.set_live(true);
+        health.set_ready(true);
+        info!(brokers = %k.brokers, store = %store.path().display(), "cvm running.");
+        Ok(Self { stop, ingest: Some(ingest), offers: Some(offers), publisher, drain, store, catalog, health })
+    }
+
+    /// The state store (for inspection by tools and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The live offer catalog.
+    pub fn catalog(&self) -> &SharedCatalog {
+        &self.catalog
+    }
+
+    /// Whether the ingest loop has stopped on its own (an error).
+    pub fn ingest_failed(&self) -> bool {
+        self.ingest.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
+    /// Stops cleanly: commit, drain the outbox, flush. See the module docs.
+    pub async fn shutdown(mut self, timeout: Duration) -> Result<(), PipelineError> {
+        self.health.set_ready(false);
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ingest = self.ingest.take().expect("shutdown runs once");
+        let offers = self.offers.take().expect("shutdown runs once");
+        let joined = tokio::task::spawn_blocking(move || (ingest.join(), offers.join()));
+        let (ingest_result, _) = tokio::time::timeout(timeout, joined)
+            .await
+            .map_err(|_| PipelineError::Timeout("ingest loop"))?
+            .expect("join does not panic");
+        let _ = self.drain.send(true);
+        tokio::time::timeout(timeout, &mut self.publisher).await.map_err(|_| PipelineError::Timeout("publisher"))?.ok();
+        if let Err(e) = self.store.flush() {
+            error!(error = %e, "Store flush at shutdown failed; the WAL still holds every commit.");
+        }
+        info!("cvm stopped.");
+        ingest_result.expect("ingest thread does not panic")?;
+        Ok(())
+    }
+}
