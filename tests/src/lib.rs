@@ -1,1 +1,228 @@
+//! Harness for the end-to-end tests: a broker, topics unique to each test,
+//! a producer of input events and a reader of output topics.
+//!
+//! The broker is librdkafka's in-process mock cluster, unless
+//! `CVM_TEST_BROKERS` names a real Kafka-compatible broker (the test script
+//! starts tansu and sets it), so the same tests run against both.
+#![allow(missing_docs)]
 
+use std::time::{Duration, Instant};
+
+use cvm::{ops::Health, Config, Pipeline};
+use cvm_engine::Event;
+use cvm_kafka::{input_message, Clock, Topics};
+use rand::Rng;
+use rdkafka::{
+    consumer::{BaseConsumer, Consumer},
+    message::{Headers, Message},
+    mocking::MockCluster,
+    producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer},
+    ClientConfig, Offset, TopicPartitionList,
+};
+
+/// Partitions of every test topic.
+pub const PARTITIONS: i32 = 2;
+
+/// The broker under test.
+pub enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    External(String),
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        match std::env::var("CVM_TEST_BROKERS") {
+            Ok(b) if !b.is_empty() => Broker::External(b),
+            _ => Broker::Mock(MockCluster::new(1).expect("start mock cluster")),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::External(b) => b.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Broker::Mock(_) => "in-process mock",
+            Broker::External(_) => "external",
+        }
+    }
+}
+
+/// A message read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// One test's world: a broker, its topics, a state directory.
+pub struct Harness {
+    pub broker: Broker,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    producer: BaseProducer,
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        let broker = Broker::start();
+        let prefix = format!("t{:08x}", rand::rng().random::<u32>());
+        let mut config = Config::default();
+        config.kafka.brokers = broker.bootstrap();
+        config.kafka.group_id = format!("{prefix}-group");
+        config.kafka.partitions = PARTITIONS;
+        config.kafka.clock = Clock::EventTime;
+        config.kafka.batch_max_events = 200;
+        let t = &mut config.kafka.topics;
+        for spec in [&mut t.purchases, &mut t.app, &mut t.push, &mut t.stories, &mut t.decisions, &mut t.config_status] {
+            spec.name = format!("{prefix}.{}", spec.name);
+        }
+        t.offers_config = format!("{prefix}.{}", t.offers_config);
+        t.dlq = format!("{prefix}.{}", t.dlq);
+        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        config.store.path = dir.path().join("state");
+        config.store.block_cache_mb = 16;
+        config.store.write_buffer_mb = 8;
+        match &broker {
+            Broker::Mock(m) => {
+                for topic in config.kafka.topics.all() {
+                    m.create_topic(topic, PARTITIONS, 1).unwrap();
+                }
+                config.kafka.create_topics = false;
+            }
+            Broker::External(b) => {
+                cvm_kafka::ensure_topics(b, &config.kafka.topics.all(), PARTITIONS).await.expect("create topics");
+            }
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("linger.ms", "5")
+            .create()
+            .expect("create producer");
+        eprintln!("broker: {} ({}), topics {prefix}.*", broker.name(), broker.bootstrap());
+        Self { broker, config, dir, producer }
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.config.kafka.topics
+    }
+
+    pub async fn start(&self) -> Pipeline {
+        Pipeline::start(&self.config, Health::default()).await.expect("pipeline starts")
+    }
+
+    pub fn send_raw(&self, topic: &str, key: &str, payload: Option<&[u8]>) {
+        let mut record = BaseRecord::<str, [u8]>::to(topic).key(key);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        self.producer.send(record).map_err(|(e, _)| e).expect("enqueue");
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Sends an input event, keyed by its customer (or device).
+    pub fn send(&self, key: &str, event: &Event) {
+        let (topic, payload) = input_message(self.topics(), event);
+        self.send_raw(topic, key, Some(&payload));
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
+    /// Every message on `topic`, read from the beginning to its end now.
+    pub fn read_all(&self, topic: &str) -> Vec<Record> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            .set("group.id", format!("{topic}-reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        let mut remaining = Vec::new();
+        for p in 0..PARTITIONS {
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap();
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+                remaining.push((p, high));
+            }
+        }
+        let mut out = Vec::new();
+        if remaining.is_empty() {
+            return out;
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !remaining.is_empty() {
+            assert!(Instant::now() < deadline, "timed out reading {topic}; still missing {remaining:?}");
+            let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let msg = msg.unwrap();
+            let headers = msg
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+                .unwrap_or_default();
+            out.push(Record {
+                key: String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned(),
+                payload: msg.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+            remaining.retain(|(p, high)| !(*p == msg.partition() && msg.offset() + 1 >= *high));
+        }
+        out
+    }
+
+    /// Sum of the high watermarks of the input topics.
+    pub fn input_end(&self) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.broker.bootstrap()).create().unwrap();
+        let t = self.topics();
+        let mut n = 0;
+        for topic in [&t.purchases.name, &t.app.name] {
+            for p in 0..PARTITIONS {
+                n += consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1;
+            }
+        }
+        n
+    }
+
+    /// Input messages the pipeline has committed.
+    pub fn consumed(&self, pipeline: &Pipeline) -> i64 {
+        let t = self.topics();
+        let mut n = 0;
+        for topic in [&t.purchases.name, &t.app.name] {
+            for p in 0..PARTITIONS {
+                n += pipeline.store().next_offset(topic, p).unwrap().unwrap_or(0);
+            }
+        }
+        n
+    }
+
+    /// Waits until the pipeline has consumed every input message and
+    /// published its outbox.
+    pub async fn wait_idle(&self, pipeline: &Pipeline) {
+        let end = self.input_end();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            assert!(!pipeline.ingest_failed(), "ingest loop died");
+            if self.consumed(pipeline) >= end && pipeline.store().outbox_depth(0).unwrap() == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "pipeline did not catch up: {} of {end}", self.consumed(pipeline));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `cond` holds for the live catalog.
+    pub async fn wait_catalog(&self, pipeline: &Pipeline, cond: impl Fn(&cvm_engine::Catalog) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond(&pipeline.catalog().get().1) {
+            assert!(Instant::now() < deadline, "catalog never reached the expected state");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

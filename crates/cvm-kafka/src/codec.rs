@@ -37,6 +37,18 @@ pub(crate) fn decode_event(topics: &Topics, input: Input, payload: Option<&[u8]>
     }
 }
 
+/// The topic and payload that carry `event` as input (for producers such as
+/// the demo's synthetic retailer, tools and tests).
+pub fn input_message<'t>(topics: &'t Topics, event: &Event) -> (&'t str, Vec<u8>) {
+    let app = |e: app_envelope::Event| (topics.app.name.as_str(), encode(topics.app.format, &AppEnvelope { event: Some(e) }));
+    match event {
+        Event::Purchase(p) => (topics.purchases.name.as_str(), encode(topics.purchases.format, p)),
+        Event::App(e) => app(app_envelope::Event::AppEvent(e.clone())),
+        Event::Identify(e) => app(app_envelope::Event::Identify(e.clone())),
+        Event::Consent(e) => app(app_envelope::Event::Consent(e.clone())),
+    }
+}
+
 /// The outbox entry that publishes `emit`.
 pub(crate) fn outbox_entry(topics: &Topics, emit: &Emit) -> OutboxEntry {
     let (topic, key, payload) = match emit {
@@ -79,6 +91,7 @@ pub(crate) fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cvm_proto::v1::Purchase as P;
     use cvm_proto::{v1::AppEvent, Format};
 
     #[test]
@@ -92,5 +105,9 @@ mod tests {
         }
         assert!(decode_event(&topics, Input::App, Some(b"{\"nope\":1}")).unwrap_err().contains("AppEnvelope"));
         assert_eq!(decode_event(&topics, Input::Purchases, None).unwrap_err(), "empty payload");
+        let p = Event::Purchase(P { event_id: "p".into(), ..Default::default() });
+        let (topic, bytes) = input_message(&topics, &p);
+        assert_eq!(topic, topics.purchases.name);
+        assert_eq!(decode_event(&topics, Input::Purchases, Some(&bytes)).unwrap(), p);
     }
 }

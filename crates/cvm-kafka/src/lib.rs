@@ -27,6 +27,7 @@ mod publisher;
 pub mod telemetry;
 
 pub use admin::{ensure_topics, AdminError};
+pub use codec::input_message;
 pub use config::{Clock, KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use ingest::{Ingest, IngestError};
 pub use offers_topic::{OffersReader, SharedCatalog};

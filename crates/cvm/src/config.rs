@@ -207,6 +207,16 @@ mod tests {
     }
 
     #[test]
+    fn example_config_in_deploy_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cvm.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.kafka.topics.app.format, cvm_proto::Format::Json);
+        assert_eq!(c.engine, EngineConfig::default());
+        assert_eq!(c.store.path, StoreConfig::default().path);
+        assert_eq!(c.kafka.batch_max_wait, KafkaConfig::default().batch_max_wait);
+    }
+
+    #[test]
     fn environment_overrides_keep_types() {
         let mut t: toml::Table = "[kafka]\nbrokers = \"a:1\"\n".parse().unwrap();
         apply_overrides(

@@ -16,12 +16,8 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use cvm_proto::{
-    encode,
-    v1::{app_envelope, AppEnvelope, Decision, Outcome},
-    Format,
-};
-use cvm_synth::{Retailer, RetailerConfig, Stream};
+use cvm_proto::v1::{Decision, Outcome};
+use cvm_synth::{Retailer, RetailerConfig};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     message::Message,
@@ -122,13 +118,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             let mut garbage = 0u64;
             for (i, e) in Retailer::new(retailer).enumerate() {
-                let (topic, payload) = match (&e.stream, e.event) {
-                    (Stream::Purchases, cvm_engine::Event::Purchase(p)) => (&topics.purchases.name, encode(Format::Protobuf, &p)),
-                    (_, cvm_engine::Event::App(a)) => (&topics.app.name, envelope(app_envelope::Event::AppEvent(a))),
-                    (_, cvm_engine::Event::Consent(c)) => (&topics.app.name, envelope(app_envelope::Event::Consent(c))),
-                    (_, cvm_engine::Event::Identify(i)) => (&topics.app.name, envelope(app_envelope::Event::Identify(i))),
-                    (_, cvm_engine::Event::Purchase(_)) => unreachable!("purchases are on the purchases stream"),
-                };
+                let (topic, payload) = cvm_kafka::input_message(&topics, &e.event);
                 send(&producer, topic, e.key.as_bytes(), &payload);
                 if (i as u64 + 1) % GARBAGE_EVERY == 0 {
                     send(&producer, &topics.purchases.name, e.key.as_bytes(), b"\x08\xff\xff garbage from a broken sender");
@@ -217,10 +207,6 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bail!("demo self-check failed: no {}", missing.join(", no "));
     }
     Ok(())
-}
-
-fn envelope(e: app_envelope::Event) -> Vec<u8> {
-    encode(Format::Protobuf, &AppEnvelope { event: Some(e) })
 }
 
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], payload: &[u8]) {

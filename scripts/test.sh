@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test: unit, golden and end-to-end tests against the in-process
+# broker, then the end-to-end suite again against a real Kafka-compatible
+# broker (tansu, installed and started here), then a short demo run whose
+# self-check fails if offers, caps, holdouts or dead letters are missing.
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+echo "==> cargo test (in-process broker)"
+cargo test --locked --workspace --no-fail-fast
+
+source scripts/tansu.sh
+echo "==> end-to-end suite against tansu"
+cargo test --locked -p cvm-e2e --test e2e --no-fail-fast
+
+echo "==> demo smoke run"
+cargo build --locked -p cvm --bin cvm
+"$CARGO_TARGET_DIR/debug/cvm" demo --customers 5000 --days 7 --http 127.0.0.1:0

@@ -1,0 +1,242 @@
+//! End-to-end: events through a broker into the engine, offers and decisions
+//! out, with exact expectations. Runs against the in-process broker, and
+//! against a real one when `CVM_TEST_BROKERS` is set.
+
+use std::{collections::HashSet, time::Duration};
+
+use cvm_e2e::Harness;
+use cvm_engine::{holdout, ids, Catalog, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition};
+use cvm_proto::{
+    decode,
+    v1::{AppEvent, AppEventKind, Channel, ConfigStatus, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine},
+};
+use cvm_synth::{Retailer, RetailerConfig};
+
+const HOUR: i64 = 3_600_000;
+const T0: i64 = 1_793_491_200_000;
+
+fn cart_offer(version: u32, title: &str) -> String {
+    format!(
+        r#"{{"id": "cart-sushi", "version": {version}, "campaign_id": "cart",
+            "trigger": {{"event": "add_to_cart", "category": "sushi"}},
+            "channels": ["push"], "content": {{"title": "{title}"}},
+            "discount": {{"percent": 10}}, "category": "sushi", "expected_margin_minor": 450}}"#
+    )
+}
+
+fn consent(customer: &str) -> Event {
+    Event::Consent(Consent {
+        event_id: format!("consent-{customer}"),
+        customer_id: customer.into(),
+        timestamp_ms: T0,
+        channel: Channel::Push as i32,
+        granted: true,
+        push_token_present: true,
+        ..Default::default()
+    })
+}
+
+fn add_to_cart(id: &str, customer: &str, at: i64) -> Event {
+    Event::App(AppEvent {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        timestamp_ms: at,
+        kind: AppEventKind::AddToCart as i32,
+        sku: "maki".into(),
+        category: "sushi".into(),
+        ..Default::default()
+    })
+}
+
+fn customer(in_global_control: bool, skip: usize) -> String {
+    let cfg = EngineConfig::default();
+    (0..)
+        .map(|i| format!("cust-{i}"))
+        .filter(|c| holdout::is_held_out(&cfg.holdout_salt, holdout::GLOBAL_SCOPE, c, cfg.global_control_percent) == in_global_control)
+        .nth(skip)
+        .unwrap()
+}
+
+fn decisions(h: &Harness) -> Vec<Decision> {
+    let t = h.topics();
+    h.read_all(&t.decisions.name).iter().map(|r| decode(t.decisions.format, &r.payload).unwrap()).collect()
+}
+
+fn offers(h: &Harness, topic: &str) -> Vec<Offer> {
+    h.read_all(topic).iter().map(|r| decode(h.topics().push.format, &r.payload).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_scenario_offer_cap_holdout_and_dead_letter() {
+    let h = Harness::new().await;
+    let t = h.topics().clone();
+    h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(1, "Sushi?").as_bytes()));
+    h.flush();
+    let pipeline = h.start().await;
+
+    let (alice, bob) = (customer(false, 0), customer(true, 0));
+    h.send(&alice, &consent(&alice));
+    h.send(&bob, &consent(&bob));
+    h.send(&alice, &add_to_cart("a1", &alice, T0 + HOUR));
+    h.send(&alice, &add_to_cart("a2", &alice, T0 + 2 * HOUR)); // inside the 24 h push cap
+    h.send(&bob, &add_to_cart("b1", &bob, T0 + HOUR)); // global control group
+    h.send_raw(&t.purchases.name, &alice, Some(b"\x0a\xff not a protobuf"));
+    let purchase = Event::Purchase(Purchase {
+        event_id: "p1".into(),
+        customer_id: alice.clone(),
+        timestamp_ms: T0 + 3 * HOUR,
+        lines: vec![PurchaseLine { sku: "maki".into(), category: "sushi".into(), quantity: 2, unit_price_minor: 799, unit_cost_minor: 400 }],
+        ..Default::default()
+    });
+    h.send(&alice, &purchase);
+    h.flush();
+    h.wait_idle(&pipeline).await;
+
+    // Exactly one push offer: Alice's first cart add.
+    let push = offers(&h, &t.push.name);
+    assert_eq!(push.len(), 1, "{push:?}");
+    let expected_decision = ids::decision_id("a1", Channel::Push);
+    assert_eq!(push[0].customer_id, alice);
+    assert_eq!(push[0].offer_definition_id, "cart-sushi");
+    assert_eq!(push[0].offer_id, ids::offer_id(&expected_decision, "cart-sushi", 1));
+    assert_eq!(push[0].content.as_ref().unwrap().title, "Sushi?");
+    assert!(offers(&h, &t.stories.name).is_empty());
+
+    // Exactly three decisions: treated, capped, held out.
+    let mut got: Vec<(String, String, Outcome)> =
+        decisions(&h).into_iter().map(|d| (d.customer_id.clone(), d.event_id.clone(), d.outcome())).collect();
+    got.sort();
+    let mut want = vec![
+        (alice.clone(), "a1".to_owned(), Outcome::Treated),
+        (alice.clone(), "a2".to_owned(), Outcome::Capped),
+        (bob.clone(), "b1".to_owned(), Outcome::HoldoutGlobal),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+
+    // The garbage message is dead-lettered with its reason; the purchase after it was applied.
+    let dlq = h.read_all(&t.dlq);
+    assert_eq!(dlq.len(), 1);
+    let reason = dlq[0].headers.iter().find(|(k, _)| k == "cvm.error").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    assert!(reason.as_deref().is_some_and(|r| r.contains("Purchase")), "{reason:?}");
+    assert_eq!(dlq[0].payload, b"\x0a\xff not a protobuf");
+    let profile = (0..cvm_e2e::PARTITIONS as u32)
+        .find_map(|p| pipeline.store().profile(p, &alice).unwrap())
+        .expect("alice has a profile");
+    assert_eq!(profile.lifetime_orders, 1);
+    assert!(profile.cart.is_empty(), "bought items leave the cart");
+
+    let status: Vec<ConfigStatus> = h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
+    assert!(status.iter().any(|s| s.accepted && s.version == 1));
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offer_documents_reload_live_and_bad_ones_are_rejected() {
+    let h = Harness::new().await;
+    let t = h.topics().clone();
+    h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(1, "First").as_bytes()));
+    h.flush();
+    let pipeline = h.start().await;
+    assert_eq!(pipeline.catalog().get().1.get("cart-sushi").unwrap().version, 1, "loaded before start returns");
+
+    // A broken edit is rejected; version 1 keeps serving.
+    h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(2, "").as_bytes()));
+    h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(3, "Third").as_bytes()));
+    h.flush();
+    h.wait_catalog(&pipeline, |c| c.get("cart-sushi").is_some_and(|d| d.version == 3)).await;
+    let (c1, c2) = (customer(false, 1), customer(false, 2));
+    h.send(&c1, &consent(&c1));
+    h.send(&c1, &add_to_cart("x1", &c1, T0 + HOUR));
+    h.flush();
+    h.wait_idle(&pipeline).await;
+
+    // A tombstone deletes the offer: no more decisions for it.
+    h.send_raw(&t.offers_config, "cart-sushi", None);
+    h.flush();
+    h.wait_catalog(&pipeline, |c| c.get("cart-sushi").is_none()).await;
+    h.send(&c2, &consent(&c2));
+    h.send(&c2, &add_to_cart("x2", &c2, T0 + HOUR));
+    h.flush();
+    h.wait_idle(&pipeline).await;
+
+    let push = offers(&h, &t.push.name);
+    assert_eq!(push.len(), 1);
+    assert_eq!((push[0].offer_version, push[0].content.as_ref().unwrap().title.as_str()), (3, "Third"));
+    assert!(decisions(&h).iter().all(|d| d.customer_id != c2), "deleted offer still decided");
+    let status: Vec<ConfigStatus> = h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
+    let rejected: Vec<_> = status.iter().filter(|s| !s.accepted).collect();
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0].errors[0].starts_with("content.title:"), "{:?}", rejected[0].errors);
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
+    let h = Harness::new().await;
+    let t = h.topics().clone();
+    let offers_json = cvm::samples::SAMPLE_OFFERS;
+    for (name, json) in offers_json {
+        h.send_raw(&t.offers_config, name.trim_end_matches(".json"), Some(json.as_bytes()));
+    }
+    let events: Vec<_> = Retailer::new(RetailerConfig { customers: 400, days: 10, ..Default::default() }).collect();
+    let (first, second) = events.split_at(events.len() / 2);
+    for e in first {
+        h.send(&e.key, &e.event);
+    }
+    h.flush();
+
+    let pipeline = h.start().await;
+    h.wait_idle(&pipeline).await;
+    // Stop while the second half is still streaming in.
+    let sent_before_stop = second.len() / 3;
+    for e in &second[..sent_before_stop] {
+        h.send(&e.key, &e.event);
+    }
+    h.flush();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+    for e in &second[sent_before_stop..] {
+        h.send(&e.key, &e.event);
+    }
+    h.flush();
+    // Replay a slice of already-applied events, as a producer retry would.
+    for e in &first[..50] {
+        h.send(&e.key, &e.event);
+    }
+    h.flush();
+
+    let pipeline = h.start().await;
+    h.wait_idle(&pipeline).await;
+
+    // No event lost or counted twice.
+    let purchases = events.iter().filter(|e| matches!(e.event, Event::Purchase(_))).count() as u64;
+    let orders: u64 = pipeline.store().profiles().map(|r| r.unwrap().2.lifetime_orders).sum();
+    assert_eq!(orders, purchases);
+
+    // Exactly the decisions and offers an uninterrupted run makes, each once.
+    let engine = Engine::new(
+        EngineConfig::default(),
+        Catalog::new(offers_json.iter().map(|(n, j)| OfferDefinition::parse(n, j.as_bytes()).unwrap())),
+    );
+    let mut state = MemoryState::default();
+    let (mut want_decisions, mut want_offers) = (HashSet::new(), HashSet::new());
+    for e in &events {
+        for emit in engine.process(&mut state, 0, &e.event, e.event.timestamp_ms()).unwrap().emits {
+            match emit {
+                Emit::Decision(d) => assert!(want_decisions.insert(d.decision_id)),
+                Emit::Offer(o) => assert!(want_offers.insert(o.offer_id)),
+                Emit::Rekeyed(_) => {}
+            }
+        }
+    }
+    let got_decisions: Vec<String> = decisions(&h).into_iter().map(|d| d.decision_id).collect();
+    let got_offers: Vec<String> =
+        [&t.push.name, &t.stories.name].iter().flat_map(|topic| offers(&h, topic)).map(|o| o.offer_id).collect();
+    assert!(!want_offers.is_empty(), "the scenario must produce offers");
+    assert_eq!(got_decisions.len(), want_decisions.len(), "decisions published more than once or lost");
+    assert_eq!(got_decisions.into_iter().collect::<HashSet<_>>(), want_decisions);
+    assert_eq!(got_offers.len(), want_offers.len(), "an offer id was published twice or lost");
+    assert_eq!(got_offers.into_iter().collect::<HashSet<_>>(), want_offers);
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}
