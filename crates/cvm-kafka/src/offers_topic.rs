@@ -47,7 +47,7 @@ impl SharedCatalog {
 }
 
 /// Applies one document to the catalog; returns the status to publish.
-pub fn apply_document(catalog: &SharedCatalog, key: &str, value: Option<&[u8]>) -> ConfigStatus {
+pub(crate) fn apply_document(catalog: &SharedCatalog, key: &str, value: Option<&[u8]>) -> ConfigStatus {
     let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let Some(bytes) = value.filter(|v| !v.is_empty()) else {
         catalog.update(|c| c.without(key));
