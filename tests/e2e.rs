@@ -52,7 +52,10 @@ fn customer(in_global_control: bool, skip: usize) -> String {
     let cfg = EngineConfig::default();
     (0..)
         .map(|i| format!("cust-{i}"))
-        .filter(|c| holdout::is_held_out(&cfg.holdout_salt, holdout::GLOBAL_SCOPE, c, cfg.global_control_percent) == in_global_control)
+        .filter(|c| {
+            holdout::is_held_out(&cfg.holdout_salt, holdout::GLOBAL_SCOPE, c, cfg.global_control_percent)
+                == in_global_control
+        })
         .nth(skip)
         .unwrap()
 }
@@ -85,7 +88,13 @@ async fn scripted_scenario_offer_cap_holdout_and_dead_letter() {
         event_id: "p1".into(),
         customer_id: alice.clone(),
         timestamp_ms: T0 + 3 * HOUR,
-        lines: vec![PurchaseLine { sku: "maki".into(), category: "sushi".into(), quantity: 2, unit_price_minor: 799, unit_cost_minor: 400 }],
+        lines: vec![PurchaseLine {
+            sku: "maki".into(),
+            category: "sushi".into(),
+            quantity: 2,
+            unit_price_minor: 799,
+            unit_cost_minor: 400,
+        }],
         ..Default::default()
     });
     h.send(&alice, &purchase);
@@ -117,7 +126,8 @@ async fn scripted_scenario_offer_cap_holdout_and_dead_letter() {
     // The garbage message is dead-lettered with its reason; the purchase after it was applied.
     let dlq = h.read_all(&t.dlq);
     assert_eq!(dlq.len(), 1);
-    let reason = dlq[0].headers.iter().find(|(k, _)| k == "cvm.error").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    let reason =
+        dlq[0].headers.iter().find(|(k, _)| k == "cvm.error").map(|(_, v)| String::from_utf8_lossy(v).into_owned());
     assert!(reason.as_deref().is_some_and(|r| r.contains("Purchase")), "{reason:?}");
     assert_eq!(dlq[0].payload, b"\x0a\xff not a protobuf");
     let profile = (0..cvm_e2e::PARTITIONS as u32)
@@ -126,7 +136,8 @@ async fn scripted_scenario_offer_cap_holdout_and_dead_letter() {
     assert_eq!(profile.lifetime_orders, 1);
     assert!(profile.cart.is_empty(), "bought items leave the cart");
 
-    let status: Vec<ConfigStatus> = h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
+    let status: Vec<ConfigStatus> =
+        h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
     assert!(status.iter().any(|s| s.accepted && s.version == 1));
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }
@@ -164,7 +175,8 @@ async fn offer_documents_reload_live_and_bad_ones_are_rejected() {
     assert_eq!(push.len(), 1);
     assert_eq!((push[0].offer_version, push[0].content.as_ref().unwrap().title.as_str()), (3, "Third"));
     assert!(decisions(&h).iter().all(|d| d.customer_id != c2), "deleted offer still decided");
-    let status: Vec<ConfigStatus> = h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
+    let status: Vec<ConfigStatus> =
+        h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
     let rejected: Vec<_> = status.iter().filter(|s| !s.accepted).collect();
     assert_eq!(rejected.len(), 1);
     assert!(rejected[0].errors[0].starts_with("content.title:"), "{:?}", rejected[0].errors);

@@ -21,8 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&files, &[&root])?;
 
     let descriptor_bytes = std::fs::read(&descriptor_path)?;
-    pbjson_build::Builder::new()
-        .register_descriptors(&descriptor_bytes)?
-        .build(&[".cvm.v1"])?;
+    pbjson_build::Builder::new().register_descriptors(&descriptor_bytes)?.build(&[".cvm.v1"])?;
     Ok(())
 }

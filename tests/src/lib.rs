@@ -79,7 +79,8 @@ impl Harness {
         config.kafka.clock = Clock::EventTime;
         config.kafka.batch_max_events = 200;
         let t = &mut config.kafka.topics;
-        for spec in [&mut t.purchases, &mut t.app, &mut t.push, &mut t.stories, &mut t.decisions, &mut t.config_status] {
+        for spec in [&mut t.purchases, &mut t.app, &mut t.push, &mut t.stories, &mut t.decisions, &mut t.config_status]
+        {
             spec.name = format!("{prefix}.{}", spec.name);
         }
         t.offers_config = format!("{prefix}.{}", t.offers_config);
@@ -179,7 +180,8 @@ impl Harness {
 
     /// Sum of the high watermarks of the input topics.
     pub fn input_end(&self) -> i64 {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.broker.bootstrap()).create().unwrap();
+        let consumer: BaseConsumer =
+            ClientConfig::new().set("bootstrap.servers", self.broker.bootstrap()).create().unwrap();
         let t = self.topics();
         let mut n = 0;
         for topic in [&t.purchases.name, &t.app.name] {

@@ -266,8 +266,12 @@ impl Engine {
             ..decision
         };
 
-        if holdout::is_held_out(&self.config.holdout_salt, GLOBAL_SCOPE, customer_id, self.config.global_control_percent)
-        {
+        if holdout::is_held_out(
+            &self.config.holdout_salt,
+            GLOBAL_SCOPE,
+            customer_id,
+            self.config.global_control_percent,
+        ) {
             let best = eligible[0].0;
             let decision_id = ids::decision_id(event_id, Channel::Unspecified);
             profile.record_open_decision(OpenDecision {
@@ -287,15 +291,27 @@ impl Engine {
 
         let mut emits = Vec::new();
         for channel in [Channel::Push, Channel::Stories] {
-            let Some((best, _)) = eligible.iter().find(|(d, _)| d.channels.iter().any(|c| c.channel() == channel)) else {
+            let Some((best, _)) = eligible.iter().find(|(d, _)| d.channels.iter().any(|c| c.channel() == channel))
+            else {
                 continue;
             };
             let decision_id = ids::decision_id(event_id, channel);
             let decision = Decision { decision_id: decision_id.clone(), channel: channel as i32, ..base.clone() };
             let (outcome, reason) = if !profile.reach.reaches(channel) {
-                (Outcome::Unreachable, format!("{} not reachable (app, token or consent missing)", channel.as_str_name()))
-            } else if holdout::is_held_out(&self.config.holdout_salt, &best.campaign_id, customer_id, best.holdout_percent) {
-                (Outcome::HoldoutCampaign, format!("in the holdout of campaign {} ({} %)", best.campaign_id, best.holdout_percent))
+                (
+                    Outcome::Unreachable,
+                    format!("{} not reachable (app, token or consent missing)", channel.as_str_name()),
+                )
+            } else if holdout::is_held_out(
+                &self.config.holdout_salt,
+                &best.campaign_id,
+                customer_id,
+                best.holdout_percent,
+            ) {
+                (
+                    Outcome::HoldoutCampaign,
+                    format!("in the holdout of campaign {} ({} %)", best.campaign_id, best.holdout_percent),
+                )
             } else if let Some(rule) = self.config.contact_policy.blocking_rule(profile, channel, now_ms) {
                 (
                     Outcome::Capped,

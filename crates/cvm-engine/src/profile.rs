@@ -176,18 +176,11 @@ impl Profile {
     /// Decodes a stored profile.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         match bytes.split_first() {
-            Some((&FORMAT_VERSION, rest)) => postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt {
-                what: "profile",
-                detail: e.to_string(),
-            }),
-            Some((v, _)) => Err(StoreError::Corrupt {
-                what: "profile",
-                detail: format!("unknown format version {v}"),
-            }),
-            None => Err(StoreError::Corrupt {
-                what: "profile",
-                detail: "empty record".into(),
-            }),
+            Some((&FORMAT_VERSION, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt { what: "profile", detail: e.to_string() })
+            }
+            Some((v, _)) => Err(StoreError::Corrupt { what: "profile", detail: format!("unknown format version {v}") }),
+            None => Err(StoreError::Corrupt { what: "profile", detail: "empty record".into() }),
         }
     }
 
@@ -236,7 +229,9 @@ impl Profile {
         }
         match self.categories.iter_mut().find(|c| c.category == category) {
             Some(c) => c.score += spend,
-            None => self.categories.push(CategoryAffinity { category: category.to_owned(), score: spend, as_of_day: day }),
+            None => {
+                self.categories.push(CategoryAffinity { category: category.to_owned(), score: spend, as_of_day: day })
+            }
         }
         self.categories.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.category.cmp(&b.category)));
         self.categories.truncate(TOP_CATEGORIES);
@@ -357,7 +352,13 @@ mod tests {
             event_id: format!("p{at_ms}"),
             customer_id: "c".into(),
             timestamp_ms: at_ms,
-            lines: vec![PurchaseLine { sku: format!("{cat}-1"), category: cat.into(), quantity: 2, unit_price_minor: price, unit_cost_minor: cost }],
+            lines: vec![PurchaseLine {
+                sku: format!("{cat}-1"),
+                category: cat.into(),
+                quantity: 2,
+                unit_price_minor: price,
+                unit_cost_minor: cost,
+            }],
             ..Default::default()
         }
     }
@@ -389,7 +390,13 @@ mod tests {
     #[test]
     fn purchase_removes_bought_items_from_cart() {
         let mut p = Profile::default();
-        let add = AppEvent { sku: "sushi-1".into(), category: "sushi".into(), kind: AppEventKind::AddToCart as i32, timestamp_ms: 5, ..Default::default() };
+        let add = AppEvent {
+            sku: "sushi-1".into(),
+            category: "sushi".into(),
+            kind: AppEventKind::AddToCart as i32,
+            timestamp_ms: 5,
+            ..Default::default()
+        };
         p.apply_app_event(&add);
         p.apply_app_event(&add);
         assert_eq!(p.cart.len(), 1);
@@ -415,9 +422,19 @@ mod tests {
         let mut p = Profile::default();
         assert!(!p.reach.push());
         p.apply_app_event(&AppEvent { kind: AppEventKind::AppOpen as i32, ..Default::default() });
-        p.apply_consent(&Consent { channel: Channel::Push as i32, granted: true, push_token_present: true, ..Default::default() });
+        p.apply_consent(&Consent {
+            channel: Channel::Push as i32,
+            granted: true,
+            push_token_present: true,
+            ..Default::default()
+        });
         assert!(p.reach.push() && p.reach.stories());
-        p.apply_consent(&Consent { channel: Channel::Push as i32, granted: false, push_token_present: true, ..Default::default() });
+        p.apply_consent(&Consent {
+            channel: Channel::Push as i32,
+            granted: false,
+            push_token_present: true,
+            ..Default::default()
+        });
         assert!(!p.reach.push());
     }
 }

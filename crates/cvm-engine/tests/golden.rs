@@ -66,8 +66,10 @@ fn customer(in_control: bool) -> String {
     let cfg = EngineConfig::default();
     (0..)
         .map(|i| format!("c{i}"))
-        .find(|c| cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "global", c, cfg.global_control_percent) == in_control
-            && !cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "cart", c, 0.0))
+        .find(|c| {
+            cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "global", c, cfg.global_control_percent) == in_control
+                && !cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "cart", c, 0.0)
+        })
         .unwrap()
 }
 
@@ -80,7 +82,13 @@ fn cart_add_sends_push_and_story_then_caps_the_second_push() {
     let bought_sushi = Event::Purchase(Purchase {
         event_id: "p0".into(),
         customer_id: c.clone(),
-        lines: vec![PurchaseLine { sku: "nigiri".into(), category: "sushi".into(), quantity: 1, unit_price_minor: 900, unit_cost_minor: 400 }],
+        lines: vec![PurchaseLine {
+            sku: "nigiri".into(),
+            category: "sushi".into(),
+            quantity: 1,
+            unit_price_minor: 900,
+            unit_cost_minor: 400,
+        }],
         ..Default::default()
     });
     assert!(e.process(&mut s, 0, &bought_sushi, 0).unwrap().emits.is_empty(), "no offer is triggered by purchases");
@@ -143,7 +151,10 @@ fn ineligible_and_unreachable_are_decisions_with_reasons() {
     let mut s = MemoryState::default();
     // Without consent the push channel is unreachable; stories work once the app is used.
     let out = e.process(&mut s, 0, &add_to_cart("a1", "u1", HOUR), HOUR).unwrap();
-    assert_eq!(decisions(&out.emits), vec![(Channel::Push, Outcome::Unreachable), (Channel::Stories, Outcome::Treated)]);
+    assert_eq!(
+        decisions(&out.emits),
+        vec![(Channel::Push, Outcome::Unreachable), (Channel::Stories, Outcome::Treated)]
+    );
 
     let mut strict = offer();
     strict.eligibility.push(serde_json::from_str(r#"{"feature": "orders_90d", "op": "gte", "value": 2}"#).unwrap());
@@ -162,7 +173,13 @@ fn replayed_events_are_not_applied_twice_and_ids_are_deterministic() {
         event_id: "p1".into(),
         customer_id: "c".into(),
         timestamp_ms: HOUR,
-        lines: vec![PurchaseLine { sku: "s".into(), category: "sushi".into(), quantity: 1, unit_price_minor: 900, unit_cost_minor: 400 }],
+        lines: vec![PurchaseLine {
+            sku: "s".into(),
+            category: "sushi".into(),
+            quantity: 1,
+            unit_price_minor: 900,
+            unit_cost_minor: 400,
+        }],
         ..Default::default()
     });
     assert_eq!(e.process(&mut s, 0, &buy, HOUR).unwrap().result, EventResult::Applied);
@@ -178,9 +195,19 @@ fn replayed_events_are_not_applied_twice_and_ids_are_deterministic() {
 fn anonymous_devices_are_rekeyed_once_identified() {
     let e = engine(0.0);
     let mut s = MemoryState::default();
-    let anon = Event::App(AppEvent { event_id: "v1".into(), device_id: "d1".into(), kind: AppEventKind::ProductView as i32, ..Default::default() });
+    let anon = Event::App(AppEvent {
+        event_id: "v1".into(),
+        device_id: "d1".into(),
+        kind: AppEventKind::ProductView as i32,
+        ..Default::default()
+    });
     assert_eq!(e.process(&mut s, 0, &anon, 0).unwrap().result, EventResult::Anonymous);
-    let id = Event::Identify(Identify { event_id: "i1".into(), device_id: "d1".into(), customer_id: "c9".into(), timestamp_ms: 0 });
+    let id = Event::Identify(Identify {
+        event_id: "i1".into(),
+        device_id: "d1".into(),
+        customer_id: "c9".into(),
+        timestamp_ms: 0,
+    });
     e.process(&mut s, 0, &id, 0).unwrap();
     let out = e.process(&mut s, 0, &anon, 0).unwrap();
     assert_eq!(out.result, EventResult::Rekeyed);
@@ -192,6 +219,8 @@ fn invalid_events_are_reported_not_applied() {
     let e = engine(0.0);
     let mut s = MemoryState::default();
     let no_id = Event::Purchase(Purchase { customer_id: "c".into(), ..Default::default() });
-    assert!(matches!(e.process(&mut s, 0, &no_id, 0).unwrap().result, EventResult::Invalid(r) if r.contains("event_id")));
+    assert!(
+        matches!(e.process(&mut s, 0, &no_id, 0).unwrap().result, EventResult::Invalid(r) if r.contains("event_id"))
+    );
     assert_eq!(s.profile_count(), 0);
 }

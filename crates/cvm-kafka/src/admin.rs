@@ -35,7 +35,8 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> R
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(kafka)?;
-    let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &opts).await.map_err(kafka)? {
         match result {

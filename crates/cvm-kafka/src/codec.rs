@@ -40,7 +40,8 @@ pub(crate) fn decode_event(topics: &Topics, input: Input, payload: Option<&[u8]>
 /// The topic and payload that carry `event` as input (for producers such as
 /// the demo's synthetic retailer, tools and tests).
 pub fn input_message<'t>(topics: &'t Topics, event: &Event) -> (&'t str, Vec<u8>) {
-    let app = |e: app_envelope::Event| (topics.app.name.as_str(), encode(topics.app.format, &AppEnvelope { event: Some(e) }));
+    let app =
+        |e: app_envelope::Event| (topics.app.name.as_str(), encode(topics.app.format, &AppEnvelope { event: Some(e) }));
     match event {
         Event::Purchase(p) => (topics.purchases.name.as_str(), encode(topics.purchases.format, p)),
         Event::App(e) => app(app_envelope::Event::AppEvent(e.clone())),
@@ -97,7 +98,9 @@ mod tests {
     #[test]
     fn app_envelope_decodes_in_either_format() {
         let mut topics = Topics::default();
-        let env = AppEnvelope { event: Some(app_envelope::Event::AppEvent(AppEvent { event_id: "e".into(), ..Default::default() })) };
+        let env = AppEnvelope {
+            event: Some(app_envelope::Event::AppEvent(AppEvent { event_id: "e".into(), ..Default::default() })),
+        };
         for f in [Format::Protobuf, Format::Json] {
             topics.app.format = f;
             let e = decode_event(&topics, Input::App, Some(&encode(f, &env))).unwrap();

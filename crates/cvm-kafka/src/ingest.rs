@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 use crate::{
     client_config,
     codec::{dead_letter, decode_event, outbox_entry, Input},
-    telemetry, Clock, ClientError, KafkaConfig, SharedCatalog, StartFrom,
+    telemetry, ClientError, Clock, KafkaConfig, SharedCatalog, StartFrom,
 };
 
 /// The ingest loop had to stop.
@@ -63,7 +63,8 @@ impl ConsumerContext for IngestContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 for (topic, partition) in &parts {
                     let offset = match self.store.next_offset(topic, *partition) {
                         Ok(Some(o)) => Offset::Offset(o),
@@ -115,7 +116,9 @@ impl Meters {
             counter!(telemetry::DECISIONS, "outcome" => name)
         };
         Self {
-            ingested: topics.clone().map(|t| RESULTS.map(|r| counter!(telemetry::EVENTS_INGESTED, "topic" => t.clone(), "result" => r))),
+            ingested: topics
+                .clone()
+                .map(|t| RESULTS.map(|r| counter!(telemetry::EVENTS_INGESTED, "topic" => t.clone(), "result" => r))),
             dlq: topics.map(|t| counter!(telemetry::DLQ, "topic" => t)),
             outcomes: [
                 Outcome::Unspecified,
@@ -182,11 +185,21 @@ impl Ingest {
             cc.set(k, v);
         }
         let ctx = IngestContext { store: store.clone(), start_from: config.start_from };
-        let consumer = cc.create_with_context(ctx).map_err(|source| ClientError::Create { role: "consumer", source })?;
+        let consumer =
+            cc.create_with_context(ctx).map_err(|source| ClientError::Create { role: "consumer", source })?;
         let (catalog_generation, current) = catalog.get();
         let mut engine = engine;
         engine.set_catalog(current);
-        Ok(Self { consumer, store, engine, catalog, catalog_generation, meters: Meters::new(config), config: config.clone(), wake })
+        Ok(Self {
+            consumer,
+            store,
+            engine,
+            catalog,
+            catalog_generation,
+            meters: Meters::new(config),
+            config: config.clone(),
+            wake,
+        })
     }
 
     /// Runs until `stop` is set; the batch in progress is committed first.
@@ -274,7 +287,9 @@ impl Ingest {
         let (input, idx) = if msg.topic() == topics.purchases.name { (Input::Purchases, 0) } else { (Input::App, 1) };
         batch.set_next_offset(msg.topic(), msg.partition(), msg.offset() + 1);
         let started = Instant::now();
-        let dead = |reason: &str| dead_letter(topics, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.payload(), reason);
+        let dead = |reason: &str| {
+            dead_letter(topics, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.payload(), reason)
+        };
         let event = match decode_event(topics, input, msg.payload()) {
             Ok(e) => e,
             Err(reason) => {
@@ -295,7 +310,12 @@ impl Ingest {
             EventResult::Anonymous => 2,
             EventResult::Rekeyed => 3,
             EventResult::Invalid(reason) => {
-                warn!(topic = msg.topic(), offset = msg.offset(), reason, "Invalid event sent to the dead-letter topic.");
+                warn!(
+                    topic = msg.topic(),
+                    offset = msg.offset(),
+                    reason,
+                    "Invalid event sent to the dead-letter topic."
+                );
                 batch.publish(dead(reason));
                 4
             }

@@ -30,16 +30,10 @@ pub enum Format {
 pub enum DecodeError {
     /// The bytes are not a valid protobuf message of the expected type.
     #[error("not a valid protobuf {message}: {source}")]
-    Protobuf {
-        message: &'static str,
-        source: prost::DecodeError,
-    },
+    Protobuf { message: &'static str, source: prost::DecodeError },
     /// The bytes are not valid proto3 JSON for the expected type.
     #[error("not valid proto3 JSON for {message}: {source}")]
-    Json {
-        message: &'static str,
-        source: serde_json::Error,
-    },
+    Json { message: &'static str, source: serde_json::Error },
 }
 
 /// Decodes `bytes` as `T` in the given format.
@@ -48,14 +42,8 @@ where
     T: prost::Message + Default + DeserializeOwned + prost::Name,
 {
     match format {
-        Format::Protobuf => T::decode(bytes).map_err(|source| DecodeError::Protobuf {
-            message: T::NAME,
-            source,
-        }),
-        Format::Json => serde_json::from_slice(bytes).map_err(|source| DecodeError::Json {
-            message: T::NAME,
-            source,
-        }),
+        Format::Protobuf => T::decode(bytes).map_err(|source| DecodeError::Protobuf { message: T::NAME, source }),
+        Format::Json => serde_json::from_slice(bytes).map_err(|source| DecodeError::Json { message: T::NAME, source }),
     }
 }
 

@@ -254,7 +254,8 @@ impl Store {
             .map(|r| {
                 let (k, v) = r.map_err(backend)?;
                 let seq = u64::from_be_bytes(k[..8].try_into().expect("outbox keys are 8 bytes"));
-                let entry = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
+                let entry = postcard::from_bytes(&v)
+                    .map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
                 Ok((seq, entry))
             })
             .collect()
@@ -373,7 +374,11 @@ impl StateTxn for Batch<'_> {
         if self.seen.contains(&key) {
             return Ok(false);
         }
-        let stored = self.store.db.get_pinned_cf(self.store.cf(CF_EVENTS), partition_key(partition, event_id)).map_err(backend)?;
+        let stored = self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_EVENTS), partition_key(partition, event_id))
+            .map_err(backend)?;
         if stored.is_some() {
             return Ok(false);
         }
@@ -385,7 +390,11 @@ impl StateTxn for Batch<'_> {
         if let Some(c) = self.devices.get(&(partition, device_id.to_owned())) {
             return Ok(Some(c.clone()));
         }
-        let v = self.store.db.get_pinned_cf(self.store.cf(CF_DEVICES), partition_key(partition, device_id)).map_err(backend)?;
+        let v = self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_DEVICES), partition_key(partition, device_id))
+            .map_err(backend)?;
         Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
@@ -401,13 +410,20 @@ mod tests {
     use cvm_proto::v1::{Purchase, PurchaseLine};
 
     fn open(dir: &Path) -> Store {
-        Store::open(&StoreConfig { path: dir.to_owned(), block_cache_mb: 8, write_buffer_mb: 4, ..Default::default() }).unwrap()
+        Store::open(&StoreConfig { path: dir.to_owned(), block_cache_mb: 8, write_buffer_mb: 4, ..Default::default() })
+            .unwrap()
     }
 
     fn bought(p: &mut Profile, at: i64) {
         p.apply_purchase(&Purchase {
             timestamp_ms: at,
-            lines: vec![PurchaseLine { sku: "s".into(), category: "c".into(), quantity: 1, unit_price_minor: 100, unit_cost_minor: 60 }],
+            lines: vec![PurchaseLine {
+                sku: "s".into(),
+                category: "c".into(),
+                quantity: 1,
+                unit_price_minor: 100,
+                unit_cost_minor: 60,
+            }],
             ..Default::default()
         });
     }
@@ -457,7 +473,12 @@ mod tests {
             let mut b = store.begin();
             b.put_profile(1, "c", Profile { lifetime_orders: 7, ..Default::default() }).unwrap();
             for i in 0..3u8 {
-                b.publish(OutboxEntry { topic: "t".into(), key: vec![i], payload: vec![i], headers: vec![("h".into(), vec![1])] });
+                b.publish(OutboxEntry {
+                    topic: "t".into(),
+                    key: vec![i],
+                    payload: vec![i],
+                    headers: vec![("h".into(), vec![1])],
+                });
             }
             b.link_device(1, "d", "c").unwrap();
             b.set_next_offset("x", 1, 9);

@@ -11,9 +11,7 @@
 //! number of days.
 
 use cvm_engine::Event;
-use cvm_proto::v1::{
-    AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseChannel, PurchaseLine,
-};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseChannel, PurchaseLine};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 const DAY_MS: i64 = 86_400_000;
@@ -303,7 +301,8 @@ mod tests {
         let purchases = events.iter().filter(|e| e.stream == Stream::Purchases).count();
         let consents = events.iter().filter(|e| matches!(e.event, Event::Consent(_))).count();
         let opted_out = events.iter().filter(|e| matches!(&e.event, Event::Consent(c) if !c.granted)).count();
-        let carts = events.iter().filter(|e| matches!(&e.event, Event::App(a) if a.kind() == AppEventKind::AddToCart)).count();
+        let carts =
+            events.iter().filter(|e| matches!(&e.event, Event::App(a) if a.kind() == AppEventKind::AddToCart)).count();
         // ~60 % app users, ~30 % of them opted out of push.
         assert!((1_050..1_350).contains(&consents), "{consents}");
         assert!(opted_out * 100 / consents > 20 && opted_out * 100 / consents < 40);

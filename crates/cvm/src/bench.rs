@@ -41,12 +41,27 @@ fn seed_profile(rng: &mut SmallRng) -> Profile {
         let cat = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
         p.apply_purchase(&Purchase {
             timestamp_ms: NOW - rng.random_range(1..200) * DAY_MS,
-            lines: vec![PurchaseLine { sku: format!("{cat}-1"), category: cat.into(), quantity: 1, unit_price_minor: 1500, unit_cost_minor: 900 }],
+            lines: vec![PurchaseLine {
+                sku: format!("{cat}-1"),
+                category: cat.into(),
+                quantity: 1,
+                unit_price_minor: 1500,
+                unit_cost_minor: 900,
+            }],
             ..Default::default()
         });
     }
-    p.apply_app_event(&AppEvent { timestamp_ms: NOW - DAY_MS, kind: AppEventKind::AppOpen as i32, ..Default::default() });
-    p.apply_consent(&Consent { channel: Channel::Push as i32, granted: rng.random_bool(0.7), push_token_present: true, ..Default::default() });
+    p.apply_app_event(&AppEvent {
+        timestamp_ms: NOW - DAY_MS,
+        kind: AppEventKind::AppOpen as i32,
+        ..Default::default()
+    });
+    p.apply_consent(&Consent {
+        channel: Channel::Push as i32,
+        granted: rng.random_bool(0.7),
+        push_token_present: true,
+        ..Default::default()
+    });
     p
 }
 
@@ -59,12 +74,27 @@ fn random_event(rng: &mut SmallRng, n: u32, profiles: u32, at: i64) -> (u32, Eve
             event_id,
             customer_id,
             timestamp_ms: at,
-            lines: vec![PurchaseLine { sku: format!("{cat}-2"), category: cat.into(), quantity: 2, unit_price_minor: 999, unit_cost_minor: 600 }],
+            lines: vec![PurchaseLine {
+                sku: format!("{cat}-2"),
+                category: cat.into(),
+                quantity: 2,
+                unit_price_minor: 999,
+                unit_cost_minor: 600,
+            }],
             ..Default::default()
         })
     } else {
-        let kind = [AppEventKind::AppOpen, AppEventKind::ProductView, AppEventKind::AddToCart, AppEventKind::StoryView][rng.random_range(0..4)];
-        Event::App(AppEvent { event_id, customer_id, timestamp_ms: at, kind: kind as i32, sku: format!("{cat}-3"), category: cat.into(), ..Default::default() })
+        let kind = [AppEventKind::AppOpen, AppEventKind::ProductView, AppEventKind::AddToCart, AppEventKind::StoryView]
+            [rng.random_range(0..4)];
+        Event::App(AppEvent {
+            event_id,
+            customer_id,
+            timestamp_ms: at,
+            kind: kind as i32,
+            sku: format!("{cat}-3"),
+            category: cat.into(),
+            ..Default::default()
+        })
     };
     (partition, event)
 }
@@ -133,8 +163,17 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!("\n=== cvm bench: {} profiles, {} events, batches of {} ===", opts.profiles, opts.events, opts.batch);
     println!("  bare RocksDB read-modify-write   {rmw_rate:>10.0} ops/s");
-    println!("  decision core (apply + decide)   {engine_rate:>10.0} events/s  ({:.0} % of bare RMW)", 100.0 * engine_rate / rmw_rate);
-    println!("  per-event latency (excl. commit) p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs", us(0.5), us(0.99), us(0.999), hist.max() as f64 / 1000.0);
+    println!(
+        "  decision core (apply + decide)   {engine_rate:>10.0} events/s  ({:.0} % of bare RMW)",
+        100.0 * engine_rate / rmw_rate
+    );
+    println!(
+        "  per-event latency (excl. commit) p50 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        hist.max() as f64 / 1000.0
+    );
     println!("  decisions {decisions}, offers {offers}");
     Ok(())
 }

@@ -109,7 +109,8 @@ impl Config {
         let origin = path.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
         let mut table: toml::Table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
                 text.parse().map_err(|source| ConfigError::Syntax { path: origin.clone(), source: Box::new(source) })?
             }
             None => toml::Table::new(),
@@ -117,11 +118,8 @@ impl Config {
         let overrides: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
         apply_overrides(&mut table, &overrides);
         let origin = if overrides.is_empty() { origin } else { format!("{origin} + CVM__ environment") };
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Field {
-            origin,
-            field: e.path().to_string(),
-            message: e.inner().to_string(),
-        })?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Field { origin, field: e.path().to_string(), message: e.inner().to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -133,7 +131,9 @@ impl Config {
             errors.push("engine.global_control_percent: must be between 0 and 50".into());
         }
         if self.engine.holdout_salt.is_empty() {
-            errors.push("engine.holdout_salt: is empty; set any fixed string (changing it reshuffles control groups)".into());
+            errors.push(
+                "engine.holdout_salt: is empty; set any fixed string (changing it reshuffles control groups)".into(),
+            );
         }
         for (i, cap) in self.engine.contact_policy.caps.iter().enumerate() {
             if cap.window.is_zero() {
@@ -194,7 +194,8 @@ mod tests {
 
     #[test]
     fn every_invalid_value_is_reported() {
-        let err = parse("[kafka]\npartitions = 0\nbrokers = \"\"\n[engine]\nglobal_control_percent = 80.0\n").unwrap_err();
+        let err =
+            parse("[kafka]\npartitions = 0\nbrokers = \"\"\n[engine]\nglobal_control_percent = 80.0\n").unwrap_err();
         let ConfigError::Invalid(errors) = err else { panic!("{err}") };
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors.iter().any(|e| e.starts_with("kafka.partitions:")));

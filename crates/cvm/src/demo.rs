@@ -108,20 +108,29 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let done_reading = Arc::new(AtomicBool::new(false));
     let reader = spawn_output_reader(&brokers, &config, outputs.clone(), done_reading.clone())?;
 
-    println!("cvm demo: {} customers, {} days, seed {}; metrics on http://{bound}/metrics", opts.customers, opts.days, opts.seed);
+    println!(
+        "cvm demo: {} customers, {} days, seed {}; metrics on http://{bound}/metrics",
+        opts.customers, opts.days, opts.seed
+    );
     let started = Instant::now();
     let produced = Arc::new(AtomicU64::new(0));
     let feeder = {
         let produced = produced.clone();
         let topics = topics.clone();
-        let retailer = RetailerConfig { seed: opts.seed, customers: opts.customers, days: opts.days, ..Default::default() };
+        let retailer =
+            RetailerConfig { seed: opts.seed, customers: opts.customers, days: opts.days, ..Default::default() };
         std::thread::spawn(move || {
             let mut garbage = 0u64;
             for (i, e) in Retailer::new(retailer).enumerate() {
                 let (topic, payload) = cvm_kafka::input_message(&topics, &e.event);
                 send(&producer, topic, e.key.as_bytes(), &payload);
                 if (i as u64 + 1) % GARBAGE_EVERY == 0 {
-                    send(&producer, &topics.purchases.name, e.key.as_bytes(), b"\x08\xff\xff garbage from a broken sender");
+                    send(
+                        &producer,
+                        &topics.purchases.name,
+                        e.key.as_bytes(),
+                        b"\x08\xff\xff garbage from a broken sender",
+                    );
                     garbage += 1;
                 }
                 produced.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +265,10 @@ fn spawn_output_reader(
                 outputs.stories.fetch_add(1, Ordering::Relaxed);
             } else if topic == t.dlq {
                 outputs.dlq.fetch_add(1, Ordering::Relaxed);
-            } else if let Ok(s) = cvm_proto::decode::<cvm_proto::v1::ConfigStatus>(t.config_status.format, msg.payload().unwrap_or_default()) {
+            } else if let Ok(s) = cvm_proto::decode::<cvm_proto::v1::ConfigStatus>(
+                t.config_status.format,
+                msg.payload().unwrap_or_default(),
+            ) {
                 let counter = if s.accepted { &outputs.accepted_docs } else { &outputs.rejected_docs };
                 counter.fetch_add(1, Ordering::Relaxed);
                 if !s.accepted {
@@ -284,7 +296,10 @@ fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Dura
         Outcome::Ineligible,
         Outcome::Unreachable,
     ] {
-        row(&format!("  {}", outcome.as_str_name().trim_start_matches("OUTCOME_").to_ascii_lowercase()), o.outcome(outcome));
+        row(
+            &format!("  {}", outcome.as_str_name().trim_start_matches("OUTCOME_").to_ascii_lowercase()),
+            o.outcome(outcome),
+        );
     }
     row("offers on push", o.push.load(Ordering::Relaxed));
     row("offers on stories", o.stories.load(Ordering::Relaxed));

@@ -109,7 +109,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
                 let key = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 match OfferDefinition::parse(&key, &text) {
-                    Ok(d) => println!("ok    {}: offer {} v{} ({} condition(s))", f.display(), d.id, d.version, d.eligibility.len()),
+                    Ok(d) => println!(
+                        "ok    {}: offer {} v{} ({} condition(s))",
+                        f.display(),
+                        d.id,
+                        d.version,
+                        d.eligibility.len()
+                    ),
                     Err(e) => {
                         bad += 1;
                         println!("error {}: {e}", f.display());

@@ -34,7 +34,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             let commit = [1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.5];
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(cvm_kafka::telemetry::EVENT_PROCESSING.into()), &latency)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(cvm_kafka::telemetry::BATCH_COMMIT.into()), &commit))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(cvm_kafka::telemetry::BATCH_COMMIT.into()), &commit)
+                })
                 .expect("bucket lists are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -80,8 +82,16 @@ pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<SocketAd
     let handle = metrics_handle();
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
-        .route("/healthz", get(|State(h): State<Health>| async move { status(h.live.load(Ordering::SeqCst), "ingest stopped\n") }))
-        .route("/readyz", get(|State(h): State<Health>| async move { status(h.is_ready(), "starting: offers loading or no partitions yet\n") }))
+        .route(
+            "/healthz",
+            get(|State(h): State<Health>| async move { status(h.live.load(Ordering::SeqCst), "ingest stopped\n") }),
+        )
+        .route(
+            "/readyz",
+            get(|State(h): State<Health>| async move {
+                status(h.is_ready(), "starting: offers loading or no partitions yet\n")
+            }),
+        )
         .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;

@@ -74,7 +74,10 @@ impl Pipeline {
             .map_err(PipelineError::Offers)?;
         let offers = {
             let stop = stop.clone();
-            std::thread::Builder::new().name("cvm-offers".into()).spawn(move || reader.follow(&stop)).expect("spawn offers thread")
+            std::thread::Builder::new()
+                .name("cvm-offers".into())
+                .spawn(move || reader.follow(&stop))
+                .expect("spawn offers thread")
         };
 
         let wake = Arc::new(Notify::new());
