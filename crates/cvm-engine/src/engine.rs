@@ -157,6 +157,18 @@ impl Engine {
         &self.catalog
     }
 
+    /// The active offers `event` triggers (before eligibility), in id order.
+    /// Every event with at least one candidate gets at least one decision.
+    pub fn candidates(&self, event: &Event) -> Vec<&Arc<OfferDefinition>> {
+        let (trigger, categories): (Option<TriggerEvent>, Vec<&str>) = match event {
+            Event::Purchase(p) => (Some(TriggerEvent::Purchase), p.lines.iter().map(|l| l.category.as_str()).collect()),
+            Event::App(a) => (TriggerEvent::of_app_event(a.kind()), vec![a.category.as_str()]),
+            Event::Identify(_) | Event::Consent(_) => (None, Vec::new()),
+        };
+        let Some(trigger) = trigger else { return Vec::new() };
+        self.catalog.triggered_by(trigger).iter().filter(|d| d.trigger_matches(categories.iter().copied())).collect()
+    }
+
     /// Applies `event` (read from `partition`) and decides at `now_ms`.
     pub fn process(
         &self,
@@ -182,16 +194,14 @@ impl Engine {
         if !txn.first_sighting(partition, event.event_id())? {
             return Ok(Processed::just(EventResult::Duplicate));
         }
-        let (customer_id, trigger, categories): (&str, Option<TriggerEvent>, Vec<&str>) = match event {
+        let customer_id = match event {
             Event::Identify(i) => {
                 txn.link_device(partition, &i.device_id, &i.customer_id)?;
                 return Ok(Processed::just(EventResult::Applied));
             }
-            Event::Purchase(p) => {
-                (&p.customer_id, Some(TriggerEvent::Purchase), p.lines.iter().map(|l| l.category.as_str()).collect())
-            }
-            Event::App(a) => (&a.customer_id, TriggerEvent::of_app_event(a.kind()), vec![a.category.as_str()]),
-            Event::Consent(c) => (&c.customer_id, None, Vec::new()),
+            Event::Purchase(p) => &p.customer_id,
+            Event::App(a) => &a.customer_id,
+            Event::Consent(c) => &c.customer_id,
         };
         let mut profile = txn.profile(partition, customer_id)?.unwrap_or_default();
         match event {
@@ -200,10 +210,8 @@ impl Engine {
             Event::Consent(c) => profile.apply_consent(c),
             Event::Identify(_) => unreachable!("handled above"),
         }
-        let emits = match trigger {
-            Some(t) => self.decide(&mut profile, customer_id, event.event_id(), t, &categories, now_ms),
-            None => Vec::new(),
-        };
+        let candidates = self.candidates(event);
+        let emits = self.decide(&mut profile, customer_id, event.event_id(), &candidates, now_ms);
         txn.put_profile(partition, customer_id, profile)?;
         Ok(Processed { result: EventResult::Applied, emits })
     }
@@ -213,16 +221,9 @@ impl Engine {
         profile: &mut Profile,
         customer_id: &str,
         event_id: &str,
-        trigger: TriggerEvent,
-        categories: &[&str],
+        candidates: &[&Arc<OfferDefinition>],
         now_ms: i64,
     ) -> Vec<Emit> {
-        let candidates: Vec<&Arc<OfferDefinition>> = self
-            .catalog
-            .triggered_by(trigger)
-            .iter()
-            .filter(|d| d.trigger_matches(categories.iter().copied()))
-            .collect();
         let Some(first) = candidates.first() else {
             return Vec::new();
         };

@@ -211,20 +211,10 @@ impl Ingest {
         })?;
         info!(group = %self.config.group_id, ?topics, "Ingest started.");
         while !stop.load(Ordering::Relaxed) {
-            self.refresh_catalog();
             self.run_batch()?;
         }
         info!("Ingest stopped.");
         Ok(())
-    }
-
-    fn refresh_catalog(&mut self) {
-        let (generation, catalog) = self.catalog.get();
-        if generation != self.catalog_generation {
-            debug!(generation, offers = catalog.all().len(), "Catalog reloaded.");
-            self.engine.set_catalog(catalog);
-            self.catalog_generation = generation;
-        }
     }
 
     fn run_batch(&mut self) -> Result<(), IngestError> {
@@ -245,7 +235,17 @@ impl Ingest {
                     break;
                 }
                 Some(Ok(msg)) => {
-                    deadline.get_or_insert_with(|| Instant::now() + self.config.batch_max_wait);
+                    if deadline.is_none() {
+                        // Swap in a reloaded catalog when a batch starts, so an event
+                        // produced after an offer update is decided with it.
+                        let (generation, catalog) = self.catalog.get();
+                        if generation != self.catalog_generation {
+                            debug!(generation, offers = catalog.all().len(), "Catalog reloaded.");
+                            self.engine.set_catalog(catalog);
+                            self.catalog_generation = generation;
+                        }
+                        deadline = Some(Instant::now() + self.config.batch_max_wait);
+                    }
                     Self::handle(&self.engine, &self.config, &self.meters, &mut batch, &msg, &mut tally)?;
                     match last_offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
                         Some(entry) => entry.2 = msg.offset(),
