@@ -312,3 +312,30 @@ mod tests {
         assert!(events.windows(2).all(|w| w[0].event.timestamp_ms() / DAY_MS <= w[1].event.timestamp_ms() / DAY_MS));
     }
 }
+
+#[cfg(test)]
+mod reach_tests {
+    use super::*;
+    use cvm_engine::{MemoryState, StateTxn};
+
+    #[test]
+    fn app_users_who_opted_in_are_push_reachable() {
+        let engine = cvm_engine::Engine::new(Default::default(), Default::default());
+        let mut state = MemoryState::default();
+        let events: Vec<_> = Retailer::new(RetailerConfig { customers: 500, days: 7, ..Default::default() }).collect();
+        for e in &events {
+            engine.process(&mut state, 0, &e.event, e.event.timestamp_ms()).unwrap();
+        }
+        let opted_in: Vec<&str> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::Consent(c) if c.granted => Some(c.customer_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let reachable =
+            opted_in.iter().filter(|c| state.profile(0, c).unwrap().is_some_and(|p| p.reach.push())).count();
+        // Opted-in customers become reachable once they use the app.
+        assert!(reachable * 3 > opted_in.len(), "{reachable} of {} opted-in customers reachable", opted_in.len());
+    }
+}

@@ -47,7 +47,10 @@ pub struct DemoOptions {
 
 /// One garbage message per this many events, to show the dead-letter path.
 const GARBAGE_EVERY: u64 = 25_000;
-const PARTITIONS: i32 = 4;
+/// librdkafka's mock broker trims a partition past 100,000 messages or 5 MB,
+/// so the demo spreads its topics wide enough to keep every message: 50,000
+/// customers × 14 days is ~440k events, ~1.6 MB per input partition.
+const PARTITIONS: i32 = 32;
 
 /// Counts read back from the output topics.
 #[derive(Debug, Default)]
@@ -184,6 +187,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed();
+    let trimmed = trimmed_inputs(&brokers, &topics)?;
+    if trimmed > 0 {
+        bail!("the in-process broker trimmed {trimmed} input messages before they were read; run with fewer --customers or --days");
+    }
     // Let the reader see the last published messages.
     tokio::time::sleep(Duration::from_secs(2)).await;
     done_reading.store(true, Ordering::SeqCst);
@@ -230,6 +237,18 @@ fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &
             Err((e, _)) => panic!("cannot produce to the in-process broker: {e}"),
         }
     }
+}
+
+/// Input messages the broker dropped from the start of its logs.
+fn trimmed_inputs(brokers: &str, topics: &cvm_kafka::Topics) -> anyhow::Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let mut trimmed = 0;
+    for topic in [&topics.purchases.name, &topics.app.name] {
+        for p in 0..PARTITIONS {
+            trimmed += consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?.0;
+        }
+    }
+    Ok(trimmed)
 }
 
 fn spawn_output_reader(
