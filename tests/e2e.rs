@@ -257,3 +257,19 @@ async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
     assert_eq!(sent_ids, treated, "offers and treated decisions differ");
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }
+
+/// The harness itself: every message produced in one burst is read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_round_trip_keeps_every_message_of_a_batch() {
+    let h = Harness::new().await;
+    let topic = h.topics().dlq.clone();
+    for i in 0..50 {
+        h.send_raw(&topic, &format!("k{}", i % 3), Some(format!("m{i}").as_bytes()));
+    }
+    h.flush();
+    let mut got: Vec<String> = h.read_all(&topic).into_iter().map(|r| String::from_utf8(r.payload).unwrap()).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+}

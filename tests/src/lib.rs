@@ -23,6 +23,9 @@ use rdkafka::{
 /// Partitions of every test topic.
 pub const PARTITIONS: i32 = 2;
 
+/// How long a topic or the pipeline must stay unchanged to count as settled.
+pub const QUIET: Duration = Duration::from_millis(1500);
+
 /// The broker under test.
 pub enum Broker {
     Mock(MockCluster<'static, DefaultProducerContext>),
@@ -137,7 +140,10 @@ impl Harness {
         self.producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
-    /// Every message on `topic`, read from the beginning to its end now.
+    /// Every message on `topic`, read from the beginning until the high
+    /// watermarks are reached and nothing new arrived for [`QUIET`]. (The
+    /// quiet period matters: tansu 0.6 reports high watermarks that lag its
+    /// log when records arrive in batches, so watermarks alone stop early.)
     pub fn read_all(&self, topic: &str) -> Vec<Record> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.broker.bootstrap())
@@ -155,14 +161,18 @@ impl Harness {
             }
         }
         let mut out = Vec::new();
-        if remaining.is_empty() {
-            return out;
+        for p in 0..PARTITIONS {
+            if !remaining.iter().any(|(q, _)| *q == p) {
+                tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            }
         }
         consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !remaining.is_empty() {
+        let mut last_message = Instant::now();
+        while !remaining.is_empty() || last_message.elapsed() < QUIET {
             assert!(Instant::now() < deadline, "timed out reading {topic}; still missing {remaining:?}");
             let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+            last_message = Instant::now();
             let msg = msg.unwrap();
             let headers = msg
                 .headers()
@@ -204,17 +214,22 @@ impl Harness {
         n
     }
 
-    /// Waits until the pipeline has consumed every input message and
-    /// published its outbox.
+    /// Waits until the pipeline has consumed every input message (the high
+    /// watermarks, and no progress for [`QUIET`]) and published its outbox.
     pub async fn wait_idle(&self, pipeline: &Pipeline) {
-        let end = self.input_end();
         let deadline = Instant::now() + Duration::from_secs(90);
+        let (mut last, mut since) = (-1, Instant::now());
         loop {
             assert!(!pipeline.ingest_failed(), "ingest loop died");
-            if self.consumed(pipeline) >= end && pipeline.store().outbox_depth(0).unwrap() == 0 {
+            let consumed = self.consumed(pipeline);
+            if consumed != last {
+                (last, since) = (consumed, Instant::now());
+            }
+            let settled = since.elapsed() >= QUIET && consumed >= self.input_end();
+            if settled && pipeline.store().outbox_depth(0).unwrap() == 0 {
                 return;
             }
-            assert!(Instant::now() < deadline, "pipeline did not catch up: {} of {end}", self.consumed(pipeline));
+            assert!(Instant::now() < deadline, "pipeline did not catch up: {consumed} of {}", self.input_end());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
