@@ -45,7 +45,8 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
 }
 
-/// One garbage message per this many events, to show the dead-letter path.
+/// One garbage message per this many events (the first after event 100), to
+/// show the dead-letter path.
 const GARBAGE_EVERY: u64 = 25_000;
 /// librdkafka's mock broker trims a partition past 100,000 messages or 5 MB,
 /// so the demo spreads its topics wide enough to keep every message: 50,000
@@ -127,7 +128,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             for (i, e) in Retailer::new(retailer).enumerate() {
                 let (topic, payload) = cvm_kafka::input_message(&topics, &e.event);
                 send(&producer, topic, e.key.as_bytes(), &payload);
-                if (i as u64 + 1) % GARBAGE_EVERY == 0 {
+                if i as u64 % GARBAGE_EVERY == 100 {
                     send(
                         &producer,
                         &topics.purchases.name,
