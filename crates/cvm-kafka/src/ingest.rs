@@ -15,7 +15,6 @@ use std::{
 };
 
 use cvm_engine::{Emit, Engine, EventResult};
-use cvm_proto::v1::Outcome;
 use cvm_store::{Batch, Store};
 use metrics::{counter, histogram, Counter, Histogram};
 use rdkafka::{
@@ -111,25 +110,13 @@ const RESULTS: [&str; 5] = ["applied", "duplicate", "anonymous", "rekeyed", "dlq
 impl Meters {
     fn new(cfg: &KafkaConfig) -> Self {
         let topics = [cfg.topics.purchases.name.clone(), cfg.topics.app.name.clone()];
-        let outcome = |o: Outcome| {
-            let name = o.as_str_name().trim_start_matches("OUTCOME_").to_ascii_lowercase();
-            counter!(telemetry::DECISIONS, "outcome" => name)
-        };
         Self {
             ingested: topics
                 .clone()
                 .map(|t| RESULTS.map(|r| counter!(telemetry::EVENTS_INGESTED, "topic" => t.clone(), "result" => r))),
             dlq: topics.map(|t| counter!(telemetry::DLQ, "topic" => t)),
-            outcomes: [
-                Outcome::Unspecified,
-                Outcome::Treated,
-                Outcome::HoldoutGlobal,
-                Outcome::HoldoutCampaign,
-                Outcome::Capped,
-                Outcome::Ineligible,
-                Outcome::Unreachable,
-            ]
-            .map(outcome),
+            outcomes: telemetry::OUTCOMES
+                .map(|o| counter!(telemetry::DECISIONS, "outcome" => telemetry::outcome_label(o))),
             offers: ["unspecified", "push", "stories"].map(|c| counter!(telemetry::OFFERS, "channel" => c)),
             latency: histogram!(telemetry::EVENT_PROCESSING),
             commit: histogram!(telemetry::BATCH_COMMIT),
@@ -323,7 +310,7 @@ impl Ingest {
         tally.ingested[idx][result] += 1;
         for emit in &processed.emits {
             match emit {
-                Emit::Decision(d) => tally.outcomes[d.outcome as usize % 7] += 1,
+                Emit::Decision(d) => tally.outcomes[d.outcome as usize % telemetry::OUTCOMES.len()] += 1,
                 Emit::Offer(o) => tally.offers[o.channel as usize % 3] += 1,
                 Emit::Rekeyed(_) => {}
             }

@@ -1,7 +1,24 @@
 //! Metric names, in one place, with their descriptions. Labels never carry
 //! customer ids: only topics, results, outcomes and channels.
 
+use cvm_proto::v1::Outcome;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Every decision outcome, in protobuf-number order (so `OUTCOMES[o as usize] == o`).
+pub const OUTCOMES: [Outcome; 7] = [
+    Outcome::Unspecified,
+    Outcome::Treated,
+    Outcome::HoldoutGlobal,
+    Outcome::HoldoutCampaign,
+    Outcome::Capped,
+    Outcome::Ineligible,
+    Outcome::Unreachable,
+];
+
+/// The `outcome` label of a decision outcome, e.g. `holdout_global`.
+pub fn outcome_label(o: Outcome) -> String {
+    o.as_str_name().trim_start_matches("OUTCOME_").to_ascii_lowercase()
+}
 
 /// Counter: input messages by `topic` and `result` (applied, duplicate,
 /// anonymous, rekeyed, dlq).
@@ -40,4 +57,17 @@ pub fn describe() {
     describe_counter!(PUBLISH_ERRORS, "Failed publish attempts (retried).");
     describe_counter!(CONFIG_DOCUMENTS, "Offer documents read, by result.");
     describe_gauge!(OFFERS_ACTIVE, "Offers in the live catalog.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_indexed_by_their_protobuf_number() {
+        for (i, o) in OUTCOMES.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+        assert_eq!(outcome_label(Outcome::HoldoutGlobal), "holdout_global");
+    }
 }

@@ -308,18 +308,8 @@ fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Dura
     println!("  {:<28}{:>12.1}", "seconds (end to end)", secs);
     println!("  {:<28}{:>12.0}", "events/s (end to end)", (events + garbage) as f64 / secs);
     row("decisions", o.decisions());
-    for outcome in [
-        Outcome::Treated,
-        Outcome::HoldoutGlobal,
-        Outcome::HoldoutCampaign,
-        Outcome::Capped,
-        Outcome::Ineligible,
-        Outcome::Unreachable,
-    ] {
-        row(
-            &format!("  {}", outcome.as_str_name().trim_start_matches("OUTCOME_").to_ascii_lowercase()),
-            o.outcome(outcome),
-        );
+    for outcome in &cvm_kafka::telemetry::OUTCOMES[1..] {
+        row(&format!("  {}", cvm_kafka::telemetry::outcome_label(*outcome)), o.outcome(*outcome));
     }
     row("offers on push", o.push.load(Ordering::Relaxed));
     row("offers on stories", o.stories.load(Ordering::Relaxed));
