@@ -1,19 +1,26 @@
-//! Applies one event to state and decides what, if anything, to send.
+//! Applies one event to state and decides what, if anything, to send; fires
+//! timers; runs sweeps.
+//!
+//! Every decision goes through one path ([`Engine::decide`]): candidates →
+//! eligibility → priority and score → per channel: reachability → holdouts
+//! → caps → render. What differs between an event, a timer and a sweep is
+//! only which offers are candidates, which channels are open and what the
+//! decision's id is derived from.
 
 use std::sync::Arc;
 
-use cvm_proto::v1::{
-    AppEvent, Channel, Consent, Decision, Discount, Identify, Offer, Outcome, Purchase, RenderedContent, Score,
-};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Decision, Identify, Offer, Outcome, Purchase, Score};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    features::{EventFacts, Features},
     holdout::{self, GLOBAL_SCOPE},
     ids,
-    offers::{Catalog, OfferDefinition, TriggerEvent},
+    offers::{Catalog, EventKind, OfferDefinition, Trigger},
     policy::ContactPolicy,
-    profile::{OpenDecision, Profile},
+    profile::{OpenDecision, Profile, DAY_MS},
     score::score,
+    timers::{Timer, TimerKey, TimerKind},
     StateTxn, StoreError,
 };
 
@@ -134,6 +141,22 @@ impl Processed {
     }
 }
 
+/// What a decision is about: where its id comes from and what it records.
+struct Cause<'a> {
+    /// Seed of the decision ids (an event id, or a timer's or sweep's identity).
+    id: String,
+    /// The event recorded as the decision's cause.
+    event_id: &'a str,
+    /// `"event"`, `"delayed"`, `"inactivity"`, `"cascade"` or `"sweep"`.
+    trigger: &'static str,
+    /// For cascades: the decision followed up.
+    parent_decision_id: &'a str,
+    /// Channels allowed (cascades are restricted to their follow-up channel).
+    channels: &'a [Channel],
+}
+
+const ALL_CHANNELS: [Channel; 2] = [Channel::Push, Channel::Stories];
+
 /// The decision core. Cheap to clone; the catalog is shared.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -157,19 +180,14 @@ impl Engine {
         &self.catalog
     }
 
-    /// The active offers `event` triggers (before eligibility), in id order.
-    /// Every event with at least one candidate gets at least one decision.
-    pub fn candidates(&self, event: &Event) -> Vec<&Arc<OfferDefinition>> {
-        let (trigger, categories): (Option<TriggerEvent>, Vec<&str>) = match event {
-            Event::Purchase(p) => (Some(TriggerEvent::Purchase), p.lines.iter().map(|l| l.category.as_str()).collect()),
-            Event::App(a) => (TriggerEvent::of_app_event(a.kind()), vec![a.category.as_str()]),
-            Event::Identify(_) | Event::Consent(_) => (None, Vec::new()),
-        };
-        let Some(trigger) = trigger else { return Vec::new() };
-        self.catalog.triggered_by(trigger).iter().filter(|d| d.trigger_matches(categories.iter().copied())).collect()
+    /// The settings in use.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
-    /// Applies `event` (read from `partition`) and decides at `now_ms`.
+    /// Applies `event` (read from `partition`) and decides at `now_ms`:
+    /// offers the event triggers are decided now; delayed triggers,
+    /// inactivity checks and cascades are scheduled or cancelled as timers.
     pub fn process(
         &self,
         txn: &mut impl StateTxn,
@@ -210,74 +228,241 @@ impl Engine {
             Event::Consent(c) => profile.apply_consent(c),
             Event::Identify(_) => unreachable!("handled above"),
         }
-        let candidates = self.candidates(event);
-        let emits = self.decide(&mut profile, customer_id, event.event_id(), &candidates, now_ms);
+        let facts = EventFacts::of(event);
+        let mut emits = Vec::new();
+        if let Some(kind) = facts.kind {
+            self.update_timers(txn, partition, customer_id, event, &profile, facts, kind, now_ms)?;
+            let features = Features::compute(&profile, facts, now_ms);
+            let candidates: Vec<&Arc<OfferDefinition>> = self
+                .catalog
+                .triggered_by(kind)
+                .iter()
+                .filter(|d| d.is_live(now_ms) && d.passes_filter(&features))
+                .collect();
+            drop(features);
+            let cause = Cause {
+                id: event.event_id().to_owned(),
+                event_id: event.event_id(),
+                trigger: "event",
+                parent_decision_id: "",
+                channels: &ALL_CHANNELS,
+            };
+            emits = self.decide(txn, partition, &mut profile, customer_id, &cause, facts, &candidates, now_ms)?;
+        }
         txn.put_profile(partition, customer_id, profile)?;
         Ok(Processed { result: EventResult::Applied, emits })
     }
 
+    /// Schedules and cancels the timers an event of `kind` affects.
+    #[allow(clippy::too_many_arguments)]
+    fn update_timers(
+        &self,
+        txn: &mut impl StateTxn,
+        partition: u32,
+        customer_id: &str,
+        event: &Event,
+        profile: &Profile,
+        facts: EventFacts<'_>,
+        kind: EventKind,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let timer = |kind: TimerKind, subject: &str, offer_id: &str, due_ms: i64| Timer {
+            due_ms,
+            customer_id: customer_id.to_owned(),
+            kind,
+            subject: subject.to_owned(),
+            offer_id: offer_id.to_owned(),
+            cause_event_id: event.event_id().to_owned(),
+            parent_decision_id: String::new(),
+            event_kind: facts.kind,
+            event_category: facts.category.to_owned(),
+            event_sku: facts.sku.to_owned(),
+        };
+        if let Event::App(a) = event {
+            if a.kind() == AppEventKind::PushOpen && !a.offer_id.is_empty() {
+                let key = TimerKey { customer_id: customer_id.to_owned(), kind: TimerKind::Cascade, subject: a.offer_id.clone() };
+                txn.cancel_timer(partition, &key)?;
+            }
+        }
+        if let Event::Purchase(p) = event {
+            for d in self.catalog.inactivity() {
+                if let Trigger::Inactivity { days } = d.doc.trigger {
+                    let last = profile.last_purchase_ms.unwrap_or(p.timestamp_ms);
+                    txn.set_timer(partition, timer(TimerKind::Inactivity, d.id(), d.id(), last + i64::from(days) * DAY_MS))?;
+                }
+            }
+        }
+        let cancelling = self.catalog.delayed_cancelled_by(kind);
+        let starting = self.catalog.delayed_started_by(kind);
+        if cancelling.is_empty() && starting.is_empty() {
+            return Ok(());
+        }
+        let features = Features::compute(profile, facts, now_ms);
+        for d in cancelling {
+            if d.cancels(kind, &features) {
+                let key = TimerKey { customer_id: customer_id.to_owned(), kind: TimerKind::Delayed, subject: d.id().to_owned() };
+                txn.cancel_timer(partition, &key)?;
+            }
+        }
+        for d in starting {
+            if let Trigger::Delayed { after, .. } = d.doc.trigger {
+                if d.is_live(now_ms) && d.passes_filter(&features) {
+                    let due = now_ms + after.as_millis() as i64;
+                    txn.set_timer(partition, timer(TimerKind::Delayed, d.id(), d.id(), due))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires `timer` (read from `partition`'s pending timers) at `now_ms`:
+    /// removes it and decides its offer. A timer that was cancelled or
+    /// rescheduled since it was read does nothing, so each fires once.
+    pub fn fire(
+        &self,
+        txn: &mut impl StateTxn,
+        partition: u32,
+        timer: &Timer,
+        now_ms: i64,
+    ) -> Result<Vec<Emit>, StoreError> {
+        let key = timer.key();
+        if txn.timer_due(partition, &key)? != Some(timer.due_ms) {
+            return Ok(Vec::new());
+        }
+        txn.cancel_timer(partition, &key)?;
+        let Some(def) = self.catalog.get(&timer.offer_id).filter(|d| d.is_live(now_ms)) else {
+            return Ok(Vec::new());
+        };
+        let Some(mut profile) = txn.profile(partition, &timer.customer_id)? else {
+            return Ok(Vec::new());
+        };
+        if let (TimerKind::Inactivity, Trigger::Inactivity { days }) = (timer.kind, &def.doc.trigger) {
+            // A purchase since the timer was set moved it; this is a stale copy.
+            if profile.last_purchase_ms.is_some_and(|t| t + i64::from(*days) * DAY_MS > now_ms) {
+                return Ok(Vec::new());
+            }
+        }
+        let cascade_channels = def.doc.cascade.as_ref().map(|c| [c.to.channel()]);
+        let channels: &[Channel] = match (timer.kind, &cascade_channels) {
+            (TimerKind::Cascade, Some(to)) => to,
+            (TimerKind::Cascade, None) => return Ok(Vec::new()),
+            _ => &ALL_CHANNELS,
+        };
+        let facts = EventFacts {
+            kind: timer.event_kind,
+            category: &timer.event_category,
+            sku: &timer.event_sku,
+            ..EventFacts::default()
+        };
+        let cause = Cause {
+            id: format!("timer\x1f{}\x1f{}\x1f{}", timer.kind.name(), String::from_utf8_lossy(&key.encode()), timer.due_ms),
+            event_id: &timer.cause_event_id,
+            trigger: timer.kind.name(),
+            parent_decision_id: &timer.parent_decision_id,
+            channels,
+        };
+        let emits = self.decide(txn, partition, &mut profile, &timer.customer_id, &cause, facts, &[def], now_ms)?;
+        txn.put_profile(partition, &timer.customer_id, profile)?;
+        Ok(emits)
+    }
+
+    /// Decides sweep offer `def` for `customer_id` at `now_ms`. The decision
+    /// id derives from the offer version and the customer, so re-running a
+    /// sweep (after a crash) reproduces the same ids.
+    pub fn sweep(
+        &self,
+        txn: &mut impl StateTxn,
+        partition: u32,
+        customer_id: &str,
+        def: &Arc<OfferDefinition>,
+        now_ms: i64,
+    ) -> Result<Vec<Emit>, StoreError> {
+        if !def.is_live(now_ms) {
+            return Ok(Vec::new());
+        }
+        let Some(mut profile) = txn.profile(partition, customer_id)? else {
+            return Ok(Vec::new());
+        };
+        let id = format!("sweep\x1f{}\x1f{}\x1f{customer_id}", def.id(), def.version());
+        let cause = Cause { id, event_id: "", trigger: "sweep", parent_decision_id: "", channels: &ALL_CHANNELS };
+        let emits = self.decide(txn, partition, &mut profile, customer_id, &cause, EventFacts::default(), &[def], now_ms)?;
+        txn.put_profile(partition, customer_id, profile)?;
+        Ok(emits)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
+        txn: &mut impl StateTxn,
+        partition: u32,
         profile: &mut Profile,
         customer_id: &str,
-        event_id: &str,
+        cause: &Cause<'_>,
+        facts: EventFacts<'_>,
         candidates: &[&Arc<OfferDefinition>],
         now_ms: i64,
-    ) -> Vec<Emit> {
+    ) -> Result<Vec<Emit>, StoreError> {
         let Some(first) = candidates.first() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let base = Decision {
             customer_id: customer_id.to_owned(),
-            event_id: event_id.to_owned(),
+            event_id: cause.event_id.to_owned(),
             decided_at_ms: now_ms,
+            parent_decision_id: cause.parent_decision_id.to_owned(),
+            trigger: cause.trigger.to_owned(),
             ..Default::default()
         };
-        let mut eligible: Vec<(&OfferDefinition, Score)> = candidates
-            .iter()
-            .filter(|d| d.failing_condition(profile, now_ms).is_none())
-            .map(|d| (d.as_ref(), score(d, profile, now_ms)))
-            .collect();
-        if eligible.is_empty() {
-            let cond = first.failing_condition(profile, now_ms).expect("ineligible offers fail a condition");
-            let reason = format!(
-                "{} of {} offer(s) eligible; {}: {:?} {:?} {} failed (value {})",
-                0,
-                candidates.len(),
-                first.id,
-                cond.feature,
-                cond.op,
-                cond.value,
-                cond.feature_value(profile, now_ms)
-            );
-            return vec![Emit::Decision(Decision {
-                decision_id: ids::decision_id(event_id, Channel::Unspecified),
+        let (mut eligible, ineligible_reason) = {
+            let features = Features::compute(profile, facts, now_ms);
+            let eligible: Vec<(&OfferDefinition, Score)> = candidates
+                .iter()
+                .filter(|d| d.eligible(&features))
+                .map(|d| {
+                    let discount = d.discount(profile.offer_contacts_since(d.id(), i64::MIN));
+                    (d.as_ref(), score(d, &features, &discount, now_ms))
+                })
+                .collect();
+            let reason = eligible.is_empty().then(|| {
+                format!(
+                    "none of {} offer(s) eligible; {} v{}: `{}` is false",
+                    candidates.len(),
+                    first.id(),
+                    first.version(),
+                    first.failing_clause(&features).unwrap_or("eligibility")
+                )
+            });
+            (eligible, reason)
+        };
+        if let Some(reason) = ineligible_reason {
+            return Ok(vec![Emit::Decision(Decision {
+                decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
                 outcome: Outcome::Ineligible as i32,
                 reason,
+                offer_definition_id: first.id().to_owned(),
+                offer_version: first.version(),
+                campaign_id: first.doc.campaign_id.clone(),
                 ..base
-            })];
+            })]);
         }
-        eligible.sort_by(|(a, sa), (b, sb)| sb.score.total_cmp(&sa.score).then_with(|| a.id.cmp(&b.id)));
+        eligible.sort_by(|(a, sa), (b, sb)| {
+            b.doc.priority.cmp(&a.doc.priority).then(sb.score.total_cmp(&sa.score)).then_with(|| a.doc.id.cmp(&b.doc.id))
+        });
         let scores: Vec<Score> = eligible.iter().take(SCORES_IN_DECISION).map(|(_, s)| s.clone()).collect();
         let with_offer = |d: &OfferDefinition, decision: Decision| Decision {
-            campaign_id: d.campaign_id.clone(),
-            offer_definition_id: d.id.clone(),
-            offer_version: d.version,
+            campaign_id: d.doc.campaign_id.clone(),
+            offer_definition_id: d.doc.id.clone(),
+            offer_version: d.doc.version,
             scores: scores.clone(),
             ..decision
         };
 
-        if holdout::is_held_out(
-            &self.config.holdout_salt,
-            GLOBAL_SCOPE,
-            customer_id,
-            self.config.global_control_percent,
-        ) {
+        if holdout::is_held_out(&self.config.holdout_salt, GLOBAL_SCOPE, customer_id, self.config.global_control_percent) {
             let best = eligible[0].0;
-            let decision_id = ids::decision_id(event_id, Channel::Unspecified);
+            let decision_id = ids::decision_id(&cause.id, Channel::Unspecified);
             profile.record_open_decision(OpenDecision {
                 decision_id: decision_id.clone(),
-                campaign_id: best.campaign_id.clone(),
+                campaign_id: best.doc.campaign_id.clone(),
                 outcome: Outcome::HoldoutGlobal as i32,
                 at_ms: now_ms,
             });
@@ -287,87 +472,100 @@ impl Engine {
                 reason: format!("in the global control group ({} %)", self.config.global_control_percent),
                 ..base.clone()
             };
-            return vec![Emit::Decision(with_offer(best, d))];
+            return Ok(vec![Emit::Decision(with_offer(best, d))]);
         }
 
         let mut emits = Vec::new();
-        for channel in [Channel::Push, Channel::Stories] {
-            let Some((best, _)) = eligible.iter().find(|(d, _)| d.channels.iter().any(|c| c.channel() == channel))
-            else {
+        for &channel in cause.channels {
+            let Some((best, _)) = eligible.iter().find(|(d, _)| d.channels().any(|c| c == channel)) else {
                 continue;
             };
-            let decision_id = ids::decision_id(event_id, channel);
+            let decision_id = ids::decision_id(&cause.id, channel);
             let decision = Decision { decision_id: decision_id.clone(), channel: channel as i32, ..base.clone() };
-            let (outcome, reason) = if !profile.reach.reaches(channel) {
-                (
-                    Outcome::Unreachable,
-                    format!("{} not reachable (app, token or consent missing)", channel.as_str_name()),
-                )
-            } else if holdout::is_held_out(
-                &self.config.holdout_salt,
-                &best.campaign_id,
-                customer_id,
-                best.holdout_percent,
-            ) {
-                (
-                    Outcome::HoldoutCampaign,
-                    format!("in the holdout of campaign {} ({} %)", best.campaign_id, best.holdout_percent),
-                )
-            } else if let Some(rule) = self.config.contact_policy.blocking_rule(profile, channel, now_ms) {
-                (
-                    Outcome::Capped,
-                    format!("cap {:?}: {} in {}", rule.scope, rule.max, humantime::format_duration(rule.window)),
-                )
-            } else {
-                (Outcome::Treated, String::new())
-            };
+            let (outcome, reason) = self.outcome(best, profile, customer_id, channel, now_ms);
             let mut decision = with_offer(best, Decision { outcome: outcome as i32, reason, ..decision });
             if matches!(outcome, Outcome::Treated | Outcome::HoldoutCampaign) {
                 profile.record_open_decision(OpenDecision {
                     decision_id: decision_id.clone(),
-                    campaign_id: best.campaign_id.clone(),
+                    campaign_id: best.doc.campaign_id.clone(),
                     outcome: outcome as i32,
                     at_ms: now_ms,
                 });
             }
-            if outcome == Outcome::Treated {
-                profile.record_contact(channel, now_ms, self.config.contact_policy.horizon_ms());
-                let offer = render_offer(best, profile, customer_id, &decision_id, channel, now_ms);
-                decision.offer_id.clone_from(&offer.offer_id);
+            if outcome != Outcome::Treated {
                 emits.push(Emit::Decision(decision));
-                emits.push(Emit::Offer(offer));
-            } else {
-                emits.push(Emit::Decision(decision));
+                continue;
+            }
+            let offer = {
+                let features = Features::compute(profile, facts, now_ms);
+                let discount = best.discount(profile.offer_contacts_since(best.id(), i64::MIN));
+                Offer {
+                    offer_id: ids::offer_id(&decision_id, best.id(), best.version()),
+                    decision_id: decision_id.clone(),
+                    customer_id: customer_id.to_owned(),
+                    campaign_id: best.doc.campaign_id.clone(),
+                    offer_definition_id: best.doc.id.clone(),
+                    offer_version: best.doc.version,
+                    channel: channel as i32,
+                    content: Some(best.render(channel, &features, &discount)),
+                    discount: Some(discount),
+                    created_at_ms: now_ms,
+                    expires_at_ms: now_ms + best.doc.ttl.as_millis() as i64,
+                }
+            };
+            profile.record_contact(channel, now_ms, self.config.contact_policy.horizon_ms());
+            profile.record_offer_contact(best.id(), now_ms);
+            if let (Channel::Push, Some(cascade)) = (channel, &best.doc.cascade) {
+                txn.set_timer(
+                    partition,
+                    Timer {
+                        due_ms: now_ms + cascade.after.as_millis() as i64,
+                        customer_id: customer_id.to_owned(),
+                        kind: TimerKind::Cascade,
+                        subject: offer.offer_id.clone(),
+                        offer_id: best.doc.id.clone(),
+                        cause_event_id: cause.event_id.to_owned(),
+                        parent_decision_id: decision_id.clone(),
+                        event_kind: facts.kind,
+                        event_category: facts.category.to_owned(),
+                        event_sku: facts.sku.to_owned(),
+                    },
+                )?;
+            }
+            decision.offer_id.clone_from(&offer.offer_id);
+            emits.push(Emit::Decision(decision));
+            emits.push(Emit::Offer(offer));
+        }
+        Ok(emits)
+    }
+
+    /// Whether `offer` may be sent to the customer on `channel`, and if not, why.
+    fn outcome(
+        &self,
+        offer: &OfferDefinition,
+        profile: &Profile,
+        customer_id: &str,
+        channel: Channel,
+        now_ms: i64,
+    ) -> (Outcome, String) {
+        if !profile.reach.reaches(channel) {
+            return (Outcome::Unreachable, format!("{} not reachable (app, token or consent missing)", channel.as_str_name()));
+        }
+        let campaign = &offer.doc.campaign_id;
+        if holdout::is_held_out(&self.config.holdout_salt, campaign, customer_id, offer.doc.holdout_percent) {
+            return (Outcome::HoldoutCampaign, format!("in the holdout of campaign {campaign} ({} %)", offer.doc.holdout_percent));
+        }
+        if let Some(rule) = self.config.contact_policy.blocking_rule(profile, channel, now_ms) {
+            let window = humantime::format_duration(rule.window);
+            return (Outcome::Capped, format!("cap {:?}: {} in {window}", rule.scope, rule.max));
+        }
+        for cap in &offer.doc.caps {
+            let since = now_ms - cap.window.as_millis() as i64;
+            if profile.offer_contacts_since(offer.id(), since) >= cap.max as usize {
+                let window = humantime::format_duration(cap.window);
+                return (Outcome::Capped, format!("offer cap {}: {} in {window}", offer.id(), cap.max));
             }
         }
-        emits
-    }
-}
-
-fn render_offer(
-    d: &OfferDefinition,
-    profile: &Profile,
-    customer_id: &str,
-    decision_id: &str,
-    channel: Channel,
-    now_ms: i64,
-) -> Offer {
-    Offer {
-        offer_id: ids::offer_id(decision_id, &d.id, d.version),
-        decision_id: decision_id.to_owned(),
-        customer_id: customer_id.to_owned(),
-        campaign_id: d.campaign_id.clone(),
-        offer_definition_id: d.id.clone(),
-        offer_version: d.version,
-        channel: channel as i32,
-        content: Some(RenderedContent {
-            title: d.render(&d.content.title, profile),
-            body: d.render(&d.content.body, profile),
-            deep_link: d.content.deep_link.clone(),
-            image_url: d.content.image_url.clone(),
-        }),
-        discount: Some(Discount { percent: d.discount.percent, fixed_minor: d.discount.fixed_minor }),
-        created_at_ms: now_ms,
-        expires_at_ms: now_ms + d.ttl.as_millis() as i64,
+        (Outcome::Treated, String::new())
     }
 }

@@ -8,9 +8,11 @@
 //! same ids.
 //!
 //! The data path reads in one direction:
-//! event → [`Profile`] update → triggered offers from the [`Catalog`] →
-//! eligibility → [`score`] → best offer per channel → [`holdout`] →
-//! contact [`policy`] (frequency caps) → [`Emit`]s for the outbox.
+//! event → [`Profile`] update → [`timers`] set or cancelled → triggered
+//! offers from the [`Catalog`] → [`features`] → eligibility (compiled CEL)
+//! → priority and [`score`] → best offer per channel → [`holdout`] →
+//! contact [`policy`] (frequency caps) → [`Emit`]s for the outbox. Timers
+//! and sweeps enter the same path at "triggered offers".
 //!
 //! ```
 //! use cvm_engine::{Engine, EngineConfig, Catalog, MemoryState, Event};
@@ -28,6 +30,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod engine;
+pub mod features;
 pub mod holdout;
 pub mod ids;
 mod memory;
@@ -36,9 +39,11 @@ pub mod policy;
 pub mod profile;
 pub mod score;
 mod state;
+pub mod timers;
 
 pub use engine::{Emit, Engine, EngineConfig, Event, EventResult, Processed};
 pub use memory::MemoryState;
-pub use offers::{Catalog, OfferDefinition, OfferError};
+pub use offers::{Catalog, OfferDefinition, OfferDocument, OfferError};
 pub use profile::Profile;
 pub use state::{StateTxn, StoreError};
+pub use timers::{Timer, TimerKey, TimerKind};

@@ -1,8 +1,12 @@
 //! An in-memory [`StateTxn`], for tests, simulation and examples.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::{profile::Profile, StateTxn, StoreError};
+use crate::{
+    profile::Profile,
+    timers::{Timer, TimerKey},
+    StateTxn, StoreError,
+};
 
 /// State held in hash maps; every write is immediately visible and nothing
 /// is durable.
@@ -11,12 +15,33 @@ pub struct MemoryState {
     profiles: HashMap<(u32, String), Profile>,
     seen: HashSet<(u32, String)>,
     devices: HashMap<(u32, String), String>,
+    timers: BTreeMap<(u32, Vec<u8>), Timer>,
 }
 
 impl MemoryState {
     /// Number of stored profiles.
     pub fn profile_count(&self) -> usize {
         self.profiles.len()
+    }
+
+    /// Every stored profile of `partition` with its customer id, in id order.
+    pub fn profiles(&self, partition: u32) -> Vec<(String, Profile)> {
+        let mut v: Vec<_> =
+            self.profiles.iter().filter(|((p, _), _)| *p == partition).map(|((_, c), p)| (c.clone(), p.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Pending timers due at or before `now_ms`, earliest first, with their partitions.
+    pub fn due_timers(&self, now_ms: i64) -> Vec<(u32, Timer)> {
+        let mut due: Vec<_> = self.timers.iter().filter(|(_, t)| t.due_ms <= now_ms).map(|((p, _), t)| (*p, t.clone())).collect();
+        due.sort_by_key(|(p, t)| (t.due_ms, *p, t.key().encode()));
+        due
+    }
+
+    /// Number of pending timers.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
     }
 }
 
@@ -37,5 +62,15 @@ impl StateTxn for MemoryState {
     fn link_device(&mut self, partition: u32, device_id: &str, customer_id: &str) -> Result<(), StoreError> {
         self.devices.insert((partition, device_id.to_owned()), customer_id.to_owned());
         Ok(())
+    }
+    fn set_timer(&mut self, partition: u32, timer: Timer) -> Result<(), StoreError> {
+        self.timers.insert((partition, timer.key().encode()), timer);
+        Ok(())
+    }
+    fn timer_due(&mut self, partition: u32, key: &TimerKey) -> Result<Option<i64>, StoreError> {
+        Ok(self.timers.get(&(partition, key.encode())).map(|t| t.due_ms))
+    }
+    fn cancel_timer(&mut self, partition: u32, key: &TimerKey) -> Result<bool, StoreError> {
+        Ok(self.timers.remove(&(partition, key.encode())).is_some())
     }
 }

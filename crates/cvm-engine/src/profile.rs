@@ -26,7 +26,9 @@ pub const MAX_OPEN_DECISIONS: usize = 16;
 /// Half-life of category affinity, in days.
 const AFFINITY_HALF_LIFE_DAYS: f64 = 60.0;
 /// Encoding version written in front of every stored profile.
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// Offer contacts kept for per-offer caps and discount ladders.
+pub const MAX_OFFER_CONTACTS: usize = 32;
 
 /// Purchases of one UTC day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -130,6 +132,15 @@ pub struct OpenDecision {
     pub at_ms: i64,
 }
 
+/// An offer sent, for per-offer caps and discount ladders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferContact {
+    /// The offer definition's id.
+    pub offer_id: String,
+    /// When it was sent.
+    pub at_ms: i64,
+}
+
 /// Everything the engine keeps per customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
@@ -159,6 +170,8 @@ pub struct Profile {
     pub contacts: Vec<Contact>,
     /// Decisions still inside their attribution window, oldest first.
     pub open_decisions: Vec<OpenDecision>,
+    /// Offers sent in the last year, oldest first.
+    pub offer_contacts: Vec<OfferContact>,
 }
 
 fn day_of(ms: i64) -> i32 {
@@ -293,6 +306,20 @@ impl Profile {
         if self.contacts.len() > MAX_CONTACTS {
             self.contacts.remove(0);
         }
+    }
+
+    /// Records that offer `offer_id` was sent at `at_ms`.
+    pub fn record_offer_contact(&mut self, offer_id: &str, at_ms: i64) {
+        self.offer_contacts.retain(|c| c.at_ms > at_ms - HISTORY_DAYS * DAY_MS);
+        self.offer_contacts.push(OfferContact { offer_id: offer_id.to_owned(), at_ms });
+        if self.offer_contacts.len() > MAX_OFFER_CONTACTS {
+            self.offer_contacts.remove(0);
+        }
+    }
+
+    /// How often offer `offer_id` was sent after `since_ms`.
+    pub fn offer_contacts_since(&self, offer_id: &str, since_ms: i64) -> usize {
+        self.offer_contacts.iter().filter(|c| c.offer_id == offer_id && c.at_ms > since_ms).count()
     }
 
     /// Records a decision that can be attributed a later purchase.

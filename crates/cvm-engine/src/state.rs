@@ -1,6 +1,9 @@
 //! The store interface the decision core reads and writes state through.
 
-use crate::profile::Profile;
+use crate::{
+    profile::Profile,
+    timers::{Timer, TimerKey},
+};
 
 /// A failure of the state store. These are *external* errors: the engine
 /// cannot make progress without its state, so the caller should stop the
@@ -40,4 +43,10 @@ pub trait StateTxn {
     fn customer_of_device(&mut self, partition: u32, device_id: &str) -> Result<Option<String>, StoreError>;
     /// Links `device_id` to `customer_id`.
     fn link_device(&mut self, partition: u32, device_id: &str, customer_id: &str) -> Result<(), StoreError>;
+    /// Sets `timer`, replacing a pending timer with the same key.
+    fn set_timer(&mut self, partition: u32, timer: Timer) -> Result<(), StoreError>;
+    /// When the pending timer `key` is due, if one is pending.
+    fn timer_due(&mut self, partition: u32, key: &TimerKey) -> Result<Option<i64>, StoreError>;
+    /// Cancels the pending timer `key`; returns whether one was pending.
+    fn cancel_timer(&mut self, partition: u32, key: &TimerKey) -> Result<bool, StoreError>;
 }

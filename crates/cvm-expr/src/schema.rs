@@ -74,6 +74,11 @@ impl Schema {
         self
     }
 
+    /// The slot and type of variable `name`.
+    pub fn lookup(&self, name: &str) -> Option<(u16, Type)> {
+        self.variables.get(name).map(|(s, _)| (s.index, s.ty))
+    }
+
     /// Every variable and function, by name.
     pub fn docs(&self) -> Vec<VariableDoc> {
         let vars = self.variables.iter().map(|(n, (s, d))| VariableDoc { name: n.clone(), ty: s.ty, doc: d });

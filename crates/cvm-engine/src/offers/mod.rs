@@ -1,0 +1,131 @@
+//! Offers: the document marketers publish ([`document`]), its checked and
+//! compiled form ([`OfferDefinition`]) and the live [`Catalog`].
+
+pub(crate) mod definition;
+pub mod document;
+
+use std::{collections::HashMap, sync::Arc};
+
+pub use definition::{OfferDefinition, OfferError};
+pub use document::{ChannelName, EventKind, OfferDocument, Status, Trigger};
+
+/// The live set of offers, indexed so that an event only looks at the offers
+/// it can trigger or cancel. Immutable: a reload builds a new catalog and
+/// swaps it in. Only `active` offers are indexed; validity windows are
+/// checked at decision time.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    offers: HashMap<String, Arc<OfferDefinition>>,
+    on_event: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
+    delayed_by_start: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
+    delayed_by_cancel: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
+    inactivity: Vec<Arc<OfferDefinition>>,
+    sweeps: Vec<Arc<OfferDefinition>>,
+}
+
+impl Catalog {
+    /// Builds a catalog from definitions (later duplicates replace earlier ones).
+    pub fn new(defs: impl IntoIterator<Item = OfferDefinition>) -> Self {
+        let mut catalog = Catalog::default();
+        for d in defs {
+            catalog.offers.insert(d.doc.id.clone(), Arc::new(d));
+        }
+        catalog.reindex();
+        catalog
+    }
+
+    fn reindex(&mut self) {
+        self.on_event.clear();
+        self.delayed_by_start.clear();
+        self.delayed_by_cancel.clear();
+        self.inactivity.clear();
+        self.sweeps.clear();
+        let mut live: Vec<_> = self.offers.values().filter(|d| d.doc.status == Status::Active).cloned().collect();
+        live.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
+        for d in live {
+            match &d.doc.trigger {
+                Trigger::Event { event, .. } => self.on_event.entry(*event).or_default().push(d),
+                Trigger::Delayed { event, cancel_on, .. } => {
+                    self.delayed_by_start.entry(*event).or_default().push(d.clone());
+                    self.delayed_by_cancel.entry(*cancel_on).or_default().push(d);
+                }
+                Trigger::Inactivity { .. } => self.inactivity.push(d),
+                Trigger::Sweep { .. } => self.sweeps.push(d),
+            }
+        }
+    }
+
+    /// A copy with `def` added or replaced.
+    pub fn with(&self, def: OfferDefinition) -> Self {
+        let mut next = self.clone();
+        next.offers.insert(def.doc.id.clone(), Arc::new(def));
+        next.reindex();
+        next
+    }
+
+    /// A copy without offer `id`.
+    pub fn without(&self, id: &str) -> Self {
+        let mut next = self.clone();
+        next.offers.remove(id);
+        next.reindex();
+        next
+    }
+
+    /// Active offers an event of `kind` triggers at once, in id order.
+    pub fn triggered_by(&self, kind: EventKind) -> &[Arc<OfferDefinition>] {
+        self.on_event.get(&kind).map_or(&[], Vec::as_slice)
+    }
+
+    /// Active delayed offers whose wait an event of `kind` starts.
+    pub fn delayed_started_by(&self, kind: EventKind) -> &[Arc<OfferDefinition>] {
+        self.delayed_by_start.get(&kind).map_or(&[], Vec::as_slice)
+    }
+
+    /// Active delayed offers whose wait an event of `kind` may cancel.
+    pub fn delayed_cancelled_by(&self, kind: EventKind) -> &[Arc<OfferDefinition>] {
+        self.delayed_by_cancel.get(&kind).map_or(&[], Vec::as_slice)
+    }
+
+    /// Active inactivity offers.
+    pub fn inactivity(&self) -> &[Arc<OfferDefinition>] {
+        &self.inactivity
+    }
+
+    /// Active sweep offers.
+    pub fn sweeps(&self) -> &[Arc<OfferDefinition>] {
+        &self.sweeps
+    }
+
+    /// An offer by id (any status).
+    pub fn get(&self, id: &str) -> Option<&Arc<OfferDefinition>> {
+        self.offers.get(id)
+    }
+
+    /// All offers, in id order.
+    pub fn all(&self) -> Vec<&OfferDefinition> {
+        let mut v: Vec<_> = self.offers.values().map(Arc::as_ref).collect();
+        v.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_indexes_active_offers_by_trigger() {
+        let d = definition::tests::sample();
+        let paused = OfferDefinition::compile(OfferDocument {
+            id: "p".into(),
+            status: Status::Paused,
+            ..d.doc.clone()
+        })
+        .unwrap();
+        let c = Catalog::new([d.clone(), paused]);
+        assert_eq!(c.triggered_by(EventKind::AppOpen).len(), 1);
+        assert!(c.triggered_by(EventKind::Purchase).is_empty());
+        assert!(c.without("sushi-comeback").triggered_by(EventKind::AppOpen).is_empty());
+        assert_eq!(c.all().len(), 2);
+    }
+}
