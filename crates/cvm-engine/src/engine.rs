@@ -477,7 +477,16 @@ impl Engine {
 
         let mut emits = Vec::new();
         for &channel in cause.channels {
-            let Some((best, _)) = eligible.iter().find(|(d, _)| d.channels().any(|c| c == channel)) else {
+            // A cascade's follow-up channel is held back for the follow-up,
+            // unless the push cannot reach the customer at all.
+            let held_for_cascade = |d: &OfferDefinition| {
+                cause.trigger != "cascade"
+                    && d.doc.cascade.as_ref().is_some_and(|c| c.to.channel() == channel)
+                    && profile.reach.push()
+            };
+            let Some((best, _)) =
+                eligible.iter().find(|(d, _)| d.channels().any(|c| c == channel) && !held_for_cascade(d))
+            else {
                 continue;
             };
             let decision_id = ids::decision_id(&cause.id, channel);

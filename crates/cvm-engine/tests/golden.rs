@@ -1,64 +1,40 @@
 //! Golden decision tests: scripted events in, the exact decisions out.
 
-use cvm_engine::{
-    offers::OfferDefinition, Catalog, Emit, Engine, EngineConfig, Event, EventResult, MemoryState, StateTxn,
-};
-use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Identify, Outcome, Purchase, PurchaseLine};
+mod support;
 
-const HOUR: i64 = 3_600_000;
+use cvm_engine::{
+    offers::OfferDefinition, Catalog, Emit, Engine, EngineConfig, Event, EventResult, MemoryState, OfferDocument,
+    StateTxn,
+};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Identify, Outcome, Purchase, PurchaseLine};
+use support::*;
+
+const OFFER: &str = r#"
+id: cart-sushi
+version: 3
+campaign_id: cart
+trigger: { kind: event, event: add_to_cart, filter: 'event.category == "sushi"' }
+eligibility: has_app
+channels:
+  push: { title: "Your {{favourite_category}} is waiting", body: "{{discount}} off" }
+  stories: { template: cart-v1, call_to_action: "{{discount}} off" }
+reward: { percent: 10 }
+economics: { margin_per_redemption_minor: 500 }
+category: sushi
+"#;
 
 fn offer() -> OfferDefinition {
-    OfferDefinition::parse(
-        "cart-sushi",
-        br#"{"id": "cart-sushi", "version": 3, "campaign_id": "cart",
-             "trigger": {"event": "add_to_cart", "category": "sushi"},
-             "eligibility": [{"feature": "has_app", "op": "eq", "value": 1}],
-             "channels": ["push", "stories"],
-             "content": {"title": "Your {favourite_category} is waiting", "body": "{discount} off"},
-             "discount": {"percent": 10}, "category": "sushi", "expected_margin_minor": 500}"#,
-    )
-    .unwrap()
+    OfferDefinition::parse("cart-sushi", OFFER.as_bytes()).unwrap()
+}
+
+fn with_doc(change: impl FnOnce(&mut OfferDocument)) -> OfferDefinition {
+    let mut doc = offer().doc;
+    change(&mut doc);
+    OfferDefinition::compile(doc).unwrap()
 }
 
 fn engine(global_control_percent: f64) -> Engine {
     Engine::new(EngineConfig { global_control_percent, ..Default::default() }, Catalog::new([offer()]))
-}
-
-fn consent(customer: &str) -> Event {
-    Event::Consent(Consent {
-        event_id: format!("consent-{customer}"),
-        customer_id: customer.into(),
-        channel: Channel::Push as i32,
-        granted: true,
-        push_token_present: true,
-        ..Default::default()
-    })
-}
-
-fn add_to_cart(id: &str, customer: &str, at: i64) -> Event {
-    Event::App(AppEvent {
-        event_id: id.into(),
-        customer_id: customer.into(),
-        timestamp_ms: at,
-        kind: AppEventKind::AddToCart as i32,
-        sku: "maki-8".into(),
-        category: "sushi".into(),
-        ..Default::default()
-    })
-}
-
-fn decisions(emits: &[Emit]) -> Vec<(Channel, Outcome)> {
-    emits
-        .iter()
-        .filter_map(|e| match e {
-            Emit::Decision(d) => Some((d.channel(), d.outcome())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn offers(emits: &[Emit]) -> Vec<&cvm_proto::v1::Offer> {
-    emits.iter().filter_map(|e| if let Emit::Offer(o) = e { Some(o) } else { None }).collect()
 }
 
 /// A customer id outside (or inside) the default global control group.
@@ -99,6 +75,7 @@ fn cart_add_sends_push_and_story_then_caps_the_second_push() {
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0].content.as_ref().unwrap().title, "Your sushi is waiting");
     assert_eq!(sent[0].content.as_ref().unwrap().body, "10% off");
+    assert_eq!(sent[1].content.as_ref().unwrap().story_template_id, "cart-v1");
     assert_eq!(sent[0].offer_version, 3);
     assert_eq!(sent[0].expires_at_ms, HOUR + 48 * HOUR);
 
@@ -128,8 +105,7 @@ fn global_control_gets_a_decision_and_no_offer() {
 
 #[test]
 fn campaign_holdout_is_per_campaign() {
-    let mut held = offer();
-    held.holdout_percent = 50.0;
+    let held = with_doc(|d| d.holdout_percent = 50.0);
     let e = Engine::new(EngineConfig { global_control_percent: 0.0, ..Default::default() }, Catalog::new([held]));
     let mut outcomes = std::collections::HashMap::new();
     for i in 0..400 {
@@ -156,13 +132,13 @@ fn ineligible_and_unreachable_are_decisions_with_reasons() {
         vec![(Channel::Push, Outcome::Unreachable), (Channel::Stories, Outcome::Treated)]
     );
 
-    let mut strict = offer();
-    strict.eligibility.push(serde_json::from_str(r#"{"feature": "orders_90d", "op": "gte", "value": 2}"#).unwrap());
+    let strict = with_doc(|d| d.eligibility = Some("has_app && orders_90d >= 2".into()));
     let e = Engine::new(EngineConfig::default(), Catalog::new([strict]));
     let out = e.process(&mut s, 0, &add_to_cart("a2", "u1", HOUR), HOUR).unwrap();
     let Emit::Decision(d) = &out.emits[0] else { panic!() };
     assert_eq!(d.outcome(), Outcome::Ineligible);
-    assert!(d.reason.contains("Orders90d Gte 2 failed (value 0)"), "{}", d.reason);
+    assert!(d.reason.contains("cart-sushi v3: `orders_90d >= 2` is false"), "{}", d.reason);
+    assert_eq!(d.offer_version, 3, "decisions record the offer version");
 }
 
 #[test]

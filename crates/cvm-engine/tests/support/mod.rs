@@ -1,0 +1,84 @@
+//! Event builders and output helpers shared by the engine's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use cvm_engine::{Emit, Event, MemoryState, Timer};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine};
+
+pub const HOUR: i64 = 3_600_000;
+pub const DAY: i64 = 24 * HOUR;
+
+pub fn consent(customer: &str) -> Event {
+    Event::Consent(Consent {
+        event_id: format!("consent-{customer}"),
+        customer_id: customer.into(),
+        channel: Channel::Push as i32,
+        granted: true,
+        push_token_present: true,
+        ..Default::default()
+    })
+}
+
+pub fn app(id: &str, customer: &str, at: i64, kind: AppEventKind, category: &str) -> Event {
+    Event::App(AppEvent {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        timestamp_ms: at,
+        kind: kind as i32,
+        sku: format!("{category}-1"),
+        category: category.into(),
+        ..Default::default()
+    })
+}
+
+pub fn add_to_cart(id: &str, customer: &str, at: i64) -> Event {
+    app(id, customer, at, AppEventKind::AddToCart, "sushi")
+}
+
+pub fn push_open(id: &str, customer: &str, at: i64, offer_id: &str) -> Event {
+    Event::App(AppEvent {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        timestamp_ms: at,
+        kind: AppEventKind::PushOpen as i32,
+        offer_id: offer_id.into(),
+        ..Default::default()
+    })
+}
+
+pub fn purchase(id: &str, customer: &str, at: i64, category: &str) -> Event {
+    Event::Purchase(Purchase {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        timestamp_ms: at,
+        lines: vec![PurchaseLine {
+            sku: format!("{category}-1"),
+            category: category.into(),
+            quantity: 1,
+            unit_price_minor: 900,
+            unit_cost_minor: 400,
+        }],
+        ..Default::default()
+    })
+}
+
+pub fn decisions(emits: &[Emit]) -> Vec<(Channel, Outcome)> {
+    decision_list(emits).iter().map(|d| (d.channel(), d.outcome())).collect()
+}
+
+pub fn decision_list(emits: &[Emit]) -> Vec<&Decision> {
+    emits.iter().filter_map(|e| if let Emit::Decision(d) = e { Some(d) } else { None }).collect()
+}
+
+pub fn offers(emits: &[Emit]) -> Vec<&Offer> {
+    emits.iter().filter_map(|e| if let Emit::Offer(o) = e { Some(o) } else { None }).collect()
+}
+
+/// Fires every timer of `state` due by `now`, as the ingest loop does.
+pub fn fire_due(engine: &cvm_engine::Engine, state: &mut MemoryState, now: i64) -> Vec<Emit> {
+    let due: Vec<(u32, Timer)> = state.due_timers(now);
+    let mut out = Vec::new();
+    for (p, t) in due {
+        out.extend(engine.fire(state, p, &t, now).unwrap());
+    }
+    out
+}
