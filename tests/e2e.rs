@@ -5,7 +5,10 @@
 use std::{collections::HashSet, time::Duration};
 
 use cvm_e2e::Harness;
-use cvm_engine::{holdout, ids, Catalog, Engine, EngineConfig, Event, OfferDefinition};
+use cvm_engine::{
+    features::{EventFacts, Features},
+    holdout, ids, Catalog, EngineConfig, Event, OfferDefinition, Profile,
+};
 use cvm_proto::{
     decode,
     v1::{AppEvent, AppEventKind, Channel, ConfigStatus, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine},
@@ -18,9 +21,9 @@ const T0: i64 = 1_793_491_200_000;
 fn cart_offer(version: u32, title: &str) -> String {
     format!(
         r#"{{"id": "cart-sushi", "version": {version}, "campaign_id": "cart",
-            "trigger": {{"event": "add_to_cart", "category": "sushi"}},
-            "channels": ["push"], "content": {{"title": "{title}"}},
-            "discount": {{"percent": 10}}, "category": "sushi", "expected_margin_minor": 450}}"#
+            "trigger": {{"kind": "event", "event": "add_to_cart", "filter": "event.category == \"sushi\""}},
+            "channels": {{"push": {{"title": "{title}", "body": "{{{{discount}}}} off"}}}},
+            "reward": {{"percent": 10}}, "category": "sushi", "economics": {{"margin_per_redemption_minor": 450}}}}"#
     )
 }
 
@@ -148,13 +151,13 @@ async fn offer_documents_reload_live_and_bad_ones_are_rejected() {
     h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(1, "First").as_bytes()));
     h.flush();
     let pipeline = h.start().await;
-    assert_eq!(pipeline.catalog().get().1.get("cart-sushi").unwrap().version, 1, "loaded before start returns");
+    assert_eq!(pipeline.catalog().get().1.get("cart-sushi").unwrap().version(), 1, "loaded before start returns");
 
     // A broken edit is rejected; version 1 keeps serving.
     h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(2, "").as_bytes()));
     h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(3, "Third").as_bytes()));
     h.flush();
-    h.wait_catalog(&pipeline, |c| c.get("cart-sushi").is_some_and(|d| d.version == 3)).await;
+    h.wait_catalog(&pipeline, |c| c.get("cart-sushi").is_some_and(|d| d.version() == 3)).await;
     let (c1, c2) = (customer(false, 1), customer(false, 2));
     h.send(&c1, &consent(&c1));
     h.send(&c1, &add_to_cart("x1", &c1, T0 + HOUR));
@@ -178,7 +181,7 @@ async fn offer_documents_reload_live_and_bad_ones_are_rejected() {
         h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
     let rejected: Vec<_> = status.iter().filter(|s| !s.accepted).collect();
     assert_eq!(rejected.len(), 1);
-    assert!(rejected[0].errors[0].starts_with("content.title:"), "{:?}", rejected[0].errors);
+    assert!(rejected[0].errors[0].starts_with("channels.push.title: is empty"), "{:?}", rejected[0].errors);
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }
 
@@ -186,9 +189,16 @@ async fn offer_documents_reload_live_and_bad_ones_are_rejected() {
 async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
     let h = Harness::new().await;
     let t = h.topics().clone();
-    let offers_json = cvm::samples::SAMPLE_OFFERS;
-    for (name, json) in offers_json {
-        h.send_raw(&t.offers_config, name.trim_end_matches(".json"), Some(json.as_bytes()));
+    // The samples triggered right at an event: their decisions are a pure
+    // function of the events, which is what this test compares. (Timers and
+    // sweeps have their own tests.)
+    let samples: Vec<OfferDefinition> = cvm::samples::sample_offers()
+        .into_iter()
+        .filter(|d| matches!(d.doc.trigger, cvm_engine::offers::Trigger::Event { .. }))
+        .collect();
+    assert!(samples.len() >= 3);
+    for d in &samples {
+        h.send_raw(&t.offers_config, d.id(), Some(serde_json::to_string(&d.doc).unwrap().as_bytes()));
     }
     let events: Vec<_> = Retailer::new(RetailerConfig { customers: 400, days: 10, ..Default::default() }).collect();
     let (first, second) = events.split_at(events.len() / 2);
@@ -230,12 +240,17 @@ async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
     // decision. (Which outcome a decision gets may depend on how purchases and
     // app events from two topics interleave, so outcomes are not compared
     // with a reference run; ids and coverage are order-independent.)
-    let engine = Engine::new(
-        EngineConfig::default(),
-        Catalog::new(offers_json.iter().map(|(n, j)| OfferDefinition::parse(n, j.as_bytes()).unwrap())),
-    );
+    // The sample filters test only the event, so an empty profile tells
+    // which events trigger an offer.
+    let catalog = Catalog::new(samples);
+    let empty = Profile::default();
+    let triggers = |event: &Event| {
+        let facts = EventFacts::of(event);
+        let features = Features::compute(&empty, facts, event.timestamp_ms());
+        facts.kind.is_some_and(|k| catalog.triggered_by(k).iter().any(|d| d.passes_filter(&features)))
+    };
     let triggering: HashSet<&str> =
-        events.iter().filter(|e| !engine.candidates(&e.event).is_empty()).map(|e| e.event.event_id()).collect();
+        events.iter().filter(|e| triggers(&e.event)).map(|e| e.event.event_id()).collect();
     assert!(triggering.len() > 100, "the scenario must trigger offers");
     let decisions = decisions(&h);
     let decision_ids: HashSet<&str> = decisions.iter().map(|d| d.decision_id.as_str()).collect();

@@ -5,8 +5,17 @@
 //! core is synchronous and CPU-bound, so an async runtime would only add
 //! hand-offs. Rebalances are handled inside `poll`, between batches, so a
 //! partition is never revoked while its events are half applied.
+//!
+//! Between batches the loop also does the engine's time-driven work for the
+//! partitions it owns: it fires due durable timers (delays, inactivity,
+//! cascades) and advances sweeps at their rate limit. Both commit the same
+//! way as events — state, timer deletions, sweep progress and outbox in one
+//! write — so a crash never fires a timer twice or loses a sweep's place.
+//! Time is the wall clock, or with `clock = "event_time"` each partition's
+//! latest event time, so a replay fires timers as the original run would.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -15,8 +24,8 @@ use std::{
 };
 
 use cvm_engine::{Emit, Engine, EventResult};
-use cvm_store::{Batch, Store};
-use metrics::{counter, histogram, Counter, Histogram};
+use cvm_store::{Batch, Store, SweepProgress};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer, ConsumerContext},
     message::{BorrowedMessage, Message},
@@ -142,7 +151,17 @@ pub struct Ingest {
     config: KafkaConfig,
     wake: Arc<tokio::sync::Notify>,
     meters: Meters,
+    /// Latest event time per partition (the clock in event-time mode).
+    watermarks: HashMap<u32, i64>,
+    /// Sweep pacing: unspent budget and when it was last topped up.
+    sweep_budget: HashMap<(String, u32), (f64, Instant)>,
+    last_sweep_log: Instant,
 }
+
+/// Timers fired per partition per maintenance pass; the rest wait for the next pass.
+const TIMERS_PER_PASS: usize = 2_000;
+/// Customers a sweep decides per pass at most, whatever its rate.
+const SWEEP_PAGE: usize = 1_000;
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,7 +205,151 @@ impl Ingest {
             meters: Meters::new(config),
             config: config.clone(),
             wake,
+            watermarks: HashMap::new(),
+            sweep_budget: HashMap::new(),
+            last_sweep_log: Instant::now(),
         })
+    }
+
+    fn wall_ms() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    }
+
+    /// The clock of `partition`: wall time, or its latest event time.
+    fn now_for(&self, partition: u32) -> Option<i64> {
+        match self.config.clock {
+            Clock::Wall => Some(Self::wall_ms()),
+            Clock::EventTime => self.watermarks.get(&partition).copied(),
+        }
+    }
+
+    fn refresh_catalog(&mut self) {
+        Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
+    }
+
+    fn refresh(shared: &SharedCatalog, engine: &mut Engine, seen_generation: &mut u64) {
+        let (generation, catalog) = shared.get();
+        if generation != *seen_generation {
+            debug!(generation, offers = catalog.all().len(), "Catalog reloaded.");
+            engine.set_catalog(catalog);
+            *seen_generation = generation;
+        }
+    }
+
+    /// The partitions this instance owns (the same numbers on every input topic).
+    fn owned_partitions(&self) -> Vec<u32> {
+        let mut parts: Vec<u32> = match self.consumer.assignment() {
+            Ok(tpl) => tpl.elements().iter().map(|e| e.partition() as u32).collect(),
+            Err(_) => Vec::new(),
+        };
+        parts.sort_unstable();
+        parts.dedup();
+        parts
+    }
+
+    /// Fires due timers and advances sweeps; see the module docs.
+    fn maintain(&mut self) -> Result<(), IngestError> {
+        self.refresh_catalog();
+        let partitions = self.owned_partitions();
+        let store = self.store.clone();
+        let mut batch = store.begin();
+        let mut tally = Tally::default();
+        let mut fired: HashMap<&'static str, u64> = HashMap::new();
+        let mut changed = false;
+        for &p in &partitions {
+            let Some(now) = self.now_for(p) else { continue };
+            for timer in self.store.due_timers(p, now, TIMERS_PER_PASS)? {
+                let emits = self.engine.fire(&mut batch, p, &timer, now)?;
+                *fired.entry(timer.kind.name()).or_default() += 1;
+                changed = true;
+                Self::publish_emits(&self.config, &mut batch, &emits, &mut tally);
+            }
+        }
+        changed |= self.advance_sweeps(&mut batch, &partitions, &mut tally)?;
+        if !changed {
+            return Ok(());
+        }
+        let committed = batch.commit()?;
+        if committed.outbox > 0 {
+            self.wake.notify_one();
+        }
+        for (kind, n) in fired {
+            counter!(telemetry::TIMERS_FIRED, "kind" => kind).increment(n);
+        }
+        self.flush_tally(&tally);
+        Ok(())
+    }
+
+    /// Decides the next customers of every running sweep, within its rate.
+    fn advance_sweeps(&mut self, batch: &mut Batch<'_>, partitions: &[u32], tally: &mut Tally) -> Result<bool, IngestError> {
+        let sweeps = self.engine.catalog().sweeps().to_vec();
+        let mut changed = false;
+        for def in sweeps {
+            let now = partitions.iter().filter_map(|p| self.now_for(*p)).max().unwrap_or_else(Self::wall_ms);
+            if !def.is_live(now) || def.sweep_at_ms().is_some_and(|at| now < at) {
+                continue;
+            }
+            let cvm_engine::offers::Trigger::Sweep { rate_per_second, .. } = def.doc.trigger else { continue };
+            let key = (def.id().to_owned(), def.version());
+            let (tokens, last) = self.sweep_budget.entry(key).or_insert((0.0, Instant::now()));
+            let rate = f64::from(rate_per_second);
+            *tokens = (*tokens + rate * last.elapsed().as_secs_f64()).min(rate.max(1.0));
+            *last = Instant::now();
+            let mut budget = (*tokens as usize).min(SWEEP_PAGE);
+            let (mut decided, mut done) = (0usize, 0usize);
+            for &p in partitions {
+                let after = match self.store.sweep_progress(def.id(), def.version(), p)? {
+                    Some(SweepProgress::Done) => {
+                        done += 1;
+                        continue;
+                    }
+                    Some(SweepProgress::After(c)) => c,
+                    None => String::new(),
+                };
+                if budget == 0 {
+                    continue;
+                }
+                let customers = self.store.customers_after(p, &after, budget)?;
+                for c in &customers {
+                    let emits = self.engine.sweep(batch, p, c, &def, now)?;
+                    Self::publish_emits(&self.config, batch, &emits, tally);
+                }
+                let progress = if customers.len() < budget {
+                    done += 1;
+                    info!(offer = def.id(), version = def.version(), partition = p, "Sweep finished a partition.");
+                    SweepProgress::Done
+                } else {
+                    SweepProgress::After(customers.last().cloned().unwrap_or(after))
+                };
+                batch.set_sweep_progress(def.id(), def.version(), p, progress);
+                budget -= customers.len();
+                decided += customers.len();
+                changed = true;
+            }
+            if let Some((tokens, _)) = self.sweep_budget.get_mut(&(def.id().to_owned(), def.version())) {
+                *tokens -= decided as f64;
+            }
+            if decided > 0 {
+                counter!(telemetry::SWEEP_CUSTOMERS, "offer" => def.id().to_owned()).increment(decided as u64);
+            }
+            gauge!(telemetry::SWEEP_PARTITIONS_DONE, "offer" => def.id().to_owned()).set(done as f64);
+            if decided > 0 && self.last_sweep_log.elapsed() >= Duration::from_secs(10) {
+                info!(offer = def.id(), partitions_done = done, partitions = partitions.len(), "Sweep progress.");
+                self.last_sweep_log = Instant::now();
+            }
+        }
+        Ok(changed)
+    }
+
+    fn publish_emits(config: &KafkaConfig, batch: &mut Batch<'_>, emits: &[Emit], tally: &mut Tally) {
+        for emit in emits {
+            match emit {
+                Emit::Decision(d) => tally.outcomes[d.outcome as usize % telemetry::OUTCOMES.len()] += 1,
+                Emit::Offer(o) => tally.offers[o.channel as usize % 3] += 1,
+                Emit::Rekeyed(_) => {}
+            }
+            batch.publish(outbox_entry(&config.topics, emit));
+        }
     }
 
     /// Runs until `stop` is set; the batch in progress is committed first.
@@ -199,13 +362,15 @@ impl Ingest {
         info!(group = %self.config.group_id, ?topics, "Ingest started.");
         while !stop.load(Ordering::Relaxed) {
             self.run_batch()?;
+            self.maintain()?;
         }
         info!("Ingest stopped.");
         Ok(())
     }
 
     fn run_batch(&mut self) -> Result<(), IngestError> {
-        let mut batch = self.store.begin();
+        let store = self.store.clone();
+        let mut batch = store.begin();
         let mut tally = Tally::default();
         let mut last_offsets: Vec<(String, i32, i64)> = Vec::new();
         let mut n = 0usize;
@@ -225,15 +390,13 @@ impl Ingest {
                     if deadline.is_none() {
                         // Swap in a reloaded catalog when a batch starts, so an event
                         // produced after an offer update is decided with it.
-                        let (generation, catalog) = self.catalog.get();
-                        if generation != self.catalog_generation {
-                            debug!(generation, offers = catalog.all().len(), "Catalog reloaded.");
-                            self.engine.set_catalog(catalog);
-                            self.catalog_generation = generation;
-                        }
+                        Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
                         deadline = Some(Instant::now() + self.config.batch_max_wait);
                     }
-                    Self::handle(&self.engine, &self.config, &self.meters, &mut batch, &msg, &mut tally)?;
+                    if let Some(t) = Self::handle(&self.engine, &self.config, &self.meters, &mut batch, &msg, &mut tally)? {
+                        let w = self.watermarks.entry(msg.partition() as u32).or_insert(t);
+                        *w = (*w).max(t);
+                    }
                     match last_offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
                         Some(entry) => entry.2 = msg.offset(),
                         None => last_offsets.push((msg.topic().to_owned(), msg.partition(), msg.offset())),
@@ -269,7 +432,7 @@ impl Ingest {
         batch: &mut Batch<'_>,
         msg: &BorrowedMessage<'_>,
         tally: &mut Tally,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Option<i64>, IngestError> {
         let topics = &config.topics;
         let (input, idx) = if msg.topic() == topics.purchases.name { (Input::Purchases, 0) } else { (Input::App, 1) };
         batch.set_next_offset(msg.topic(), msg.partition(), msg.offset() + 1);
@@ -283,12 +446,12 @@ impl Ingest {
                 warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %reason, "Undecodable event sent to the dead-letter topic.");
                 batch.publish(dead(&reason));
                 tally.ingested[idx][4] += 1;
-                return Ok(());
+                return Ok(None);
             }
         };
         let now = match config.clock {
             Clock::EventTime => event.timestamp_ms(),
-            Clock::Wall => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64),
+            Clock::Wall => Self::wall_ms(),
         };
         let processed = engine.process(batch, msg.partition() as u32, &event, now)?;
         let result = match processed.result {
@@ -308,16 +471,9 @@ impl Ingest {
             }
         };
         tally.ingested[idx][result] += 1;
-        for emit in &processed.emits {
-            match emit {
-                Emit::Decision(d) => tally.outcomes[d.outcome as usize % telemetry::OUTCOMES.len()] += 1,
-                Emit::Offer(o) => tally.offers[o.channel as usize % 3] += 1,
-                Emit::Rekeyed(_) => {}
-            }
-            batch.publish(outbox_entry(topics, emit));
-        }
+        Self::publish_emits(config, batch, &processed.emits, tally);
         meters.latency.record(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok(Some(event.timestamp_ms()))
     }
 
     fn flush_tally(&self, t: &Tally) {

@@ -30,7 +30,7 @@ pub use admin::{ensure_topics, AdminError};
 pub use codec::input_message;
 pub use config::{Clock, KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use ingest::{Ingest, IngestError};
-pub use offers_topic::{OffersReader, SharedCatalog};
+pub use offers_topic::{publish_documents, read_documents, OffersReader, SharedCatalog};
 pub use publisher::Publisher;
 
 use rdkafka::ClientConfig;
@@ -43,6 +43,14 @@ pub enum ClientError {
     Create {
         /// consumer or producer.
         role: &'static str,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// A request to the brokers failed.
+    #[error("Kafka {action} failed: {source}; check that `kafka.brokers` are reachable and the topic exists")]
+    Request {
+        /// What was attempted.
+        action: &'static str,
         /// librdkafka's error.
         source: rdkafka::error::KafkaError,
     },

@@ -58,26 +58,27 @@ pub(crate) fn apply_document(catalog: &SharedCatalog, key: &str, value: Option<&
     let (_, current) = catalog.get();
     let checked = OfferDefinition::parse(key, bytes).and_then(|def| {
         let mut errors = Vec::new();
-        if def.id != key {
-            errors.push(format!("id: \"{}\" differs from the message key \"{key}\"; publish with key = id", def.id));
+        if def.id() != key {
+            errors.push(format!("id: \"{}\" differs from the message key \"{key}\"; publish with key = id", def.id()));
         }
-        if let Some(running) = current.get(&def.id) {
-            if def.version < running.version || (def.version == running.version && *running != def) {
+        if let Some(running) = current.get(def.id()) {
+            if def.version() < running.version() || (def.version() == running.version() && **running != def) {
                 errors.push(format!(
                     "version: {} does not supersede running version {}; raise the version on every edit",
-                    def.version, running.version
+                    def.version(),
+                    running.version()
                 ));
             }
         }
         if errors.is_empty() {
             Ok(def)
         } else {
-            Err(cvm_engine::OfferError { id: def.id.clone(), errors })
+            Err(cvm_engine::OfferError { id: def.id().to_owned(), errors })
         }
     });
     match checked {
         Ok(def) => {
-            let version = def.version;
+            let version = def.version();
             info!(offer = key, version, "Offer accepted.");
             catalog.update(|c| c.with(def));
             counter!(telemetry::CONFIG_DOCUMENTS, "result" => "accepted").increment(1);
@@ -89,7 +90,7 @@ pub(crate) fn apply_document(catalog: &SharedCatalog, key: &str, value: Option<&
             ConfigStatus {
                 offer_definition_id: key.to_owned(),
                 accepted: false,
-                version: current.get(key).map_or(0, |d| d.version),
+                version: current.get(key).map_or(0, |d| d.version()),
                 errors: e.errors,
                 at_ms,
             }
@@ -180,14 +181,60 @@ impl OffersReader {
     }
 }
 
+/// Publishes offer documents (key = id) to the config topic and waits for
+/// the broker's acknowledgements. Callers lint documents first.
+pub fn publish_documents(config: &KafkaConfig, docs: &[(String, Vec<u8>)], timeout: Duration) -> Result<(), ClientError> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config(config, &config.producer)
+        .create()
+        .map_err(|source| ClientError::Create { role: "producer", source })?;
+    let topic = &config.topics.offers_config;
+    for (key, value) in docs {
+        producer
+            .send(BaseRecord::to(topic).key(key).payload(value))
+            .map_err(|(source, _)| ClientError::Request { action: "publish", source })?;
+    }
+    rdkafka::producer::Producer::flush(&producer, timeout).map_err(|source| ClientError::Request { action: "publish", source })
+}
+
+/// Reads the whole config topic and returns the latest document per key
+/// (`None` = deleted), as the engine would see it.
+pub fn read_documents(config: &KafkaConfig, timeout: Duration) -> Result<Vec<(String, Option<Vec<u8>>)>, ClientError> {
+    let create = |source| ClientError::Request { action: "config topic read", source };
+    let mut cc = client_config(config, &config.consumer);
+    cc.set("group.id", format!("{}-offers-list", config.group_id)).set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
+    let topic = &config.topics.offers_config;
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(create)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = Vec::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(create)?;
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(create)?;
+        if high > low {
+            remaining.push((p, high));
+        }
+    }
+    consumer.assign(&tpl).map_err(create)?;
+    let mut latest = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + timeout;
+    while !remaining.is_empty() && Instant::now() < deadline {
+        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
+            let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+            latest.insert(key, msg.payload().filter(|v| !v.is_empty()).map(<[u8]>::to_vec));
+            remaining.retain(|(p, high)| !(*p == msg.partition() && msg.offset() + 1 >= *high));
+        }
+    }
+    Ok(latest.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn doc(version: u32, title: &str) -> Vec<u8> {
         format!(
-            r#"{{"id": "o1", "version": {version}, "campaign_id": "c", "trigger": {{"event": "app_open"}},
-                "channels": ["push"], "content": {{"title": "{title}"}}, "expected_margin_minor": 100}}"#
+            "id: o1\nversion: {version}\ncampaign_id: c\ntrigger: {{ kind: event, event: app_open }}\n\
+             channels: {{ push: {{ title: \"{title}\", body: hi }} }}\neconomics: {{ margin_per_redemption_minor: 100 }}\n"
         )
         .into_bytes()
     }
@@ -199,8 +246,9 @@ mod tests {
         let bad = apply_document(&catalog, "o1", Some(&doc(2, "")));
         assert!(!bad.accepted);
         assert_eq!(bad.version, 1, "status names the version still running");
-        assert!(bad.errors[0].starts_with("content.title:"), "{:?}", bad.errors);
-        assert_eq!(catalog.get().1.get("o1").unwrap().content.title, "hello");
+        assert!(bad.errors[0].starts_with("channels.push.title: is empty"), "{:?}", bad.errors);
+        let title = |c: &SharedCatalog| c.get().1.get("o1").unwrap().doc.channels.push.clone().unwrap().title;
+        assert_eq!(title(&catalog), "hello");
 
         let stale = apply_document(&catalog, "o1", Some(&doc(1, "changed")));
         assert!(stale.errors[0].starts_with("version:"), "{:?}", stale.errors);
@@ -208,7 +256,8 @@ mod tests {
         assert!(wrong_key.errors[0].starts_with("id:"));
 
         assert!(apply_document(&catalog, "o1", Some(&doc(2, "edited"))).accepted);
-        assert_eq!(catalog.get().1.get("o1").unwrap().version, 2);
+        assert_eq!(catalog.get().1.get("o1").unwrap().version(), 2);
+        assert_eq!(title(&catalog), "edited");
         assert!(apply_document(&catalog, "o1", None).accepted);
         assert!(catalog.get().1.get("o1").is_none(), "tombstone deletes");
     }

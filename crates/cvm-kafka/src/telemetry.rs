@@ -44,6 +44,13 @@ pub const CONFIG_DOCUMENTS: &str = "cvm_config_documents_total";
 /// Gauge: active offers in the catalog.
 pub const OFFERS_ACTIVE: &str = "cvm_offers_active";
 
+/// Counter: timers fired, by `kind` (delayed, inactivity, cascade).
+pub const TIMERS_FIRED: &str = "cvm_timers_fired_total";
+/// Counter: customers a sweep has decided, by `offer`.
+pub const SWEEP_CUSTOMERS: &str = "cvm_sweep_customers_total";
+/// Gauge: partitions of this instance a sweep has finished, by `offer`.
+pub const SWEEP_PARTITIONS_DONE: &str = "cvm_sweep_partitions_done";
+
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     describe_counter!(EVENTS_INGESTED, "Input messages by topic and result.");
@@ -57,6 +64,9 @@ pub fn describe() {
     describe_counter!(PUBLISH_ERRORS, "Failed publish attempts (retried).");
     describe_counter!(CONFIG_DOCUMENTS, "Offer documents read, by result.");
     describe_gauge!(OFFERS_ACTIVE, "Offers in the live catalog.");
+    describe_counter!(TIMERS_FIRED, "Durable timers fired, by kind.");
+    describe_counter!(SWEEP_CUSTOMERS, "Customers decided by a sweep, by offer.");
+    describe_gauge!(SWEEP_PARTITIONS_DONE, "Owned partitions a sweep has finished, by offer.");
 }
 
 #[cfg(test)]

@@ -20,6 +20,12 @@
 //! - `devices`: `partition ‖ device_id` → customer_id
 //! - `offsets`: `topic ‖ 0 ‖ partition` → next offset to consume (`i64` BE)
 //! - `outbox`: sequence (`u64` BE) → [`OutboxEntry`]
+//! - `timers`: `partition ‖ due_ms (u64 BE) ‖ timer key` → [`Timer`], so the
+//!   due timers of a partition are a prefix scan in time order
+//! - `timer_index`: `partition ‖ timer key` → due_ms, to find a pending
+//!   timer by key when it is cancelled or replaced
+//! - `sweeps` (in `offsets`): `0xff ‖ offer ‖ 0 ‖ version ‖ partition` → the
+//!   last customer a sweep has decided, so a restarted sweep resumes
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,7 +37,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{Profile, StateTxn, StoreError};
+use cvm_engine::{Profile, StateTxn, StoreError, Timer, TimerKey};
 use rocksdb::{
     compaction_filter::Decision as FilterDecision, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,
     IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -43,7 +49,9 @@ const CF_EVENTS: &str = "events";
 const CF_DEVICES: &str = "devices";
 const CF_OFFSETS: &str = "offsets";
 const CF_OUTBOX: &str = "outbox";
-const ALL_CFS: [&str; 5] = [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX];
+const CF_TIMERS: &str = "timers";
+const CF_TIMER_INDEX: &str = "timer_index";
+const ALL_CFS: [&str; 7] = [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX, CF_TIMERS, CF_TIMER_INDEX];
 
 /// RocksDB settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +145,39 @@ fn partition_key(partition: u32, id: &str) -> Vec<u8> {
     k
 }
 
+fn timer_key(partition: u32, due_ms: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12 + key.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&(due_ms.max(0) as u64).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn timer_index_key(partition: u32, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + key.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn sweep_key(offer_id: &str, version: u32, partition: u32) -> Vec<u8> {
+    let mut k = vec![0xff];
+    k.extend_from_slice(offer_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&version.to_be_bytes());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
+/// How far a sweep has got in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SweepProgress {
+    /// Decided every customer up to and including this one.
+    After(String),
+    /// Finished.
+    Done,
+}
+
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 5);
     k.extend_from_slice(topic.as_bytes());
@@ -216,7 +257,52 @@ impl Store {
             devices: HashMap::new(),
             offsets: HashMap::new(),
             outbox: Vec::new(),
+            timers: HashMap::new(),
+            sweeps: HashMap::new(),
         }
+    }
+
+    /// Up to `limit` pending timers of `partition` due at or before
+    /// `now_ms`, earliest first.
+    pub fn due_timers(&self, partition: u32, now_ms: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let from = partition.to_be_bytes();
+        let until = timer_key(partition, now_ms.saturating_add(1), &[]);
+        self.db
+            .iterator_cf(self.cf(CF_TIMERS), IteratorMode::From(&from, rocksdb::Direction::Forward))
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k[..] < until[..]))
+            .take(limit)
+            .map(|r| Timer::decode(&r.map_err(backend)?.1))
+            .collect()
+    }
+
+    /// Number of pending timers (all partitions; scans the index).
+    pub fn pending_timers(&self) -> usize {
+        self.db.iterator_cf(self.cf(CF_TIMER_INDEX), IteratorMode::Start).count()
+    }
+
+    /// Where the sweep of `offer_id` at `version` stands in `partition`.
+    pub fn sweep_progress(&self, offer_id: &str, version: u32, partition: u32) -> Result<Option<SweepProgress>, StoreError> {
+        let v = self.db.get_cf(self.cf(CF_OFFSETS), sweep_key(offer_id, version, partition)).map_err(backend)?;
+        Ok(v.map(|b| match b.split_first() {
+            Some((1, _)) => SweepProgress::Done,
+            Some((_, rest)) => SweepProgress::After(String::from_utf8_lossy(rest).into_owned()),
+            None => SweepProgress::After(String::new()),
+        }))
+    }
+
+    /// Up to `limit` customer ids of `partition` after `after` (exclusive), in order.
+    pub fn customers_after(&self, partition: u32, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut from = partition_key(partition, after);
+        if !after.is_empty() {
+            from.push(0);
+        }
+        let prefix = partition.to_be_bytes();
+        self.db
+            .iterator_cf(self.cf(CF_PROFILES), IteratorMode::From(&from, rocksdb::Direction::Forward))
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .take(limit)
+            .map(|r| Ok(String::from_utf8_lossy(&r.map_err(backend)?.0[4..]).into_owned()))
+            .collect()
     }
 
     /// The next offset to consume from `topic`/`partition`, if any was committed.
@@ -297,6 +383,14 @@ pub struct Batch<'s> {
     devices: HashMap<(u32, String), String>,
     offsets: HashMap<(String, i32), i64>,
     outbox: Vec<OutboxEntry>,
+    timers: HashMap<(u32, Vec<u8>), TimerChange>,
+    sweeps: HashMap<Vec<u8>, SweepProgress>,
+}
+
+/// A timer set or cancelled in a batch: what is committed now, and what will be.
+struct TimerChange {
+    committed_due: Option<i64>,
+    next: Option<Timer>,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -329,6 +423,36 @@ impl Batch<'_> {
         self.outbox.push(entry);
     }
 
+    /// Records how far the sweep of `offer_id` at `version` has got in `partition`.
+    pub fn set_sweep_progress(&mut self, offer_id: &str, version: u32, partition: u32, progress: SweepProgress) {
+        self.sweeps.insert(sweep_key(offer_id, version, partition), progress);
+    }
+
+    fn timer_change(&mut self, partition: u32, key: Vec<u8>) -> Result<&mut TimerChange, StoreError> {
+        let map_key = (partition, key);
+        if !self.timers.contains_key(&map_key) {
+            let committed = self
+                .store
+                .db
+                .get_cf(self.store.cf(CF_TIMER_INDEX), timer_index_key(partition, &map_key.1))
+                .map_err(backend)?
+                .and_then(|b| b.as_slice().try_into().ok())
+                .map(i64::from_be_bytes);
+            let next = match committed {
+                Some(due) => self
+                    .store
+                    .db
+                    .get_cf(self.store.cf(CF_TIMERS), timer_key(partition, due, &map_key.1))
+                    .map_err(backend)?
+                    .map(|b| Timer::decode(&b))
+                    .transpose()?,
+                None => None,
+            };
+            self.timers.insert(map_key.clone(), TimerChange { committed_due: committed, next });
+        }
+        Ok(self.timers.get_mut(&map_key).expect("inserted above"))
+    }
+
     /// Writes everything atomically.
     pub fn commit(self) -> Result<Committed, StoreError> {
         let s = self.store;
@@ -345,6 +469,25 @@ impl Batch<'_> {
         }
         for ((t, p), o) in &self.offsets {
             wb.put_cf(s.cf(CF_OFFSETS), offset_key(t, *p), o.to_be_bytes());
+        }
+        for ((p, key), change) in &self.timers {
+            if let Some(due) = change.committed_due {
+                wb.delete_cf(s.cf(CF_TIMERS), timer_key(*p, due, key));
+            }
+            match &change.next {
+                Some(t) => {
+                    wb.put_cf(s.cf(CF_TIMERS), timer_key(*p, t.due_ms, key), t.encode());
+                    wb.put_cf(s.cf(CF_TIMER_INDEX), timer_index_key(*p, key), t.due_ms.to_be_bytes());
+                }
+                None => wb.delete_cf(s.cf(CF_TIMER_INDEX), timer_index_key(*p, key)),
+            }
+        }
+        for (key, progress) in &self.sweeps {
+            let value = match progress {
+                SweepProgress::Done => vec![1],
+                SweepProgress::After(c) => [&[0u8][..], c.as_bytes()].concat(),
+            };
+            wb.put_cf(s.cf(CF_OFFSETS), key, value);
         }
         let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);
         for (i, entry) in self.outbox.iter().enumerate() {
@@ -401,6 +544,20 @@ impl StateTxn for Batch<'_> {
     fn link_device(&mut self, partition: u32, device_id: &str, customer_id: &str) -> Result<(), StoreError> {
         self.devices.insert((partition, device_id.to_owned()), customer_id.to_owned());
         Ok(())
+    }
+
+    fn set_timer(&mut self, partition: u32, timer: Timer) -> Result<(), StoreError> {
+        let key = timer.key().encode();
+        self.timer_change(partition, key)?.next = Some(timer);
+        Ok(())
+    }
+
+    fn timer_due(&mut self, partition: u32, key: &TimerKey) -> Result<Option<i64>, StoreError> {
+        Ok(self.timer_change(partition, key.encode())?.next.as_ref().map(|t| t.due_ms))
+    }
+
+    fn cancel_timer(&mut self, partition: u32, key: &TimerKey) -> Result<bool, StoreError> {
+        Ok(self.timer_change(partition, key.encode())?.next.take().is_some())
     }
 }
 
@@ -498,5 +655,68 @@ mod tests {
         b.commit().unwrap();
         assert_eq!(store.outbox_peek(0, 10).unwrap().last().unwrap().0, 3);
         assert_eq!(store.profiles().count(), 1);
+    }
+
+    fn timer(customer: &str, due_ms: i64) -> Timer {
+        Timer {
+            due_ms,
+            customer_id: customer.into(),
+            kind: cvm_engine::TimerKind::Delayed,
+            subject: "offer".into(),
+            offer_id: "offer".into(),
+            cause_event_id: "e".into(),
+            parent_decision_id: String::new(),
+            event_kind: None,
+            event_category: String::new(),
+            event_sku: String::new(),
+        }
+    }
+
+    #[test]
+    fn timers_survive_reopen_and_are_replaced_and_cancelled_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            let mut b = store.begin();
+            b.set_timer(2, timer("a", 500)).unwrap();
+            b.set_timer(2, timer("b", 100)).unwrap();
+            b.set_timer(3, timer("c", 50)).unwrap();
+            b.commit().unwrap();
+            // Replace a's timer in a later batch: the old due time must vanish.
+            let mut b = store.begin();
+            b.set_timer(2, timer("a", 300)).unwrap();
+            assert_eq!(b.timer_due(2, &timer("a", 0).key()).unwrap(), Some(300));
+            b.commit().unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.pending_timers(), 3);
+        let due: Vec<(String, i64)> =
+            store.due_timers(2, 1_000, 10).unwrap().into_iter().map(|t| (t.customer_id, t.due_ms)).collect();
+        assert_eq!(due, [("b".to_owned(), 100), ("a".to_owned(), 300)], "time order, partition 2 only");
+        assert_eq!(store.due_timers(2, 299, 10).unwrap().len(), 1);
+        let mut b = store.begin();
+        assert!(b.cancel_timer(2, &timer("b", 0).key()).unwrap());
+        assert!(!b.cancel_timer(2, &timer("b", 0).key()).unwrap(), "already cancelled in this batch");
+        b.commit().unwrap();
+        assert_eq!(store.due_timers(2, 1_000, 10).unwrap().len(), 1);
+        assert_eq!(store.pending_timers(), 2);
+    }
+
+    #[test]
+    fn sweep_progress_and_customer_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let mut b = store.begin();
+        for c in ["c1", "c2", "c3"] {
+            b.put_profile(5, c, Profile::default()).unwrap();
+        }
+        b.put_profile(6, "other", Profile::default()).unwrap();
+        b.set_sweep_progress("storm", 2, 5, SweepProgress::After("c1".into()));
+        b.commit().unwrap();
+        assert_eq!(store.customers_after(5, "", 10).unwrap(), ["c1", "c2", "c3"]);
+        assert_eq!(store.customers_after(5, "c1", 1).unwrap(), ["c2"]);
+        assert!(store.customers_after(5, "c3", 10).unwrap().is_empty(), "stays inside the partition");
+        assert_eq!(store.sweep_progress("storm", 2, 5).unwrap(), Some(SweepProgress::After("c1".into())));
+        assert_eq!(store.sweep_progress("storm", 3, 5).unwrap(), None, "per version");
     }
 }

@@ -3,11 +3,14 @@
 //! commands. The binary (`main.rs`) only parses the command line.
 
 pub mod bench;
+pub mod bench_eligibility;
 pub mod config;
 pub mod demo;
 pub mod ops;
 pub mod pipeline;
+pub mod recorded;
 pub mod samples;
+pub mod simulate;
 
 pub use config::Config;
 pub use pipeline::Pipeline;

@@ -4,8 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cvm::{bench, config::Config, demo, ops, Pipeline};
-use cvm_engine::OfferDefinition;
+use cvm::{bench, config::Config, demo, ops, recorded, simulate, Pipeline};
+use cvm_engine::{offers::document, OfferDefinition};
 
 #[derive(Parser)]
 #[command(name = "cvm", version, about = "Event-streaming CVM personalization engine")]
@@ -63,16 +63,71 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Eligibility cost: one compiled CEL rule, and 1,000 offers per event.
+    BenchEligibility {
+        /// Evaluations measured.
+        #[arg(long, default_value_t = 2_000_000)]
+        iterations: u32,
+    },
+    /// Write synthetic retailer events to a file (for `offers simulate`).
+    Synth {
+        /// Output file: `.jsonl` for JSON lines, anything else for protobuf.
+        #[arg(long)]
+        out: PathBuf,
+        /// Customers.
+        #[arg(long, default_value_t = 5_000)]
+        customers: u32,
+        /// Days.
+        #[arg(long, default_value_t = 14)]
+        days: u32,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
 enum OffersCommand {
     /// Check offer documents; exits non-zero if any is invalid.
     Lint {
-        /// JSON files, one offer each.
+        /// YAML or JSON files, one offer each.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Lint, then publish offer documents to the config topic (key = id).
+    Publish {
+        /// YAML or JSON files, one offer each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Bootstrap brokers.
+        #[arg(long, env = "CVM__KAFKA__BROKERS")]
+        brokers: String,
+        /// Config topic.
+        #[arg(long, default_value = "cvm.config.offers")]
+        topic: String,
+    },
+    /// What is on the config topic: each offer's live version, or why it is rejected.
+    List {
+        /// Bootstrap brokers.
+        #[arg(long, env = "CVM__KAFKA__BROKERS")]
+        brokers: String,
+        /// Config topic.
+        #[arg(long, default_value = "cvm.config.offers")]
+        topic: String,
+    },
+    /// Dry-run one document against recorded events through the decision core.
+    Simulate {
+        /// The offer document.
+        file: PathBuf,
+        /// Recorded events: JSON lines (`.jsonl`) or length-delimited protobuf.
+        #[arg(long)]
+        events: PathBuf,
+        /// Rendered messages to show.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+    },
+    /// Print the JSON Schema of offer documents.
+    Schema,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -103,33 +158,104 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { customers, days, seed, http, linger, data_dir } => {
             runtime()?.block_on(demo::run(demo::DemoOptions { customers, days, seed, http, linger, data_dir }))?;
         }
-        Command::Offers { command: OffersCommand::Lint { files } } => {
-            let mut bad = 0;
-            for f in &files {
-                let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-                let key = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                match OfferDefinition::parse(&key, &text) {
-                    Ok(d) => println!(
-                        "ok    {}: offer {} v{} ({} condition(s))",
-                        f.display(),
-                        d.id,
-                        d.version,
-                        d.eligibility.len()
-                    ),
-                    Err(e) => {
-                        bad += 1;
-                        println!("error {}: {e}", f.display());
-                    }
-                }
-            }
-            if bad > 0 {
-                println!("{bad} of {} document(s) rejected", files.len());
-                return Ok(ExitCode::FAILURE);
-            }
+        Command::Offers { command } => return offers(command),
+        Command::BenchEligibility { iterations } => cvm::bench_eligibility::eligibility(iterations),
+        Command::Synth { out, customers, days, seed } => {
+            let config = cvm_synth::RetailerConfig { customers, days, seed, ..Default::default() };
+            let n = recorded::write(&out, cvm_synth::Retailer::new(config).map(|e| e.event))?;
+            println!("wrote {n} events to {}", out.display());
         }
         Command::Bench { profiles, events, batch, data_dir } => {
             bench::run(&bench::BenchOptions { profiles, events, batch, data_dir })?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads and checks documents; prints one line each. `None` if any is bad.
+fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<(OfferDefinition, Vec<u8>)>>> {
+    let mut good = Vec::new();
+    let mut bad = 0;
+    for f in files {
+        let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let key = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        match OfferDefinition::parse(&key, &text) {
+            Ok(d) => {
+                println!("ok    {}: offer {} v{} ({:?} trigger)", f.display(), d.id(), d.version(), trigger_kind(&d));
+                good.push((d, text));
+            }
+            Err(e) => {
+                bad += 1;
+                println!("error {}: {e}", f.display());
+            }
+        }
+    }
+    if bad > 0 {
+        println!("{bad} of {} document(s) rejected", files.len());
+        return Ok(None);
+    }
+    Ok(Some(good))
+}
+
+fn trigger_kind(d: &OfferDefinition) -> &'static str {
+    match d.doc.trigger {
+        document::Trigger::Event { .. } => "event",
+        document::Trigger::Delayed { .. } => "delayed",
+        document::Trigger::Inactivity { .. } => "inactivity",
+        document::Trigger::Sweep { .. } => "sweep",
+    }
+}
+
+fn kafka_config(brokers: String, topic: String) -> cvm_kafka::KafkaConfig {
+    let mut k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
+    k.topics.offers_config = topic;
+    k
+}
+
+fn offers(command: OffersCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        OffersCommand::Lint { files } => {
+            if lint(&files)?.is_none() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        OffersCommand::Publish { files, brokers, topic } => {
+            let Some(docs) = lint(&files)? else {
+                println!("nothing published: fix the documents above first");
+                return Ok(ExitCode::FAILURE);
+            };
+            let k = kafka_config(brokers, topic);
+            let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.id().to_owned(), text)).collect();
+            cvm_kafka::publish_documents(&k, &msgs, Duration::from_secs(30))?;
+            println!("published {} document(s) to {}; engines report acceptance on {}", msgs.len(), k.topics.offers_config, k.topics.config_status.name);
+        }
+        OffersCommand::List { brokers, topic } => {
+            let k = kafka_config(brokers, topic);
+            let docs = cvm_kafka::read_documents(&k, Duration::from_secs(30))?;
+            println!("{:<32} {:>7} {:<8} {:<11} campaign", "offer", "version", "status", "trigger");
+            for (key, value) in docs {
+                let Some(value) = value else { continue };
+                match OfferDefinition::parse(&key, &value) {
+                    Ok(d) => println!(
+                        "{:<32} {:>7} {:<8} {:<11} {}",
+                        d.id(),
+                        d.version(),
+                        format!("{:?}", d.doc.status).to_lowercase(),
+                        trigger_kind(&d),
+                        d.doc.campaign_id
+                    ),
+                    Err(e) => println!("{key:<32} {:>7} rejected: {}", "-", e.errors.join(" | ")),
+                }
+            }
+        }
+        OffersCommand::Simulate { file, events, samples } => {
+            let Some(mut docs) = lint(std::slice::from_ref(&file))? else { return Ok(ExitCode::FAILURE) };
+            let (def, _) = docs.remove(0);
+            let events = recorded::read(&events)?;
+            let sim = simulate::simulate(def, &events, cvm_engine::EngineConfig::default(), samples);
+            print!("{}", sim.render());
+        }
+        OffersCommand::Schema => print!("{}", document::json_schema()),
     }
     Ok(ExitCode::SUCCESS)
 }

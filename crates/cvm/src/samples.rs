@@ -3,20 +3,23 @@
 
 use cvm_engine::OfferDefinition;
 
-/// `(file name, JSON)` of every sample offer.
-pub const SAMPLE_OFFERS: [(&str, &str); 5] = [
-    ("cart-sushi.json", include_str!("../../../deploy/offers/cart-sushi.json")),
-    ("lapsed-reactivation.json", include_str!("../../../deploy/offers/lapsed-reactivation.json")),
-    ("wine-with-meat.json", include_str!("../../../deploy/offers/wine-with-meat.json")),
-    ("loyalty-stories.json", include_str!("../../../deploy/offers/loyalty-stories.json")),
-    ("beauty-teaser.json", include_str!("../../../deploy/offers/beauty-teaser.json")),
+/// `(file name, YAML)` of every sample offer.
+pub const SAMPLE_OFFERS: [(&str, &str); 8] = [
+    ("lapsed-sushi-reactivation.yaml", include_str!("../../../deploy/offers/lapsed-sushi-reactivation.yaml")),
+    ("abandoned-cart.yaml", include_str!("../../../deploy/offers/abandoned-cart.yaml")),
+    ("pharmacy-refill.yaml", include_str!("../../../deploy/offers/pharmacy-refill.yaml")),
+    ("wine-with-meat.yaml", include_str!("../../../deploy/offers/wine-with-meat.yaml")),
+    ("app-loyalty-bonus.yaml", include_str!("../../../deploy/offers/app-loyalty-bonus.yaml")),
+    ("storm-tonight.yaml", include_str!("../../../deploy/offers/storm-tonight.yaml")),
+    ("winback-ladder.yaml", include_str!("../../../deploy/offers/winback-ladder.yaml")),
+    ("beauty-collection-teaser.yaml", include_str!("../../../deploy/offers/beauty-collection-teaser.yaml")),
 ];
 
 /// The sample offers, parsed.
 pub fn sample_offers() -> Vec<OfferDefinition> {
     SAMPLE_OFFERS
         .iter()
-        .map(|(name, json)| OfferDefinition::parse(name, json.as_bytes()).expect("sample offers are lint-clean"))
+        .map(|(name, doc)| OfferDefinition::parse(name, doc.as_bytes()).expect("sample offers are lint-clean"))
         .collect()
 }
 
@@ -29,8 +32,10 @@ mod tests {
     use cvm_synth::{Retailer, RetailerConfig};
 
     #[test]
-    fn samples_parse() {
+    fn samples_parse_and_the_directory_has_no_others() {
         assert_eq!(super::sample_offers().len(), super::SAMPLE_OFFERS.len());
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/offers")).unwrap().count();
+        assert_eq!(on_disk, super::SAMPLE_OFFERS.len(), "every file in deploy/offers/ is listed and tested");
     }
 
     /// The demo's world, without Kafka: every outcome the quickstart promises occurs.
@@ -39,13 +44,26 @@ mod tests {
         let engine = Engine::new(Default::default(), Catalog::new(super::sample_offers()));
         let mut state = MemoryState::default();
         let mut seen: HashMap<(Channel, Outcome), u32> = HashMap::new();
-        for e in Retailer::new(RetailerConfig { customers: 3_000, days: 10, ..Default::default() }) {
-            for emit in engine.process(&mut state, 0, &e.event, e.event.timestamp_ms()).unwrap().emits {
+        let mut triggers: HashMap<String, u32> = HashMap::new();
+        for e in Retailer::new(RetailerConfig { customers: 3_000, days: 70, ..Default::default() }) {
+            let now = e.event.timestamp_ms();
+            let mut emits = engine.process(&mut state, 0, &e.event, now).unwrap().emits;
+            for (p, timer) in state.due_timers(now) {
+                emits.extend(engine.fire(&mut state, p, &timer, now).unwrap());
+            }
+            for emit in emits {
                 if let Emit::Decision(d) = emit {
                     *seen.entry((d.channel(), d.outcome())).or_default() += 1;
+                    *triggers.entry(format!("{}/{}", d.offer_definition_id, d.trigger)).or_default() += 1;
                 }
             }
         }
+        // Every sample except the sweep (run by the ingest loop) decides something.
+        for (name, _) in super::SAMPLE_OFFERS.iter().filter(|(n, _)| !n.starts_with("storm")) {
+            let id = name.trim_end_matches(".yaml");
+            assert!(triggers.keys().any(|k| k.starts_with(&format!("{id}/"))), "{id} never decided: {triggers:?}");
+        }
+        assert!(triggers.keys().any(|k| k.ends_with("/cascade")), "no cascade: {triggers:?}");
         for key in [
             (Channel::Push, Outcome::Treated),
             (Channel::Stories, Outcome::Treated),

@@ -338,3 +338,23 @@ pub fn json_schema() -> String {
     let schema = schemars::schema_for!(OfferDocument);
     serde_json::to_string_pretty(&schema).expect("schemas serialize") + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    /// `schema/offer.schema.json` is what tools and editors validate against;
+    /// it must match the types. Regenerate with
+    /// `UPDATE_SCHEMA=1 cargo test -p cvm-engine committed_json_schema`.
+    #[test]
+    fn committed_json_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/offer.schema.json");
+        let current = super::json_schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &current).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == current,
+            "schema/offer.schema.json is stale: run `UPDATE_SCHEMA=1 cargo test -p cvm-engine committed_json_schema`"
+        );
+    }
+}
