@@ -273,6 +273,98 @@ async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }
 
+const ABANDONED_CART: &str = r#"
+id: abandoned-cart
+version: 1
+campaign_id: cart
+trigger: { kind: delayed, event: add_to_cart, after: 2h, cancel_on: purchase }
+channels:
+  push: { title: "Still in your cart", body: "{{discount}} off" }
+reward: { percent: 5 }
+economics: { margin_per_redemption_minor: 400 }
+"#;
+
+const SWEEP: &str = r#"
+id: storm
+version: 1
+campaign_id: situational
+trigger: { kind: sweep, rate_per_second: 1000 }
+eligibility: has_app
+channels:
+  stories: { template: storm-v1, call_to_action: "Order ahead" }
+economics: { margin_per_redemption_minor: 100 }
+"#;
+
+/// A delayed trigger set before a restart fires after it, once, when event
+/// time passes its due time; a sweep published later reaches every known
+/// customer once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_timers_survive_a_restart_and_sweeps_reach_every_customer() {
+    let h = Harness::new().await;
+    let t = h.topics().clone();
+    h.send_raw(&t.offers_config, "abandoned-cart", Some(ABANDONED_CART.as_bytes()));
+    let (waits, buys) = (customer(false, 0), customer(false, 1));
+    for c in [&waits, &buys] {
+        h.send(c, &consent(c));
+        h.send(c, &add_to_cart(&format!("cart-{c}"), c, T0 + HOUR));
+    }
+    h.send(&buys, &purchase_of(&format!("buy-{buys}"), &buys, T0 + 2 * HOUR));
+    h.flush();
+    let pipeline = h.start().await;
+    h.wait_idle(&pipeline).await;
+    assert!(offers(&h, &t.push.name).is_empty(), "nothing is due yet");
+    assert_eq!(pipeline.store().pending_timers(), 1, "the purchase cancelled the other wait");
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+
+    // After the restart, a later event on the same partition moves event time past the due time.
+    let pipeline = h.start().await;
+    h.send(&waits, &add_to_cart_kind(&format!("view-{waits}"), &waits, T0 + 4 * HOUR, AppEventKind::ProductView));
+    h.flush();
+    h.wait_idle(&pipeline).await;
+    let push = offers(&h, &t.push.name);
+    assert_eq!(push.len(), 1, "{push:?}");
+    assert_eq!(push[0].customer_id, waits);
+    let delayed: Vec<Decision> = decisions(&h).into_iter().filter(|d| d.trigger == "delayed").collect();
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(delayed[0].event_id, format!("cart-{waits}"));
+    assert_eq!(pipeline.store().pending_timers(), 0);
+
+    h.send_raw(&t.offers_config, "storm", Some(SWEEP.as_bytes()));
+    h.flush();
+    let mut swept = Vec::new();
+    for _ in 0..100 {
+        swept = decisions(&h).into_iter().filter(|d| d.trigger == "sweep").collect();
+        if swept.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut customers: Vec<&str> = swept.iter().map(|d| d.customer_id.as_str()).collect();
+    customers.sort_unstable();
+    let mut want = [waits.as_str(), buys.as_str()];
+    want.sort_unstable();
+    assert_eq!(customers, want, "each known customer once");
+    assert_eq!(offers(&h, &t.stories.name).len(), 2);
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}
+
+fn add_to_cart_kind(id: &str, customer: &str, at: i64, kind: AppEventKind) -> Event {
+    match add_to_cart(id, customer, at) {
+        Event::App(a) => Event::App(AppEvent { kind: kind as i32, ..a }),
+        other => other,
+    }
+}
+
+fn purchase_of(id: &str, customer: &str, at: i64) -> Event {
+    Event::Purchase(Purchase {
+        event_id: id.into(),
+        customer_id: customer.into(),
+        timestamp_ms: at,
+        lines: vec![PurchaseLine { sku: "maki".into(), category: "sushi".into(), quantity: 1, unit_price_minor: 800, unit_cost_minor: 400 }],
+        ..Default::default()
+    })
+}
+
 /// The harness itself: every message produced in one burst is read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_round_trip_keeps_every_message_of_a_batch() {

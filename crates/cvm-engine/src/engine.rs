@@ -298,15 +298,26 @@ impl Engine {
             return Ok(());
         }
         let features = Features::compute(profile, facts, now_ms);
+        // Purchases and app events arrive on two topics, so a cancelling event
+        // can be applied before the event that started the wait. In event
+        // time that order is visible: a wait is cancelled only by an event at
+        // or after its start, and a wait for a purchase is not started when a
+        // purchase at or after the start is already known.
         for d in cancelling {
-            if d.cancels(kind, &features) {
+            if let Trigger::Delayed { after, .. } = d.doc.trigger {
                 let key = TimerKey { customer_id: customer_id.to_owned(), kind: TimerKind::Delayed, subject: d.id().to_owned() };
-                txn.cancel_timer(partition, &key)?;
+                let started = txn.timer_due(partition, &key)?.map(|due| due - after.as_millis() as i64);
+                if started.is_some_and(|s| s <= now_ms) && d.cancels(kind, &features) {
+                    txn.cancel_timer(partition, &key)?;
+                }
             }
         }
         for d in starting {
-            if let Trigger::Delayed { after, .. } = d.doc.trigger {
-                if d.is_live(now_ms) && d.passes_filter(&features) {
+            if let Trigger::Delayed { after, cancel_on, .. } = d.doc.trigger {
+                let already_bought = cancel_on == EventKind::Purchase
+                    && kind != EventKind::Purchase
+                    && profile.last_purchase_ms.is_some_and(|t| t >= now_ms);
+                if d.is_live(now_ms) && d.passes_filter(&features) && !already_bought {
                     let due = now_ms + after.as_millis() as i64;
                     txn.set_timer(partition, timer(TimerKind::Delayed, d.id(), d.id(), due))?;
                 }

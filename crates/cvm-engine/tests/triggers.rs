@@ -228,3 +228,18 @@ fn timers_of_a_deleted_or_paused_offer_do_nothing() {
     assert_eq!(s.pending_timers(), 0, "the timer is consumed, not left to fire later");
     assert!(s.profile(0, "c").unwrap().is_some());
 }
+
+#[test]
+fn cancellation_follows_event_time_when_topics_interleave() {
+    let e = engine(&[ABANDONED_CART]);
+    let mut s = MemoryState::default();
+    ready(&e, &mut s, "c");
+    // The purchase (2 h) is applied before the cart add (1 h) it follows.
+    e.process(&mut s, 0, &purchase("p", "c", 2 * HOUR, "sushi"), 2 * HOUR).unwrap();
+    e.process(&mut s, 0, &add_to_cart("a", "c", HOUR), HOUR).unwrap();
+    assert_eq!(s.pending_timers(), 0, "the cart was bought after it was filled");
+    // A purchase older than the cart add does not cancel its wait.
+    e.process(&mut s, 0, &add_to_cart("b", "c", 5 * HOUR), 5 * HOUR).unwrap();
+    e.process(&mut s, 0, &purchase("q", "c", 4 * HOUR, "sushi"), 4 * HOUR).unwrap();
+    assert_eq!(s.pending_timers(), 1);
+}

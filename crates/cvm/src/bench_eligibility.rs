@@ -37,7 +37,7 @@ fn offer(i: usize, kind: &str) -> OfferDefinition {
          eligibility: '{}'\nchannels: {{ push: {{ title: t, body: b }}, stories: {{ template: s, call_to_action: go }} }}\n\
          economics: {{ margin_per_redemption_minor: {} }}\n",
         i % 20,
-        rules[i % rules.len()],
+        rules[(i / 20 + i) % rules.len()],
         300 + i
     );
     OfferDefinition::parse("bench", doc.as_bytes()).expect("bench offers compile")

@@ -95,13 +95,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .set("queue.buffering.max.messages", "500000")
         .create()?;
     let topics = config.kafka.topics.clone();
-    for (name, json) in SAMPLE_OFFERS {
-        let key = name.trim_end_matches(".json");
-        send(&producer, &topics.offers_config, key.as_bytes(), json.as_bytes());
+    for (name, doc) in SAMPLE_OFFERS {
+        let key = name.trim_end_matches(".yaml");
+        send(&producer, &topics.offers_config, key.as_bytes(), doc.as_bytes());
     }
-    let broken = br#"{"id": "storm-tonight", "version": 1, "campaign_id": "weather", "trigger": {"event": "app_open"},
-        "channels": ["push"], "content": {"title": ""}, "discount": {"percent": 120}, "expected_margin_minor": 300}"#;
-    send(&producer, &topics.offers_config, b"storm-tonight", broken);
+    // A bad edit: rejected with its errors while version 1 keeps running.
+    let (_, wine) = SAMPLE_OFFERS.iter().find(|(n, _)| n.starts_with("wine-with-meat")).expect("sample exists");
+    let broken = wine.replace("version: 1", "version: 2").replace("orders_90d >= 1", "orders_90d >= \"one\"");
+    send(&producer, &topics.offers_config, b"wine-with-meat", broken.as_bytes());
     producer.flush(Duration::from_secs(10))?;
 
     let health = ops::Health::default();
