@@ -16,3 +16,9 @@ cargo test --locked -p cvm-e2e --test e2e --no-fail-fast
 echo "==> demo smoke run"
 cargo build --locked -p cvm --bin cvm
 "$CARGO_TARGET_DIR/debug/cvm" demo --customers 5000 --days 7 --http 127.0.0.1:0
+
+echo "==> sample offers lint clean"
+"$CARGO_TARGET_DIR/debug/cvm" offers lint deploy/offers/*.yaml
+
+echo "==> eligibility benchmark (figures only; targets are checked by reading them)"
+"$CARGO_TARGET_DIR/debug/cvm" bench-eligibility --iterations 500000

@@ -311,4 +311,12 @@ mod tests {
         }
         assert_eq!(schema().docs().len(), NUMS + FLAGS + TEXTS + Func::ALL.len());
     }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        for v in schema().docs() {
+            assert!(readme.contains(&format!("| `{}` | {} |", v.name, v.ty.name())), "README lacks variable {}", v.name);
+        }
+    }
 }
