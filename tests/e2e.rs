@@ -249,8 +249,7 @@ async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
         let features = Features::compute(&empty, facts, event.timestamp_ms());
         facts.kind.is_some_and(|k| catalog.triggered_by(k).iter().any(|d| d.passes_filter(&features)))
     };
-    let triggering: HashSet<&str> =
-        events.iter().filter(|e| triggers(&e.event)).map(|e| e.event.event_id()).collect();
+    let triggering: HashSet<&str> = events.iter().filter(|e| triggers(&e.event)).map(|e| e.event.event_id()).collect();
     assert!(triggering.len() > 100, "the scenario must trigger offers");
     let decisions = decisions(&h);
     let decision_ids: HashSet<&str> = decisions.iter().map(|d| d.decision_id.as_str()).collect();
@@ -360,7 +359,13 @@ fn purchase_of(id: &str, customer: &str, at: i64) -> Event {
         event_id: id.into(),
         customer_id: customer.into(),
         timestamp_ms: at,
-        lines: vec![PurchaseLine { sku: "maki".into(), category: "sushi".into(), quantity: 1, unit_price_minor: 800, unit_cost_minor: 400 }],
+        lines: vec![PurchaseLine {
+            sku: "maki".into(),
+            category: "sushi".into(),
+            quantity: 1,
+            unit_price_minor: 800,
+            unit_cost_minor: 400,
+        }],
         ..Default::default()
     })
 }

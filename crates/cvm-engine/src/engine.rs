@@ -232,14 +232,11 @@ impl Engine {
         let mut emits = Vec::new();
         if let Some(kind) = facts.kind {
             self.update_timers(txn, partition, customer_id, event, &profile, facts, kind, now_ms)?;
-            let features = Features::compute(&profile, facts, now_ms);
-            let candidates: Vec<&Arc<OfferDefinition>> = self
-                .catalog
-                .triggered_by(kind)
-                .iter()
-                .filter(|d| d.is_live(now_ms) && d.passes_filter(&features))
-                .collect();
-            drop(features);
+            let candidates: Vec<&Arc<OfferDefinition>> = {
+                let features = Features::compute(&profile, facts, now_ms);
+                let triggered = self.catalog.triggered_by(kind).iter();
+                triggered.filter(|d| d.is_live(now_ms) && d.passes_filter(&features)).collect()
+            };
             let cause = Cause {
                 id: event.event_id().to_owned(),
                 event_id: event.event_id(),
@@ -280,7 +277,11 @@ impl Engine {
         };
         if let Event::App(a) = event {
             if a.kind() == AppEventKind::PushOpen && !a.offer_id.is_empty() {
-                let key = TimerKey { customer_id: customer_id.to_owned(), kind: TimerKind::Cascade, subject: a.offer_id.clone() };
+                let key = TimerKey {
+                    customer_id: customer_id.to_owned(),
+                    kind: TimerKind::Cascade,
+                    subject: a.offer_id.clone(),
+                };
                 txn.cancel_timer(partition, &key)?;
             }
         }
@@ -288,7 +289,10 @@ impl Engine {
             for d in self.catalog.inactivity() {
                 if let Trigger::Inactivity { days } = d.doc.trigger {
                     let last = profile.last_purchase_ms.unwrap_or(p.timestamp_ms);
-                    txn.set_timer(partition, timer(TimerKind::Inactivity, d.id(), d.id(), last + i64::from(days) * DAY_MS))?;
+                    txn.set_timer(
+                        partition,
+                        timer(TimerKind::Inactivity, d.id(), d.id(), last + i64::from(days) * DAY_MS),
+                    )?;
                 }
             }
         }
@@ -305,7 +309,11 @@ impl Engine {
         // purchase at or after the start is already known.
         for d in cancelling {
             if let Trigger::Delayed { after, .. } = d.doc.trigger {
-                let key = TimerKey { customer_id: customer_id.to_owned(), kind: TimerKind::Delayed, subject: d.id().to_owned() };
+                let key = TimerKey {
+                    customer_id: customer_id.to_owned(),
+                    kind: TimerKind::Delayed,
+                    subject: d.id().to_owned(),
+                };
                 let started = txn.timer_due(partition, &key)?.map(|due| due - after.as_millis() as i64);
                 if started.is_some_and(|s| s <= now_ms) && d.cancels(kind, &features) {
                     txn.cancel_timer(partition, &key)?;
@@ -366,7 +374,12 @@ impl Engine {
             ..EventFacts::default()
         };
         let cause = Cause {
-            id: format!("timer\x1f{}\x1f{}\x1f{}", timer.kind.name(), String::from_utf8_lossy(&key.encode()), timer.due_ms),
+            id: format!(
+                "timer\x1f{}\x1f{}\x1f{}",
+                timer.kind.name(),
+                String::from_utf8_lossy(&key.encode()),
+                timer.due_ms
+            ),
             event_id: &timer.cause_event_id,
             trigger: timer.kind.name(),
             parent_decision_id: &timer.parent_decision_id,
@@ -396,7 +409,8 @@ impl Engine {
         };
         let id = format!("sweep\x1f{}\x1f{}\x1f{customer_id}", def.id(), def.version());
         let cause = Cause { id, event_id: "", trigger: "sweep", parent_decision_id: "", channels: &ALL_CHANNELS };
-        let emits = self.decide(txn, partition, &mut profile, customer_id, &cause, EventFacts::default(), &[def], now_ms)?;
+        let emits =
+            self.decide(txn, partition, &mut profile, customer_id, &cause, EventFacts::default(), &[def], now_ms)?;
         txn.put_profile(partition, customer_id, profile)?;
         Ok(emits)
     }
@@ -457,7 +471,11 @@ impl Engine {
             })]);
         }
         eligible.sort_by(|(a, sa), (b, sb)| {
-            b.doc.priority.cmp(&a.doc.priority).then(sb.score.total_cmp(&sa.score)).then_with(|| a.doc.id.cmp(&b.doc.id))
+            b.doc
+                .priority
+                .cmp(&a.doc.priority)
+                .then(sb.score.total_cmp(&sa.score))
+                .then_with(|| a.doc.id.cmp(&b.doc.id))
         });
         let scores: Vec<Score> = eligible.iter().take(SCORES_IN_DECISION).map(|(_, s)| s.clone()).collect();
         let with_offer = |d: &OfferDefinition, decision: Decision| Decision {
@@ -468,7 +486,12 @@ impl Engine {
             ..decision
         };
 
-        if holdout::is_held_out(&self.config.holdout_salt, GLOBAL_SCOPE, customer_id, self.config.global_control_percent) {
+        if holdout::is_held_out(
+            &self.config.holdout_salt,
+            GLOBAL_SCOPE,
+            customer_id,
+            self.config.global_control_percent,
+        ) {
             let best = eligible[0].0;
             let decision_id = ids::decision_id(&cause.id, Channel::Unspecified);
             profile.record_open_decision(OpenDecision {
@@ -569,11 +592,17 @@ impl Engine {
         now_ms: i64,
     ) -> (Outcome, String) {
         if !profile.reach.reaches(channel) {
-            return (Outcome::Unreachable, format!("{} not reachable (app, token or consent missing)", channel.as_str_name()));
+            return (
+                Outcome::Unreachable,
+                format!("{} not reachable (app, token or consent missing)", channel.as_str_name()),
+            );
         }
         let campaign = &offer.doc.campaign_id;
         if holdout::is_held_out(&self.config.holdout_salt, campaign, customer_id, offer.doc.holdout_percent) {
-            return (Outcome::HoldoutCampaign, format!("in the holdout of campaign {campaign} ({} %)", offer.doc.holdout_percent));
+            return (
+                Outcome::HoldoutCampaign,
+                format!("in the holdout of campaign {campaign} ({} %)", offer.doc.holdout_percent),
+            );
         }
         if let Some(rule) = self.config.contact_policy.blocking_rule(profile, channel, now_ms) {
             let window = humantime::format_duration(rule.window);

@@ -172,8 +172,12 @@ fn days_between(from_ms: i64, to_ms: i64) -> f64 {
 impl<'a> Features<'a> {
     /// Computes every feature of `profile` at `now_ms` for `event`.
     pub fn compute(profile: &'a Profile, event: EventFacts<'a>, now_ms: i64) -> Self {
-        let (w7, w30, w90, w365) =
-            (profile.window(now_ms, 7), profile.window(now_ms, 30), profile.window(now_ms, 90), profile.window(now_ms, 365));
+        let (w7, w30, w90, w365) = (
+            profile.window(now_ms, 7),
+            profile.window(now_ms, 30),
+            profile.window(now_ms, 90),
+            profile.window(now_ms, 365),
+        );
         let major = |minor: i64| minor as f64 / 100.0;
         let per_order = |minor: i64, orders: u32| if orders == 0 { 0.0 } else { major(minor) / f64::from(orders) };
         let local_ms = now_ms + i64::from(profile.utc_offset_minutes) * 60_000;
@@ -280,13 +284,31 @@ mod tests {
             customer_id: "c".into(),
             timestamp_ms: 10 * DAY_MS,
             lines: vec![
-                PurchaseLine { sku: "s1".into(), category: "sushi".into(), quantity: 2, unit_price_minor: 1500, unit_cost_minor: 900 },
-                PurchaseLine { sku: "w1".into(), category: "wine".into(), quantity: 1, unit_price_minor: 1000, unit_cost_minor: 500 },
+                PurchaseLine {
+                    sku: "s1".into(),
+                    category: "sushi".into(),
+                    quantity: 2,
+                    unit_price_minor: 1500,
+                    unit_cost_minor: 900,
+                },
+                PurchaseLine {
+                    sku: "w1".into(),
+                    category: "wine".into(),
+                    quantity: 1,
+                    unit_price_minor: 1000,
+                    unit_cost_minor: 500,
+                },
             ],
             ..Default::default()
         };
         p.apply_purchase(&purchase);
-        p.apply_app_event(&AppEvent { sku: "x".into(), category: "tea".into(), kind: AppEventKind::AddToCart as i32, timestamp_ms: 11 * DAY_MS, ..Default::default() });
+        p.apply_app_event(&AppEvent {
+            sku: "x".into(),
+            category: "tea".into(),
+            kind: AppEventKind::AddToCart as i32,
+            timestamp_ms: 11 * DAY_MS,
+            ..Default::default()
+        });
         p.utc_offset_minutes = 120;
         let event = Event::Purchase(purchase);
         // Monday 1970-01-12 22:30 UTC = Tuesday 00:30 at UTC+2.
@@ -316,7 +338,11 @@ mod tests {
     fn the_readme_lists_every_variable() {
         let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
         for v in schema().docs() {
-            assert!(readme.contains(&format!("| `{}` | {} |", v.name, v.ty.name())), "README lacks variable {}", v.name);
+            assert!(
+                readme.contains(&format!("| `{}` | {} |", v.name, v.ty.name())),
+                "README lacks variable {}",
+                v.name
+            );
         }
     }
 }

@@ -26,15 +26,20 @@ impl MemoryState {
 
     /// Every stored profile of `partition` with its customer id, in id order.
     pub fn profiles(&self, partition: u32) -> Vec<(String, Profile)> {
-        let mut v: Vec<_> =
-            self.profiles.iter().filter(|((p, _), _)| *p == partition).map(|((_, c), p)| (c.clone(), p.clone())).collect();
+        let mut v: Vec<_> = self
+            .profiles
+            .iter()
+            .filter(|((p, _), _)| *p == partition)
+            .map(|((_, c), p)| (c.clone(), p.clone()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
     /// Pending timers due at or before `now_ms`, earliest first, with their partitions.
     pub fn due_timers(&self, now_ms: i64) -> Vec<(u32, Timer)> {
-        let mut due: Vec<_> = self.timers.iter().filter(|(_, t)| t.due_ms <= now_ms).map(|((p, _), t)| (*p, t.clone())).collect();
+        let mut due: Vec<_> =
+            self.timers.iter().filter(|(_, t)| t.due_ms <= now_ms).map(|((p, _), t)| (*p, t.clone())).collect();
         due.sort_by_key(|(p, t)| (t.due_ms, *p, t.key().encode()));
         due
     }

@@ -54,7 +54,8 @@ mod tests {
         let cold = Profile::default();
         let mut fan = Profile::default();
         fan.categories.push(CategoryAffinity { category: "sushi".into(), score: 10.0, as_of_day: 0 });
-        let score_for = |p: &Profile| score(&offer, &Features::compute(p, EventFacts::default(), 0), &offer.discount(0), 0);
+        let score_for =
+            |p: &Profile| score(&offer, &Features::compute(p, EventFacts::default(), 0), &offer.discount(0), 0);
         let (a, b) = (score_for(&cold), score_for(&fan));
         assert!(b.score > a.score, "{b:?} vs {a:?}");
         assert!(b.propensity > a.propensity);

@@ -179,7 +179,10 @@ fn cascade_shows_the_story_when_the_push_is_not_opened() {
     let fired = fire_due(&e, &mut s, 5 * HOUR);
     let d = decision_list(&fired);
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].channel(), d[0].outcome(), d[0].trigger.as_str()), (Channel::Stories, Outcome::Treated, "cascade"));
+    assert_eq!(
+        (d[0].channel(), d[0].outcome(), d[0].trigger.as_str()),
+        (Channel::Stories, Outcome::Treated, "cascade")
+    );
     assert_eq!(d[0].parent_decision_id, push.decision_id, "linked to the push decision");
     assert_ne!(d[0].decision_id, push.decision_id, "its own decision");
     assert_eq!(offers(&fired)[0].content.as_ref().unwrap().story_template_id, "teaser-v2");

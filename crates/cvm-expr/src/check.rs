@@ -88,7 +88,10 @@ pub fn compile_formula(source: &str, schema: &Schema) -> Result<Formula, ExprErr
 fn parse(source: &str) -> Result<IdedExpr, ExprError> {
     if source.trim().is_empty() {
         return Err(ExprError {
-            problems: vec![Problem { message: "the expression is empty".into(), hint: "write a CEL expression".into() }],
+            problems: vec![Problem {
+                message: "the expression is empty".into(),
+                hint: "write a CEL expression".into(),
+            }],
         });
     }
     // The parser is generated code; a panic on odd input must not take the
@@ -109,7 +112,8 @@ fn parse(source: &str) -> Result<IdedExpr, ExprError> {
         Err(_) => Err(ExprError {
             problems: vec![Problem {
                 message: "syntax error: the expression is incomplete or malformed".into(),
-                hint: "check that every operator has both operands and every bracket is closed (https://cel.dev)".into(),
+                hint: "check that every operator has both operands and every bracket is closed (https://cel.dev)"
+                    .into(),
             }],
         }),
     }
@@ -214,7 +218,10 @@ impl Compiler<'_> {
             Expr::Ident(name) => self.variable(name),
             Expr::Select(s) if !s.test => match dotted(e) {
                 Some(name) => self.variable(&name),
-                None => self.problem(format!("`{}` selects a field of a computed value", render(e)), "only variables like `event.category` have fields"),
+                None => self.problem(
+                    format!("`{}` selects a field of a computed value", render(e)),
+                    "only variables like `event.category` have fields",
+                ),
             },
             Expr::Call(c) => self.call(e, c),
             Expr::List(_) => self.problem(
@@ -253,7 +260,8 @@ impl Compiler<'_> {
         let fields: Vec<&str> =
             self.schema.variables.keys().filter(|k| k.starts_with(&prefix)).map(String::as_str).collect();
         if !fields.is_empty() {
-            return self.problem(format!("`{name}` is not a value"), format!("use one of its fields: {}", fields.join(", ")));
+            return self
+                .problem(format!("`{name}` is not a value"), format!("use one of its fields: {}", fields.join(", ")));
         }
         let hint = match self.schema.closest(name, false) {
             Some(close) => format!("did you mean `{close}`? The README lists every variable"),
@@ -326,7 +334,9 @@ impl Compiler<'_> {
                     _ => TextTest::EndsWith,
                 };
                 match (self.lower(target)?, self.lower(&c.args[0])?) {
-                    (Typed::Str(a), Typed::Str(b)) => Some(Typed::Bool(BoolNode::TextTest(test, Box::new(a), Box::new(b)))),
+                    (Typed::Str(a), Typed::Str(b)) => {
+                        Some(Typed::Bool(BoolNode::TextTest(test, Box::new(a), Box::new(b))))
+                    }
                     _ => self.problem(format!("`{}` needs strings on both sides", render(e)), "compare text with text"),
                 }
             }

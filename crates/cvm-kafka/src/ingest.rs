@@ -285,7 +285,12 @@ impl Ingest {
     }
 
     /// Decides the next customers of every running sweep, within its rate.
-    fn advance_sweeps(&mut self, batch: &mut Batch<'_>, partitions: &[u32], tally: &mut Tally) -> Result<bool, IngestError> {
+    fn advance_sweeps(
+        &mut self,
+        batch: &mut Batch<'_>,
+        partitions: &[u32],
+        tally: &mut Tally,
+    ) -> Result<bool, IngestError> {
         let sweeps = self.engine.catalog().sweeps().to_vec();
         let mut changed = false;
         for def in sweeps {
@@ -401,7 +406,9 @@ impl Ingest {
                         Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
                         deadline = Some(Instant::now() + self.config.batch_max_wait);
                     }
-                    if let Some(t) = Self::handle(&self.engine, &self.config, &self.meters, &mut batch, &msg, &mut tally)? {
+                    if let Some(t) =
+                        Self::handle(&self.engine, &self.config, &self.meters, &mut batch, &msg, &mut tally)?
+                    {
                         let w = self.watermarks.entry(msg.partition() as u32).or_insert(t);
                         *w = (*w).max(t);
                     }

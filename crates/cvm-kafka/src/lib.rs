@@ -30,7 +30,7 @@ pub use admin::{ensure_topics, AdminError};
 pub use codec::input_message;
 pub use config::{Clock, KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use ingest::{Ingest, IngestError};
-pub use offers_topic::{publish_documents, read_documents, OffersReader, SharedCatalog};
+pub use offers_topic::{publish_documents, read_documents, KeyedDocument, OffersReader, SharedCatalog};
 pub use publisher::Publisher;
 
 use rdkafka::ClientConfig;

@@ -183,7 +183,11 @@ impl OffersReader {
 
 /// Publishes offer documents (key = id) to the config topic and waits for
 /// the broker's acknowledgements. Callers lint documents first.
-pub fn publish_documents(config: &KafkaConfig, docs: &[(String, Vec<u8>)], timeout: Duration) -> Result<(), ClientError> {
+pub fn publish_documents(
+    config: &KafkaConfig,
+    docs: &[(String, Vec<u8>)],
+    timeout: Duration,
+) -> Result<(), ClientError> {
     let producer: ThreadedProducer<DefaultProducerContext> = client_config(config, &config.producer)
         .create()
         .map_err(|source| ClientError::Create { role: "producer", source })?;
@@ -193,12 +197,16 @@ pub fn publish_documents(config: &KafkaConfig, docs: &[(String, Vec<u8>)], timeo
             .send(BaseRecord::to(topic).key(key).payload(value))
             .map_err(|(source, _)| ClientError::Request { action: "publish", source })?;
     }
-    rdkafka::producer::Producer::flush(&producer, timeout).map_err(|source| ClientError::Request { action: "publish", source })
+    rdkafka::producer::Producer::flush(&producer, timeout)
+        .map_err(|source| ClientError::Request { action: "publish", source })
 }
 
-/// Reads the whole config topic and returns the latest document per key
-/// (`None` = deleted), as the engine would see it.
-pub fn read_documents(config: &KafkaConfig, timeout: Duration) -> Result<Vec<(String, Option<Vec<u8>>)>, ClientError> {
+/// A document on the config topic: its key and value (`None` = deleted).
+pub type KeyedDocument = (String, Option<Vec<u8>>);
+
+/// Reads the whole config topic and returns the latest document per key,
+/// as the engine would see it.
+pub fn read_documents(config: &KafkaConfig, timeout: Duration) -> Result<Vec<KeyedDocument>, ClientError> {
     let create = |source| ClientError::Request { action: "config topic read", source };
     let mut cc = client_config(config, &config.consumer);
     cc.set("group.id", format!("{}-offers-list", config.group_id)).set("enable.auto.commit", "false");

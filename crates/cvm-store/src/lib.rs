@@ -281,7 +281,12 @@ impl Store {
     }
 
     /// Where the sweep of `offer_id` at `version` stands in `partition`.
-    pub fn sweep_progress(&self, offer_id: &str, version: u32, partition: u32) -> Result<Option<SweepProgress>, StoreError> {
+    pub fn sweep_progress(
+        &self,
+        offer_id: &str,
+        version: u32,
+        partition: u32,
+    ) -> Result<Option<SweepProgress>, StoreError> {
         let v = self.db.get_cf(self.cf(CF_OFFSETS), sweep_key(offer_id, version, partition)).map_err(backend)?;
         Ok(v.map(|b| match b.split_first() {
             Some((1, _)) => SweepProgress::Done,

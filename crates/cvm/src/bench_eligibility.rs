@@ -23,7 +23,8 @@ const NOW: i64 = 1_793_491_200_000;
 const KINDS: [&str; 6] = ["purchase", "app_open", "product_view", "search", "story_view", "remove_from_cart"];
 
 /// The rule measured alone: four clauses over numbers, a function and a flag.
-pub const RULE: &str = r#"days_since_last_purchase > 3 && orders_90d >= 2 && category_share("sushi") > 0.2 && push_reachable"#;
+pub const RULE: &str =
+    r#"days_since_last_purchase > 3 && orders_90d >= 2 && category_share("sushi") > 0.2 && push_reachable"#;
 
 fn offer(i: usize, kind: &str) -> OfferDefinition {
     let rules = [
@@ -60,8 +61,17 @@ fn profile() -> Profile {
             ..Default::default()
         });
     }
-    p.apply_consent(&Consent { channel: Channel::Push as i32, granted: true, push_token_present: true, ..Default::default() });
-    p.apply_app_event(&AppEvent { kind: AppEventKind::AppOpen as i32, timestamp_ms: NOW - DAY_MS, ..Default::default() });
+    p.apply_consent(&Consent {
+        channel: Channel::Push as i32,
+        granted: true,
+        push_token_present: true,
+        ..Default::default()
+    });
+    p.apply_app_event(&AppEvent {
+        kind: AppEventKind::AppOpen as i32,
+        timestamp_ms: NOW - DAY_MS,
+        ..Default::default()
+    });
     p
 }
 
@@ -91,8 +101,9 @@ pub fn eligibility(iterations: u32) {
     });
 
     // 1,000 active offers; 50 triggered by add_to_cart, the rest spread over other kinds.
-    let defs: Vec<OfferDefinition> =
-        (0..1_000).map(|i| if i % 20 == 0 { offer(i, "add_to_cart") } else { offer(i, KINDS[i % KINDS.len()]) }).collect();
+    let defs: Vec<OfferDefinition> = (0..1_000)
+        .map(|i| if i % 20 == 0 { offer(i, "add_to_cart") } else { offer(i, KINDS[i % KINDS.len()]) })
+        .collect();
     let catalog = Catalog::new(defs);
     assert_eq!(catalog.triggered_by(EventKind::AddToCart).len(), 50);
     let add = Event::App(AppEvent {
@@ -131,6 +142,12 @@ pub fn eligibility(iterations: u32) {
     println!("  rule `{RULE}`");
     println!("  one compiled rule, prepared features     {rule_ns:>9.1} ns   (target <= 100 ns)");
     println!("  feature vector computation               {features_ns:>9.1} ns");
-    println!("  event vs 1,000 offers (50 triggered)     {:>9.2} us   (target <= 5 us; {eligible} eligible)", event_ns / 1000.0);
-    println!("  full decision for that event             {:>9.2} us   (scoring, caps, render, state copy)", decide_ns / 1000.0);
+    println!(
+        "  event vs 1,000 offers (50 triggered)     {:>9.2} us   (target <= 5 us; {eligible} eligible)",
+        event_ns / 1000.0
+    );
+    println!(
+        "  full decision for that event             {:>9.2} us   (scoring, caps, render, state copy)",
+        decide_ns / 1000.0
+    );
 }

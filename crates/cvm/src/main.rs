@@ -172,8 +172,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A checked document and the bytes it was read from.
+type Linted = (OfferDefinition, Vec<u8>);
+
 /// Reads and checks documents; prints one line each. `None` if any is bad.
-fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<(OfferDefinition, Vec<u8>)>>> {
+fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Linted>>> {
     let mut good = Vec::new();
     let mut bad = 0;
     for f in files {
@@ -181,7 +184,7 @@ fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<(OfferDefinition, Vec<u8
         let key = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         match OfferDefinition::parse(&key, &text) {
             Ok(d) => {
-                println!("ok    {}: offer {} v{} ({:?} trigger)", f.display(), d.id(), d.version(), trigger_kind(&d));
+                println!("ok    {}: offer {} v{} ({} trigger)", f.display(), d.id(), d.version(), trigger_kind(&d));
                 good.push((d, text));
             }
             Err(e) => {
@@ -227,7 +230,12 @@ fn offers(command: OffersCommand) -> anyhow::Result<ExitCode> {
             let k = kafka_config(brokers, topic);
             let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.id().to_owned(), text)).collect();
             cvm_kafka::publish_documents(&k, &msgs, Duration::from_secs(30))?;
-            println!("published {} document(s) to {}; engines report acceptance on {}", msgs.len(), k.topics.offers_config, k.topics.config_status.name);
+            println!(
+                "published {} document(s) to {}; engines report acceptance on {}",
+                msgs.len(),
+                k.topics.offers_config,
+                k.topics.config_status.name
+            );
         }
         OffersCommand::List { brokers, topic } => {
             let k = kafka_config(brokers, topic);

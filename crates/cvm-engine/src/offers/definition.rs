@@ -43,7 +43,9 @@ impl Template {
                 parts.push(Part::Text(rest[..start].to_owned()));
             }
             let after = &rest[start + 2..];
-            let end = after.find("}}").ok_or_else(|| format!("`{{{{` at byte {start} is not closed; write `{{{{name}}}}`"))?;
+            let end = after
+                .find("}}")
+                .ok_or_else(|| format!("`{{{{` at byte {start} is not closed; write `{{{{name}}}}`"))?;
             let name = after[..end].trim();
             parts.push(match name {
                 "discount" => Part::Discount,
@@ -148,7 +150,8 @@ impl OfferDefinition {
     /// and compiles it. `key` names it in errors when the id is unreadable.
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, OfferError> {
         let fail = |msg: String| OfferError { id: key.to_owned(), errors: vec![msg] };
-        let text = std::str::from_utf8(bytes).map_err(|e| fail(format!("document: not UTF-8 ({e}); save it as UTF-8")))?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| fail(format!("document: not UTF-8 ({e}); save it as UTF-8")))?;
         let hint = "fix the document (schema: schema/offer.schema.json) and publish it again";
         let at = |path: String| if path == "." { "document".to_owned() } else { path };
         let doc: OfferDocument = if text.trim_start().starts_with('{') {
@@ -180,9 +183,8 @@ impl OfferDefinition {
         if doc.version == 0 {
             p.add("version", "must be at least 1; raise it on every edit");
         }
-        let mut date = |path: &str, v: &Option<String>| {
-            v.as_deref().and_then(|t| rfc3339_ms(t).map_err(|e| p.add(path, e)).ok())
-        };
+        let mut date =
+            |path: &str, v: &Option<String>| v.as_deref().and_then(|t| rfc3339_ms(t).map_err(|e| p.add(path, e)).ok());
         let valid_from_ms = date("valid_from", &doc.valid_from);
         let valid_until_ms = date("valid_until", &doc.valid_until);
         let sweep_at_ms = match &doc.trigger {
@@ -236,7 +238,9 @@ impl OfferDefinition {
         }
 
         let r = &doc.reward;
-        let kinds = usize::from(r.percent.is_some()) + usize::from(!r.ladder_percent.is_empty()) + usize::from(r.fixed_minor.is_some());
+        let kinds = usize::from(r.percent.is_some())
+            + usize::from(!r.ladder_percent.is_empty())
+            + usize::from(r.fixed_minor.is_some());
         if kinds > 1 {
             p.add("reward", "sets more than one of percent, ladder_percent, fixed_minor; keep one");
         }
@@ -266,9 +270,9 @@ impl OfferDefinition {
                 None
             }
             (Some(_), None) => None,
-            (None, Some(src)) => compile_formula(src, schema())
-                .map_err(|err| p.expression("economics.margin_formula", &err))
-                .ok(),
+            (None, Some(src)) => {
+                compile_formula(src, schema()).map_err(|err| p.expression("economics.margin_formula", &err)).ok()
+            }
         };
         if e.contact_cost_minor < 0 {
             p.add("economics.contact_cost_minor", "is negative; a contact costs zero or more");
@@ -507,7 +511,12 @@ ttl: 48h
     #[test]
     fn type_errors_name_the_variable() {
         let e = errors(&SAMPLE_YAML.replace("days_since_last_purchase >= 21", "days_since_last_purchse >= 21"));
-        assert!(e.contains("eligibility: unknown variable `days_since_last_purchse`; did you mean `days_since_last_purchase`"), "{e}");
+        assert!(
+            e.contains(
+                "eligibility: unknown variable `days_since_last_purchse`; did you mean `days_since_last_purchase`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -542,7 +551,9 @@ ttl: 48h
         let d = OfferDefinition::parse("k", doc.as_bytes()).unwrap();
         let day = 86_400_000;
         assert!(!d.is_live(day - 1) && d.is_live(day) && !d.is_live(2 * day));
-        let paused = OfferDefinition::parse("k", SAMPLE_YAML.replace("version: 1", "version: 1\nstatus: paused").as_bytes()).unwrap();
+        let paused =
+            OfferDefinition::parse("k", SAMPLE_YAML.replace("version: 1", "version: 1\nstatus: paused").as_bytes())
+                .unwrap();
         assert!(!paused.is_live(0));
     }
 
@@ -550,7 +561,8 @@ ttl: 48h
     fn cascade_needs_both_channels() {
         let doc = SAMPLE_YAML.replace("ttl: 48h", "ttl: 48h\ncascade: { after: 4h, to: stories }");
         assert!(OfferDefinition::parse("k", doc.as_bytes()).is_ok());
-        let no_stories: String = doc.lines().filter(|l| !l.contains("template: comeback")).collect::<Vec<_>>().join("\n");
+        let no_stories: String =
+            doc.lines().filter(|l| !l.contains("template: comeback")).collect::<Vec<_>>().join("\n");
         assert!(errors(&no_stories).contains("cascade.to: is stories, but channels.stories is missing"));
     }
 }

@@ -116,12 +116,9 @@ mod tests {
     #[test]
     fn catalog_indexes_active_offers_by_trigger() {
         let d = definition::tests::sample();
-        let paused = OfferDefinition::compile(OfferDocument {
-            id: "p".into(),
-            status: Status::Paused,
-            ..d.doc.clone()
-        })
-        .unwrap();
+        let paused =
+            OfferDefinition::compile(OfferDocument { id: "p".into(), status: Status::Paused, ..d.doc.clone() })
+                .unwrap();
         let c = Catalog::new([d.clone(), paused]);
         assert_eq!(c.triggered_by(EventKind::AppOpen).len(), 1);
         assert!(c.triggered_by(EventKind::Purchase).is_empty());
