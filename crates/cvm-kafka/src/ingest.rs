@@ -164,8 +164,10 @@ pub struct Ingest {
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
 /// Timers fired per partition per maintenance pass; the rest wait for the next pass.
 const TIMERS_PER_PASS: usize = 2_000;
-/// Customers a sweep decides per pass at most, whatever its rate.
-const SWEEP_PAGE: usize = 1_000;
+/// Customers a sweep decides per pass at most, whatever its rate: with a
+/// pass every 200 ms, sweeps top out at 25,000 customers/s per instance, and
+/// a pass pauses ingestion for at most ~100 ms.
+const SWEEP_PAGE: usize = 5_000;
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -52,6 +52,10 @@ const GARBAGE_EVERY: u64 = 25_000;
 /// so the demo spreads its topics wide enough to keep every message: 50,000
 /// customers × 14 days is ~440k events, ~1.6 MB per input partition.
 const PARTITIONS: i32 = 32;
+/// The sample published after the history, as a same-day campaign would be.
+const SWEEP_OFFER: &str = "storm-tonight";
+/// The demo's sweep rate (the sample says 500/s; the demo has no time to wait).
+const DEMO_SWEEP_RATE: &str = "rate_per_second: 25000";
 
 /// Counts read back from the output topics.
 #[derive(Debug, Default)]
@@ -62,6 +66,7 @@ struct Outputs {
     dlq: AtomicU64,
     rejected_docs: AtomicU64,
     accepted_docs: AtomicU64,
+    triggers: Mutex<HashMap<String, u64>>,
 }
 
 impl Outputs {
@@ -70,6 +75,9 @@ impl Outputs {
     }
     fn decisions(&self) -> u64 {
         self.outcomes.lock().expect("poisoned").values().sum()
+    }
+    fn by_trigger(&self, t: &str) -> u64 {
+        self.triggers.lock().expect("poisoned").get(t).copied().unwrap_or(0)
     }
 }
 
@@ -95,7 +103,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .set("queue.buffering.max.messages", "500000")
         .create()?;
     let topics = config.kafka.topics.clone();
-    for (name, doc) in SAMPLE_OFFERS {
+    // Every sample but the situational sweep, which goes live once the history is in.
+    for (name, doc) in SAMPLE_OFFERS.iter().filter(|(n, _)| !n.starts_with(SWEEP_OFFER)) {
         let key = name.trim_end_matches(".yaml");
         send(&producer, &topics.offers_config, key.as_bytes(), doc.as_bytes());
     }
@@ -193,6 +202,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     if trimmed > 0 {
         bail!("the in-process broker trimmed {trimmed} input messages before they were read; run with fewer --customers or --days");
     }
+    let sweep = run_sweep(&brokers, &config, &pipeline).await?;
     // Let the reader see the last published messages.
     tokio::time::sleep(Duration::from_secs(2)).await;
     done_reading.store(true, Ordering::SeqCst);
@@ -200,6 +210,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let total = produced.load(Ordering::Relaxed);
     println!();
     summary(&outputs, opts.customers, total, garbage, elapsed);
+    println!("  {:<28}{:>12.1}", "sweep seconds", sweep.as_secs_f64());
 
     if !opts.linger.is_zero() {
         println!("serving http://{bound}/metrics for {:?} more (Ctrl-C to stop)", opts.linger);
@@ -216,6 +227,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         ("global holdouts", outputs.outcome(Outcome::HoldoutGlobal)),
         ("campaign holdouts", outputs.outcome(Outcome::HoldoutCampaign)),
         ("dead-lettered events", outputs.dlq.load(Ordering::Relaxed)),
+        ("delayed-trigger decisions", outputs.by_trigger("delayed")),
+        ("cascade decisions", outputs.by_trigger("cascade")),
+        ("sweep decisions", outputs.by_trigger("sweep")),
     ]
     .into_iter()
     .filter(|(_, n)| *n == 0)
@@ -225,6 +239,35 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bail!("demo self-check failed: no {}", missing.join(", no "));
     }
     Ok(())
+}
+
+/// Publishes the situational sweep and waits until every partition has
+/// been swept and its offers published; returns how long that took.
+async fn run_sweep(brokers: &str, config: &Config, pipeline: &Pipeline) -> anyhow::Result<Duration> {
+    let (_, doc) = SAMPLE_OFFERS.iter().find(|(n, _)| n.starts_with(SWEEP_OFFER)).context("sweep sample exists")?;
+    let doc = doc.replace("rate_per_second: 500", DEMO_SWEEP_RATE);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    send(&producer, &config.kafka.topics.offers_config, SWEEP_OFFER.as_bytes(), doc.as_bytes());
+    producer.flush(Duration::from_secs(10))?;
+    println!("\n  published {SWEEP_OFFER} (a same-day sweep over every customer) ...");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(300);
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let mut done = 0;
+        for p in 0..PARTITIONS as u32 {
+            if pipeline.store().sweep_progress(SWEEP_OFFER, 1, p)? == Some(cvm_store::SweepProgress::Done) {
+                done += 1;
+            }
+        }
+        if done == PARTITIONS && pipeline.store().outbox_depth(0)? == 0 {
+            return Ok(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("the sweep did not finish in 5 minutes ({done} of {PARTITIONS} partitions)");
+        }
+    }
 }
 
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], payload: &[u8]) {
@@ -279,6 +322,7 @@ fn spawn_output_reader(
             if topic == t.decisions.name {
                 if let Ok(d) = cvm_proto::decode::<Decision>(t.decisions.format, msg.payload().unwrap_or_default()) {
                     *outputs.outcomes.lock().expect("poisoned").entry(d.outcome()).or_default() += 1;
+                    *outputs.triggers.lock().expect("poisoned").entry(d.trigger).or_default() += 1;
                 }
             } else if topic == t.push.name {
                 outputs.push.fetch_add(1, Ordering::Relaxed);
@@ -311,6 +355,9 @@ fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Dura
     row("decisions", o.decisions());
     for outcome in &cvm_kafka::telemetry::OUTCOMES[1..] {
         row(&format!("  {}", cvm_kafka::telemetry::outcome_label(*outcome)), o.outcome(*outcome));
+    }
+    for trigger in ["event", "delayed", "inactivity", "cascade", "sweep"] {
+        row(&format!("  by {trigger} trigger"), o.by_trigger(trigger));
     }
     row("offers on push", o.push.load(Ordering::Relaxed));
     row("offers on stories", o.stories.load(Ordering::Relaxed));
