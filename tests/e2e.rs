@@ -370,6 +370,25 @@ fn purchase_of(id: &str, customer: &str, at: i64) -> Event {
     })
 }
 
+/// `cvm offers publish` and `cvm offers list` talk to the config topic through these.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_documents_are_listed_latest_first_and_tombstones_as_deleted() {
+    let h = Harness::new().await;
+    let k = h.config.kafka.clone();
+    let v = |n: u32| ABANDONED_CART.replace("version: 1", &format!("version: {n}")).into_bytes();
+    let docs = [("abandoned-cart".to_owned(), v(1)), ("storm".to_owned(), SWEEP.as_bytes().to_vec())];
+    cvm_kafka::publish_documents(&k, &docs, Duration::from_secs(10)).unwrap();
+    cvm_kafka::publish_documents(&k, &[("abandoned-cart".to_owned(), v(2))], Duration::from_secs(10)).unwrap();
+    h.send_raw(&k.topics.offers_config, "storm", None);
+    h.flush();
+    let listed = cvm_kafka::read_documents(&k, Duration::from_secs(10)).unwrap();
+    let keys: Vec<&str> = listed.iter().map(|(key, _)| key.as_str()).collect();
+    assert_eq!(keys, ["abandoned-cart", "storm"]);
+    let live = OfferDefinition::parse("abandoned-cart", listed[0].1.as_deref().unwrap()).unwrap();
+    assert_eq!(live.version(), 2, "the latest document per key");
+    assert!(listed[1].1.is_none(), "a tombstone lists as deleted");
+}
+
 /// The harness itself: every message produced in one burst is read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_round_trip_keeps_every_message_of_a_batch() {

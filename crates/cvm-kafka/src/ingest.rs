@@ -297,7 +297,7 @@ impl Ingest {
         let mut changed = false;
         for def in sweeps {
             let now = partitions.iter().filter_map(|p| self.now_for(*p)).max().unwrap_or_else(Self::wall_ms);
-            if !def.is_live(now) || def.sweep_at_ms().is_some_and(|at| now < at) {
+            if !def.sweep_due(now) {
                 continue;
             }
             let cvm_engine::offers::Trigger::Sweep { rate_per_second, .. } = def.doc.trigger else { continue };

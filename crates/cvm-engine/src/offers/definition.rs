@@ -346,9 +346,12 @@ impl OfferDefinition {
             && self.valid_until_ms.is_none_or(|t| now_ms < t)
     }
 
-    /// When a sweep offer starts (`None` = as soon as it is published).
-    pub fn sweep_at_ms(&self) -> Option<i64> {
-        self.sweep_at_ms
+    /// Whether a sweep offer should be running at `now_ms`: live, and its
+    /// start time (if any) reached. Always false for other triggers.
+    pub fn sweep_due(&self, now_ms: i64) -> bool {
+        matches!(self.doc.trigger, Trigger::Sweep { .. })
+            && self.is_live(now_ms)
+            && self.sweep_at_ms.is_none_or(|at| now_ms >= at)
     }
 
     /// Whether the trigger's filter accepts the event described by `features`.
@@ -555,6 +558,18 @@ ttl: 48h
             OfferDefinition::parse("k", SAMPLE_YAML.replace("version: 1", "version: 1\nstatus: paused").as_bytes())
                 .unwrap();
         assert!(!paused.is_live(0));
+    }
+
+    #[test]
+    fn a_sweep_starts_at_its_time_inside_its_validity() {
+        let doc = SAMPLE_YAML.replace(
+            "trigger: { kind: event, event: app_open }",
+            "trigger: { kind: sweep, at: \"1970-01-01T01:00:00Z\" }\nvalid_until: \"1970-01-01T02:00:00Z\"",
+        );
+        let d = OfferDefinition::parse("k", doc.as_bytes()).unwrap();
+        let hour = 3_600_000;
+        assert!(!d.sweep_due(hour - 1) && d.sweep_due(hour) && !d.sweep_due(2 * hour));
+        assert!(!sample().sweep_due(hour), "event offers never sweep");
     }
 
     #[test]
