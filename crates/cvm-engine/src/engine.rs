@@ -334,6 +334,45 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets inactivity offer `def`'s timer for a customer who is already
+    /// known, due `days` after their last purchase (at once if that has
+    /// passed). Purchases set these timers as they happen; this covers the
+    /// customers who lapsed before the offer was published. Run it once per
+    /// offer (the ingest loop's backfill does): a timer that has fired is
+    /// not pending any more, and setting it again would repeat the offer
+    /// for the same lapse. Returns whether a timer was set.
+    pub fn schedule_inactivity(
+        &self,
+        txn: &mut impl StateTxn,
+        partition: u32,
+        customer_id: &str,
+        def: &OfferDefinition,
+    ) -> Result<bool, StoreError> {
+        let Trigger::Inactivity { days } = def.doc.trigger else { return Ok(false) };
+        let Some(last) = txn.profile(partition, customer_id)?.and_then(|p| p.last_purchase_ms) else {
+            return Ok(false);
+        };
+        let key =
+            TimerKey { customer_id: customer_id.to_owned(), kind: TimerKind::Inactivity, subject: def.id().to_owned() };
+        if txn.timer_due(partition, &key)?.is_some() {
+            return Ok(false);
+        }
+        let timer = Timer {
+            due_ms: last + i64::from(days) * DAY_MS,
+            customer_id: customer_id.to_owned(),
+            kind: TimerKind::Inactivity,
+            subject: def.id().to_owned(),
+            offer_id: def.id().to_owned(),
+            cause_event_id: String::new(),
+            parent_decision_id: String::new(),
+            event_kind: None,
+            event_category: String::new(),
+            event_sku: String::new(),
+        };
+        txn.set_timer(partition, timer)?;
+        Ok(true)
+    }
+
     /// Fires `timer` (read from `partition`'s pending timers) at `now_ms`:
     /// removes it and decides its offer. A timer that was cancelled or
     /// rescheduled since it was read does nothing, so each fires once.

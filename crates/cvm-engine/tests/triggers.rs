@@ -246,3 +246,24 @@ fn cancellation_follows_event_time_when_topics_interleave() {
     e.process(&mut s, 0, &purchase("q", "c", 4 * HOUR, "sushi"), 4 * HOUR).unwrap();
     assert_eq!(s.pending_timers(), 1);
 }
+
+#[test]
+fn customers_lapsed_before_an_inactivity_offer_is_published_are_backfilled() {
+    let before = engine(&[]);
+    let mut s = MemoryState::default();
+    ready(&before, &mut s, "c");
+    before.process(&mut s, 0, &app("o", "c", 0, AppEventKind::AppOpen, ""), 0).unwrap();
+    before.process(&mut s, 0, &purchase("p1", "c", DAY, "sushi"), DAY).unwrap();
+    before.process(&mut s, 0, &purchase("p2", "c", 2 * DAY, "sushi"), 2 * DAY).unwrap();
+    assert_eq!(s.pending_timers(), 0, "no inactivity offer yet");
+
+    let after = engine(&[LAPSED]);
+    let def = after.catalog().inactivity()[0].clone();
+    assert!(after.schedule_inactivity(&mut s, 0, "c", &def).unwrap());
+    assert!(!after.schedule_inactivity(&mut s, 0, "c", &def).unwrap(), "already pending");
+    assert!(!after.schedule_inactivity(&mut s, 0, "nobody", &def).unwrap());
+    // Published on day 50: the customer lapsed on day 32, so the timer is due at once.
+    let fired = fire_due(&after, &mut s, 50 * DAY);
+    assert_eq!(decisions(&fired), [(Channel::Push, Outcome::Treated)]);
+    assert_eq!(decision_list(&fired)[0].trigger, "inactivity");
+}

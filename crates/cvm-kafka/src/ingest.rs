@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{Emit, Engine, EventResult};
+use cvm_engine::{offers::Trigger, Emit, Engine, EventResult};
 use cvm_store::{Batch, Store, SweepProgress};
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use rdkafka::{
@@ -162,6 +162,27 @@ pub struct Ingest {
 /// fires within a fraction of a second, rarely enough that the scans (one
 /// RocksDB iterator per owned partition) stay off the hot path.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
+/// Customers per second an inactivity backfill visits (it only sets timers).
+const BACKFILL_RATE: u32 = 20_000;
+
+/// What a profile scan does with each customer.
+#[derive(Debug, Clone, Copy)]
+enum Scan {
+    /// Decide a sweep offer.
+    Sweep,
+    /// Set an inactivity offer's timer.
+    InactivityBackfill,
+}
+
+impl Scan {
+    fn name(self) -> &'static str {
+        match self {
+            Scan::Sweep => "sweep",
+            Scan::InactivityBackfill => "inactivity_backfill",
+        }
+    }
+}
+
 /// Timers fired per partition per maintenance pass; the rest wait for the next pass.
 const TIMERS_PER_PASS: usize = 2_000;
 /// Customers a sweep decides per pass at most, whatever its rate: with a
@@ -287,29 +308,39 @@ impl Ingest {
     }
 
     /// Decides the next customers of every running sweep, within its rate.
+    /// Advances the profile scans: sweeps (decide each customer) and
+    /// inactivity backfills (set each customer's timer for an inactivity
+    /// offer published after they lapsed). Each runs within its rate, and its
+    /// position per partition is committed with what it did.
     fn advance_sweeps(
         &mut self,
         batch: &mut Batch<'_>,
         partitions: &[u32],
         tally: &mut Tally,
     ) -> Result<bool, IngestError> {
-        let sweeps = self.engine.catalog().sweeps().to_vec();
+        let now = partitions.iter().filter_map(|p| self.now_for(*p)).max().unwrap_or_else(Self::wall_ms);
+        let catalog = self.engine.catalog().clone();
+        let sweeps = catalog.sweeps().iter().filter(|d| d.sweep_due(now)).map(|d| {
+            let rate = match d.doc.trigger {
+                Trigger::Sweep { rate_per_second, .. } => rate_per_second,
+                _ => 0,
+            };
+            // Progress per version: publishing a new version sweeps again.
+            (d, Scan::Sweep, rate, d.version())
+        });
+        // Progress under version 0: once per offer, whatever its edits.
+        let backfills = catalog.inactivity().iter().map(|d| (d, Scan::InactivityBackfill, BACKFILL_RATE, 0));
         let mut changed = false;
-        for def in sweeps {
-            let now = partitions.iter().filter_map(|p| self.now_for(*p)).max().unwrap_or_else(Self::wall_ms);
-            if !def.sweep_due(now) {
-                continue;
-            }
-            let cvm_engine::offers::Trigger::Sweep { rate_per_second, .. } = def.doc.trigger else { continue };
-            let key = (def.id().to_owned(), def.version());
-            let (tokens, last) = self.sweep_budget.entry(key).or_insert((0.0, Instant::now()));
+        for (def, scan, rate_per_second, version) in sweeps.chain(backfills) {
+            let key = (def.id().to_owned(), version);
+            let (tokens, last) = self.sweep_budget.entry(key.clone()).or_insert((0.0, Instant::now()));
             let rate = f64::from(rate_per_second);
             *tokens = (*tokens + rate * last.elapsed().as_secs_f64()).min(rate.max(1.0));
             *last = Instant::now();
             let mut budget = (*tokens as usize).min(SWEEP_PAGE);
-            let (mut decided, mut done) = (0usize, 0usize);
+            let (mut scanned, mut done) = (0usize, 0usize);
             for &p in partitions {
-                let after = match self.store.sweep_progress(def.id(), def.version(), p)? {
+                let after = match self.store.sweep_progress(def.id(), version, p)? {
                     Some(SweepProgress::Done) => {
                         done += 1;
                         continue;
@@ -322,30 +353,44 @@ impl Ingest {
                 }
                 let customers = self.store.customers_after(p, &after, budget)?;
                 for c in &customers {
-                    let emits = self.engine.sweep(batch, p, c, &def, now)?;
-                    Self::publish_emits(&self.config, batch, &emits, tally);
+                    match scan {
+                        Scan::Sweep => {
+                            let emits = self.engine.sweep(batch, p, c, def, now)?;
+                            Self::publish_emits(&self.config, batch, &emits, tally);
+                        }
+                        Scan::InactivityBackfill => {
+                            self.engine.schedule_inactivity(batch, p, c, def)?;
+                        }
+                    }
                 }
                 let progress = if customers.len() < budget {
                     done += 1;
-                    info!(offer = def.id(), version = def.version(), partition = p, "Sweep finished a partition.");
+                    info!(offer = def.id(), scan = scan.name(), partition = p, "Scan finished a partition.");
                     SweepProgress::Done
                 } else {
                     SweepProgress::After(customers.last().cloned().unwrap_or(after))
                 };
-                batch.set_sweep_progress(def.id(), def.version(), p, progress);
+                batch.set_sweep_progress(def.id(), version, p, progress);
                 budget -= customers.len();
-                decided += customers.len();
+                scanned += customers.len();
                 changed = true;
             }
-            if let Some((tokens, _)) = self.sweep_budget.get_mut(&(def.id().to_owned(), def.version())) {
-                *tokens -= decided as f64;
+            if let Some((tokens, _)) = self.sweep_budget.get_mut(&key) {
+                *tokens -= scanned as f64;
             }
-            if decided > 0 {
-                counter!(telemetry::SWEEP_CUSTOMERS, "offer" => def.id().to_owned()).increment(decided as u64);
+            let labels = [("offer", def.id().to_owned()), ("scan", scan.name().to_owned())];
+            if scanned > 0 {
+                counter!(telemetry::SWEEP_CUSTOMERS, &labels).increment(scanned as u64);
             }
-            gauge!(telemetry::SWEEP_PARTITIONS_DONE, "offer" => def.id().to_owned()).set(done as f64);
-            if decided > 0 && self.last_sweep_log.elapsed() >= Duration::from_secs(10) {
-                info!(offer = def.id(), partitions_done = done, partitions = partitions.len(), "Sweep progress.");
+            gauge!(telemetry::SWEEP_PARTITIONS_DONE, &labels).set(done as f64);
+            if scanned > 0 && self.last_sweep_log.elapsed() >= Duration::from_secs(10) {
+                info!(
+                    offer = def.id(),
+                    scan = scan.name(),
+                    partitions_done = done,
+                    partitions = partitions.len(),
+                    "Scan progress."
+                );
                 self.last_sweep_log = Instant::now();
             }
         }

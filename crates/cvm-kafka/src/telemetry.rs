@@ -46,9 +46,10 @@ pub const OFFERS_ACTIVE: &str = "cvm_offers_active";
 
 /// Counter: timers fired, by `kind` (delayed, inactivity, cascade).
 pub const TIMERS_FIRED: &str = "cvm_timers_fired_total";
-/// Counter: customers a sweep has decided, by `offer`.
+/// Counter: customers visited by a profile scan, by `offer` and `scan`
+/// (sweep, inactivity_backfill).
 pub const SWEEP_CUSTOMERS: &str = "cvm_sweep_customers_total";
-/// Gauge: partitions of this instance a sweep has finished, by `offer`.
+/// Gauge: owned partitions a profile scan has finished, by `offer` and `scan`.
 pub const SWEEP_PARTITIONS_DONE: &str = "cvm_sweep_partitions_done";
 
 /// Registers descriptions with the installed recorder.
@@ -65,8 +66,11 @@ pub fn describe() {
     describe_counter!(CONFIG_DOCUMENTS, "Offer documents read, by result.");
     describe_gauge!(OFFERS_ACTIVE, "Offers in the live catalog.");
     describe_counter!(TIMERS_FIRED, "Durable timers fired, by kind.");
-    describe_counter!(SWEEP_CUSTOMERS, "Customers decided by a sweep, by offer.");
-    describe_gauge!(SWEEP_PARTITIONS_DONE, "Owned partitions a sweep has finished, by offer.");
+    describe_counter!(
+        SWEEP_CUSTOMERS,
+        "Customers visited by a profile scan, by offer and scan (sweep, inactivity_backfill)."
+    );
+    describe_gauge!(SWEEP_PARTITIONS_DONE, "Owned partitions a profile scan has finished, by offer and scan.");
 }
 
 #[cfg(test)]
