@@ -326,6 +326,7 @@ async fn pending_timers_survive_a_restart_and_sweeps_reach_every_customer() {
     let delayed: Vec<Decision> = decisions(&h).into_iter().filter(|d| d.trigger == "delayed").collect();
     assert_eq!(delayed.len(), 1);
     assert_eq!(delayed[0].event_id, format!("cart-{waits}"));
+    assert_eq!(delayed[0].decided_at_ms, T0 + 3 * HOUR, "fired at its due time in event time, not at the later event");
     assert_eq!(pipeline.store().pending_timers(), 0);
 
     h.send_raw(&t.offers_config, "storm", Some(SWEEP.as_bytes()));

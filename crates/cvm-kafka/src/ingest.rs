@@ -11,8 +11,11 @@
 //! cascades) and advances sweeps at their rate limit. Both commit the same
 //! way as events — state, timer deletions, sweep progress and outbox in one
 //! write — so a crash never fires a timer twice or loses a sweep's place.
-//! Time is the wall clock, or with `clock = "event_time"` each partition's
-//! latest event time, so a replay fires timers as the original run would.
+//! Time is the wall clock, or with `clock = "event_time"` event time: then
+//! the timers of a partition due by an event's timestamp fire just before
+//! that event is applied (and the maintenance pass catches timers due by the
+//! partition's latest event), so a replay fires timers as the original run
+//! would, however fast it reads.
 
 use std::{
     collections::HashMap,
@@ -23,7 +26,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{offers::Trigger, Emit, Engine, EventResult};
+use cvm_engine::{offers::Trigger, Emit, Engine, EventResult, TimerKind};
 use cvm_store::{Batch, Store, SweepProgress};
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use rdkafka::{
@@ -139,7 +142,11 @@ struct Tally {
     ingested: [[u64; 5]; 2],
     outcomes: [u64; 7],
     offers: [u64; 3],
+    /// Timers fired, by kind (delayed, inactivity, cascade).
+    timers: [u64; 3],
 }
+
+const TIMER_KINDS: [TimerKind; 3] = [TimerKind::Delayed, TimerKind::Inactivity, TimerKind::Cascade];
 
 /// The ingest loop; see the module docs.
 pub struct Ingest {
@@ -281,13 +288,14 @@ impl Ingest {
         let store = self.store.clone();
         let mut batch = store.begin();
         let mut tally = Tally::default();
-        let mut fired: HashMap<&'static str, u64> = HashMap::new();
         let mut changed = false;
         for &p in &partitions {
             let Some(now) = self.now_for(p) else { continue };
-            for timer in self.store.due_timers(p, now, TIMERS_PER_PASS)? {
-                let emits = self.engine.fire(&mut batch, p, &timer, now)?;
-                *fired.entry(timer.kind.name()).or_default() += 1;
+            for timer in batch.due_timers(p, now, TIMERS_PER_PASS)? {
+                // In event time a timer fires at its own due time, as in a replay.
+                let at = if self.config.clock == Clock::EventTime { timer.due_ms } else { now };
+                let emits = self.engine.fire(&mut batch, p, &timer, at)?;
+                tally.timers[timer.kind as usize] += 1;
                 changed = true;
                 Self::publish_emits(&self.config, &mut batch, &emits, &mut tally);
             }
@@ -299,9 +307,6 @@ impl Ingest {
         let committed = batch.commit()?;
         if committed.outbox > 0 {
             self.wake.notify_one();
-        }
-        for (kind, n) in fired {
-            counter!(telemetry::TIMERS_FIRED, "kind" => kind).increment(n);
         }
         self.flush_tally(&tally);
         Ok(())
@@ -397,6 +402,43 @@ impl Ingest {
         Ok(changed)
     }
 
+    /// In event time, fires the timers of `partition` due at or before the
+    /// event about to be applied, so a replay interleaves timers and events
+    /// exactly as they happened, however fast it reads.
+    fn fire_due_before(
+        engine: &Engine,
+        config: &KafkaConfig,
+        batch: &mut Batch<'_>,
+        partition: u32,
+        now: i64,
+        next_due: &mut HashMap<u32, Option<i64>>,
+        tally: &mut Tally,
+    ) -> Result<(), IngestError> {
+        let hint = match next_due.get(&partition) {
+            Some(h) => *h,
+            None => *next_due.entry(partition).or_insert(batch.earliest_due(partition)?),
+        };
+        if hint.is_none_or(|due| due > now) {
+            return Ok(());
+        }
+        loop {
+            let due = batch.due_timers(partition, now, TIMERS_PER_PASS)?;
+            for timer in &due {
+                // Each timer fires at its own due time, in order.
+                let emits = engine.fire(batch, partition, timer, timer.due_ms)?;
+                tally.timers[timer.kind as usize] += 1;
+                Self::publish_emits(config, batch, &emits, tally);
+            }
+            // Timers set while firing (cascades) may be due already: look again.
+            if due.is_empty() {
+                break;
+            }
+        }
+        batch.take_earliest_set(partition);
+        next_due.insert(partition, batch.earliest_due(partition)?);
+        Ok(())
+    }
+
     fn publish_emits(config: &KafkaConfig, batch: &mut Batch<'_>, emits: &[Emit], tally: &mut Tally) {
         for emit in emits {
             match emit {
@@ -435,6 +477,9 @@ impl Ingest {
         let mut last_offsets: Vec<(String, i32, i64)> = Vec::new();
         let mut n = 0usize;
         let mut deadline = None::<Instant>;
+        // Per partition, no pending timer is due before this (event-time
+        // mode); learned lazily, kept exact within the batch.
+        let mut next_due: HashMap<u32, Option<i64>> = HashMap::new();
         while n < self.config.batch_max_events {
             let timeout = match deadline {
                 None => Duration::from_millis(100),
@@ -453,9 +498,15 @@ impl Ingest {
                         Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
                         deadline = Some(Instant::now() + self.config.batch_max_wait);
                     }
-                    if let Some(t) =
-                        Self::handle(&self.engine, &self.config, &self.meters, &mut batch, &msg, &mut tally)?
-                    {
+                    if let Some(t) = Self::handle(
+                        &self.engine,
+                        &self.config,
+                        &self.meters,
+                        &mut batch,
+                        &msg,
+                        &mut tally,
+                        &mut next_due,
+                    )? {
                         let w = self.watermarks.entry(msg.partition() as u32).or_insert(t);
                         *w = (*w).max(t);
                     }
@@ -494,6 +545,7 @@ impl Ingest {
         batch: &mut Batch<'_>,
         msg: &BorrowedMessage<'_>,
         tally: &mut Tally,
+        next_due: &mut HashMap<u32, Option<i64>>,
     ) -> Result<Option<i64>, IngestError> {
         let topics = &config.topics;
         let (input, idx) = if msg.topic() == topics.purchases.name { (Input::Purchases, 0) } else { (Input::App, 1) };
@@ -515,7 +567,16 @@ impl Ingest {
             Clock::EventTime => event.timestamp_ms(),
             Clock::Wall => Self::wall_ms(),
         };
-        let processed = engine.process(batch, msg.partition() as u32, &event, now)?;
+        let partition = msg.partition() as u32;
+        if config.clock == Clock::EventTime {
+            Self::fire_due_before(engine, config, batch, partition, now, next_due, tally)?;
+        }
+        let processed = engine.process(batch, partition, &event, now)?;
+        if let Some(set) = batch.take_earliest_set(partition) {
+            if let Some(hint) = next_due.get_mut(&partition) {
+                *hint = Some(hint.map_or(set, |h| h.min(set)));
+            }
+        }
         let result = match processed.result {
             EventResult::Applied => 0,
             EventResult::Duplicate => 1,
@@ -554,6 +615,11 @@ impl Ingest {
         }
         for (i, n) in t.offers.iter().enumerate() {
             self.meters.offers[i].increment(*n);
+        }
+        for (kind, n) in TIMER_KINDS.iter().zip(t.timers) {
+            if n > 0 {
+                counter!(telemetry::TIMERS_FIRED, "kind" => kind.name()).increment(n);
+            }
         }
     }
 }

@@ -258,6 +258,7 @@ impl Store {
             offsets: HashMap::new(),
             outbox: Vec::new(),
             timers: HashMap::new(),
+            earliest_set: HashMap::new(),
             sweeps: HashMap::new(),
         }
     }
@@ -389,6 +390,8 @@ pub struct Batch<'s> {
     offsets: HashMap<(String, i32), i64>,
     outbox: Vec<OutboxEntry>,
     timers: HashMap<(u32, Vec<u8>), TimerChange>,
+    /// Per partition, the earliest due time set since it was last taken.
+    earliest_set: HashMap<u32, i64>,
     sweeps: HashMap<Vec<u8>, SweepProgress>,
 }
 
@@ -431,6 +434,59 @@ impl Batch<'_> {
     /// Records how far the sweep of `offer_id` at `version` has got in `partition`.
     pub fn set_sweep_progress(&mut self, offer_id: &str, version: u32, partition: u32, progress: SweepProgress) {
         self.sweeps.insert(sweep_key(offer_id, version, partition), progress);
+    }
+
+    /// Pending timers of `partition` due at or before `now_ms` as this batch
+    /// sees them (committed ones it has not changed, plus those it set),
+    /// earliest first, at most `limit`.
+    pub fn due_timers(&self, partition: u32, now_ms: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let here = || self.timers.iter().filter(move |((p, _), _)| *p == partition);
+        let changed_here = here().count();
+        let mut due: Vec<Timer> = self
+            .store
+            .due_timers(partition, now_ms, limit + changed_here)?
+            .into_iter()
+            .filter(|t| !self.timers.contains_key(&(partition, t.key().encode())))
+            .collect();
+        due.extend(here().filter_map(|(_, c)| c.next.as_ref()).filter(|t| t.due_ms <= now_ms).cloned());
+        due.sort_by_key(|t| (t.due_ms, t.key().encode()));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// When the earliest pending timer of `partition` is due, as this batch sees it.
+    pub fn earliest_due(&self, partition: u32) -> Result<Option<i64>, StoreError> {
+        let from = partition.to_be_bytes();
+        let mut committed = None;
+        for r in
+            self.store.db.iterator_cf(self.store.cf(CF_TIMERS), IteratorMode::From(&from, rocksdb::Direction::Forward))
+        {
+            let (k, v) = r.map_err(backend)?;
+            if !k.starts_with(&from) {
+                break;
+            }
+            let t = Timer::decode(&v)?;
+            if !self.timers.contains_key(&(partition, t.key().encode())) {
+                committed = Some(t.due_ms);
+                break;
+            }
+        }
+        let here = self
+            .timers
+            .iter()
+            .filter(|((p, _), _)| *p == partition)
+            .filter_map(|(_, c)| c.next.as_ref().map(|t| t.due_ms))
+            .min();
+        Ok(match (committed, here) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// The earliest due time of the timers set on `partition` since the
+    /// last call (for callers that keep a "next timer" hint per partition).
+    pub fn take_earliest_set(&mut self, partition: u32) -> Option<i64> {
+        self.earliest_set.remove(&partition)
     }
 
     fn timer_change(&mut self, partition: u32, key: Vec<u8>) -> Result<&mut TimerChange, StoreError> {
@@ -553,7 +609,10 @@ impl StateTxn for Batch<'_> {
 
     fn set_timer(&mut self, partition: u32, timer: Timer) -> Result<(), StoreError> {
         let key = timer.key().encode();
+        let due = timer.due_ms;
         self.timer_change(partition, key)?.next = Some(timer);
+        let earliest = self.earliest_set.entry(partition).or_insert(due);
+        *earliest = (*earliest).min(due);
         Ok(())
     }
 
@@ -705,6 +764,18 @@ mod tests {
         b.commit().unwrap();
         assert_eq!(store.due_timers(2, 1_000, 10).unwrap().len(), 1);
         assert_eq!(store.pending_timers(), 2);
+
+        // A batch sees its own changes on top of the committed timers.
+        let mut b = store.begin();
+        assert_eq!(b.earliest_due(2).unwrap(), Some(300));
+        b.set_timer(2, timer("d", 200)).unwrap();
+        b.cancel_timer(2, &timer("a", 0).key()).unwrap();
+        assert_eq!(b.take_earliest_set(2), Some(200));
+        assert_eq!(b.take_earliest_set(2), None, "taken");
+        let due: Vec<String> = b.due_timers(2, 1_000, 10).unwrap().into_iter().map(|t| t.customer_id).collect();
+        assert_eq!(due, ["d"], "the cancelled committed timer is gone, the new one is there");
+        assert_eq!(b.earliest_due(2).unwrap(), Some(200));
+        assert_eq!(b.earliest_due(9).unwrap(), None);
     }
 
     #[test]
