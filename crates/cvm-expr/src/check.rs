@@ -119,6 +119,21 @@ fn parse(source: &str) -> Result<IdedExpr, ExprError> {
     }
 }
 
+/// Keeps the panics of the generated CEL parser out of the process's
+/// stderr: [`compile_predicate`] and [`compile_formula`] catch them and
+/// report a syntax error, so the default hook's backtrace would only alarm
+/// whoever reads the logs. Other panics still reach the previous hook.
+/// Call once at start-up.
+pub fn quiet_parser_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.location().is_some_and(|l| l.file().contains("antlr4rust")) {
+            return;
+        }
+        previous(info);
+    }));
+}
+
 fn flatten_and<'a>(e: &'a IdedExpr, out: &mut Vec<&'a IdedExpr>) {
     match &e.expr {
         Expr::Call(CallExpr { func_name, target: None, args }) if func_name == op::LOGICAL_AND => {

@@ -135,6 +135,7 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    cvm_expr::quiet_parser_panics();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
