@@ -231,9 +231,9 @@ impl Engine {
         let facts = EventFacts::of(event);
         let mut emits = Vec::new();
         if let Some(kind) = facts.kind {
-            self.update_timers(txn, partition, customer_id, event, &profile, facts, kind, now_ms)?;
             let candidates: Vec<&Arc<OfferDefinition>> = {
                 let features = Features::compute(&profile, facts, now_ms);
+                self.update_timers(txn, partition, customer_id, event, &features, kind, now_ms)?;
                 let triggered = self.catalog.triggered_by(kind).iter();
                 triggered.filter(|d| d.is_live(now_ms) && d.passes_filter(&features)).collect()
             };
@@ -250,7 +250,8 @@ impl Engine {
         Ok(Processed { result: EventResult::Applied, emits })
     }
 
-    /// Schedules and cancels the timers an event of `kind` affects.
+    /// Schedules and cancels the timers an event of `kind` affects;
+    /// `features` are the customer's after the event was applied.
     #[allow(clippy::too_many_arguments)]
     fn update_timers(
         &self,
@@ -258,50 +259,30 @@ impl Engine {
         partition: u32,
         customer_id: &str,
         event: &Event,
-        profile: &Profile,
-        facts: EventFacts<'_>,
+        features: &Features<'_>,
         kind: EventKind,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let timer = |kind: TimerKind, subject: &str, offer_id: &str, due_ms: i64| Timer {
-            due_ms,
-            customer_id: customer_id.to_owned(),
-            kind,
-            subject: subject.to_owned(),
-            offer_id: offer_id.to_owned(),
-            cause_event_id: event.event_id().to_owned(),
-            parent_decision_id: String::new(),
-            event_kind: facts.kind,
-            event_category: facts.category.to_owned(),
-            event_sku: facts.sku.to_owned(),
+        let profile = features.profile();
+        let timer = |kind: TimerKind, def: &OfferDefinition, due_ms: i64| {
+            let key = TimerKey::new(customer_id, kind, def.id());
+            Timer::new(key, due_ms, def.id(), event.event_id(), features.event())
         };
         if let Event::App(a) = event {
             if a.kind() == AppEventKind::PushOpen && !a.offer_id.is_empty() {
-                let key = TimerKey {
-                    customer_id: customer_id.to_owned(),
-                    kind: TimerKind::Cascade,
-                    subject: a.offer_id.clone(),
-                };
-                txn.cancel_timer(partition, &key)?;
+                txn.cancel_timer(partition, &TimerKey::new(customer_id, TimerKind::Cascade, &a.offer_id))?;
             }
         }
         if let Event::Purchase(p) = event {
             for d in self.catalog.inactivity() {
                 if let Trigger::Inactivity { days } = d.doc.trigger {
                     let last = profile.last_purchase_ms.unwrap_or(p.timestamp_ms);
-                    txn.set_timer(
-                        partition,
-                        timer(TimerKind::Inactivity, d.id(), d.id(), last + i64::from(days) * DAY_MS),
-                    )?;
+                    txn.set_timer(partition, timer(TimerKind::Inactivity, d, last + i64::from(days) * DAY_MS))?;
                 }
             }
         }
         let cancelling = self.catalog.delayed_cancelled_by(kind);
         let starting = self.catalog.delayed_started_by(kind);
-        if cancelling.is_empty() && starting.is_empty() {
-            return Ok(());
-        }
-        let features = Features::compute(profile, facts, now_ms);
         // Purchases and app events arrive on two topics, so a cancelling event
         // can be applied before the event that started the wait. In event
         // time that order is visible: a wait is cancelled only by an event at
@@ -309,13 +290,9 @@ impl Engine {
         // purchase at or after the start is already known.
         for d in cancelling {
             if let Trigger::Delayed { after, .. } = d.doc.trigger {
-                let key = TimerKey {
-                    customer_id: customer_id.to_owned(),
-                    kind: TimerKind::Delayed,
-                    subject: d.id().to_owned(),
-                };
+                let key = TimerKey::new(customer_id, TimerKind::Delayed, d.id());
                 let started = txn.timer_due(partition, &key)?.map(|due| due - after.as_millis() as i64);
-                if started.is_some_and(|s| s <= now_ms) && d.cancels(kind, &features) {
+                if started.is_some_and(|s| s <= now_ms) && d.cancels(kind, features) {
                     txn.cancel_timer(partition, &key)?;
                 }
             }
@@ -325,9 +302,9 @@ impl Engine {
                 let already_bought = cancel_on == EventKind::Purchase
                     && kind != EventKind::Purchase
                     && profile.last_purchase_ms.is_some_and(|t| t >= now_ms);
-                if d.is_live(now_ms) && d.passes_filter(&features) && !already_bought {
+                if d.is_live(now_ms) && d.passes_filter(features) && !already_bought {
                     let due = now_ms + after.as_millis() as i64;
-                    txn.set_timer(partition, timer(TimerKind::Delayed, d.id(), d.id(), due))?;
+                    txn.set_timer(partition, timer(TimerKind::Delayed, d, due))?;
                 }
             }
         }
@@ -352,23 +329,11 @@ impl Engine {
         let Some(last) = txn.profile(partition, customer_id)?.and_then(|p| p.last_purchase_ms) else {
             return Ok(false);
         };
-        let key =
-            TimerKey { customer_id: customer_id.to_owned(), kind: TimerKind::Inactivity, subject: def.id().to_owned() };
+        let key = TimerKey::new(customer_id, TimerKind::Inactivity, def.id());
         if txn.timer_due(partition, &key)?.is_some() {
             return Ok(false);
         }
-        let timer = Timer {
-            due_ms: last + i64::from(days) * DAY_MS,
-            customer_id: customer_id.to_owned(),
-            kind: TimerKind::Inactivity,
-            subject: def.id().to_owned(),
-            offer_id: def.id().to_owned(),
-            cause_event_id: String::new(),
-            parent_decision_id: String::new(),
-            event_kind: None,
-            event_category: String::new(),
-            event_sku: String::new(),
-        };
+        let timer = Timer::new(key, last + i64::from(days) * DAY_MS, def.id(), "", EventFacts::default());
         txn.set_timer(partition, timer)?;
         Ok(true)
     }
@@ -406,12 +371,7 @@ impl Engine {
             (TimerKind::Cascade, None) => return Ok(Vec::new()),
             _ => &ALL_CHANNELS,
         };
-        let facts = EventFacts {
-            kind: timer.event_kind,
-            category: &timer.event_category,
-            sku: &timer.event_sku,
-            ..EventFacts::default()
-        };
+        let facts = timer.facts();
         let cause = Cause {
             id: format!(
                 "timer\x1f{}\x1f{}\x1f{}",
@@ -598,21 +558,10 @@ impl Engine {
             profile.record_contact(channel, now_ms, self.config.contact_policy.horizon_ms());
             profile.record_offer_contact(best.id(), now_ms);
             if let (Channel::Push, Some(cascade)) = (channel, &best.doc.cascade) {
-                txn.set_timer(
-                    partition,
-                    Timer {
-                        due_ms: now_ms + cascade.after.as_millis() as i64,
-                        customer_id: customer_id.to_owned(),
-                        kind: TimerKind::Cascade,
-                        subject: offer.offer_id.clone(),
-                        offer_id: best.doc.id.clone(),
-                        cause_event_id: cause.event_id.to_owned(),
-                        parent_decision_id: decision_id.clone(),
-                        event_kind: facts.kind,
-                        event_category: facts.category.to_owned(),
-                        event_sku: facts.sku.to_owned(),
-                    },
-                )?;
+                let key = TimerKey::new(customer_id, TimerKind::Cascade, &offer.offer_id);
+                let due = now_ms + cascade.after.as_millis() as i64;
+                let timer = Timer::new(key, due, best.id(), cause.event_id, facts);
+                txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
             }
             decision.offer_id.clone_from(&offer.offer_id);
             emits.push(Emit::Decision(decision));

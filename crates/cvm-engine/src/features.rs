@@ -230,6 +230,11 @@ impl<'a> Features<'a> {
         self.profile
     }
 
+    /// The event facts the features were computed with.
+    pub fn event(&self) -> EventFacts<'a> {
+        self.event
+    }
+
     /// The value of variable `name` as text (for templates and messages).
     pub fn display(&self, name: &str) -> Option<String> {
         let (slot, ty) = schema().lookup(name)?;

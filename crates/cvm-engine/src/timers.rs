@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::offers::EventKind;
+use crate::{features::EventFacts, offers::EventKind};
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,6 +50,11 @@ pub struct TimerKey {
 }
 
 impl TimerKey {
+    /// The key of `customer_id`'s timer of `kind` for `subject`.
+    pub fn new(customer_id: &str, kind: TimerKind, subject: &str) -> Self {
+        Self { customer_id: customer_id.to_owned(), kind, subject: subject.to_owned() }
+    }
+
     /// A byte encoding that sorts by customer (for storage keys).
     pub fn encode(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.customer_id.len() + self.subject.len() + 3);
@@ -89,6 +94,33 @@ pub struct Timer {
 }
 
 impl Timer {
+    /// A timer for `key`, due at `due_ms`, that decides `offer_id`. It was set
+    /// by event `cause_event_id`, whose facts it keeps for `event.*`.
+    pub fn new(key: TimerKey, due_ms: i64, offer_id: &str, cause_event_id: &str, facts: EventFacts<'_>) -> Self {
+        Self {
+            due_ms,
+            customer_id: key.customer_id,
+            kind: key.kind,
+            subject: key.subject,
+            offer_id: offer_id.to_owned(),
+            cause_event_id: cause_event_id.to_owned(),
+            parent_decision_id: String::new(),
+            event_kind: facts.kind,
+            event_category: facts.category.to_owned(),
+            event_sku: facts.sku.to_owned(),
+        }
+    }
+
+    /// The facts of the event that set it, for eligibility and templates at fire time.
+    pub fn facts(&self) -> EventFacts<'_> {
+        EventFacts {
+            kind: self.event_kind,
+            category: &self.event_category,
+            sku: &self.event_sku,
+            ..EventFacts::default()
+        }
+    }
+
     /// The key identifying it.
     pub fn key(&self) -> TimerKey {
         TimerKey { customer_id: self.customer_id.clone(), kind: self.kind, subject: self.subject.clone() }
