@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{
+    engine::{Emit, Engine},
     profile::Profile,
     timers::{Timer, TimerKey},
     StateTxn, StoreError,
@@ -42,6 +43,23 @@ impl MemoryState {
             self.timers.iter().filter(|(_, t)| t.due_ms <= now_ms).map(|((p, _), t)| (*p, t.clone())).collect();
         due.sort_by_key(|(p, t)| (t.due_ms, *p, t.key().encode()));
         due
+    }
+
+    /// Fires every pending timer due by `now_ms`, earliest first, each at its
+    /// own due time, as the ingest loop does in event time (call it before
+    /// applying an event at `now_ms`). Timers set while firing that are due
+    /// already (cascades) fire too.
+    pub fn fire_due(&mut self, engine: &Engine, now_ms: i64) -> Result<Vec<Emit>, StoreError> {
+        let mut emits = Vec::new();
+        loop {
+            let due = self.due_timers(now_ms);
+            if due.is_empty() {
+                return Ok(emits);
+            }
+            for (partition, timer) in due {
+                emits.extend(engine.fire(self, partition, &timer, timer.due_ms)?);
+            }
+        }
     }
 
     /// Number of pending timers.

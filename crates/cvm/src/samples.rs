@@ -47,10 +47,8 @@ mod tests {
         let mut triggers: HashMap<String, u32> = HashMap::new();
         for e in Retailer::new(RetailerConfig { customers: 3_000, days: 70, ..Default::default() }) {
             let now = e.event.timestamp_ms();
-            let mut emits = engine.process(&mut state, 0, &e.event, now).unwrap().emits;
-            for (p, timer) in state.due_timers(now) {
-                emits.extend(engine.fire(&mut state, p, &timer, now).unwrap());
-            }
+            let mut emits = state.fire_due(&engine, now).unwrap();
+            emits.extend(engine.process(&mut state, 0, &e.event, now).unwrap().emits);
             for emit in emits {
                 if let Emit::Decision(d) = emit {
                     *seen.entry((d.channel(), d.outcome())).or_default() += 1;

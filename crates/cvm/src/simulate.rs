@@ -2,10 +2,11 @@
 //! events, through the real decision core, publishing nothing.
 //!
 //! Events are applied in file order with the clock at each event's time;
-//! timers fire when event time passes them, exactly as the ingest loop does
-//! in event-time mode; a sweep runs once over every profile after the last
-//! event. The result answers "how many customers would this reach, on which
-//! channel, and what would they read?" before the document goes live.
+//! before each event, the timers its time has passed fire at their due
+//! times, exactly as the ingest loop does in event-time mode; a sweep runs
+//! once over every profile after the last event. The result answers "how
+//! many customers would this reach, on which channel, and what would they
+//! read?" before the document goes live.
 
 use std::{collections::BTreeMap, collections::HashSet, fmt::Write};
 
@@ -62,10 +63,8 @@ pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, sa
     };
     for event in events {
         now = now.max(event.timestamp_ms());
-        let mut emits = engine.process(&mut state, 0, event, now).map(|p| p.emits).unwrap_or_default();
-        for (p, timer) in state.due_timers(now) {
-            emits.extend(engine.fire(&mut state, p, &timer, now).unwrap_or_default());
-        }
+        let mut emits = state.fire_due(&engine, now).unwrap_or_default();
+        emits.extend(engine.process(&mut state, 0, event, now).map(|p| p.emits).unwrap_or_default());
         tally(emits, &mut sim);
     }
     if sweep {

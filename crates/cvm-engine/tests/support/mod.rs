@@ -1,7 +1,7 @@
 //! Event builders and output helpers shared by the engine's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use cvm_engine::{Emit, Event, MemoryState, Timer};
+use cvm_engine::{Emit, Event, MemoryState};
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine};
 
 pub const HOUR: i64 = 3_600_000;
@@ -75,10 +75,5 @@ pub fn offers(emits: &[Emit]) -> Vec<&Offer> {
 
 /// Fires every timer of `state` due by `now`, as the ingest loop does.
 pub fn fire_due(engine: &cvm_engine::Engine, state: &mut MemoryState, now: i64) -> Vec<Emit> {
-    let due: Vec<(u32, Timer)> = state.due_timers(now);
-    let mut out = Vec::new();
-    for (p, t) in due {
-        out.extend(engine.fire(state, p, &t, now).unwrap());
-    }
-    out
+    state.fire_due(engine, now).unwrap()
 }
