@@ -257,10 +257,6 @@ impl Ingest {
         }
     }
 
-    fn refresh_catalog(&mut self) {
-        Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
-    }
-
     fn refresh(shared: &SharedCatalog, engine: &mut Engine, seen_generation: &mut u64) {
         let (generation, catalog) = shared.get();
         if generation != *seen_generation {
@@ -283,7 +279,7 @@ impl Ingest {
 
     /// Fires due timers and advances sweeps; see the module docs.
     fn maintain(&mut self) -> Result<(), IngestError> {
-        self.refresh_catalog();
+        Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
         let partitions = self.owned_partitions();
         let store = self.store.clone();
         let mut batch = store.begin();
@@ -291,14 +287,7 @@ impl Ingest {
         let mut changed = false;
         for &p in &partitions {
             let Some(now) = self.now_for(p) else { continue };
-            for timer in batch.due_timers(p, now, TIMERS_PER_PASS)? {
-                // In event time a timer fires at its own due time, as in a replay.
-                let at = if self.config.clock == Clock::EventTime { timer.due_ms } else { now };
-                let emits = self.engine.fire(&mut batch, p, &timer, at)?;
-                tally.timers[timer.kind as usize] += 1;
-                changed = true;
-                Self::publish_emits(&self.config, &mut batch, &emits, &mut tally);
-            }
+            changed |= Self::fire_page(&self.engine, &self.config, &mut batch, p, now, &mut tally)? > 0;
         }
         changed |= self.advance_sweeps(&mut batch, &partitions, &mut tally)?;
         if !changed {
@@ -312,7 +301,6 @@ impl Ingest {
         Ok(())
     }
 
-    /// Decides the next customers of every running sweep, within its rate.
     /// Advances the profile scans: sweeps (decide each customer) and
     /// inactivity backfills (set each customer's timer for an inactivity
     /// offer published after they lapsed). Each runs within its rate, and its
@@ -421,22 +409,32 @@ impl Ingest {
         if hint.is_none_or(|due| due > now) {
             return Ok(());
         }
-        loop {
-            let due = batch.due_timers(partition, now, TIMERS_PER_PASS)?;
-            for timer in &due {
-                // Each timer fires at its own due time, in order.
-                let emits = engine.fire(batch, partition, timer, timer.due_ms)?;
-                tally.timers[timer.kind as usize] += 1;
-                Self::publish_emits(config, batch, &emits, tally);
-            }
-            // Timers set while firing (cascades) may be due already: look again.
-            if due.is_empty() {
-                break;
-            }
-        }
+        // Timers set while firing (cascades) may be due already: look again.
+        while Self::fire_page(engine, config, batch, partition, now, tally)? > 0 {}
         batch.take_earliest_set(partition);
         next_due.insert(partition, batch.earliest_due(partition)?);
         Ok(())
+    }
+
+    /// Fires up to [`TIMERS_PER_PASS`] timers of `partition` due by `now`,
+    /// earliest first; returns how many. In event time each fires at its
+    /// own due time, as in the original run; on the wall clock, now.
+    fn fire_page(
+        engine: &Engine,
+        config: &KafkaConfig,
+        batch: &mut Batch<'_>,
+        partition: u32,
+        now: i64,
+        tally: &mut Tally,
+    ) -> Result<usize, IngestError> {
+        let due = batch.due_timers(partition, now, TIMERS_PER_PASS)?;
+        for timer in &due {
+            let at = if config.clock == Clock::EventTime { timer.due_ms } else { now };
+            let emits = engine.fire(batch, partition, timer, at)?;
+            tally.timers[timer.kind as usize] += 1;
+            Self::publish_emits(config, batch, &emits, tally);
+        }
+        Ok(due.len())
     }
 
     fn publish_emits(config: &KafkaConfig, batch: &mut Batch<'_>, emits: &[Emit], tally: &mut Tally) {
