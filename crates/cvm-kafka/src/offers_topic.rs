@@ -15,7 +15,7 @@ use cvm_proto::{encode, v1::ConfigStatus};
 use metrics::{counter, gauge};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    message::Message,
+    message::{BorrowedMessage, Message},
     producer::{BaseRecord, DefaultProducerContext, ThreadedProducer},
     Offset, TopicPartitionList,
 };
@@ -129,28 +129,11 @@ impl OffersReader {
     /// the engine starts with every offer published so far. Returns the number
     /// of documents read.
     pub fn catch_up(&mut self, timeout: Duration) -> Result<usize, rdkafka::error::KafkaError> {
-        let topic = self.config.topics.offers_config.clone();
-        let deadline = Instant::now() + timeout;
-        let md = self.consumer.fetch_metadata(Some(&topic), timeout)?;
-        let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining = Vec::new();
-        for p in &partitions {
-            tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
-            let (low, high) = self.consumer.fetch_watermarks(&topic, *p, timeout)?;
-            if high > low {
-                remaining.push((*p, high));
-            }
-        }
-        self.consumer.assign(&tpl)?;
         let mut read = 0;
-        while !remaining.is_empty() && Instant::now() < deadline {
-            if let Some(Ok(msg)) = self.consumer.poll(Duration::from_millis(100)) {
-                self.apply(&msg);
-                read += 1;
-                remaining.retain(|(p, high)| !(*p == msg.partition() && msg.offset() + 1 >= *high));
-            }
-        }
+        let remaining = read_to_end(&self.consumer, &self.config.topics.offers_config, timeout, |msg| {
+            self.apply(msg);
+            read += 1;
+        })?;
         if !remaining.is_empty() {
             warn!(?remaining, "Config topic not fully read before the timeout; continuing live.");
         }
@@ -170,7 +153,7 @@ impl OffersReader {
         let _ = rdkafka::producer::Producer::flush(&self.producer, Duration::from_secs(5));
     }
 
-    fn apply(&self, msg: &rdkafka::message::BorrowedMessage<'_>) {
+    fn apply(&self, msg: &BorrowedMessage<'_>) {
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
         let status = apply_document(&self.catalog, &key, msg.payload());
         let spec = &self.config.topics.config_status;
@@ -201,37 +184,51 @@ pub fn publish_documents(
         .map_err(|source| ClientError::Request { action: "publish", source })
 }
 
+/// Assigns every partition of `topic` from the beginning and hands each
+/// message to `on_message` until the end (the high watermarks read at the
+/// start) or `timeout`; returns the partitions left unread, with their ends.
+fn read_to_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+    mut on_message: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
+    let deadline = Instant::now() + timeout;
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining = Vec::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        if high > low {
+            remaining.push((p, high));
+        }
+    }
+    consumer.assign(&tpl)?;
+    while !remaining.is_empty() && Instant::now() < deadline {
+        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
+            on_message(&msg);
+            remaining.retain(|(p, high)| !(*p == msg.partition() && msg.offset() + 1 >= *high));
+        }
+    }
+    Ok(remaining)
+}
+
 /// A document on the config topic: its key and value (`None` = deleted).
 pub type KeyedDocument = (String, Option<Vec<u8>>);
 
 /// Reads the whole config topic and returns the latest document per key,
 /// as the engine would see it.
 pub fn read_documents(config: &KafkaConfig, timeout: Duration) -> Result<Vec<KeyedDocument>, ClientError> {
-    let create = |source| ClientError::Request { action: "config topic read", source };
     let mut cc = client_config(config, &config.consumer);
     cc.set("group.id", format!("{}-offers-list", config.group_id)).set("enable.auto.commit", "false");
     let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
-    let topic = &config.topics.offers_config;
-    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(create)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = Vec::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(create)?;
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(create)?;
-        if high > low {
-            remaining.push((p, high));
-        }
-    }
-    consumer.assign(&tpl).map_err(create)?;
     let mut latest = std::collections::BTreeMap::new();
-    let deadline = Instant::now() + timeout;
-    while !remaining.is_empty() && Instant::now() < deadline {
-        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
-            let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-            latest.insert(key, msg.payload().filter(|v| !v.is_empty()).map(<[u8]>::to_vec));
-            remaining.retain(|(p, high)| !(*p == msg.partition() && msg.offset() + 1 >= *high));
-        }
-    }
+    read_to_end(&consumer, &config.topics.offers_config, timeout, |msg| {
+        let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
+        latest.insert(key, msg.payload().filter(|v| !v.is_empty()).map(<[u8]>::to_vec));
+    })
+    .map_err(|source| ClientError::Request { action: "config topic read", source })?;
     Ok(latest.into_iter().collect())
 }
 
