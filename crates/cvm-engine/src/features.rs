@@ -238,12 +238,17 @@ impl<'a> Features<'a> {
     /// The value of variable `name` as text (for templates and messages).
     pub fn display(&self, name: &str) -> Option<String> {
         let (slot, ty) = schema().lookup(name)?;
-        Some(match ty {
+        Some(self.display_slot(slot, ty))
+    }
+
+    /// The value in `slot` of type `ty` as text (slots from [`schema()`]).
+    pub fn display_slot(&self, slot: u16, ty: Type) -> String {
+        match ty {
             Type::Int => format!("{}", self.number(slot)),
             Type::Double => format!("{:.2}", self.number(slot)),
             Type::Bool => self.flag(slot).to_string(),
             Type::String => self.text(slot).to_owned(),
-        })
+        }
     }
 }
 

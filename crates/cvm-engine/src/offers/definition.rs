@@ -5,7 +5,7 @@
 //! rejected as a whole with one line per problem: `<field path>: <what is
 //! wrong>; <what to do>`.
 
-use cvm_expr::{compile_formula, compile_predicate, Env, ExprError, Formula, Predicate};
+use cvm_expr::{compile_formula, compile_predicate, Env, ExprError, Formula, Predicate, Type};
 use cvm_proto::v1::{Channel, Discount, RenderedContent};
 
 use super::document::{ChannelName, EventKind, OfferDocument, Status, Trigger};
@@ -30,7 +30,8 @@ struct Template {
 #[derive(Debug, Clone)]
 enum Part {
     Text(String),
-    Variable(String),
+    /// A schema variable, resolved to its slot and type at load.
+    Variable(u16, Type),
     Discount,
 }
 
@@ -50,7 +51,7 @@ impl Template {
             parts.push(match name {
                 "discount" => Part::Discount,
                 _ => match schema().lookup(name) {
-                    Some(_) => Part::Variable(name.to_owned()),
+                    Some((slot, ty)) => Part::Variable(slot, ty),
                     None => {
                         return Err(format!(
                             "unknown variable `{{{{{name}}}}}`; use `{{{{discount}}}}` or a variable from the README, e.g. `{{{{favourite_category}}}}`"
@@ -72,7 +73,7 @@ impl Template {
             match p {
                 Part::Text(t) => out.push_str(t),
                 Part::Discount => out.push_str(discount),
-                Part::Variable(name) => out.push_str(&features.display(name).unwrap_or_default()),
+                Part::Variable(slot, ty) => out.push_str(&features.display_slot(*slot, *ty)),
             }
         }
         out
