@@ -2,23 +2,32 @@
 //! timers; runs sweeps.
 //!
 //! Every decision goes through one path ([`Engine::decide`]): candidates →
-//! eligibility → priority and score → per channel: reachability → holdouts
-//! → caps → render. What differs between an event, a timer and a sweep is
-//! only which offers are candidates, which channels are open and what the
-//! decision's id is derived from.
+//! eligibility → priority and score → global control group → per channel:
+//! reachability → contact policy (fatigue, cooldown, caps, gap, quiet hours;
+//! a blocked offer yields to the next candidate) → campaign holdout → render.
+//! What differs between an event, a timer and a sweep is only which offers
+//! are candidates, which channels are open and what the decision's id is
+//! derived from. Decisions open attribution episodes and purchases add to
+//! them ([`attribution`]).
 
 use std::sync::Arc;
 
-use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Decision, Identify, Offer, Outcome, Purchase, Score};
+use std::time::Duration;
+
+use cvm_proto::v1::{
+    AppEvent, AppEventKind, Channel, Consent, Decision, EraseRequest, ErasureConfirmation, Identify, Offer, Outcome,
+    Purchase, Score,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    attribution::{self, Group},
     features::{EventFacts, Features},
     holdout::{self, GLOBAL_SCOPE},
     ids,
     offers::{Catalog, EventKind, OfferDefinition, Trigger},
-    policy::ContactPolicy,
-    profile::{OpenDecision, Profile, DAY_MS},
+    policy::{ContactPolicy, Resolved, Subject, Verdict},
+    profile::{contact_hash, Contact, Profile, Response, DAY_MS},
     score::score,
     timers::{Timer, TimerKey, TimerKind},
     StateTxn, StoreError,
@@ -38,6 +47,8 @@ pub enum Event {
     Identify(Identify),
     /// A consent or reachability change.
     Consent(Consent),
+    /// A request to erase the customer.
+    Erase(EraseRequest),
 }
 
 impl Event {
@@ -48,6 +59,7 @@ impl Event {
             Event::App(e) => &e.event_id,
             Event::Identify(e) => &e.event_id,
             Event::Consent(e) => &e.event_id,
+            Event::Erase(e) => &e.request_id,
         }
     }
 
@@ -58,13 +70,14 @@ impl Event {
             Event::App(e) => e.timestamp_ms,
             Event::Identify(e) => e.timestamp_ms,
             Event::Consent(e) => e.timestamp_ms,
+            Event::Erase(e) => e.timestamp_ms,
         }
     }
 
     /// Why the event cannot be applied, if it cannot.
     fn invalid_reason(&self) -> Option<&'static str> {
         if self.event_id().is_empty() {
-            return Some("event_id is empty; producers must give every event a unique id");
+            return Some("event_id (request_id for erasure) is empty; producers must give every event a unique id");
         }
         match self {
             Event::Purchase(p) if p.customer_id.is_empty() => Some("purchase without customer_id"),
@@ -76,6 +89,7 @@ impl Event {
                 Some("identify needs both customer_id and device_id")
             }
             Event::Consent(c) if c.customer_id.is_empty() => Some("consent without customer_id"),
+            Event::Erase(e) if e.customer_id.is_empty() => Some("erase request without customer_id"),
             _ => None,
         }
     }
@@ -89,13 +103,24 @@ pub struct EngineConfig {
     pub holdout_salt: String,
     /// Share of all customers in the global control group, percent.
     pub global_control_percent: f64,
-    /// Frequency caps.
+    /// Holdout share, percent, of campaigns without a campaign document.
+    pub default_holdout_percent: f64,
+    /// Attribution window of campaigns without a campaign document.
+    #[serde(with = "humantime_serde")]
+    pub default_attribution_window: Duration,
+    /// Global contact policy (a `policy/global` document overrides it).
     pub contact_policy: ContactPolicy,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { holdout_salt: "cvm".into(), global_control_percent: 5.0, contact_policy: ContactPolicy::default() }
+        Self {
+            holdout_salt: "cvm".into(),
+            global_control_percent: 5.0,
+            default_holdout_percent: 10.0,
+            default_attribution_window: Duration::from_secs(7 * 86_400),
+            contact_policy: ContactPolicy::default(),
+        }
     }
 }
 
@@ -109,6 +134,8 @@ pub enum Emit {
     /// An anonymous app event whose device is now known, re-keyed by customer
     /// so that it reaches the partition that owns the customer.
     Rekeyed(AppEvent),
+    /// A customer was erased.
+    Erased(ErasureConfirmation),
 }
 
 /// What happened to an event.
@@ -162,17 +189,71 @@ const ALL_CHANNELS: [Channel; 2] = [Channel::Push, Channel::Stories];
 pub struct Engine {
     config: EngineConfig,
     catalog: Arc<Catalog>,
+    /// The configured policy with the catalog's `policy/global` applied.
+    policy: ContactPolicy,
+}
+
+/// A campaign's settings: from its document, or the engine's defaults.
+struct CampaignSettings<'a> {
+    holdout_percent: f64,
+    window_ms: i64,
+    policy: Option<&'a crate::policy::PolicyOverride>,
 }
 
 impl Engine {
     /// An engine with `config` evaluating `catalog`.
     pub fn new(config: EngineConfig, catalog: Catalog) -> Self {
-        Self { config, catalog: Arc::new(catalog) }
+        let mut engine = Self { policy: config.contact_policy.clone(), config, catalog: Arc::new(catalog) };
+        engine.set_catalog(engine.catalog.clone());
+        engine
     }
 
     /// Swaps in a new catalog; decisions after this use it.
     pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+        self.policy = match catalog.policy() {
+            Some(doc) => self.config.contact_policy.overridden(&doc.contact_policy),
+            None => self.config.contact_policy.clone(),
+        };
         self.catalog = catalog;
+    }
+
+    /// The global contact policy in force.
+    pub fn policy(&self) -> &ContactPolicy {
+        &self.policy
+    }
+
+    fn campaign(&self, campaign_id: &str) -> CampaignSettings<'_> {
+        match self.catalog.campaign(campaign_id) {
+            Some(c) => CampaignSettings {
+                holdout_percent: c.holdout_percent,
+                window_ms: c.attribution_window.as_millis() as i64,
+                policy: Some(&c.contact_policy),
+            },
+            None => CampaignSettings {
+                holdout_percent: self.config.default_holdout_percent,
+                window_ms: self.config.default_attribution_window.as_millis() as i64,
+                policy: None,
+            },
+        }
+    }
+
+    /// Whether the customer is in the global control group.
+    pub fn in_global_control(&self, customer_id: &str) -> bool {
+        holdout::is_held_out(&self.config.holdout_salt, GLOBAL_SCOPE, customer_id, self.config.global_control_percent)
+    }
+
+    /// Whether the customer is in `campaign_id`'s holdout.
+    pub fn in_campaign_holdout(&self, campaign_id: &str, customer_id: &str) -> bool {
+        let share = self.campaign(campaign_id).holdout_percent;
+        holdout::is_held_out(&self.config.holdout_salt, campaign_id, customer_id, share)
+    }
+
+    fn programme_group(&self, customer_id: &str) -> Group {
+        if self.in_global_control(customer_id) {
+            Group::GlobalControl
+        } else {
+            Group::Treated
+        }
     }
 
     /// The catalog in use.
@@ -209,24 +290,39 @@ impl Engine {
                 });
             }
         }
+        if let Event::Erase(request) = event {
+            // Erasure is idempotent: a repeated request erases (nothing) and confirms again.
+            let emits = self.erase(txn, partition, request, now_ms)?;
+            return Ok(Processed { result: EventResult::Applied, emits });
+        }
         if !txn.first_sighting(partition, event.event_id())? {
             return Ok(Processed::just(EventResult::Duplicate));
         }
         let customer_id = match event {
-            Event::Identify(i) => {
-                txn.link_device(partition, &i.device_id, &i.customer_id)?;
-                return Ok(Processed::just(EventResult::Applied));
-            }
+            Event::Identify(i) => &i.customer_id,
             Event::Purchase(p) => &p.customer_id,
             Event::App(a) => &a.customer_id,
             Event::Consent(c) => &c.customer_id,
+            Event::Erase(_) => unreachable!("handled above"),
         };
-        let mut profile = txn.profile(partition, customer_id)?.unwrap_or_default();
+        let stored = txn.profile(partition, customer_id)?;
+        if stored.is_none() {
+            attribution::new_customer(txn, partition, self.programme_group(customer_id), event.timestamp_ms())?;
+        }
+        let mut profile = stored.unwrap_or_default();
         match event {
-            Event::Purchase(p) => profile.apply_purchase(p),
+            Event::Purchase(p) => {
+                let totals = profile.apply_purchase(p);
+                let group = self.programme_group(customer_id);
+                attribution::purchase(txn, partition, &mut profile, group, &totals, p.timestamp_ms)?;
+            }
             Event::App(a) => profile.apply_app_event(a),
             Event::Consent(c) => profile.apply_consent(c),
-            Event::Identify(_) => unreachable!("handled above"),
+            Event::Identify(i) => {
+                txn.link_device(partition, &i.device_id, &i.customer_id)?;
+                profile.add_device(&i.device_id);
+            }
+            Event::Erase(_) => unreachable!("handled above"),
         }
         let facts = EventFacts::of(event);
         let mut emits = Vec::new();
@@ -369,6 +465,7 @@ impl Engine {
         let channels: &[Channel] = match (timer.kind, &cascade_channels) {
             (TimerKind::Cascade, Some(to)) => to,
             (TimerKind::Cascade, None) => return Ok(Vec::new()),
+            (TimerKind::Deferred, _) => &[Channel::Push],
             _ => &ALL_CHANNELS,
         };
         let facts = timer.facts();
@@ -485,22 +582,12 @@ impl Engine {
             ..decision
         };
 
-        if holdout::is_held_out(
-            &self.config.holdout_salt,
-            GLOBAL_SCOPE,
-            customer_id,
-            self.config.global_control_percent,
-        ) {
+        if self.in_global_control(customer_id) {
             let best = eligible[0].0;
-            let decision_id = ids::decision_id(&cause.id, Channel::Unspecified);
-            profile.record_open_decision(OpenDecision {
-                decision_id: decision_id.clone(),
-                campaign_id: best.doc.campaign_id.clone(),
-                outcome: Outcome::HoldoutGlobal as i32,
-                at_ms: now_ms,
-            });
+            let window_ms = self.campaign(&best.doc.campaign_id).window_ms;
+            attribution::expose(txn, partition, profile, &best.doc.campaign_id, Group::GlobalControl, now_ms, window_ms)?;
             let d = Decision {
-                decision_id,
+                decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
                 outcome: Outcome::HoldoutGlobal as i32,
                 reason: format!("in the global control group ({} %)", self.config.global_control_percent),
                 ..base.clone()
@@ -508,36 +595,80 @@ impl Engine {
             return Ok(vec![Emit::Decision(with_offer(best, d))]);
         }
 
+        // A cascade's follow-up channel is held back for the follow-up,
+        // unless the push cannot reach the customer at all.
+        let push_reachable = profile.reach.push();
+        let offers_on = |d: &OfferDefinition, channel: Channel| {
+            let held_for_cascade = cause.trigger != "cascade"
+                && d.doc.cascade.as_ref().is_some_and(|c| c.to.channel() == channel)
+                && push_reachable;
+            d.channels().any(|c| c == channel) && !held_for_cascade
+        };
+        // Channels whose best offer ranks higher go first, so when both
+        // compete for the last slot of a cross-channel cap, the higher
+        // expected value wins (ties: push before stories).
+        let mut channels: Vec<(usize, Channel)> = cause
+            .channels
+            .iter()
+            .filter_map(|&ch| eligible.iter().position(|(d, _)| offers_on(d, ch)).map(|rank| (rank, ch)))
+            .collect();
+        channels.sort_by_key(|&(rank, ch)| (rank, ch as i32));
+        let earlier = profile.contacts.len();
         let mut emits = Vec::new();
-        for &channel in cause.channels {
-            // A cascade's follow-up channel is held back for the follow-up,
-            // unless the push cannot reach the customer at all.
-            let held_for_cascade = |d: &OfferDefinition| {
-                cause.trigger != "cascade"
-                    && d.doc.cascade.as_ref().is_some_and(|c| c.to.channel() == channel)
-                    && profile.reach.push()
-            };
-            let Some((best, _)) =
-                eligible.iter().find(|(d, _)| d.channels().any(|c| c == channel) && !held_for_cascade(d))
-            else {
-                continue;
-            };
+        for (first, channel) in channels {
             let decision_id = ids::decision_id(&cause.id, channel);
             let decision = Decision { decision_id: decision_id.clone(), channel: channel as i32, ..base.clone() };
-            let (outcome, reason) = self.outcome(best, profile, customer_id, channel, now_ms);
-            let mut decision = with_offer(best, Decision { outcome: outcome as i32, reason, ..decision });
-            if matches!(outcome, Outcome::Treated | Outcome::HoldoutCampaign) {
-                profile.record_open_decision(OpenDecision {
-                    decision_id: decision_id.clone(),
-                    campaign_id: best.doc.campaign_id.clone(),
-                    outcome: outcome as i32,
-                    at_ms: now_ms,
-                });
-            }
-            if outcome != Outcome::Treated {
-                emits.push(Emit::Decision(decision));
+            let verdict = |outcome: Outcome, reason: String, d: &OfferDefinition| {
+                Emit::Decision(with_offer(d, Decision { outcome: outcome as i32, reason, ..decision.clone() }))
+            };
+            if !profile.reach.reaches(channel) {
+                let reason = format!("{} not reachable (app, token or consent missing)", channel.as_str_name());
+                emits.push(verdict(Outcome::Unreachable, reason, eligible[first].0));
                 continue;
             }
+            // The best offer the policy allows; a blocked one yields to the next.
+            let mut blocked: Option<(&OfferDefinition, Outcome, String)> = None;
+            let mut chosen = None;
+            for (d, _) in eligible[first..].iter().filter(|(d, _)| offers_on(d, channel)) {
+                match self.resolve(d).check(profile, subject(d), channel, now_ms, earlier) {
+                    Verdict::Block { outcome, reason, suppressed_until_ms } => {
+                        if let Some(until) = suppressed_until_ms {
+                            profile.suppress(contact_hash(d.id()), until, now_ms);
+                        }
+                        blocked.get_or_insert((d, outcome, reason));
+                    }
+                    other => {
+                        chosen = Some((*d, other));
+                        break;
+                    }
+                }
+            }
+            let best = match chosen {
+                None => {
+                    let (d, outcome, reason) = blocked.expect("the channel has at least one candidate");
+                    emits.push(verdict(outcome, reason, d));
+                    continue;
+                }
+                Some((d, Verdict::Defer { until_ms, reason })) => {
+                    let key = TimerKey::new(customer_id, TimerKind::Deferred, d.id());
+                    let timer = Timer::new(key, until_ms, d.id(), cause.event_id, facts);
+                    txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
+                    emits.push(verdict(Outcome::Deferred, reason, d));
+                    continue;
+                }
+                Some((d, _)) => d,
+            };
+            let campaign_id = &best.doc.campaign_id;
+            let campaign = self.campaign(campaign_id);
+            if holdout::is_held_out(&self.config.holdout_salt, campaign_id, customer_id, campaign.holdout_percent) {
+                let group = Group::CampaignControl;
+                attribution::expose(txn, partition, profile, campaign_id, group, now_ms, campaign.window_ms)?;
+                let reason = format!("in the holdout of campaign {campaign_id} ({} %)", campaign.holdout_percent);
+                emits.push(verdict(Outcome::HoldoutCampaign, reason, best));
+                continue;
+            }
+            attribution::expose(txn, partition, profile, campaign_id, Group::Treated, now_ms, campaign.window_ms)?;
+            attribution::contact(txn, partition, campaign_id, best.doc.economics.contact_cost_minor, now_ms)?;
             let offer = {
                 let features = Features::compute(profile, facts, now_ms);
                 let discount = best.discount(profile.offer_contacts_since(best.id(), i64::MIN));
@@ -545,7 +676,7 @@ impl Engine {
                     offer_id: ids::offer_id(&decision_id, best.id(), best.version()),
                     decision_id: decision_id.clone(),
                     customer_id: customer_id.to_owned(),
-                    campaign_id: best.doc.campaign_id.clone(),
+                    campaign_id: campaign_id.clone(),
                     offer_definition_id: best.doc.id.clone(),
                     offer_version: best.doc.version,
                     channel: channel as i32,
@@ -555,54 +686,76 @@ impl Engine {
                     expires_at_ms: now_ms + best.doc.ttl.as_millis() as i64,
                 }
             };
-            profile.record_contact(channel, now_ms, self.config.contact_policy.horizon_ms());
-            profile.record_offer_contact(best.id(), now_ms);
+            profile.record_contact(Contact {
+                at_ms: now_ms,
+                channel: channel as i32,
+                offer: contact_hash(best.id()),
+                campaign: contact_hash(campaign_id),
+                sent: contact_hash(&offer.offer_id),
+                respond_by_ms: offer.expires_at_ms,
+                response: Response::None,
+            });
             if let (Channel::Push, Some(cascade)) = (channel, &best.doc.cascade) {
                 let key = TimerKey::new(customer_id, TimerKind::Cascade, &offer.offer_id);
                 let due = now_ms + cascade.after.as_millis() as i64;
                 let timer = Timer::new(key, due, best.id(), cause.event_id, facts);
                 txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
             }
-            decision.offer_id.clone_from(&offer.offer_id);
-            emits.push(Emit::Decision(decision));
+            let decision = Decision { outcome: Outcome::Treated as i32, offer_id: offer.offer_id.clone(), ..decision };
+            emits.push(Emit::Decision(with_offer(best, decision)));
             emits.push(Emit::Offer(offer));
         }
         Ok(emits)
     }
 
-    /// Whether `offer` may be sent to the customer on `channel`, and if not, why.
-    fn outcome(
+    /// The contact policy for `offer`: global, its campaign's and its own.
+    fn resolve<'a>(&'a self, offer: &'a OfferDefinition) -> Resolved<'a> {
+        Resolved {
+            global: &self.policy,
+            campaign: self.campaign(&offer.doc.campaign_id).policy,
+            offer: &offer.doc.contact_policy,
+        }
+    }
+
+    /// Erases everything kept about a customer: profile (with contact
+    /// history and attribution episodes), device links and pending timers.
+    /// Aggregates stay: they hold no customer data. Returns the confirmation.
+    pub fn erase(
         &self,
-        offer: &OfferDefinition,
-        profile: &Profile,
-        customer_id: &str,
-        channel: Channel,
+        txn: &mut impl StateTxn,
+        partition: u32,
+        request: &EraseRequest,
         now_ms: i64,
-    ) -> (Outcome, String) {
-        if !profile.reach.reaches(channel) {
-            return (
-                Outcome::Unreachable,
-                format!("{} not reachable (app, token or consent missing)", channel.as_str_name()),
-            );
+    ) -> Result<Vec<Emit>, StoreError> {
+        let customer_id = &request.customer_id;
+        let profile = txn.profile(partition, customer_id)?;
+        let devices = profile.as_ref().map_or(&[][..], |p| p.devices.as_slice());
+        for device in devices {
+            txn.unlink_device(partition, device)?;
         }
-        let campaign = &offer.doc.campaign_id;
-        if holdout::is_held_out(&self.config.holdout_salt, campaign, customer_id, offer.doc.holdout_percent) {
-            return (
-                Outcome::HoldoutCampaign,
-                format!("in the holdout of campaign {campaign} ({} %)", offer.doc.holdout_percent),
-            );
+        if profile.is_some() {
+            txn.delete_profile(partition, customer_id)?;
         }
-        if let Some(rule) = self.config.contact_policy.blocking_rule(profile, channel, now_ms) {
-            let window = humantime::format_duration(rule.window);
-            return (Outcome::Capped, format!("cap {:?}: {} in {window}", rule.scope, rule.max));
+        let timers = txn.timers_of(partition, customer_id)?;
+        for key in &timers {
+            txn.cancel_timer(partition, key)?;
         }
-        for cap in &offer.doc.caps {
-            let since = now_ms - cap.window.as_millis() as i64;
-            if profile.offer_contacts_since(offer.id(), since) >= cap.max as usize {
-                let window = humantime::format_duration(cap.window);
-                return (Outcome::Capped, format!("offer cap {}: {} in {window}", offer.id(), cap.max));
-            }
-        }
-        (Outcome::Treated, String::new())
+        Ok(vec![Emit::Erased(ErasureConfirmation {
+            request_id: request.request_id.clone(),
+            customer_id: customer_id.clone(),
+            erased_at_ms: now_ms,
+            profile_erased: profile.is_some(),
+            timers_removed: timers.len() as u32,
+            devices_unlinked: devices.len() as u32,
+        })])
+    }
+}
+
+fn subject(d: &OfferDefinition) -> Subject<'_> {
+    Subject {
+        offer_id: d.id(),
+        campaign_id: &d.doc.campaign_id,
+        offer: contact_hash(d.id()),
+        campaign: contact_hash(&d.doc.campaign_id),
     }
 }

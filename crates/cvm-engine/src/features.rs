@@ -149,7 +149,7 @@ impl<'a> EventFacts<'a> {
                 quantity: if a.kind() == AppEventKind::AddToCart { a.quantity.max(1) } else { a.quantity },
                 purchase: None,
             },
-            Event::Identify(_) | Event::Consent(_) => EventFacts::default(),
+            Event::Identify(_) | Event::Consent(_) | Event::Erase(_) => EventFacts::default(),
         }
     }
 }

@@ -10,9 +10,10 @@
 //! The data path reads in one direction:
 //! event → [`Profile`] update → [`timers`] set or cancelled → triggered
 //! offers from the [`Catalog`] → [`features`] → eligibility (compiled CEL)
-//! → priority and [`score`] → best offer per channel → [`holdout`] →
-//! contact [`policy`] (frequency caps) → [`Emit`]s for the outbox. Timers
-//! and sweeps enter the same path at "triggered offers".
+//! → priority and [`score`] → best offer per channel → contact [`policy`]
+//! (fatigue, caps, gaps, quiet hours) → [`holdout`] → [`Emit`]s for the
+//! outbox; decisions and purchases feed the [`attribution`] aggregates.
+//! Timers and sweeps enter the same path at "triggered offers".
 //!
 //! ```
 //! use cvm_engine::{Engine, EngineConfig, Catalog, MemoryState, Event};
@@ -29,6 +30,7 @@
 //! ```
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod attribution;
 mod engine;
 pub mod features;
 pub mod holdout;
@@ -43,7 +45,7 @@ pub mod timers;
 
 pub use engine::{Emit, Engine, EngineConfig, Event, EventResult, Processed};
 pub use memory::MemoryState;
-pub use offers::{Catalog, OfferDefinition, OfferDocument, OfferError};
+pub use offers::{Catalog, ConfigDocument, OfferDefinition, OfferDocument, OfferError};
 pub use profile::Profile;
 pub use state::{StateTxn, StoreError};
 pub use timers::{Timer, TimerKey, TimerKind};

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{
+    attribution::{Stats, StatsKey},
     engine::{Emit, Engine},
     profile::Profile,
     timers::{Timer, TimerKey},
@@ -17,6 +18,7 @@ pub struct MemoryState {
     seen: HashSet<(u32, String)>,
     devices: HashMap<(u32, String), String>,
     timers: BTreeMap<(u32, Vec<u8>), Timer>,
+    stats: HashMap<(u32, StatsKey), Stats>,
 }
 
 impl MemoryState {
@@ -66,6 +68,20 @@ impl MemoryState {
     pub fn pending_timers(&self) -> usize {
         self.timers.len()
     }
+
+    /// Attribution aggregates summed over partitions, in key order.
+    pub fn stats(&self) -> Vec<(StatsKey, Stats)> {
+        let mut merged: BTreeMap<StatsKey, Stats> = BTreeMap::new();
+        for ((_, key), s) in &self.stats {
+            merged.entry(key.clone()).or_default().add(s);
+        }
+        merged.into_iter().collect()
+    }
+
+    /// Whether `device_id` is linked to a customer on `partition`.
+    pub fn device_linked(&self, partition: u32, device_id: &str) -> bool {
+        self.devices.contains_key(&(partition, device_id.to_owned()))
+    }
 }
 
 impl StateTxn for MemoryState {
@@ -95,5 +111,21 @@ impl StateTxn for MemoryState {
     }
     fn cancel_timer(&mut self, partition: u32, key: &TimerKey) -> Result<bool, StoreError> {
         Ok(self.timers.remove(&(partition, key.encode())).is_some())
+    }
+    fn timers_of(&mut self, partition: u32, customer_id: &str) -> Result<Vec<TimerKey>, StoreError> {
+        let prefix = TimerKey::customer_prefix(customer_id);
+        Ok(self.timers.iter().filter(|((p, k), _)| *p == partition && k.starts_with(&prefix)).map(|(_, t)| t.key()).collect())
+    }
+    fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError> {
+        self.profiles.remove(&(partition, customer_id.to_owned()));
+        Ok(())
+    }
+    fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError> {
+        self.devices.remove(&(partition, device_id.to_owned()));
+        Ok(())
+    }
+    fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError> {
+        self.stats.entry((partition, key)).or_default().add(delta);
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase};
 use serde::{Deserialize, Serialize};
 
-use crate::StoreError;
+use crate::{attribution::Group, StoreError};
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -19,16 +19,16 @@ pub const HISTORY_DAYS: i64 = 365;
 pub const TOP_CATEGORIES: usize = 8;
 /// Cart lines kept.
 pub const MAX_CART_LINES: usize = 32;
-/// Contacts kept for frequency caps.
-pub const MAX_CONTACTS: usize = 32;
-/// Open decisions kept for attribution.
-pub const MAX_OPEN_DECISIONS: usize = 16;
+/// Contacts kept (for caps, fatigue and discount ladders).
+pub const MAX_CONTACTS: usize = 64;
+/// Open attribution episodes kept.
+pub const MAX_EXPOSURES: usize = 16;
+/// Devices remembered per customer.
+pub const MAX_DEVICES: usize = 8;
 /// Half-life of category affinity, in days.
 const AFFINITY_HALF_LIFE_DAYS: f64 = 60.0;
 /// Encoding version written in front of every stored profile.
-const FORMAT_VERSION: u8 = 2;
-/// Offer contacts kept for per-offer caps and discount ladders.
-pub const MAX_OFFER_CONTACTS: usize = 32;
+const FORMAT_VERSION: u8 = 3;
 
 /// Purchases of one UTC day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -110,35 +110,90 @@ impl Reachability {
     }
 }
 
-/// A contact made, for frequency caps.
+/// What the customer did with a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Response {
+    /// Nothing yet.
+    #[default]
+    None,
+    /// Push opened or story viewed.
+    Opened,
+    /// Push dismissed.
+    Dismissed,
+    /// The offer was redeemed.
+    Redeemed,
+}
+
+/// A contact made: for caps, the minimum gap, fatigue and discount ladders.
+/// Offer and campaign are stored as [`contact_hash`]es to keep profiles small.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
     /// When the offer was sent.
     pub at_ms: i64,
     /// `Channel` as its protobuf number.
     pub channel: i32,
+    /// Hash of the offer definition id.
+    pub offer: u64,
+    /// Hash of the campaign id.
+    pub campaign: u64,
+    /// Hash of the sent offer's `offer_id` (what app events and purchases quote).
+    pub sent: u64,
+    /// When the offer expires; for a dismissed push, when it was dismissed.
+    pub respond_by_ms: i64,
+    /// What the customer did.
+    pub response: Response,
 }
 
-/// A decision that may still earn a conversion.
+impl Contact {
+    /// When the contact counts as ignored, if it does by `now_ms`: dismissed,
+    /// or expired without a response.
+    pub fn ignored_at(&self, now_ms: i64) -> Option<i64> {
+        match self.response {
+            Response::Dismissed => Some(self.respond_by_ms),
+            Response::None if self.respond_by_ms <= now_ms => Some(self.respond_by_ms),
+            _ => None,
+        }
+    }
+}
+
+/// The hash under which ids are stored on [`Contact`]s and suppressions.
+pub fn contact_hash(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// An offer resting for this customer after fatigue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    /// Hash of the offer definition id.
+    pub offer: u64,
+    /// Until when.
+    pub until_ms: i64,
+}
+
+/// Purchases since the customer entered a campaign group; see [`crate::attribution`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OpenDecision {
-    /// The decision's id.
-    pub decision_id: String,
-    /// The campaign it belongs to.
+pub struct Exposure {
+    /// The campaign.
     pub campaign_id: String,
-    /// `Outcome` as its protobuf number (treated or held out).
-    pub outcome: i32,
-    /// When it was made.
-    pub at_ms: i64,
+    /// Treated, campaign control or global control.
+    pub group: Group,
+    /// The first decision of the episode.
+    pub start_ms: i64,
+    /// The end of its attribution window.
+    pub until_ms: i64,
+    /// Attributed purchases, revenue and margin so far.
+    pub totals: Totals,
 }
 
-/// An offer sent, for per-offer caps and discount ladders.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OfferContact {
-    /// The offer definition's id.
-    pub offer_id: String,
-    /// When it was sent.
-    pub at_ms: i64,
+/// Purchase sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Orders.
+    pub orders: u32,
+    /// Revenue in minor units.
+    pub revenue_minor: i64,
+    /// Margin in minor units.
+    pub margin_minor: i64,
 }
 
 /// Everything the engine keeps per customer.
@@ -166,12 +221,19 @@ pub struct Profile {
     pub time_zone: String,
     /// Offset from UTC in minutes.
     pub utc_offset_minutes: i32,
-    /// Recent contacts, oldest first.
+    /// Contacts of the last year (at most [`MAX_CONTACTS`]), oldest first.
     pub contacts: Vec<Contact>,
-    /// Decisions still inside their attribution window, oldest first.
-    pub open_decisions: Vec<OpenDecision>,
-    /// Offers sent in the last year, oldest first.
-    pub offer_contacts: Vec<OfferContact>,
+    /// Latest dismissed push.
+    pub last_push_dismiss_ms: Option<i64>,
+    /// Offers resting after fatigue.
+    pub suppressions: Vec<Suppression>,
+    /// Open attribution episodes, oldest first.
+    pub exposures: Vec<Exposure>,
+    /// All purchases since the profile was created, for the programme-level
+    /// comparison with the global control group.
+    pub programme: Totals,
+    /// Devices identified as this customer (to unlink them on erasure).
+    pub devices: Vec<String>,
 }
 
 fn day_of(ms: i64) -> i32 {
@@ -204,9 +266,11 @@ impl Profile {
         self.last_seen_ms = self.last_seen_ms.max(at_ms);
     }
 
-    /// Applies a purchase: windows, categories, cart clean-up.
-    pub fn apply_purchase(&mut self, p: &Purchase) {
+    /// Applies a purchase: windows, categories, cart clean-up, redemption.
+    /// Returns the purchase's own totals.
+    pub fn apply_purchase(&mut self, p: &Purchase) -> Totals {
         self.touch(p.timestamp_ms);
+        self.respond(&p.offer_id, Response::Redeemed, p.timestamp_ms);
         self.last_purchase_ms = Some(self.last_purchase_ms.map_or(p.timestamp_ms, |t| t.max(p.timestamp_ms)));
         self.lifetime_orders += 1;
         let day = day_of(p.timestamp_ms);
@@ -230,6 +294,7 @@ impl Profile {
         }
         let oldest = day - HISTORY_DAYS as i32;
         self.days.retain(|d| d.day > oldest);
+        Totals { orders: 1, revenue_minor: revenue, margin_minor: margin }
     }
 
     fn add_affinity(&mut self, category: &str, spend: f64, day: i32) {
@@ -277,6 +342,12 @@ impl Profile {
                 }
             }
             AppEventKind::RemoveFromCart => self.cart.retain(|c| c.sku != e.sku),
+            AppEventKind::PushOpen | AppEventKind::StoryView => self.respond(&e.offer_id, Response::Opened, e.timestamp_ms),
+            AppEventKind::OfferRedeemed => self.respond(&e.offer_id, Response::Redeemed, e.timestamp_ms),
+            AppEventKind::PushDismiss => {
+                self.last_push_dismiss_ms = Some(self.last_push_dismiss_ms.unwrap_or(i64::MIN).max(e.timestamp_ms));
+                self.respond(&e.offer_id, Response::Dismissed, e.timestamp_ms);
+            }
             _ => {}
         }
     }
@@ -298,35 +369,67 @@ impl Profile {
         }
     }
 
-    /// Records a contact on `channel` at `at_ms`, forgetting contacts older
-    /// than `keep_ms`.
-    pub fn record_contact(&mut self, channel: Channel, at_ms: i64, keep_ms: i64) {
-        self.contacts.retain(|c| c.at_ms > at_ms - keep_ms);
-        self.contacts.push(Contact { at_ms, channel: channel as i32 });
+    /// Records `contact`, forgetting contacts older than a year.
+    pub fn record_contact(&mut self, contact: Contact) {
+        self.contacts.retain(|c| c.at_ms > contact.at_ms - HISTORY_DAYS * DAY_MS);
+        self.contacts.push(contact);
         if self.contacts.len() > MAX_CONTACTS {
             self.contacts.remove(0);
         }
     }
 
-    /// Records that offer `offer_id` was sent at `at_ms`.
-    pub fn record_offer_contact(&mut self, offer_id: &str, at_ms: i64) {
-        self.offer_contacts.retain(|c| c.at_ms > at_ms - HISTORY_DAYS * DAY_MS);
-        self.offer_contacts.push(OfferContact { offer_id: offer_id.to_owned(), at_ms });
-        if self.offer_contacts.len() > MAX_OFFER_CONTACTS {
-            self.offer_contacts.remove(0);
+    /// How often offer `offer_id` was sent after `since_ms`.
+    pub fn offer_contacts_since(&self, offer_id: &str, since_ms: i64) -> usize {
+        let offer = contact_hash(offer_id);
+        self.contacts.iter().filter(|c| c.offer == offer && c.at_ms > since_ms).count()
+    }
+
+    /// Remembers that an offer rests until `until_ms`, forgetting expired rests.
+    pub fn suppress(&mut self, offer: u64, until_ms: i64, now_ms: i64) {
+        self.suppressions.retain(|s| s.until_ms > now_ms && s.offer != offer);
+        self.suppressions.push(Suppression { offer, until_ms });
+    }
+
+    /// Records the customer's response to the sent offer `offer_id`.
+    fn respond(&mut self, offer_id: &str, response: Response, at_ms: i64) {
+        if offer_id.is_empty() {
+            return;
+        }
+        let sent = contact_hash(offer_id);
+        if let Some(c) = self.contacts.iter_mut().rev().find(|c| c.sent == sent) {
+            // A redemption outranks an open, an open outranks a dismissal.
+            let rank = |r: Response| match r {
+                Response::None => 0,
+                Response::Dismissed => 1,
+                Response::Opened => 2,
+                Response::Redeemed => 3,
+            };
+            if rank(response) > rank(c.response) {
+                c.response = response;
+                if response == Response::Dismissed {
+                    c.respond_by_ms = at_ms;
+                }
+            }
         }
     }
 
-    /// How often offer `offer_id` was sent after `since_ms`.
-    pub fn offer_contacts_since(&self, offer_id: &str, since_ms: i64) -> usize {
-        self.offer_contacts.iter().filter(|c| c.offer_id == offer_id && c.at_ms > since_ms).count()
+    /// Links a device to this customer.
+    pub fn add_device(&mut self, device_id: &str) {
+        if !self.devices.iter().any(|d| d == device_id) {
+            self.devices.push(device_id.to_owned());
+            if self.devices.len() > MAX_DEVICES {
+                self.devices.remove(0);
+            }
+        }
     }
 
-    /// Records a decision that can be attributed a later purchase.
-    pub fn record_open_decision(&mut self, d: OpenDecision) {
-        self.open_decisions.push(d);
-        if self.open_decisions.len() > MAX_OPEN_DECISIONS {
-            self.open_decisions.remove(0);
+    /// The customer's offset from UTC in minutes, or `default` when their
+    /// time zone is unknown.
+    pub fn utc_offset_minutes(&self, default: i32) -> i32 {
+        if self.time_zone.is_empty() {
+            default
+        } else {
+            self.utc_offset_minutes
         }
     }
 
@@ -436,7 +539,15 @@ mod tests {
     fn encoding_round_trips_and_rejects_unknown_versions() {
         let mut p = Profile::default();
         p.apply_purchase(&purchase(3 * DAY_MS, "sushi", 500, 200));
-        p.record_contact(Channel::Push, 3 * DAY_MS, DAY_MS);
+        p.record_contact(Contact {
+            at_ms: 3 * DAY_MS,
+            channel: Channel::Push as i32,
+            offer: contact_hash("o"),
+            campaign: contact_hash("c"),
+            sent: 7,
+            respond_by_ms: 5 * DAY_MS,
+            response: Response::None,
+        });
         let bytes = p.encode();
         assert_eq!(Profile::decode(&bytes).unwrap(), p);
         let mut bad = bytes.clone();

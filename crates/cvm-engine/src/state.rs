@@ -1,6 +1,7 @@
 //! The store interface the decision core reads and writes state through.
 
 use crate::{
+    attribution::{Stats, StatsKey},
     profile::Profile,
     timers::{Timer, TimerKey},
 };
@@ -49,4 +50,12 @@ pub trait StateTxn {
     fn timer_due(&mut self, partition: u32, key: &TimerKey) -> Result<Option<i64>, StoreError>;
     /// Cancels the pending timer `key`; returns whether one was pending.
     fn cancel_timer(&mut self, partition: u32, key: &TimerKey) -> Result<bool, StoreError>;
+    /// The keys of `customer_id`'s pending timers.
+    fn timers_of(&mut self, partition: u32, customer_id: &str) -> Result<Vec<TimerKey>, StoreError>;
+    /// Removes `customer_id`'s profile.
+    fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError>;
+    /// Removes the link of `device_id` to its customer.
+    fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError>;
+    /// Adds `delta` to the attribution aggregate `key` of `partition`.
+    fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError>;
 }

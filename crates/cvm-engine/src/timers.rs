@@ -25,6 +25,8 @@ pub enum TimerKind {
     Inactivity,
     /// Follow-up of an unopened push; subject = the push's offer id.
     Cascade,
+    /// A push deferred out of the customer's quiet hours; subject = offer id.
+    Deferred,
 }
 
 impl TimerKind {
@@ -34,6 +36,7 @@ impl TimerKind {
             TimerKind::Delayed => "delayed",
             TimerKind::Inactivity => "inactivity",
             TimerKind::Cascade => "cascade",
+            TimerKind::Deferred => "deferred",
         }
     }
 }
@@ -53,6 +56,13 @@ impl TimerKey {
     /// The key of `customer_id`'s timer of `kind` for `subject`.
     pub fn new(customer_id: &str, kind: TimerKind, subject: &str) -> Self {
         Self { customer_id: customer_id.to_owned(), kind, subject: subject.to_owned() }
+    }
+
+    /// The prefix of [`encode`](Self::encode) shared by all of a customer's timers.
+    pub fn customer_prefix(customer_id: &str) -> Vec<u8> {
+        let mut k = customer_id.as_bytes().to_vec();
+        k.push(0);
+        k
     }
 
     /// A byte encoding that sorts by customer (for storage keys).

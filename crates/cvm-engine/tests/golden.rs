@@ -34,19 +34,13 @@ fn with_doc(change: impl FnOnce(&mut OfferDocument)) -> OfferDefinition {
 }
 
 fn engine(global_control_percent: f64) -> Engine {
-    Engine::new(EngineConfig { global_control_percent, ..Default::default() }, Catalog::new([offer()]))
+    Engine::new(config(global_control_percent), Catalog::new([offer()]))
 }
 
 /// A customer id outside (or inside) the default global control group.
 fn customer(in_control: bool) -> String {
-    let cfg = EngineConfig::default();
-    (0..)
-        .map(|i| format!("c{i}"))
-        .find(|c| {
-            cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "global", c, cfg.global_control_percent) == in_control
-                && !cvm_engine::holdout::is_held_out(&cfg.holdout_salt, "cart", c, 0.0)
-        })
-        .unwrap()
+    let e = engine(5.0);
+    (0..).map(|i| format!("c{i}")).find(|c| e.in_global_control(c) == in_control).unwrap()
 }
 
 #[test]
@@ -79,7 +73,7 @@ fn cart_add_sends_push_and_story_then_caps_the_second_push() {
     assert_eq!(sent[0].offer_version, 3);
     assert_eq!(sent[0].expires_at_ms, HOUR + 48 * HOUR);
 
-    // Two hours later: push is capped (1 a day), stories still have room (3 a day).
+    // Two hours later: push is capped (1 a day), stories still have room (5 a day).
     let second = e.process(&mut s, 0, &add_to_cart("a2", &c, 3 * HOUR), 3 * HOUR).unwrap();
     assert_eq!(decisions(&second.emits), vec![(Channel::Push, Outcome::Capped), (Channel::Stories, Outcome::Treated)]);
     assert!(offers(&second.emits).iter().all(|o| o.channel() == Channel::Stories));
@@ -99,14 +93,14 @@ fn global_control_gets_a_decision_and_no_offer() {
     assert_eq!(decisions(&out.emits), vec![(Channel::Unspecified, Outcome::HoldoutGlobal)]);
     assert!(offers(&out.emits).is_empty());
     let profile = s.profile(0, &c).unwrap().unwrap();
-    assert_eq!(profile.open_decisions.len(), 1, "held-out decisions stay open for attribution");
+    assert_eq!(profile.exposures.len(), 1, "held-out decisions open an attribution episode");
+    assert_eq!(profile.exposures[0].group, cvm_engine::attribution::Group::GlobalControl);
     assert!(profile.contacts.is_empty());
 }
 
 #[test]
 fn campaign_holdout_is_per_campaign() {
-    let held = with_doc(|d| d.holdout_percent = 50.0);
-    let e = Engine::new(EngineConfig { global_control_percent: 0.0, ..Default::default() }, Catalog::new([held]));
+    let e = Engine::new(EngineConfig { default_holdout_percent: 50.0, ..config(0.0) }, Catalog::new([offer()]));
     let mut outcomes = std::collections::HashMap::new();
     for i in 0..400 {
         let c = format!("h{i}");
@@ -133,7 +127,7 @@ fn ineligible_and_unreachable_are_decisions_with_reasons() {
     );
 
     let strict = with_doc(|d| d.eligibility = Some("has_app && orders_90d >= 2".into()));
-    let e = Engine::new(EngineConfig::default(), Catalog::new([strict]));
+    let e = Engine::new(config(0.0), Catalog::new([strict]));
     let out = e.process(&mut s, 0, &add_to_cart("a2", "u1", HOUR), HOUR).unwrap();
     let Emit::Decision(d) = &out.emits[0] else { panic!() };
     assert_eq!(d.outcome(), Outcome::Ineligible);

@@ -6,13 +6,13 @@ mod support;
 
 use std::sync::Arc;
 
-use cvm_engine::{Catalog, Engine, EngineConfig, MemoryState, OfferDefinition, StateTxn};
+use cvm_engine::{Catalog, Engine, MemoryState, OfferDefinition, StateTxn};
 use cvm_proto::v1::{AppEventKind, Channel, Outcome};
 use support::*;
 
 fn engine(docs: &[&str]) -> Engine {
     let defs = docs.iter().map(|d| OfferDefinition::parse("test", d.as_bytes()).unwrap());
-    Engine::new(EngineConfig { global_control_percent: 0.0, ..Default::default() }, Catalog::new(defs))
+    Engine::new(config(0.0), Catalog::new(defs))
 }
 
 const ABANDONED_CART: &str = r#"
@@ -209,13 +209,13 @@ fn without_push_the_story_goes_out_at_once() {
 
 #[test]
 fn cascade_respects_caps() {
-    let e = engine(&[&PUSH_THEN_STORY.replace("economics:", "caps: [{ max: 1, window: 1d }]\neconomics:")]);
+    let e = engine(&[&PUSH_THEN_STORY.replace("economics:", "contact_policy: { caps: [{ max: 1, window: 1d }] }\neconomics:")]);
     let mut s = MemoryState::default();
     pushed(&e, &mut s, "c");
     let fired = fire_due(&e, &mut s, 5 * HOUR);
     let d = decision_list(&fired);
     assert_eq!((d[0].channel(), d[0].outcome()), (Channel::Stories, Outcome::Capped));
-    assert!(d[0].reason.starts_with("offer cap new-collection: 1 in 1day"), "{}", d[0].reason);
+    assert!(d[0].reason.starts_with("offer cap new-collection: 1 contacts in 1d"), "{}", d[0].reason);
     assert!(offers(&fired).is_empty());
 }
 

@@ -8,7 +8,10 @@
 use cvm_expr::{compile_formula, compile_predicate, Env, ExprError, Formula, Predicate, Type};
 use cvm_proto::v1::{Channel, Discount, RenderedContent};
 
-use super::document::{ChannelName, EventKind, OfferDocument, Status, Trigger};
+use super::{
+    campaign::parse_document,
+    document::{ChannelName, EventKind, OfferDocument, Status, Trigger},
+};
 use crate::features::{schema, Features};
 
 /// A rejected offer document: every problem found, with its field path.
@@ -150,25 +153,7 @@ impl OfferDefinition {
     /// Parses a document (JSON when it starts with `{`, else YAML), checks
     /// and compiles it. `key` names it in errors when the id is unreadable.
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, OfferError> {
-        let fail = |msg: String| OfferError { id: key.to_owned(), errors: vec![msg] };
-        let text =
-            std::str::from_utf8(bytes).map_err(|e| fail(format!("document: not UTF-8 ({e}); save it as UTF-8")))?;
-        let hint = "fix the document (schema: schema/offer.schema.json) and publish it again";
-        let at = |path: String| if path == "." { "document".to_owned() } else { path };
-        let doc: OfferDocument = if text.trim_start().starts_with('{') {
-            let mut de = serde_json::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                let path = at(e.path().to_string());
-                fail(format!("{path}: {}; {hint}", e.into_inner()))
-            })?
-        } else {
-            let de = serde_norway::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = at(e.path().to_string());
-                fail(format!("{path}: {}; {hint}", e.into_inner()))
-            })?
-        };
-        Self::compile(doc)
+        Self::compile(parse_document(key, bytes)?)
     }
 
     /// Checks and compiles a document; returns every problem at once.
@@ -281,19 +266,8 @@ impl OfferDefinition {
         if !(doc.weight.is_finite() && doc.weight > 0.0) {
             p.add("weight", "must be a positive number (1 = neutral)");
         }
-        for (i, cap) in doc.caps.iter().enumerate() {
-            if cap.max == 0 {
-                p.add(&format!("caps[{i}].max"), "is 0; set status: paused to stop an offer");
-            }
-            if cap.window.is_zero() {
-                p.add(&format!("caps[{i}].window"), "is zero; give a window like \"7d\"");
-            }
-        }
-        if !(0.0..=50.0).contains(&doc.holdout_percent) {
-            p.add("holdout_percent", "must be between 0 and 50");
-        }
-        if doc.attribution_window.is_zero() {
-            p.add("attribution_window", "is zero; purchases could never be attributed, e.g. \"7d\"");
+        for problem in doc.contact_policy.problems("contact_policy") {
+            p.0.push(problem);
         }
         if doc.ttl.is_zero() {
             p.add("ttl", "is zero; offers need a validity, e.g. \"48h\"");
@@ -464,7 +438,6 @@ channels:
 reward: { percent: 10 }
 economics: { margin_per_redemption_minor: 600, contact_cost_minor: 1 }
 category: sushi
-holdout_percent: 10
 ttl: 48h
 "#;
 

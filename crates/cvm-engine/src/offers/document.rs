@@ -11,6 +11,8 @@ use cvm_proto::v1::{AppEventKind, Channel};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::PolicyOverride;
+
 /// One offer: who gets it, when, on which channel, with what reward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,16 +56,10 @@ pub struct OfferDocument {
     /// Business weight multiplying the offer's score (1 = neutral).
     #[serde(default = "one")]
     pub weight: f64,
-    /// Limits on how often this offer may reach one customer.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub caps: Vec<OfferCap>,
-    /// Percent (0-50) of the campaign's customers held out as its control group.
-    #[serde(default)]
-    pub holdout_percent: f64,
-    /// How long after a decision a purchase counts toward the campaign (e.g. `7d`).
-    #[serde(default = "seven_days", with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub attribution_window: Duration,
+    /// Contact-policy settings for this offer: caps counting its own
+    /// contacts, and settings replacing the campaign's and global ones.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub contact_policy: PolicyOverride,
     /// How long a sent offer stays redeemable (e.g. `48h`).
     #[serde(default = "two_days", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -77,8 +73,8 @@ fn one() -> f64 {
     1.0
 }
 
-fn seven_days() -> Duration {
-    Duration::from_secs(7 * 86_400)
+fn is_default(p: &PolicyOverride) -> bool {
+    *p == PolicyOverride::default()
 }
 
 fn two_days() -> Duration {
@@ -288,18 +284,6 @@ pub struct Economics {
     pub contact_cost_minor: i64,
 }
 
-/// At most `max` contacts of this offer to one customer within `window`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OfferCap {
-    /// Contacts allowed.
-    pub max: u32,
-    /// Sliding window, e.g. `7d`.
-    #[serde(with = "humantime_serde")]
-    #[schemars(with = "String")]
-    pub window: Duration,
-}
-
 /// "If the push is not opened within `after`, show it on `to` instead."
 /// The follow-up is its own decision, linked to the push's, and obeys caps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -333,28 +317,34 @@ impl ChannelName {
     }
 }
 
-/// The JSON Schema of offer documents, pretty-printed.
-pub fn json_schema() -> String {
-    let schema = schemars::schema_for!(OfferDocument);
-    serde_json::to_string_pretty(&schema).expect("schemas serialize") + "\n"
+/// The JSON Schemas of the config topic's documents, pretty-printed:
+/// `(file name, schema)` for offers, campaigns and the global policy.
+pub fn json_schemas() -> [(&'static str, String); 3] {
+    let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).expect("schemas serialize") + "\n";
+    [
+        ("offer.schema.json", pretty(schemars::schema_for!(OfferDocument))),
+        ("campaign.schema.json", pretty(schemars::schema_for!(super::campaign::CampaignDocument))),
+        ("policy.schema.json", pretty(schemars::schema_for!(super::campaign::PolicyDocument))),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
-    /// `schema/offer.schema.json` is what tools and editors validate against;
+    /// `schema/*.schema.json` is what tools and editors validate against;
     /// it must match the types. Regenerate with
     /// `UPDATE_SCHEMA=1 cargo test -p cvm-engine committed_json_schema`.
     #[test]
-    fn committed_json_schema_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/offer.schema.json");
-        let current = super::json_schema();
-        if std::env::var_os("UPDATE_SCHEMA").is_some() {
-            std::fs::write(path, &current).unwrap();
+    fn committed_json_schemas_are_current() {
+        for (name, current) in super::json_schemas() {
+            let path = format!("{}/../../schema/{name}", env!("CARGO_MANIFEST_DIR"));
+            if std::env::var_os("UPDATE_SCHEMA").is_some() {
+                std::fs::write(&path, &current).unwrap();
+            }
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                committed == current,
+                "schema/{name} is stale: run `UPDATE_SCHEMA=1 cargo test -p cvm-engine committed_json_schema`"
+            );
         }
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == current,
-            "schema/offer.schema.json is stale: run `UPDATE_SCHEMA=1 cargo test -p cvm-engine committed_json_schema`"
-        );
     }
 }

@@ -1,11 +1,14 @@
 //! Offers: the document marketers publish ([`document`]), its checked and
-//! compiled form ([`OfferDefinition`]) and the live [`Catalog`].
+//! compiled form ([`OfferDefinition`]), the campaign and policy documents
+//! beside them ([`campaign`]) and the live [`Catalog`] of all three.
 
+pub mod campaign;
 pub(crate) mod definition;
 pub mod document;
 
 use std::{collections::HashMap, sync::Arc};
 
+pub use campaign::{CampaignDocument, ConfigDocument, PolicyDocument, CAMPAIGN_KEY_PREFIX, POLICY_KEY};
 pub use definition::{OfferDefinition, OfferError};
 pub use document::{ChannelName, EventKind, OfferDocument, Status, Trigger};
 
@@ -21,6 +24,8 @@ pub struct Catalog {
     delayed_by_cancel: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
     inactivity: Vec<Arc<OfferDefinition>>,
     sweeps: Vec<Arc<OfferDefinition>>,
+    campaigns: HashMap<String, Arc<CampaignDocument>>,
+    policy: Option<Arc<PolicyDocument>>,
 }
 
 impl Catalog {
@@ -69,6 +74,72 @@ impl Catalog {
         next.offers.remove(id);
         next.reindex();
         next
+    }
+
+    /// A copy with `doc` added or replaced.
+    pub fn with_document(&self, doc: ConfigDocument) -> Self {
+        match doc {
+            ConfigDocument::Offer(d) => self.with(*d),
+            ConfigDocument::Campaign(c) => {
+                let mut next = self.clone();
+                next.campaigns.insert(c.id.clone(), Arc::new(c));
+                next
+            }
+            ConfigDocument::Policy(p) => Self { policy: Some(Arc::new(p)), ..self.clone() },
+        }
+    }
+
+    /// A copy without the document published under config-topic `key`.
+    pub fn without_key(&self, key: &str) -> Self {
+        if let Some(id) = key.strip_prefix(CAMPAIGN_KEY_PREFIX) {
+            let mut next = self.clone();
+            next.campaigns.remove(id);
+            return next;
+        }
+        if key == POLICY_KEY {
+            return Self { policy: None, ..self.clone() };
+        }
+        self.without(key)
+    }
+
+    /// The document under config-topic `key`, as `(version, same as doc)`.
+    pub fn version_of(&self, key: &str, doc: &ConfigDocument) -> Option<(u32, bool)> {
+        match doc {
+            ConfigDocument::Offer(d) => self.get(key).map(|r| (r.version(), **r == **d)),
+            ConfigDocument::Campaign(c) => {
+                let id = key.strip_prefix(CAMPAIGN_KEY_PREFIX)?;
+                self.campaigns.get(id).map(|r| (r.version, **r == *c))
+            }
+            ConfigDocument::Policy(p) => self.policy.as_ref().map(|r| (r.version, **r == *p)),
+        }
+    }
+
+    /// The version running under config-topic `key`, if any.
+    pub fn running_version(&self, key: &str) -> Option<u32> {
+        if let Some(id) = key.strip_prefix(CAMPAIGN_KEY_PREFIX) {
+            return self.campaigns.get(id).map(|c| c.version);
+        }
+        if key == POLICY_KEY {
+            return self.policy.as_ref().map(|p| p.version);
+        }
+        self.get(key).map(|d| d.version())
+    }
+
+    /// A campaign's document, if one was published.
+    pub fn campaign(&self, id: &str) -> Option<&CampaignDocument> {
+        self.campaigns.get(id).map(Arc::as_ref)
+    }
+
+    /// All campaign documents, in id order.
+    pub fn campaigns(&self) -> Vec<&CampaignDocument> {
+        let mut v: Vec<_> = self.campaigns.values().map(Arc::as_ref).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The global policy document, if one was published.
+    pub fn policy(&self) -> Option<&PolicyDocument> {
+        self.policy.as_deref()
     }
 
     /// Active offers an event of `kind` triggers at once, in id order.

@@ -1,11 +1,22 @@
 //! Event builders and output helpers shared by the engine's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use cvm_engine::{Emit, Event, MemoryState};
+use cvm_engine::{
+    policy::{QuietHours, TimeOfDay},
+    Emit, EngineConfig, Event, MemoryState,
+};
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine};
 
 pub const HOUR: i64 = 3_600_000;
 pub const DAY: i64 = 24 * HOUR;
+
+/// The default configuration without quiet hours and campaign holdouts, for
+/// tests about other things (their clocks start at midnight UTC).
+pub fn config(global_control_percent: f64) -> EngineConfig {
+    let mut c = EngineConfig { global_control_percent, default_holdout_percent: 0.0, ..Default::default() };
+    c.contact_policy.quiet_hours = QuietHours { from: TimeOfDay::new(0, 0), to: TimeOfDay::new(0, 0) };
+    c
+}
 
 pub fn consent(customer: &str) -> Event {
     Event::Consent(Consent {
