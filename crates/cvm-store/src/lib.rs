@@ -26,6 +26,8 @@
 //!   timer by key when it is cancelled or replaced
 //! - `sweeps` (in `offsets`): `0xff ‖ offer ‖ 0 ‖ version ‖ partition` → the
 //!   last customer a sweep has decided, so a restarted sweep resumes
+//! - `stats`: `partition ‖ group ‖ day ‖ campaign` → attribution [`Stats`];
+//!   a batch sums its deltas in memory and adds them at commit
 
 use std::{
     collections::{HashMap, HashSet},
@@ -37,7 +39,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{Profile, StateTxn, StoreError, Timer, TimerKey};
+use cvm_engine::{
+    attribution::{Group, Stats, StatsKey},
+    Profile, StateTxn, StoreError, Timer, TimerKey,
+};
 use rocksdb::{
     compaction_filter::Decision as FilterDecision, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,
     IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -51,7 +56,9 @@ const CF_OFFSETS: &str = "offsets";
 const CF_OUTBOX: &str = "outbox";
 const CF_TIMERS: &str = "timers";
 const CF_TIMER_INDEX: &str = "timer_index";
-const ALL_CFS: [&str; 7] = [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX, CF_TIMERS, CF_TIMER_INDEX];
+const CF_STATS: &str = "stats";
+const ALL_CFS: [&str; 8] =
+    [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX, CF_TIMERS, CF_TIMER_INDEX, CF_STATS];
 
 /// RocksDB settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +160,28 @@ fn timer_key(partition: u32, due_ms: i64, key: &[u8]) -> Vec<u8> {
     k
 }
 
+fn stats_key(partition: u32, key: &StatsKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.campaign_id.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.push(key.group.code());
+    k.extend_from_slice(&((key.day as u32) ^ 0x8000_0000).to_be_bytes());
+    k.extend_from_slice(key.campaign_id.as_bytes());
+    k
+}
+
+fn decode_stats(k: &[u8], v: &[u8]) -> Result<(u32, StatsKey, Stats), StoreError> {
+    let corrupt = |detail: String| StoreError::Corrupt { what: "stats", detail };
+    if k.len() < 9 {
+        return Err(corrupt(format!("key of {} bytes", k.len())));
+    }
+    let partition = u32::from_be_bytes(k[..4].try_into().expect("checked length"));
+    let group = Group::from_code(k[4]).ok_or_else(|| corrupt(format!("unknown group {}", k[4])))?;
+    let day = (u32::from_be_bytes(k[5..9].try_into().expect("checked length")) ^ 0x8000_0000) as i32;
+    let campaign_id = String::from_utf8_lossy(&k[9..]).into_owned();
+    let stats = postcard::from_bytes(v).map_err(|e| corrupt(e.to_string()))?;
+    Ok((partition, StatsKey { campaign_id, group, day }, stats))
+}
+
 fn timer_index_key(partition: u32, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + key.len());
     k.extend_from_slice(&partition.to_be_bytes());
@@ -239,6 +268,27 @@ impl Store {
         })
     }
 
+    /// Opens an existing store read-only, e.g. beside a running engine for
+    /// `cvm report`: it sees what was committed when it was opened.
+    pub fn open_read_only(path: &Path) -> Result<Self, OpenError> {
+        let db = DB::open_cf_for_read_only(&Options::default(), path, ALL_CFS, false)
+            .map_err(|source| OpenError::Open { path: path.to_owned(), source })?;
+        Ok(Self {
+            db: Arc::new(db),
+            next_outbox_seq: Arc::new(AtomicU64::new(0)),
+            write_opts: Arc::new(WriteOptions::default()),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Every attribution aggregate, per partition.
+    pub fn stats(&self) -> Result<Vec<(u32, StatsKey, Stats)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_STATS), IteratorMode::Start)
+            .map(|r| r.map_err(backend).and_then(|(k, v)| decode_stats(&k, &v)))
+            .collect()
+    }
+
     /// Directory of the database.
     pub fn path(&self) -> &Path {
         &self.path
@@ -260,6 +310,7 @@ impl Store {
             timers: HashMap::new(),
             earliest_set: HashMap::new(),
             sweeps: HashMap::new(),
+            stats: HashMap::new(),
         }
     }
 
@@ -384,15 +435,19 @@ impl Store {
 /// [`commit`](Batch::commit) discards everything.
 pub struct Batch<'s> {
     store: &'s Store,
-    profiles: HashMap<(u32, String), Profile>,
+    /// Profiles written (`None`: erased).
+    profiles: HashMap<(u32, String), Option<Profile>>,
     seen: HashSet<(u32, String)>,
-    devices: HashMap<(u32, String), String>,
+    /// Device links written (`None`: removed).
+    devices: HashMap<(u32, String), Option<String>>,
     offsets: HashMap<(String, i32), i64>,
     outbox: Vec<OutboxEntry>,
     timers: HashMap<(u32, Vec<u8>), TimerChange>,
     /// Per partition, the earliest due time set since it was last taken.
     earliest_set: HashMap<u32, i64>,
     sweeps: HashMap<Vec<u8>, SweepProgress>,
+    /// Attribution deltas, added to the stored aggregates at commit.
+    stats: HashMap<(u32, StatsKey), Stats>,
 }
 
 /// A timer set or cancelled in a batch: what is committed now, and what will be.
@@ -520,13 +575,28 @@ impl Batch<'_> {
         let mut wb = WriteBatch::default();
         let stamp = now_ms().to_be_bytes();
         for ((p, c), profile) in &self.profiles {
-            wb.put_cf(s.cf(CF_PROFILES), partition_key(*p, c), profile.encode());
+            match profile {
+                Some(profile) => wb.put_cf(s.cf(CF_PROFILES), partition_key(*p, c), profile.encode()),
+                None => wb.delete_cf(s.cf(CF_PROFILES), partition_key(*p, c)),
+            }
         }
         for (p, e) in &self.seen {
             wb.put_cf(s.cf(CF_EVENTS), partition_key(*p, e), stamp);
         }
         for ((p, d), c) in &self.devices {
-            wb.put_cf(s.cf(CF_DEVICES), partition_key(*p, d), c.as_bytes());
+            match c {
+                Some(c) => wb.put_cf(s.cf(CF_DEVICES), partition_key(*p, d), c.as_bytes()),
+                None => wb.delete_cf(s.cf(CF_DEVICES), partition_key(*p, d)),
+            }
+        }
+        for ((p, key), delta) in &self.stats {
+            let k = stats_key(*p, key);
+            let mut total = match s.db.get_pinned_cf(s.cf(CF_STATS), &k).map_err(backend)? {
+                Some(v) => decode_stats(&k, &v)?.2,
+                None => Stats::default(),
+            };
+            total.add(delta);
+            wb.put_cf(s.cf(CF_STATS), k, postcard::to_stdvec(&total).expect("stats serialize"));
         }
         for ((t, p), o) in &self.offsets {
             wb.put_cf(s.cf(CF_OFFSETS), offset_key(t, *p), o.to_be_bytes());
@@ -563,13 +633,13 @@ impl Batch<'_> {
 impl StateTxn for Batch<'_> {
     fn profile(&mut self, partition: u32, customer_id: &str) -> Result<Option<Profile>, StoreError> {
         match self.profiles.get(&(partition, customer_id.to_owned())) {
-            Some(p) => Ok(Some(p.clone())),
+            Some(p) => Ok(p.clone()),
             None => self.store.profile(partition, customer_id),
         }
     }
 
     fn put_profile(&mut self, partition: u32, customer_id: &str, profile: Profile) -> Result<(), StoreError> {
-        self.profiles.insert((partition, customer_id.to_owned()), profile);
+        self.profiles.insert((partition, customer_id.to_owned()), Some(profile));
         Ok(())
     }
 
@@ -592,7 +662,7 @@ impl StateTxn for Batch<'_> {
 
     fn customer_of_device(&mut self, partition: u32, device_id: &str) -> Result<Option<String>, StoreError> {
         if let Some(c) = self.devices.get(&(partition, device_id.to_owned())) {
-            return Ok(Some(c.clone()));
+            return Ok(c.clone());
         }
         let v = self
             .store
@@ -603,7 +673,7 @@ impl StateTxn for Batch<'_> {
     }
 
     fn link_device(&mut self, partition: u32, device_id: &str, customer_id: &str) -> Result<(), StoreError> {
-        self.devices.insert((partition, device_id.to_owned()), customer_id.to_owned());
+        self.devices.insert((partition, device_id.to_owned()), Some(customer_id.to_owned()));
         Ok(())
     }
 
@@ -622,6 +692,45 @@ impl StateTxn for Batch<'_> {
 
     fn cancel_timer(&mut self, partition: u32, key: &TimerKey) -> Result<bool, StoreError> {
         Ok(self.timer_change(partition, key.encode())?.next.take().is_some())
+    }
+
+    fn timers_of(&mut self, partition: u32, customer_id: &str) -> Result<Vec<TimerKey>, StoreError> {
+        let prefix = timer_index_key(partition, &TimerKey::customer_prefix(customer_id));
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let index = self.store.cf(CF_TIMER_INDEX);
+        for r in self.store.db.iterator_cf(index, IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+            let (k, _) = r.map_err(backend)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            keys.push(k[4..].to_vec());
+        }
+        let customer_prefix = &prefix[4..];
+        keys.extend(self.timers.keys().filter(|(p, k)| *p == partition && k.starts_with(customer_prefix)).map(|(_, k)| k.clone()));
+        keys.sort();
+        keys.dedup();
+        let mut pending = Vec::new();
+        for k in keys {
+            if let Some(t) = &self.timer_change(partition, k)?.next {
+                pending.push(t.key());
+            }
+        }
+        Ok(pending)
+    }
+
+    fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError> {
+        self.profiles.insert((partition, customer_id.to_owned()), None);
+        Ok(())
+    }
+
+    fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError> {
+        self.devices.insert((partition, device_id.to_owned()), None);
+        Ok(())
+    }
+
+    fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError> {
+        self.stats.entry((partition, key)).or_default().add(delta);
+        Ok(())
     }
 }
 
