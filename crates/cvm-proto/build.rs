@@ -4,7 +4,9 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script binary reused from another checkout of
+    // the same target directory must look at this checkout.
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = ["cvm/v1/events.proto", "cvm/v1/decisions.proto", "cvm/v1/status.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

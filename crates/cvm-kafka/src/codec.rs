@@ -3,7 +3,7 @@
 use cvm_engine::{Emit, Event};
 use cvm_proto::{
     decode, encode,
-    v1::{app_envelope, AppEnvelope, Channel, Purchase},
+    v1::{app_envelope, AppEnvelope, Channel, EraseRequest, Purchase},
     DecodeError,
 };
 use cvm_store::OutboxEntry;
@@ -18,6 +18,20 @@ pub(crate) const ERROR_HEADER: &str = "cvm.error";
 pub(crate) enum Input {
     Purchases,
     App,
+    Erasure,
+}
+
+impl Input {
+    /// The input a message from `topic` is, and its index in per-input meters.
+    pub(crate) fn of(topics: &Topics, topic: &str) -> (Self, usize) {
+        if topic == topics.purchases.name {
+            (Input::Purchases, 0)
+        } else if topic == topics.erasure.name {
+            (Input::Erasure, 2)
+        } else {
+            (Input::App, 1)
+        }
+    }
 }
 
 /// Decodes one input message.
@@ -28,6 +42,7 @@ pub(crate) fn decode_event(topics: &Topics, input: Input, payload: Option<&[u8]>
     let err = |e: DecodeError| e.to_string();
     match input {
         Input::Purchases => decode::<Purchase>(topics.purchases.format, bytes).map(Event::Purchase).map_err(err),
+        Input::Erasure => decode::<EraseRequest>(topics.erasure.format, bytes).map(Event::Erase).map_err(err),
         Input::App => match decode::<AppEnvelope>(topics.app.format, bytes).map_err(err)?.event {
             Some(app_envelope::Event::AppEvent(e)) => Ok(Event::App(e)),
             Some(app_envelope::Event::Identify(e)) => Ok(Event::Identify(e)),
@@ -47,6 +62,7 @@ pub fn input_message<'t>(topics: &'t Topics, event: &Event) -> (&'t str, Vec<u8>
         Event::App(e) => app(app_envelope::Event::AppEvent(e.clone())),
         Event::Identify(e) => app(app_envelope::Event::Identify(e.clone())),
         Event::Consent(e) => app(app_envelope::Event::Consent(e.clone())),
+        Event::Erase(e) => (topics.erasure.name.as_str(), encode(topics.erasure.format, e)),
     }
 }
 
@@ -61,6 +77,10 @@ pub(crate) fn outbox_entry(topics: &Topics, emit: &Emit) -> OutboxEntry {
         Emit::Rekeyed(e) => {
             let envelope = AppEnvelope { event: Some(app_envelope::Event::AppEvent(e.clone())) };
             (&topics.app.name, &e.customer_id, encode(topics.app.format, &envelope))
+        }
+        Emit::Erased(c) => {
+            let spec = &topics.erasure_confirmations;
+            (&spec.name, &c.customer_id, encode(spec.format, c))
         }
     };
     OutboxEntry { topic: topic.clone(), key: key.as_bytes().to_vec(), payload, headers: Vec::new() }

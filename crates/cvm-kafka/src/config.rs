@@ -30,7 +30,10 @@ pub struct Topics {
     pub purchases: TopicSpec,
     /// Input: `AppEnvelope` messages (app events, identifies, consents).
     pub app: TopicSpec,
-    /// Input: offer documents (JSON), key = offer id, empty value deletes.
+    /// Input: `EraseRequest`s, keyed by customer id.
+    pub erasure: TopicSpec,
+    /// Input: config documents (offers, `campaign/<id>`, `policy/global`),
+    /// YAML or JSON; empty value deletes.
     pub offers_config: String,
     /// Output: one `ConfigStatus` per offer document read.
     pub config_status: TopicSpec,
@@ -42,6 +45,8 @@ pub struct Topics {
     pub decisions: TopicSpec,
     /// Output: undecodable or invalid input, as received, reason in headers.
     pub dlq: String,
+    /// Output: an `ErasureConfirmation` per erase request.
+    pub erasure_confirmations: TopicSpec,
 }
 
 impl Default for Topics {
@@ -49,28 +54,32 @@ impl Default for Topics {
         Self {
             purchases: TopicSpec::new("cvm.events.purchases"),
             app: TopicSpec::new("cvm.events.app"),
+            erasure: TopicSpec::new("cvm.requests.erasure"),
             offers_config: "cvm.config.offers".into(),
             config_status: TopicSpec::new("cvm.config.status"),
             push: TopicSpec::new("cvm.offers.push"),
             stories: TopicSpec::new("cvm.offers.stories"),
             decisions: TopicSpec::new("cvm.decisions"),
             dlq: "cvm.dlq".into(),
+            erasure_confirmations: TopicSpec::new("cvm.erasure.confirmations"),
         }
     }
 }
 
 impl Topics {
     /// Every topic name, inputs first.
-    pub fn all(&self) -> [&str; 8] {
+    pub fn all(&self) -> [&str; 10] {
         [
             &self.purchases.name,
             &self.app.name,
+            &self.erasure.name,
             &self.offers_config,
             &self.config_status.name,
             &self.push.name,
             &self.stories.name,
             &self.decisions.name,
             &self.dlq,
+            &self.erasure_confirmations.name,
         ]
     }
 }

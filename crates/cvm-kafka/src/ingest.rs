@@ -108,10 +108,10 @@ impl ConsumerContext for IngestContext {
 
 /// Metric handles, registered once; updated once per batch.
 struct Meters {
-    /// Per input (purchases, app) × result.
-    ingested: [[Counter; 5]; 2],
-    dlq: [Counter; 2],
-    outcomes: [Counter; 7],
+    /// Per input (purchases, app, erasure) × result.
+    ingested: [[Counter; 5]; 3],
+    dlq: [Counter; 3],
+    outcomes: [Counter; 9],
     offers: [Counter; 3],
     latency: Histogram,
     commit: Histogram,
@@ -121,7 +121,7 @@ const RESULTS: [&str; 5] = ["applied", "duplicate", "anonymous", "rekeyed", "dlq
 
 impl Meters {
     fn new(cfg: &KafkaConfig) -> Self {
-        let topics = [cfg.topics.purchases.name.clone(), cfg.topics.app.name.clone()];
+        let topics = [cfg.topics.purchases.name.clone(), cfg.topics.app.name.clone(), cfg.topics.erasure.name.clone()];
         Self {
             ingested: topics
                 .clone()
@@ -139,14 +139,16 @@ impl Meters {
 /// Counts of one batch, flushed to the meters after commit.
 #[derive(Default)]
 struct Tally {
-    ingested: [[u64; 5]; 2],
-    outcomes: [u64; 7],
+    ingested: [[u64; 5]; 3],
+    outcomes: [u64; 9],
     offers: [u64; 3],
-    /// Timers fired, by kind (delayed, inactivity, cascade).
-    timers: [u64; 3],
+    /// Timers fired, by kind (delayed, inactivity, cascade, deferred).
+    timers: [u64; 4],
+    erasures: u64,
 }
 
-const TIMER_KINDS: [TimerKind; 3] = [TimerKind::Delayed, TimerKind::Inactivity, TimerKind::Cascade];
+const TIMER_KINDS: [TimerKind; 4] =
+    [TimerKind::Delayed, TimerKind::Inactivity, TimerKind::Cascade, TimerKind::Deferred];
 
 /// The ingest loop; see the module docs.
 pub struct Ingest {
@@ -163,6 +165,7 @@ pub struct Ingest {
     /// Sweep pacing: unspent budget and when it was last topped up.
     sweep_budget: HashMap<(String, u32), (f64, Instant)>,
     last_sweep_log: Instant,
+    last_report: Instant,
 }
 
 /// How often due timers and sweeps are looked at: often enough that a timer
@@ -171,6 +174,8 @@ pub struct Ingest {
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
 /// Customers per second an inactivity backfill visits (it only sets timers).
 const BACKFILL_RATE: u32 = 20_000;
+/// How often the per-campaign gauges are recomputed from the aggregates.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a profile scan does with each customer.
 #[derive(Debug, Clone, Copy)]
@@ -242,6 +247,7 @@ impl Ingest {
             watermarks: HashMap::new(),
             sweep_budget: HashMap::new(),
             last_sweep_log: Instant::now(),
+            last_report: Instant::now(),
         })
     }
 
@@ -280,6 +286,11 @@ impl Ingest {
     /// Fires due timers and advances sweeps; see the module docs.
     fn maintain(&mut self) -> Result<(), IngestError> {
         Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
+        if self.last_report.elapsed() >= REPORT_INTERVAL {
+            let stats = self.store.stats()?;
+            telemetry::export_report(&cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s))));
+            self.last_report = Instant::now();
+        }
         let partitions = self.owned_partitions();
         let store = self.store.clone();
         let mut batch = store.begin();
@@ -443,6 +454,7 @@ impl Ingest {
                 Emit::Decision(d) => tally.outcomes[d.outcome as usize % telemetry::OUTCOMES.len()] += 1,
                 Emit::Offer(o) => tally.offers[o.channel as usize % 3] += 1,
                 Emit::Rekeyed(_) => {}
+                Emit::Erased(_) => tally.erasures += 1,
             }
             batch.publish(outbox_entry(&config.topics, emit));
         }
@@ -450,7 +462,8 @@ impl Ingest {
 
     /// Runs until `stop` is set; the batch in progress is committed first.
     pub fn run(mut self, stop: &AtomicBool) -> Result<(), IngestError> {
-        let topics = [self.config.topics.purchases.name.as_str(), self.config.topics.app.name.as_str()];
+        let t = &self.config.topics;
+        let topics = [t.purchases.name.as_str(), t.app.name.as_str(), t.erasure.name.as_str()];
         self.consumer.subscribe(&topics).map_err(|source| IngestError::Subscribe {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             source,
@@ -546,7 +559,7 @@ impl Ingest {
         next_due: &mut HashMap<u32, Option<i64>>,
     ) -> Result<Option<i64>, IngestError> {
         let topics = &config.topics;
-        let (input, idx) = if msg.topic() == topics.purchases.name { (Input::Purchases, 0) } else { (Input::App, 1) };
+        let (input, idx) = Input::of(topics, msg.topic());
         batch.set_next_offset(msg.topic(), msg.partition(), msg.offset() + 1);
         let started = Instant::now();
         let dead = |reason: &str| {
@@ -618,6 +631,9 @@ impl Ingest {
             if n > 0 {
                 counter!(telemetry::TIMERS_FIRED, "kind" => kind.name()).increment(n);
             }
+        }
+        if t.erasures > 0 {
+            counter!(telemetry::ERASURES).increment(t.erasures);
         }
     }
 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{Catalog, OfferDefinition};
+use cvm_engine::{Catalog, ConfigDocument};
 use cvm_proto::{encode, v1::ConfigStatus};
 use metrics::{counter, gauge};
 use rdkafka::{
@@ -50,47 +50,46 @@ impl SharedCatalog {
 pub(crate) fn apply_document(catalog: &SharedCatalog, key: &str, value: Option<&[u8]>) -> ConfigStatus {
     let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let Some(bytes) = value.filter(|v| !v.is_empty()) else {
-        catalog.update(|c| c.without(key));
+        catalog.update(|c| c.without_key(key));
         counter!(telemetry::CONFIG_DOCUMENTS, "result" => "deleted").increment(1);
-        info!(offer = key, "Offer deleted.");
+        info!(key, "Config document deleted.");
         return ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version: 0, errors: vec![], at_ms };
     };
     let (_, current) = catalog.get();
-    let checked = OfferDefinition::parse(key, bytes).and_then(|def| {
+    let checked = ConfigDocument::parse(key, bytes).and_then(|doc| {
         let mut errors = Vec::new();
-        if def.id() != key {
-            errors.push(format!("id: \"{}\" differs from the message key \"{key}\"; publish with key = id", def.id()));
+        if doc.key() != key {
+            errors.push(format!("id: the document belongs under key \"{}\", not \"{key}\"; publish with that key", doc.key()));
         }
-        if let Some(running) = current.get(def.id()) {
-            if def.version() < running.version() || (def.version() == running.version() && **running != def) {
+        if let Some((running, same)) = current.version_of(key, &doc) {
+            if doc.version() < running || (doc.version() == running && !same) {
                 errors.push(format!(
-                    "version: {} does not supersede running version {}; raise the version on every edit",
-                    def.version(),
-                    running.version()
+                    "version: {} does not supersede running version {running}; raise the version on every edit",
+                    doc.version(),
                 ));
             }
         }
         if errors.is_empty() {
-            Ok(def)
+            Ok(doc)
         } else {
-            Err(cvm_engine::OfferError { id: def.id().to_owned(), errors })
+            Err(cvm_engine::OfferError { id: key.to_owned(), errors })
         }
     });
     match checked {
-        Ok(def) => {
-            let version = def.version();
-            info!(offer = key, version, "Offer accepted.");
-            catalog.update(|c| c.with(def));
+        Ok(doc) => {
+            let version = doc.version();
+            info!(key, version, "Config document accepted.");
+            catalog.update(|c| c.with_document(doc));
             counter!(telemetry::CONFIG_DOCUMENTS, "result" => "accepted").increment(1);
             ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version, errors: vec![], at_ms }
         }
         Err(e) => {
-            warn!(offer = key, errors = ?e.errors, "Offer rejected; the last good version keeps running.");
+            warn!(key, errors = ?e.errors, "Config document rejected; the last good version keeps running.");
             counter!(telemetry::CONFIG_DOCUMENTS, "result" => "rejected").increment(1);
             ConfigStatus {
                 offer_definition_id: key.to_owned(),
                 accepted: false,
-                version: current.get(key).map_or(0, |d| d.version()),
+                version: current.running_version(key).unwrap_or(0),
                 errors: e.errors,
                 at_ms,
             }

@@ -5,7 +5,7 @@ use cvm_proto::v1::Outcome;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Every decision outcome, in protobuf-number order (so `OUTCOMES[o as usize] == o`).
-pub const OUTCOMES: [Outcome; 7] = [
+pub const OUTCOMES: [Outcome; 9] = [
     Outcome::Unspecified,
     Outcome::Treated,
     Outcome::HoldoutGlobal,
@@ -13,6 +13,8 @@ pub const OUTCOMES: [Outcome; 7] = [
     Outcome::Capped,
     Outcome::Ineligible,
     Outcome::Unreachable,
+    Outcome::Deferred,
+    Outcome::Suppressed,
 ];
 
 /// The `outcome` label of a decision outcome, e.g. `holdout_global`.
@@ -44,13 +46,29 @@ pub const CONFIG_DOCUMENTS: &str = "cvm_config_documents_total";
 /// Gauge: active offers in the catalog.
 pub const OFFERS_ACTIVE: &str = "cvm_offers_active";
 
-/// Counter: timers fired, by `kind` (delayed, inactivity, cascade).
+/// Counter: timers fired, by `kind` (delayed, inactivity, cascade, deferred).
 pub const TIMERS_FIRED: &str = "cvm_timers_fired_total";
 /// Counter: customers visited by a profile scan, by `offer` and `scan`
 /// (sweep, inactivity_backfill).
 pub const SWEEP_CUSTOMERS: &str = "cvm_sweep_customers_total";
 /// Gauge: owned partitions a profile scan has finished, by `offer` and `scan`.
 pub const SWEEP_PARTITIONS_DONE: &str = "cvm_sweep_partitions_done";
+
+/// Gauge: attribution customers (episodes) by `campaign` and `group`
+/// (treated, campaign_control, global_control) in this instance's partitions;
+/// the programme is `campaign="programme"`. Sums across instances.
+pub const CAMPAIGN_CUSTOMERS: &str = "cvm_campaign_customers";
+/// Gauge: converters likewise.
+pub const CAMPAIGN_CONVERTERS: &str = "cvm_campaign_converters";
+/// Gauge: attributed margin likewise, minor units.
+pub const CAMPAIGN_MARGIN: &str = "cvm_campaign_margin_minor";
+/// Gauge: conversion uplift (treated − control rate) by `campaign`, from this
+/// instance's partitions.
+pub const CAMPAIGN_UPLIFT: &str = "cvm_campaign_uplift";
+/// Gauge: incremental margin by `campaign`, minor units, this instance's partitions.
+pub const CAMPAIGN_INCREMENTAL_MARGIN: &str = "cvm_campaign_incremental_margin_minor";
+/// Counter: erasure requests carried out.
+pub const ERASURES: &str = "cvm_erasures_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -71,6 +89,28 @@ pub fn describe() {
         "Customers visited by a profile scan, by offer and scan (sweep, inactivity_backfill)."
     );
     describe_gauge!(SWEEP_PARTITIONS_DONE, "Owned partitions a profile scan has finished, by offer and scan.");
+    describe_gauge!(CAMPAIGN_CUSTOMERS, "Attribution customers by campaign and group (this instance).");
+    describe_gauge!(CAMPAIGN_CONVERTERS, "Customers who bought in their attribution window, by campaign and group.");
+    describe_gauge!(CAMPAIGN_MARGIN, "Attributed margin in minor units, by campaign and group.");
+    describe_gauge!(CAMPAIGN_UPLIFT, "Conversion uplift, treated minus control, by campaign.");
+    describe_gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "Incremental margin in minor units, by campaign.");
+    describe_counter!(ERASURES, "Erasure requests carried out.");
+}
+
+/// Sets the per-campaign gauges from a report of this instance's aggregates.
+pub fn export_report(report: &cvm_report::Report) {
+    use metrics::gauge;
+    for r in std::iter::once(&report.programme).chain(&report.campaigns) {
+        let campaign = r.campaign_id.clone();
+        for (group, side) in [("treated", &r.treated), (r.control_group, &r.control)] {
+            let labels = [("campaign", campaign.clone()), ("group", group.to_owned())];
+            gauge!(CAMPAIGN_CUSTOMERS, &labels).set(side.customers as f64);
+            gauge!(CAMPAIGN_CONVERTERS, &labels).set(side.converters as f64);
+            gauge!(CAMPAIGN_MARGIN, &labels).set(side.margin_minor as f64);
+        }
+        gauge!(CAMPAIGN_UPLIFT, "campaign" => campaign.clone()).set(r.uplift.value);
+        gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "campaign" => campaign).set(r.incremental_margin_minor.value);
+    }
 }
 
 #[cfg(test)]

@@ -5,13 +5,13 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use cvm_engine::{Catalog, Engine, EngineConfig, Event, Profile, StateTxn};
+use cvm_engine::{Engine, EngineConfig, Event, Profile, StateTxn};
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseLine};
 use cvm_store::{Store, StoreConfig};
 use hdrhistogram::Histogram;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
-use crate::samples::sample_offers;
+use crate::samples::sample_catalog;
 
 /// Options of the benchmark.
 #[derive(Debug, Clone)]
@@ -135,7 +135,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     }
     let rmw_rate = f64::from(opts.events) / t.elapsed().as_secs_f64();
 
-    let engine = Engine::new(EngineConfig::default(), Catalog::new(sample_offers()));
+    let engine = Engine::new(EngineConfig::default(), sample_catalog());
     let mut hist = Histogram::<u64>::new(3)?;
     let (mut decisions, mut offers) = (0u64, 0u64);
     let t = Instant::now();
@@ -152,7 +152,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
                 match e {
                     cvm_engine::Emit::Decision(_) => decisions += 1,
                     cvm_engine::Emit::Offer(_) => offers += 1,
-                    cvm_engine::Emit::Rekeyed(_) => {}
+                    cvm_engine::Emit::Rekeyed(_) | cvm_engine::Emit::Erased(_) => {}
                 }
             }
             n += 1;

@@ -135,11 +135,13 @@ impl Config {
                 "engine.holdout_salt: is empty; set any fixed string (changing it reshuffles control groups)".into(),
             );
         }
-        for (i, cap) in self.engine.contact_policy.caps.iter().enumerate() {
-            if cap.window.is_zero() {
-                errors.push(format!("engine.contact_policy.caps[{i}].window: is zero; use e.g. \"24h\""));
-            }
+        if !(0.0..=50.0).contains(&self.engine.default_holdout_percent) {
+            errors.push("engine.default_holdout_percent: must be between 0 and 50".into());
         }
+        if self.engine.default_attribution_window.is_zero() {
+            errors.push("engine.default_attribution_window: is zero; use e.g. \"7d\"".into());
+        }
+        errors.extend(self.engine.contact_policy.problems("engine.contact_policy"));
         if self.store.block_cache_mb == 0 || self.store.write_buffer_mb == 0 {
             errors.push("store: block_cache_mb and write_buffer_mb must be positive".into());
         }

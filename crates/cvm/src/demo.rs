@@ -26,7 +26,12 @@ use rdkafka::{
     ClientConfig, Offset, TopicPartitionList,
 };
 
-use crate::{config::Config, ops, samples::SAMPLE_OFFERS, Pipeline};
+use crate::{
+    config::Config,
+    ops,
+    samples::{sample_campaigns, SAMPLE_CAMPAIGNS, SAMPLE_OFFERS},
+    Pipeline,
+};
 
 /// Options of the demo.
 #[derive(Debug, Clone)]
@@ -103,7 +108,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .set("queue.buffering.max.messages", "500000")
         .create()?;
     let topics = config.kafka.topics.clone();
-    // Every sample but the situational sweep, which goes live once the history is in.
+    // The campaigns first, then every sample offer but the situational sweep,
+    // which goes live once the history is in.
+    for (doc, (_, text)) in sample_campaigns().iter().zip(SAMPLE_CAMPAIGNS) {
+        send(&producer, &topics.offers_config, doc.key().as_bytes(), text.as_bytes());
+    }
     for (name, doc) in SAMPLE_OFFERS.iter().filter(|(n, _)| !n.starts_with(SWEEP_OFFER)) {
         let key = name.trim_end_matches(".yaml");
         send(&producer, &topics.offers_config, key.as_bytes(), doc.as_bytes());

@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cvm::{bench, config::Config, demo, ops, recorded, simulate, Pipeline};
-use cvm_engine::{offers::document, OfferDefinition};
+use cvm_engine::{
+    offers::{document, ConfigDocument},
+    OfferDefinition,
+};
 
 #[derive(Parser)]
 #[command(name = "cvm", version, about = "Event-streaming CVM personalization engine")]
@@ -43,7 +46,20 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Offer documents.
+    /// Incrementality per campaign from an engine's state directory.
+    Report {
+        /// The engine's store directory (`store.path`); opened read-only, so
+        /// it may belong to a running engine.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// `text`, `json` or `html`.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Config documents: offers, campaigns, the global contact policy.
     Offers {
         #[command(subcommand)]
         command: OffersCommand,
@@ -86,17 +102,30 @@ enum Command {
     },
 }
 
+/// Output format of `cvm report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    /// A table for terminals.
+    Text,
+    /// For machines.
+    Json,
+    /// A self-contained page with plots.
+    Html,
+}
+
 #[derive(Subcommand)]
 enum OffersCommand {
-    /// Check offer documents; exits non-zero if any is invalid.
+    /// Check config documents (offers, campaigns with `kind: campaign`, the
+    /// policy with `kind: contact_policy`); exits non-zero if any is invalid.
     Lint {
-        /// YAML or JSON files, one offer each.
+        /// YAML or JSON files, one document each.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Lint, then publish offer documents to the config topic (key = id).
+    /// Lint, then publish documents to the config topic (offers under their
+    /// id, campaigns under `campaign/<id>`, the policy under `policy/global`).
     Publish {
-        /// YAML or JSON files, one offer each.
+        /// YAML or JSON files, one document each.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Bootstrap brokers.
@@ -126,8 +155,12 @@ enum OffersCommand {
         #[arg(long, default_value_t = 5)]
         samples: usize,
     },
-    /// Print the JSON Schema of offer documents.
-    Schema,
+    /// Print the JSON Schema of offer documents (or of `campaign` or `policy`).
+    Schema {
+        /// `offer`, `campaign` or `policy`.
+        #[arg(default_value = "offer")]
+        kind: String,
+    },
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -160,6 +193,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(demo::run(demo::DemoOptions { customers, days, seed, http, linger, data_dir }))?;
         }
         Command::Offers { command } => return offers(command),
+        Command::Report { data_dir, format, out } => {
+            let store = cvm_store::Store::open_read_only(&data_dir)
+                .with_context(|| format!("opening {} read-only", data_dir.display()))?;
+            let stats = store.stats()?;
+            let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
+            let rendered = match format {
+                ReportFormat::Text => cvm_report::text(&report),
+                ReportFormat::Json => report.json(),
+                ReportFormat::Html => cvm_report::html(&report).map_err(|e| anyhow::anyhow!("drawing plots: {e}"))?,
+            };
+            match out {
+                Some(path) => std::fs::write(&path, rendered).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{rendered}"),
+            }
+        }
         Command::BenchEligibility { iterations } => cvm::bench_eligibility::eligibility(iterations),
         Command::Synth { out, customers, days, seed } => {
             let config = cvm_synth::RetailerConfig { customers, days, seed, ..Default::default() };
@@ -174,7 +222,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// A checked document and the bytes it was read from.
-type Linted = (OfferDefinition, Vec<u8>);
+type Linted = (ConfigDocument, Vec<u8>);
 
 /// Reads and checks documents; prints one line each. `None` if any is bad.
 fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Linted>>> {
@@ -182,11 +230,18 @@ fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Linted>>> {
     let mut bad = 0;
     for f in files {
         let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        let key = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        match OfferDefinition::parse(&key, &text) {
-            Ok(d) => {
-                println!("ok    {}: offer {} v{} ({} trigger)", f.display(), d.id(), d.version(), trigger_kind(&d));
-                good.push((d, text));
+        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        match ConfigDocument::parse_file(&name, &text) {
+            Ok(doc) => {
+                let what = match &doc {
+                    ConfigDocument::Offer(d) => format!("offer {} v{} ({} trigger)", d.id(), d.version(), trigger_kind(d)),
+                    ConfigDocument::Campaign(c) => {
+                        format!("campaign {} v{} ({} % holdout)", c.id, c.version, c.holdout_percent)
+                    }
+                    ConfigDocument::Policy(p) => format!("global contact policy v{}", p.version),
+                };
+                println!("ok    {}: {what}", f.display());
+                good.push((doc, text));
             }
             Err(e) => {
                 bad += 1;
@@ -229,7 +284,7 @@ fn offers(command: OffersCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             };
             let k = kafka_config(brokers, topic);
-            let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.id().to_owned(), text)).collect();
+            let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.key(), text)).collect();
             cvm_kafka::publish_documents(&k, &msgs, Duration::from_secs(30))?;
             println!(
                 "published {} document(s) to {}; engines report acceptance on {}",
@@ -241,11 +296,11 @@ fn offers(command: OffersCommand) -> anyhow::Result<ExitCode> {
         OffersCommand::List { brokers, topic } => {
             let k = kafka_config(brokers, topic);
             let docs = cvm_kafka::read_documents(&k, Duration::from_secs(30))?;
-            println!("{:<32} {:>7} {:<8} {:<11} campaign", "offer", "version", "status", "trigger");
+            println!("{:<32} {:>7} {:<8} {:<11} campaign", "key", "version", "status", "trigger");
             for (key, value) in docs {
                 let Some(value) = value else { continue };
-                match OfferDefinition::parse(&key, &value) {
-                    Ok(d) => println!(
+                match ConfigDocument::parse(&key, &value) {
+                    Ok(ConfigDocument::Offer(d)) => println!(
                         "{:<32} {:>7} {:<8} {:<11} {}",
                         d.id(),
                         d.version(),
@@ -253,18 +308,28 @@ fn offers(command: OffersCommand) -> anyhow::Result<ExitCode> {
                         trigger_kind(&d),
                         d.doc.campaign_id
                     ),
+                    Ok(doc) => println!("{key:<32} {:>7}", doc.version()),
                     Err(e) => println!("{key:<32} {:>7} rejected: {}", "-", e.errors.join(" | ")),
                 }
             }
         }
         OffersCommand::Simulate { file, events, samples } => {
             let Some(mut docs) = lint(std::slice::from_ref(&file))? else { return Ok(ExitCode::FAILURE) };
-            let (def, _) = docs.remove(0);
+            let (ConfigDocument::Offer(def), _) = docs.remove(0) else {
+                anyhow::bail!("{} is not an offer document; simulate takes an offer", file.display());
+            };
+            let def = *def;
             let events = recorded::read(&events)?;
             let sim = simulate::simulate(def, &events, cvm_engine::EngineConfig::default(), samples);
             print!("{}", sim.render());
         }
-        OffersCommand::Schema => print!("{}", document::json_schema()),
+        OffersCommand::Schema { kind } => {
+            let file = format!("{kind}.schema.json");
+            let Some((_, schema)) = document::json_schemas().into_iter().find(|(name, _)| *name == file) else {
+                anyhow::bail!("unknown kind {kind:?}; use offer, campaign or policy");
+            };
+            print!("{schema}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

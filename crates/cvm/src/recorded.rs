@@ -28,6 +28,7 @@ pub fn record(event: &Event) -> RecordedEvent {
             Event::App(a) => app(app_envelope::Event::AppEvent(a.clone())),
             Event::Identify(i) => app(app_envelope::Event::Identify(i.clone())),
             Event::Consent(c) => app(app_envelope::Event::Consent(c.clone())),
+            Event::Erase(e) => recorded_event::Event::Erase(e.clone()),
         }),
     }
 }
@@ -40,6 +41,7 @@ fn unwrap(recorded: RecordedEvent) -> Option<Event> {
             app_envelope::Event::Identify(e) => Event::Identify(e),
             app_envelope::Event::Consent(e) => Event::Consent(e),
         },
+        recorded_event::Event::Erase(e) => Event::Erase(e),
     })
 }
 

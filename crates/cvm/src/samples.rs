@@ -1,7 +1,7 @@
-//! The sample offers shipped in `deploy/offers/`, compiled in for the demo
-//! and the benchmark.
+//! The sample offers shipped in `deploy/offers/` and their campaigns in
+//! `deploy/campaigns/`, compiled in for the demo and the benchmark.
 
-use cvm_engine::OfferDefinition;
+use cvm_engine::{Catalog, ConfigDocument, OfferDefinition};
 
 /// `(file name, YAML)` of every sample offer.
 pub const SAMPLE_OFFERS: [(&str, &str); 8] = [
@@ -15,6 +15,27 @@ pub const SAMPLE_OFFERS: [(&str, &str); 8] = [
     ("beauty-collection-teaser.yaml", include_str!("../../../deploy/offers/beauty-collection-teaser.yaml")),
 ];
 
+/// `(file name, YAML)` of every sample campaign document.
+pub const SAMPLE_CAMPAIGNS: [(&str, &str); 4] = [
+    ("winback.yaml", include_str!("../../../deploy/campaigns/winback.yaml")),
+    ("situational-storm.yaml", include_str!("../../../deploy/campaigns/situational-storm.yaml")),
+    ("loyalty.yaml", include_str!("../../../deploy/campaigns/loyalty.yaml")),
+    ("reactivation.yaml", include_str!("../../../deploy/campaigns/reactivation.yaml")),
+];
+
+/// The sample campaigns, parsed.
+pub fn sample_campaigns() -> Vec<ConfigDocument> {
+    SAMPLE_CAMPAIGNS
+        .iter()
+        .map(|(name, doc)| ConfigDocument::parse_file(name, doc.as_bytes()).expect("sample campaigns are lint-clean"))
+        .collect()
+}
+
+/// The sample offers and campaigns as one catalog.
+pub fn sample_catalog() -> Catalog {
+    sample_campaigns().into_iter().fold(Catalog::new(sample_offers()), |c, doc| c.with_document(doc))
+}
+
 /// The sample offers, parsed.
 pub fn sample_offers() -> Vec<OfferDefinition> {
     SAMPLE_OFFERS
@@ -27,7 +48,7 @@ pub fn sample_offers() -> Vec<OfferDefinition> {
 mod tests {
     use std::collections::HashMap;
 
-    use cvm_engine::{Catalog, Emit, Engine, MemoryState};
+    use cvm_engine::{Emit, Engine, MemoryState};
     use cvm_proto::v1::{Channel, Outcome};
     use cvm_synth::{Retailer, RetailerConfig};
 
@@ -36,12 +57,15 @@ mod tests {
         assert_eq!(super::sample_offers().len(), super::SAMPLE_OFFERS.len());
         let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/offers")).unwrap().count();
         assert_eq!(on_disk, super::SAMPLE_OFFERS.len(), "every file in deploy/offers/ is listed and tested");
+        assert_eq!(super::sample_campaigns().len(), super::SAMPLE_CAMPAIGNS.len());
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/campaigns")).unwrap().count();
+        assert_eq!(on_disk, super::SAMPLE_CAMPAIGNS.len(), "every file in deploy/campaigns/ is listed and tested");
     }
 
     /// The demo's world, without Kafka: every outcome the quickstart promises occurs.
     #[test]
     fn sample_offers_on_the_synthetic_retailer_reach_every_outcome() {
-        let engine = Engine::new(Default::default(), Catalog::new(super::sample_offers()));
+        let engine = Engine::new(Default::default(), super::sample_catalog());
         let mut state = MemoryState::default();
         let mut seen: HashMap<(Channel, Outcome), u32> = HashMap::new();
         let mut triggers: HashMap<String, u32> = HashMap::new();
@@ -69,6 +93,7 @@ mod tests {
             (Channel::Unspecified, Outcome::HoldoutGlobal),
             (Channel::Push, Outcome::HoldoutCampaign),
             (Channel::Push, Outcome::Unreachable),
+            (Channel::Push, Outcome::Deferred),
             (Channel::Unspecified, Outcome::Ineligible),
         ] {
             assert!(seen.get(&key).is_some_and(|n| *n > 0), "no {key:?} in {seen:?}");

@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, collections::HashSet, fmt::Write};
 
-use cvm_engine::{Catalog, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition};
+use cvm_engine::{profile::DAY_MS, Catalog, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition};
 use cvm_proto::v1::{Channel, Offer, Outcome};
 
 /// What a simulation found.
@@ -32,7 +32,8 @@ pub struct Simulation {
     pub samples: Vec<Offer>,
 }
 
-/// Runs `def` over `events` with `config` (holdouts, caps).
+/// Runs `def` over `events` with `config` (holdouts, contact policy), then
+/// lets one more day pass for timers (deferred pushes, delays).
 pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, samples: usize) -> Simulation {
     let sweep = matches!(def.doc.trigger, cvm_engine::offers::Trigger::Sweep { .. });
     let engine = Engine::new(config, Catalog::new([def]));
@@ -57,7 +58,7 @@ pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, sa
                         sim.samples.push(o);
                     }
                 }
-                Emit::Rekeyed(_) => {}
+                Emit::Rekeyed(_) | Emit::Erased(_) => {}
             }
         }
     };
@@ -76,6 +77,9 @@ pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, sa
             }
         }
     }
+    // Let the day after the last event pass, so pushes deferred out of quiet
+    // hours (and other timers due by then) are decided too.
+    tally(state.fire_due(&engine, now.saturating_add(DAY_MS)).unwrap_or_default(), &mut sim);
     sim.triggered_customers = triggered.len();
     sim.eligible_customers = eligible.len();
     sim
@@ -142,7 +146,9 @@ mod tests {
         let events: Vec<_> =
             Retailer::new(RetailerConfig { customers: 300, days: 5, ..Default::default() }).map(|e| e.event).collect();
         let sim = simulate(def, &events, EngineConfig::default(), 0);
-        assert_eq!(sim.triggers.keys().collect::<Vec<_>>(), ["sweep"]);
+        // The sweep runs at the last event's time, late at night: its pushes
+        // are deferred to the morning and decided then.
+        assert_eq!(sim.triggers.keys().collect::<Vec<_>>(), ["deferred", "sweep"]);
         assert!(sim.offers.values().sum::<usize>() > 0, "{sim:?}");
     }
 }
