@@ -132,8 +132,9 @@ impl QuietHours {
 }
 
 /// "Ignored `ignored` times within `within` → not offered again for
-/// `suppress_for`." A contact is ignored when its push is dismissed or when
-/// the offer expires without being opened, viewed or redeemed.
+/// `suppress_for`." A push is ignored when it is dismissed or expires
+/// without being opened or redeemed; stories, pulled by the customer, never
+/// count as ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fatigue {

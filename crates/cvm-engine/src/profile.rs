@@ -145,9 +145,13 @@ pub struct Contact {
 }
 
 impl Contact {
-    /// When the contact counts as ignored, if it does by `now_ms`: dismissed,
-    /// or expired without a response.
+    /// When the contact counts as ignored, if it does by `now_ms`: a push
+    /// dismissed, or expired without being opened or redeemed. Stories are
+    /// pulled by the customer, so an unseen story says nothing: they never count.
     pub fn ignored_at(&self, now_ms: i64) -> Option<i64> {
+        if self.channel != Channel::Push as i32 {
+            return None;
+        }
         match self.response {
             Response::Dismissed => Some(self.respond_by_ms),
             Response::None if self.respond_by_ms <= now_ms => Some(self.respond_by_ms),
