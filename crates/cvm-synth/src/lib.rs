@@ -8,7 +8,11 @@
 //! categories, sometimes add to cart, and sometimes buy online. Store
 //! purchases come from app and non-app customers alike. Events come out in
 //! time order, one simulated day at a time, so memory stays flat for any
-//! number of days.
+//! number of days. A [`Responder`] adds how customers react to offers.
+
+mod responder;
+
+pub use responder::{Effect, Responder};
 
 use cvm_engine::Event;
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseChannel, PurchaseLine};
