@@ -7,7 +7,7 @@ use std::{collections::HashSet, time::Duration};
 use cvm_e2e::Harness;
 use cvm_engine::{
     features::{EventFacts, Features},
-    holdout, ids, Catalog, EngineConfig, Event, OfferDefinition, Profile,
+    ids, Catalog, Engine, EngineConfig, Event, OfferDefinition, Profile,
 };
 use cvm_proto::{
     decode,
@@ -16,7 +16,8 @@ use cvm_proto::{
 use cvm_synth::{Retailer, RetailerConfig};
 
 const HOUR: i64 = 3_600_000;
-const T0: i64 = 1_793_491_200_000;
+/// 2026-11-01T12:00:00Z: noon, so pushes are outside the default quiet hours.
+const T0: i64 = 1_793_534_400_000;
 
 fn cart_offer(version: u32, title: &str) -> String {
     format!(
@@ -51,13 +52,16 @@ fn add_to_cart(id: &str, customer: &str, at: i64) -> Event {
     })
 }
 
+/// The `skip`-th customer in (or out of) the global control group and in
+/// neither test campaign's holdout.
 fn customer(in_global_control: bool, skip: usize) -> String {
-    let cfg = EngineConfig::default();
+    let engine = Engine::new(EngineConfig::default(), Catalog::default());
     (0..)
         .map(|i| format!("cust-{i}"))
         .filter(|c| {
-            holdout::is_held_out(&cfg.holdout_salt, holdout::GLOBAL_SCOPE, c, cfg.global_control_percent)
-                == in_global_control
+            engine.in_global_control(c) == in_global_control
+                && !engine.in_campaign_holdout("cart", c)
+                && !engine.in_campaign_holdout("situational", c)
         })
         .nth(skip)
         .unwrap()
@@ -259,7 +263,7 @@ async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
         triggering,
         "an event was not decided"
     );
-    for d in &decisions {
+    for d in decisions.iter().filter(|d| d.trigger == "event") {
         assert_eq!(d.decision_id, ids::decision_id(&d.event_id, d.channel()));
     }
     let treated: HashSet<&str> =
@@ -404,4 +408,52 @@ async fn broker_round_trip_keeps_every_message_of_a_batch() {
     let mut want: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
     want.sort();
     assert_eq!(got, want);
+}
+
+/// A campaign document on the config topic sets its holdout live; an erase
+/// request on its own topic removes the customer and is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_documents_apply_and_erasure_is_confirmed() {
+    let h = Harness::new().await;
+    let t = h.topics().clone();
+    h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(1, "Sushi?").as_bytes()));
+    let everyone_held = "kind: campaign\nid: cart\nversion: 1\nholdout_percent: 50\n";
+    h.send_raw(&t.offers_config, "campaign/cart", Some(everyone_held.as_bytes()));
+    h.send_raw(&t.offers_config, "campaign/bad", Some(b"kind: campaign\nid: bad\nversion: 1\nholdout_percent: 90\n"));
+    h.flush();
+    let pipeline = h.start().await;
+    let engine = Engine::new(EngineConfig::default(), pipeline.catalog().get().1.as_ref().clone());
+    let held = (0..)
+        .map(|i| format!("held-{i}"))
+        .find(|c| !engine.in_global_control(c) && engine.in_campaign_holdout("cart", c))
+        .unwrap();
+    h.send(&held, &consent(&held));
+    h.send(&held, &add_to_cart("h1", &held, T0 + HOUR));
+    h.flush();
+    h.wait_idle(&pipeline).await;
+    let d = decisions(&h);
+    assert_eq!(d.iter().map(|d| d.outcome()).collect::<Vec<_>>(), [Outcome::HoldoutCampaign], "{d:?}");
+    let status: Vec<ConfigStatus> =
+        h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
+    let bad = status.iter().find(|s| s.offer_definition_id == "campaign/bad").unwrap();
+    assert!(!bad.accepted && bad.errors[0].starts_with("holdout_percent"), "{bad:?}");
+
+    let erase = Event::Erase(cvm_proto::v1::EraseRequest {
+        request_id: "gdpr-1".into(),
+        customer_id: held.clone(),
+        timestamp_ms: T0 + 2 * HOUR,
+    });
+    h.send(&held, &erase);
+    h.flush();
+    h.wait_idle(&pipeline).await;
+    let confirmations: Vec<cvm_proto::v1::ErasureConfirmation> = h
+        .read_all(&t.erasure_confirmations.name)
+        .iter()
+        .map(|r| decode(t.erasure_confirmations.format, &r.payload).unwrap())
+        .collect();
+    assert_eq!(confirmations.len(), 1);
+    assert!(confirmations[0].profile_erased && confirmations[0].request_id == "gdpr-1");
+    assert!(pipeline.store().profiles().all(|r| r.unwrap().1 != held), "profile still stored");
+    assert!(!pipeline.store().stats().unwrap().is_empty(), "aggregates stay");
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }

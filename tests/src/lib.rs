@@ -82,8 +82,16 @@ impl Harness {
         config.kafka.clock = Clock::EventTime;
         config.kafka.batch_max_events = 200;
         let t = &mut config.kafka.topics;
-        for spec in [&mut t.purchases, &mut t.app, &mut t.push, &mut t.stories, &mut t.decisions, &mut t.config_status]
-        {
+        for spec in [
+            &mut t.purchases,
+            &mut t.app,
+            &mut t.erasure,
+            &mut t.push,
+            &mut t.stories,
+            &mut t.decisions,
+            &mut t.config_status,
+            &mut t.erasure_confirmations,
+        ] {
             spec.name = format!("{prefix}.{}", spec.name);
         }
         t.offers_config = format!("{prefix}.{}", t.offers_config);
@@ -194,7 +202,7 @@ impl Harness {
             ClientConfig::new().set("bootstrap.servers", self.broker.bootstrap()).create().unwrap();
         let t = self.topics();
         let mut n = 0;
-        for topic in [&t.purchases.name, &t.app.name] {
+        for topic in [&t.purchases.name, &t.app.name, &t.erasure.name] {
             for p in 0..PARTITIONS {
                 n += consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).unwrap().1;
             }
@@ -206,7 +214,7 @@ impl Harness {
     pub fn consumed(&self, pipeline: &Pipeline) -> i64 {
         let t = self.topics();
         let mut n = 0;
-        for topic in [&t.purchases.name, &t.app.name] {
+        for topic in [&t.purchases.name, &t.app.name, &t.erasure.name] {
             for p in 0..PARTITIONS {
                 n += pipeline.store().next_offset(topic, p).unwrap().unwrap_or(0);
             }
