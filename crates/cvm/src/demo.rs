@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use cvm_proto::v1::{Decision, Outcome};
-use cvm_synth::{Retailer, RetailerConfig};
+use cvm_synth::{Effect, Responder, Retailer, RetailerConfig};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     message::Message,
@@ -48,6 +48,19 @@ pub struct DemoOptions {
     pub linger: Duration,
     /// State directory (a temporary one when `None`).
     pub data_dir: Option<PathBuf>,
+    /// Write the HTML incrementality report here.
+    pub report_html: Option<PathBuf>,
+}
+
+/// The synthetic customers' hidden response to each campaign: what the
+/// incrementality report should find. Campaigns not listed have no effect
+/// (their increment should come out as zero, flagged).
+fn hidden_effects(seed: u64) -> Responder {
+    let effect = |probability, price_minor, cost_minor| Effect { probability, price_minor, cost_minor };
+    Responder::new(seed)
+        .with_effect("reactivation", effect(0.25, 4_000, 2_000))
+        .with_effect("abandoned-cart", effect(0.20, 3_000, 1_800))
+        .with_effect("winback", effect(0.10, 5_000, 2_500))
 }
 
 /// One garbage message per this many events (the first after event 100), to
@@ -72,6 +85,8 @@ struct Outputs {
     rejected_docs: AtomicU64,
     accepted_docs: AtomicU64,
     triggers: Mutex<HashMap<String, u64>>,
+    /// Purchases the synthetic customers made because of an offer.
+    responses: AtomicU64,
 }
 
 impl Outputs {
@@ -129,14 +144,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     let outputs = Arc::new(Outputs::default());
     let done_reading = Arc::new(AtomicBool::new(false));
-    let reader = spawn_output_reader(&brokers, &config, outputs.clone(), done_reading.clone())?;
+    let produced = Arc::new(AtomicU64::new(0));
+    let reader =
+        spawn_output_reader(&brokers, &config, outputs.clone(), done_reading.clone(), hidden_effects(opts.seed), produced.clone())?;
 
     println!(
         "cvm demo: {} customers, {} days, seed {}; metrics on http://{bound}/metrics",
         opts.customers, opts.days, opts.seed
     );
     let started = Instant::now();
-    let produced = Arc::new(AtomicU64::new(0));
     let feeder = {
         let produced = produced.clone();
         let topics = topics.clone();
@@ -212,14 +228,31 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         bail!("the in-process broker trimmed {trimmed} input messages before they were read; run with fewer --customers or --days");
     }
     let sweep = run_sweep(&brokers, &config, &pipeline).await?;
-    // Let the reader see the last published messages.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    next_morning(&brokers, &topics, &opts, &produced)?;
+    // Let the reader see the last offers and the engine the purchases they caused.
+    let mut settled = 0;
+    while settled < 8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let caught_up = consumed(&pipeline)? as u64 >= produced.load(Ordering::Relaxed) + garbage
+            && pipeline.store().outbox_depth(0)? == 0;
+        settled = if caught_up { settled + 1 } else { 0 };
+    }
     done_reading.store(true, Ordering::SeqCst);
     reader.join().expect("reader does not panic");
     let total = produced.load(Ordering::Relaxed);
     println!();
     summary(&outputs, opts.customers, total, garbage, elapsed);
     println!("  {:<28}{:>12.1}", "sweep seconds", sweep.as_secs_f64());
+    row_responses(&outputs);
+    let stats = pipeline.store().stats()?;
+    let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
+    println!("\n{}", cvm_report::text(&report));
+    println!("  hidden truth per treated customer: reactivation +5.00 margin (25 % buy a 40.00-margin basket), abandoned-cart +2.40, winback +2.50; every other campaign 0");
+    if let Some(path) = &opts.report_html {
+        let page = cvm_report::html(&report).map_err(|e| anyhow::anyhow!("drawing the report: {e}"))?;
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        println!("  HTML report: {}", path.display());
+    }
 
     if !opts.linger.is_zero() {
         println!("serving http://{bound}/metrics for {:?} more (Ctrl-C to stop)", opts.linger);
@@ -239,6 +272,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         ("delayed-trigger decisions", outputs.by_trigger("delayed")),
         ("cascade decisions", outputs.by_trigger("cascade")),
         ("sweep decisions", outputs.by_trigger("sweep")),
+        ("deferred pushes", outputs.outcome(Outcome::Deferred)),
+        ("purchases caused by offers", outputs.responses.load(Ordering::Relaxed)),
     ]
     .into_iter()
     .filter(|(_, n)| *n == 0)
@@ -279,6 +314,42 @@ async fn run_sweep(brokers: &str, config: &Config, pipeline: &Pipeline) -> anyho
     }
 }
 
+/// The sweep runs at each partition's event time, which is night (the end of
+/// the history, or later where purchases caused by offers came in up to two
+/// days after it), so its pushes wait for the end of quiet hours. In event
+/// time the clock of a partition only moves with its events: anonymous app
+/// opens on every partition at 08:05 UTC three days after the history let
+/// every deferred push and pending timer fire. They change no state (their
+/// devices are unknown).
+fn next_morning(
+    brokers: &str,
+    topics: &cvm_kafka::Topics,
+    opts: &DemoOptions,
+    produced: &AtomicU64,
+) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let start = RetailerConfig::default().start_ms;
+    let morning = start + i64::from(opts.days + 3) * 86_400_000 + (8 * 60 + 5) * 60_000;
+    for p in 0..PARTITIONS {
+        let open = cvm_proto::v1::AppEvent {
+            event_id: format!("morning-{p}"),
+            device_id: format!("anonymous-{p}"),
+            timestamp_ms: morning,
+            kind: cvm_proto::v1::AppEventKind::AppOpen as i32,
+            ..Default::default()
+        };
+        let (topic, payload) = cvm_kafka::input_message(topics, &cvm_engine::Event::App(open));
+        producer
+            .send(BaseRecord::to(topic).key(&format!("anonymous-{p}")).payload(&payload).partition(p))
+            .map_err(|(e, _)| e)?;
+        produced.fetch_add(1, Ordering::Relaxed);
+    }
+    producer.flush(Duration::from_secs(10))?;
+    println!("  three days later, 08:05 UTC: deferred pushes go out ...");
+    Ok(())
+}
+
 fn send(producer: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &[u8], payload: &[u8]) {
     let mut record = BaseRecord::to(topic).key(key).payload(payload);
     loop {
@@ -305,12 +376,18 @@ fn trimmed_inputs(brokers: &str, topics: &cvm_kafka::Topics) -> anyhow::Result<i
     Ok(trimmed)
 }
 
+/// Reads the output topics into `outputs`; customers answer offers as
+/// `responder` says, with purchases produced to the input (counted in `produced`).
 fn spawn_output_reader(
     brokers: &str,
     config: &Config,
     outputs: Arc<Outputs>,
     done: Arc<AtomicBool>,
+    mut responder: Responder,
+    produced: Arc<AtomicU64>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("linger.ms", "20").create()?;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "cvm-demo-reader")
@@ -333,10 +410,20 @@ fn spawn_output_reader(
                     *outputs.outcomes.lock().expect("poisoned").entry(d.outcome()).or_default() += 1;
                     *outputs.triggers.lock().expect("poisoned").entry(d.trigger).or_default() += 1;
                 }
-            } else if topic == t.push.name {
-                outputs.push.fetch_add(1, Ordering::Relaxed);
-            } else if topic == t.stories.name {
-                outputs.stories.fetch_add(1, Ordering::Relaxed);
+            } else if topic == t.push.name || topic == t.stories.name {
+                let counter = if topic == t.push.name { &outputs.push } else { &outputs.stories };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let format = if topic == t.push.name { t.push.format } else { t.stories.format };
+                let Ok(offer) = cvm_proto::decode::<cvm_proto::v1::Offer>(format, msg.payload().unwrap_or_default())
+                else {
+                    continue;
+                };
+                if let Some(p) = responder.respond(&offer) {
+                    let (topic, payload) = cvm_kafka::input_message(&t, &cvm_engine::Event::Purchase(p));
+                    produced.fetch_add(1, Ordering::Relaxed);
+                    outputs.responses.fetch_add(1, Ordering::Relaxed);
+                    send(&producer, topic, offer.customer_id.as_bytes(), &payload);
+                }
             } else if topic == t.dlq {
                 outputs.dlq.fetch_add(1, Ordering::Relaxed);
             } else if let Ok(s) = cvm_proto::decode::<cvm_proto::v1::ConfigStatus>(
@@ -353,6 +440,10 @@ fn spawn_output_reader(
     }))
 }
 
+fn row_responses(o: &Outputs) {
+    println!("  {:<28}{:>12}", "purchases caused by offers", o.responses.load(Ordering::Relaxed));
+}
+
 fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Duration) {
     let secs = elapsed.as_secs_f64();
     let row = |label: &str, n: u64| println!("  {label:<28}{n:>12}");
@@ -365,7 +456,7 @@ fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Dura
     for outcome in &cvm_kafka::telemetry::OUTCOMES[1..] {
         row(&format!("  {}", cvm_kafka::telemetry::outcome_label(*outcome)), o.outcome(*outcome));
     }
-    for trigger in ["event", "delayed", "inactivity", "cascade", "sweep"] {
+    for trigger in ["event", "delayed", "inactivity", "cascade", "deferred", "sweep"] {
         row(&format!("  by {trigger} trigger"), o.by_trigger(trigger));
     }
     row("offers on push", o.push.load(Ordering::Relaxed));

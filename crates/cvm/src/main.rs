@@ -45,6 +45,9 @@ enum Command {
         /// Keep state here instead of a temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Also write the incrementality report as a self-contained HTML page.
+        #[arg(long)]
+        report_html: Option<PathBuf>,
     },
     /// Incrementality per campaign from an engine's state directory.
     Report {
@@ -189,8 +192,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ops::init_logging(&config.log);
             runtime()?.block_on(serve(config))?;
         }
-        Command::Demo { customers, days, seed, http, linger, data_dir } => {
-            runtime()?.block_on(demo::run(demo::DemoOptions { customers, days, seed, http, linger, data_dir }))?;
+        Command::Demo { customers, days, seed, http, linger, data_dir, report_html } => {
+            let opts = demo::DemoOptions { customers, days, seed, http, linger, data_dir, report_html };
+            runtime()?.block_on(demo::run(opts))?;
         }
         Command::Offers { command } => return offers(command),
         Command::Report { data_dir, format, out } => {
