@@ -585,7 +585,15 @@ impl Engine {
         if self.in_global_control(customer_id) {
             let best = eligible[0].0;
             let window_ms = self.campaign(&best.doc.campaign_id).window_ms;
-            attribution::expose(txn, partition, profile, &best.doc.campaign_id, Group::GlobalControl, now_ms, window_ms)?;
+            attribution::expose(
+                txn,
+                partition,
+                profile,
+                &best.doc.campaign_id,
+                Group::GlobalControl,
+                now_ms,
+                window_ms,
+            )?;
             let d = Decision {
                 decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
                 outcome: Outcome::HoldoutGlobal as i32,

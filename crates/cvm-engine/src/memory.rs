@@ -114,7 +114,12 @@ impl StateTxn for MemoryState {
     }
     fn timers_of(&mut self, partition: u32, customer_id: &str) -> Result<Vec<TimerKey>, StoreError> {
         let prefix = TimerKey::customer_prefix(customer_id);
-        Ok(self.timers.iter().filter(|((p, k), _)| *p == partition && k.starts_with(&prefix)).map(|(_, t)| t.key()).collect())
+        Ok(self
+            .timers
+            .iter()
+            .filter(|((p, k), _)| *p == partition && k.starts_with(&prefix))
+            .map(|(_, t)| t.key())
+            .collect())
     }
     fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError> {
         self.profiles.remove(&(partition, customer_id.to_owned()));

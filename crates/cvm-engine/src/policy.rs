@@ -101,7 +101,9 @@ impl<'de> Deserialize<'de> for TimeOfDay {
         let parsed = text.split_once(':').and_then(|(h, m)| Some((h.parse::<u16>().ok()?, m.parse::<u16>().ok()?)));
         match parsed {
             Some((h, m)) if h < 24 && m < 60 && text.len() == 5 => Ok(Self::new(h, m)),
-            _ => Err(serde::de::Error::custom(format!("{text:?} is not a time of day; write \"HH:MM\", e.g. \"21:30\""))),
+            _ => {
+                Err(serde::de::Error::custom(format!("{text:?} is not a time of day; write \"HH:MM\", e.g. \"21:30\"")))
+            }
         }
     }
 }
@@ -369,7 +371,14 @@ impl Resolved<'_> {
     /// on `channel` at `now_ms`. `earlier` is how many of the profile's
     /// contacts were made by earlier decisions: the minimum gap separates
     /// decisions, not the channels of one decision.
-    pub fn check(&self, profile: &Profile, subject: Subject<'_>, channel: Channel, now_ms: i64, earlier: usize) -> Verdict {
+    pub fn check(
+        &self,
+        profile: &Profile,
+        subject: Subject<'_>,
+        channel: Channel,
+        now_ms: i64,
+        earlier: usize,
+    ) -> Verdict {
         let block = |outcome, reason: String| Verdict::Block { outcome, reason, suppressed_until_ms: None };
         if let Some(until) = fatigued_until(profile, subject.offer, self.fatigue(), now_ms) {
             return Verdict::Block {
@@ -381,38 +390,31 @@ impl Resolved<'_> {
         if channel == Channel::Push {
             let cooldown = self.dismiss_cooldown().as_millis() as i64;
             if profile.last_push_dismiss_ms.is_some_and(|t| cooldown > 0 && now_ms < t + cooldown) {
-                let reason = format!("dismiss cooldown: a push was dismissed within {}", human(self.dismiss_cooldown()));
+                let reason =
+                    format!("dismiss cooldown: a push was dismissed within {}", human(self.dismiss_cooldown()));
                 return block(Outcome::Suppressed, reason);
             }
         }
-        let scopes: [(&[CapRule], &str, &dyn Fn(&Contact) -> bool); 3] = [
-            (&self.global.caps, "", &|_| true),
-            (self.campaign.map_or(&[], |c| c.caps.as_slice()), "campaign ", &|c| c.campaign == subject.campaign),
-            (&self.offer.caps, "offer ", &|c| c.offer == subject.offer),
-        ];
-        for (rules, scope, counted) in scopes {
-            for rule in rules.iter().filter(|r| r.channel.applies_to(channel)) {
-                let since = now_ms - rule.window.as_millis() as i64;
-                let used = profile
-                    .contacts
-                    .iter()
-                    .filter(|c| c.at_ms > since && rule.channel.counts(c.channel) && counted(c))
-                    .count();
-                if used >= rule.max as usize {
-                    let name = match scope {
-                        "campaign " => format!(" {}", subject.campaign_id),
-                        "offer " => format!(" {}", subject.offer_id),
-                        _ => String::new(),
-                    };
-                    let counted = match rule.channel {
-                        CapChannel::Push => "push",
-                        CapChannel::Stories => "stories",
-                        CapChannel::All => "contacts",
-                    };
-                    let reason = format!("{scope}cap{name}: {} {counted} in {}", rule.max, human(rule.window));
-                    return block(Outcome::Capped, reason);
-                }
-            }
+        let campaign_caps = self.campaign.map_or(&[][..], |c| c.caps.as_slice());
+        let breached = breached_cap(profile, &self.global.caps, channel, now_ms, |_| true)
+            .map(|rule| (String::new(), rule))
+            .or_else(|| {
+                breached_cap(profile, campaign_caps, channel, now_ms, |c| c.campaign == subject.campaign)
+                    .map(|rule| (format!("campaign cap {}", subject.campaign_id), rule))
+            })
+            .or_else(|| {
+                breached_cap(profile, &self.offer.caps, channel, now_ms, |c| c.offer == subject.offer)
+                    .map(|rule| (format!("offer cap {}", subject.offer_id), rule))
+            });
+        if let Some((scope, rule)) = breached {
+            let scope = if scope.is_empty() { "cap".to_owned() } else { scope };
+            let counted = match rule.channel {
+                CapChannel::Push => "push",
+                CapChannel::Stories => "stories",
+                CapChannel::All => "contacts",
+            };
+            let reason = format!("{scope}: {} {counted} in {}", rule.max, human(rule.window));
+            return block(Outcome::Capped, reason);
         }
         let gap = self.min_gap().as_millis() as i64;
         if gap > 0 && profile.contacts[..earlier.min(profile.contacts.len())].iter().any(|c| c.at_ms > now_ms - gap) {
@@ -433,6 +435,23 @@ impl Resolved<'_> {
         }
         Verdict::Allow
     }
+}
+
+/// The first of `rules` on `channel` that the `counted` contacts of the
+/// profile already use up at `now_ms`.
+fn breached_cap<'r>(
+    profile: &Profile,
+    rules: &'r [CapRule],
+    channel: Channel,
+    now_ms: i64,
+    counted: impl Fn(&Contact) -> bool,
+) -> Option<&'r CapRule> {
+    rules.iter().filter(|r| r.channel.applies_to(channel)).find(|rule| {
+        let since = now_ms - rule.window.as_millis() as i64;
+        let used =
+            profile.contacts.iter().filter(|c| c.at_ms > since && rule.channel.counts(c.channel) && counted(c)).count();
+        used >= rule.max as usize
+    })
 }
 
 /// Until when the offer rests for this customer, if it does: remembered
@@ -458,7 +477,7 @@ fn fatigued_until(profile: &Profile, offer: u64, rule: Fatigue, now_ms: i64) -> 
 }
 
 fn human(d: Duration) -> String {
-    if d.as_secs() % 86_400 == 0 && !d.is_zero() {
+    if d.as_secs().is_multiple_of(86_400) && !d.is_zero() {
         format!("{}d", d.as_secs() / 86_400)
     } else {
         humantime::format_duration(d).to_string()

@@ -346,7 +346,9 @@ impl Profile {
                 }
             }
             AppEventKind::RemoveFromCart => self.cart.retain(|c| c.sku != e.sku),
-            AppEventKind::PushOpen | AppEventKind::StoryView => self.respond(&e.offer_id, Response::Opened, e.timestamp_ms),
+            AppEventKind::PushOpen | AppEventKind::StoryView => {
+                self.respond(&e.offer_id, Response::Opened, e.timestamp_ms)
+            }
             AppEventKind::OfferRedeemed => self.respond(&e.offer_id, Response::Redeemed, e.timestamp_ms),
             AppEventKind::PushDismiss => {
                 self.last_push_dismiss_ms = Some(self.last_push_dismiss_ms.unwrap_or(i64::MIN).max(e.timestamp_ms));

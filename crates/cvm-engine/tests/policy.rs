@@ -324,7 +324,11 @@ fn campaign_policy_overrides_quiet_hours_for_its_offers() {
     let mut quiet = plain();
     quiet.contact_policy.quiet_hours = QuietHours { from: TimeOfDay::new(0, 0), to: TimeOfDay::new(0, 0) };
     let d = open(&engine_with(quiet, no_campaign.catalog().as_ref().clone()), &mut s2, "b", 100 * DAY + 23 * HOUR);
-    assert_eq!(outcome_on(&d, Channel::Push), Outcome::Treated, "quiet hours off: sent at once, nothing was sent before");
+    assert_eq!(
+        outcome_on(&d, Channel::Push),
+        Outcome::Treated,
+        "quiet hours off: sent at once, nothing was sent before"
+    );
 }
 
 #[test]
@@ -370,7 +374,11 @@ fn purchases_are_attributed_to_open_episodes_of_both_groups() {
     let (mut treated, mut control) = (None, None);
     for i in 0..40 {
         let c = format!("k{i}");
-        if e.in_campaign_holdout("c", &c) { control.get_or_insert(c) } else { treated.get_or_insert(c) };
+        if e.in_campaign_holdout("c", &c) {
+            control.get_or_insert(c)
+        } else {
+            treated.get_or_insert(c)
+        };
     }
     let (t, c) = (treated.unwrap(), control.unwrap());
     for x in [&t, &c] {
@@ -406,13 +414,19 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
     let e = engine_with(plain(), Catalog::new([offer("o", "c", 0, 500, "")]));
     let mut s = MemoryState::default();
     ready(&e, &mut s, "a");
-    let id = Event::Identify(Identify { event_id: "i".into(), customer_id: "a".into(), device_id: "d1".into(), timestamp_ms: 0 });
+    let id = Event::Identify(Identify {
+        event_id: "i".into(),
+        customer_id: "a".into(),
+        device_id: "d1".into(),
+        timestamp_ms: 0,
+    });
     e.process(&mut s, 0, &id, 0).unwrap();
     // A deferred push leaves a pending timer.
     assert_eq!(outcome_on(&open(&e, &mut s, "a", 100 * DAY + 23 * HOUR), Channel::Push), Outcome::Deferred);
     assert_eq!(s.pending_timers(), 1);
     let stats_before = s.stats();
-    let erase = Event::Erase(EraseRequest { request_id: "r1".into(), customer_id: "a".into(), timestamp_ms: 101 * DAY });
+    let erase =
+        Event::Erase(EraseRequest { request_id: "r1".into(), customer_id: "a".into(), timestamp_ms: 101 * DAY });
     let out = e.process(&mut s, 0, &erase, 101 * DAY).unwrap();
     let [cvm_engine::Emit::Erased(confirmation)] = &out.emits[..] else { panic!("{:?}", out.emits) };
     assert!(confirmation.profile_erased);

@@ -209,7 +209,9 @@ fn without_push_the_story_goes_out_at_once() {
 
 #[test]
 fn cascade_respects_caps() {
-    let e = engine(&[&PUSH_THEN_STORY.replace("economics:", "contact_policy: { caps: [{ max: 1, window: 1d }] }\neconomics:")]);
+    let e = engine(&[
+        &PUSH_THEN_STORY.replace("economics:", "contact_policy: { caps: [{ max: 1, window: 1d }] }\neconomics:")
+    ]);
     let mut s = MemoryState::default();
     pushed(&e, &mut s, "c");
     let fired = fire_due(&e, &mut s, 5 * HOUR);

@@ -59,7 +59,10 @@ pub(crate) fn apply_document(catalog: &SharedCatalog, key: &str, value: Option<&
     let checked = ConfigDocument::parse(key, bytes).and_then(|doc| {
         let mut errors = Vec::new();
         if doc.key() != key {
-            errors.push(format!("id: the document belongs under key \"{}\", not \"{key}\"; publish with that key", doc.key()));
+            errors.push(format!(
+                "id: the document belongs under key \"{}\", not \"{key}\"; publish with that key",
+                doc.key()
+            ));
         }
         if let Some((running, same)) = current.version_of(key, &doc) {
             if doc.version() < running || (doc.version() == running && !same) {

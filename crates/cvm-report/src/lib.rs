@@ -234,11 +234,15 @@ impl Report {
                 programme = Some(report);
                 continue;
             }
-            series.push(Series { campaign_id: campaign.clone(), points: cumulative(days(Group::Treated), days(control_group)) });
+            series.push(Series {
+                campaign_id: campaign.clone(),
+                points: cumulative(days(Group::Treated), days(control_group)),
+            });
             reports.push(report);
         }
-        let programme = programme
-            .unwrap_or_else(|| CampaignReport::compare(PROGRAMME, &Stats::default(), &Stats::default(), Group::GlobalControl));
+        let programme = programme.unwrap_or_else(|| {
+            CampaignReport::compare(PROGRAMME, &Stats::default(), &Stats::default(), Group::GlobalControl)
+        });
         Self { programme, campaigns: reports, series }
     }
 

@@ -14,7 +14,7 @@ fn money(minor: f64) -> String {
     let digits = whole.to_string();
     let mut grouped = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(ch);
@@ -106,9 +106,7 @@ fn uplift_svg(report: &Report) -> Result<String, String> {
             let y = i as f64 + 0.5;
             let colour = if r.flags.is_empty() { RGBColor(30, 120, 60) } else { RGBColor(200, 120, 0) };
             let (l, v, h) = (r.uplift.low * 100.0, r.uplift.value * 100.0, r.uplift.high * 100.0);
-            chart
-                .draw_series(LineSeries::new([(l, y), (h, y)], colour.stroke_width(3)))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(LineSeries::new([(l, y), (h, y)], colour.stroke_width(3))).map_err(|e| e.to_string())?;
             chart.draw_series([Circle::new((v, y), 5, colour.filled())]).map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;
@@ -140,11 +138,7 @@ fn margin_svg(report: &Report) -> Result<String, String> {
             .y_label_area_size(70)
             .build_cartesian_2d(x0..x1.max(x0 + 1), y0 - (y1 - y0) * 0.05..y1 + (y1 - y0) * 0.05)
             .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .x_label_formatter(&|d| format!("day {}", d - x0))
-            .draw()
-            .map_err(|e| e.to_string())?;
+        chart.configure_mesh().x_label_formatter(&|d| format!("day {}", d - x0)).draw().map_err(|e| e.to_string())?;
         for (i, s) in report.series.iter().enumerate() {
             let colour = Palette99::pick(i).to_rgba();
             chart
@@ -230,8 +224,11 @@ mod tests {
             margin_sq: i128::from(margin) * 10,
             ..Stats::default()
         };
-        let stats =
-            [(k(Group::Treated, 1), s(500, 100, 50_000)), (k(Group::CampaignControl, 1), s(500, 80, 40_000)), (k(Group::Treated, 2), s(10, 5, 900))];
+        let stats = [
+            (k(Group::Treated, 1), s(500, 100, 50_000)),
+            (k(Group::CampaignControl, 1), s(500, 80, 40_000)),
+            (k(Group::Treated, 2), s(10, 5, 900)),
+        ];
         let report = Report::from_stats(stats.iter().map(|(k, s)| (k, s)));
         let page = html(&report).unwrap();
         assert_eq!(page.matches("<svg").count(), 2);

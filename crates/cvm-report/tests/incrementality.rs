@@ -95,7 +95,7 @@ fn run(seed: u64, customers: u32) -> Report {
     let mut sweeps: Vec<(i64, Arc<OfferDefinition>)> = ["real-offer", "null-offer"]
         .iter()
         .zip([10, 20])
-        .map(|(id, day)| (start + day * DAY_MS + DAY_MS / 2, engine.catalog().get(*id).unwrap().clone()))
+        .map(|(id, day)| (start + day * DAY_MS + DAY_MS / 2, engine.catalog().get(id).unwrap().clone()))
         .collect();
     let mut world = World {
         engine,

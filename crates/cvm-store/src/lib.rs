@@ -706,7 +706,12 @@ impl StateTxn for Batch<'_> {
             keys.push(k[4..].to_vec());
         }
         let customer_prefix = &prefix[4..];
-        keys.extend(self.timers.keys().filter(|(p, k)| *p == partition && k.starts_with(customer_prefix)).map(|(_, k)| k.clone()));
+        keys.extend(
+            self.timers
+                .keys()
+                .filter(|(p, k)| *p == partition && k.starts_with(customer_prefix))
+                .map(|(_, k)| k.clone()),
+        );
         keys.sort();
         keys.dedup();
         let mut pending = Vec::new();

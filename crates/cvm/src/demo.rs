@@ -145,8 +145,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let outputs = Arc::new(Outputs::default());
     let done_reading = Arc::new(AtomicBool::new(false));
     let produced = Arc::new(AtomicU64::new(0));
-    let reader =
-        spawn_output_reader(&brokers, &config, outputs.clone(), done_reading.clone(), hidden_effects(opts.seed), produced.clone())?;
+    let reader = spawn_output_reader(
+        &brokers,
+        &config,
+        outputs.clone(),
+        done_reading.clone(),
+        hidden_effects(opts.seed),
+        produced.clone(),
+    )?;
 
     println!(
         "cvm demo: {} customers, {} days, seed {}; metrics on http://{bound}/metrics",

@@ -238,7 +238,9 @@ fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Linted>>> {
         match ConfigDocument::parse_file(&name, &text) {
             Ok(doc) => {
                 let what = match &doc {
-                    ConfigDocument::Offer(d) => format!("offer {} v{} ({} trigger)", d.id(), d.version(), trigger_kind(d)),
+                    ConfigDocument::Offer(d) => {
+                        format!("offer {} v{} ({} trigger)", d.id(), d.version(), trigger_kind(d))
+                    }
                     ConfigDocument::Campaign(c) => {
                         format!("campaign {} v{} ({} % holdout)", c.id, c.version, c.holdout_percent)
                     }

@@ -58,7 +58,8 @@ mod tests {
         let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/offers")).unwrap().count();
         assert_eq!(on_disk, super::SAMPLE_OFFERS.len(), "every file in deploy/offers/ is listed and tested");
         assert_eq!(super::sample_campaigns().len(), super::SAMPLE_CAMPAIGNS.len());
-        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/campaigns")).unwrap().count();
+        let on_disk =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/campaigns")).unwrap().count();
         assert_eq!(on_disk, super::SAMPLE_CAMPAIGNS.len(), "every file in deploy/campaigns/ is listed and tested");
     }
 

@@ -95,9 +95,16 @@ impl ConfigDocument {
             let doc: CampaignDocument = parse_document(key, bytes)?;
             let mut errors = doc.problems();
             if doc.id != id {
-                errors.push(format!("id: \"{}\" differs from the key \"{key}\"; publish with key = campaign/<id>", doc.id));
+                errors.push(format!(
+                    "id: \"{}\" differs from the key \"{key}\"; publish with key = campaign/<id>",
+                    doc.id
+                ));
             }
-            return if errors.is_empty() { Ok(Self::Campaign(doc)) } else { Err(OfferError { id: key.into(), errors }) };
+            return if errors.is_empty() {
+                Ok(Self::Campaign(doc))
+            } else {
+                Err(OfferError { id: key.into(), errors })
+            };
         }
         if key == POLICY_KEY {
             let doc: PolicyDocument = parse_document(key, bytes)?;
@@ -170,8 +177,7 @@ impl CampaignDocument {
 /// field paths in errors; `key` names it in errors.
 pub(crate) fn parse_document<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, OfferError> {
     let fail = |msg: String| OfferError { id: key.to_owned(), errors: vec![msg] };
-    let text =
-        std::str::from_utf8(bytes).map_err(|e| fail(format!("document: not UTF-8 ({e}); save it as UTF-8")))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| fail(format!("document: not UTF-8 ({e}); save it as UTF-8")))?;
     let hint = "fix the document (schemas: schema/) and publish it again";
     let at = |path: String| if path == "." { "document".to_owned() } else { path };
     if text.trim_start().starts_with('{') {
