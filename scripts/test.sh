@@ -13,12 +13,17 @@ source scripts/tansu.sh
 echo "==> end-to-end suite against tansu"
 cargo test --locked -p cvm-e2e --test e2e --no-fail-fast
 
-echo "==> demo smoke run"
+echo "==> demo smoke run, then cvm report on its state"
 cargo build --locked -p cvm --bin cvm
-"$CARGO_TARGET_DIR/debug/cvm" demo --customers 5000 --days 7 --http 127.0.0.1:0
+smoke="$(mktemp -d)"
+trap 'rm -rf "$smoke"' EXIT
+"$CARGO_TARGET_DIR/debug/cvm" demo --customers 5000 --days 7 --http 127.0.0.1:0 --data-dir "$smoke/state"
+"$CARGO_TARGET_DIR/debug/cvm" report --data-dir "$smoke/state" --format html --out "$smoke/report.html"
+"$CARGO_TARGET_DIR/debug/cvm" report --data-dir "$smoke/state" --format json | grep -q '"campaign_id": "abandoned-cart"'
+grep -q "<svg" "$smoke/report.html"
 
-echo "==> sample offers lint clean"
-"$CARGO_TARGET_DIR/debug/cvm" offers lint deploy/offers/*.yaml
+echo "==> sample documents lint clean"
+"$CARGO_TARGET_DIR/debug/cvm" offers lint deploy/offers/*.yaml deploy/campaigns/*.yaml deploy/policy.yaml
 
 echo "==> eligibility benchmark (figures only; targets are checked by reading them)"
 "$CARGO_TARGET_DIR/debug/cvm" bench-eligibility --iterations 500000
