@@ -146,22 +146,16 @@ fn the_last_slot_goes_to_the_higher_expected_value_and_ties_break_by_id() {
         window: std::time::Duration::from_secs(86_400),
     }];
     // Push-only and stories-only offers compete for the single daily slot.
-    let push_only = |id: &str, margin| {
-        let d = offer(id, "c", 0, margin, "");
-        OfferDefinition::compile(cvm_engine::OfferDocument {
-            channels: cvm_engine::offers::document::Channels { stories: None, ..d.doc.channels.clone() },
-            ..d.doc
-        })
-        .unwrap()
+    let only = |id: &str, margin, channel: Channel| {
+        let mut doc = offer(id, "c", 0, margin, "").doc;
+        match channel {
+            Channel::Push => doc.channels.stories = None,
+            _ => doc.channels.push = None,
+        }
+        OfferDefinition::compile(doc).unwrap()
     };
-    let story_only = |id: &str, margin| {
-        let d = offer(id, "c", 0, margin, "");
-        OfferDefinition::compile(cvm_engine::OfferDocument {
-            channels: cvm_engine::offers::document::Channels { push: None, ..d.doc.channels.clone() },
-            ..d.doc
-        })
-        .unwrap()
-    };
+    let push_only = |id: &str, margin| only(id, margin, Channel::Push);
+    let story_only = |id: &str, margin| only(id, margin, Channel::Stories);
     let e = engine_with(config.clone(), Catalog::new([push_only("p", 200), story_only("s", 900)]));
     let mut s = MemoryState::default();
     ready(&e, &mut s, "a");
