@@ -851,6 +851,40 @@ mod tests {
     }
 
     #[test]
+    fn attribution_stats_add_up_across_batches_and_survive_reopen_and_erasure() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |campaign: &str, group| StatsKey { campaign_id: campaign.into(), group, day: -3 };
+        let delta = Stats { customers: 1, margin_minor: 7, margin_sq: 49, ..Stats::default() };
+        {
+            let store = open(dir.path());
+            for _ in 0..2 {
+                let mut b = store.begin();
+                b.add_stats(1, key("spring", Group::Treated), &delta).unwrap();
+                b.add_stats(1, key("spring", Group::Treated), &delta).unwrap();
+                b.add_stats(2, key("", Group::GlobalControl), &delta).unwrap();
+                b.commit().unwrap();
+            }
+            let mut b = store.begin();
+            b.put_profile(1, "c1", Profile::default()).unwrap();
+            b.link_device(1, "d1", "c1").unwrap();
+            b.commit().unwrap();
+            let mut b = store.begin();
+            b.delete_profile(1, "c1").unwrap();
+            b.unlink_device(1, "d1").unwrap();
+            assert_eq!(b.profile(1, "c1").unwrap(), None, "the batch sees its own erasure");
+            b.commit().unwrap();
+        }
+        let store = Store::open_read_only(dir.path()).unwrap();
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.len(), 2);
+        let (p, k, s) = &stats.iter().find(|(p, ..)| *p == 1).unwrap();
+        assert_eq!((*p, k), (1, &key("spring", Group::Treated)));
+        assert_eq!((s.customers, s.margin_minor, s.margin_sq), (4, 28, 196));
+        assert!(store.profile(1, "c1").unwrap().is_none());
+        assert_eq!(store.profiles().count(), 0);
+    }
+
+    #[test]
     fn timers_survive_reopen_and_are_replaced_and_cancelled_by_key() {
         let dir = tempfile::tempdir().unwrap();
         {
