@@ -97,8 +97,12 @@ fn uplift_svg(report: &Report) -> Result<String, String> {
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|y| names.get(y.floor() as usize).cloned().unwrap_or_default())
+            // Ticks every half row; only the row centres get a name.
+            .y_labels(2 * n + 1)
+            .y_label_formatter(&|y| {
+                let centre = (y.fract() - 0.5).abs() < 1e-6;
+                names.get(y.floor() as usize).filter(|_| centre).cloned().unwrap_or_default()
+            })
             .draw()
             .map_err(|e| e.to_string())?;
         chart.draw_series(LineSeries::new([(0.0, 0.0), (0.0, n as f64)], BLACK.mix(0.5))).map_err(|e| e.to_string())?;
