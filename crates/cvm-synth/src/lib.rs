@@ -41,6 +41,15 @@ const CATEGORIES: [Category; 10] = [
     Category { name: "household", min_price: 149, max_price: 1999, margin: 0.33 },
 ];
 
+/// An IANA zone with the customer's (winter) offset, for consent events.
+fn zone_of(utc_offset_minutes: i32) -> &'static str {
+    match utc_offset_minutes {
+        60 => "Europe/Berlin",
+        120 => "Europe/Helsinki",
+        _ => "Europe/London",
+    }
+}
+
 /// Which topic an event belongs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -157,7 +166,7 @@ impl Retailer {
                         channel: Channel::Push as i32,
                         granted: c.push,
                         push_token_present: c.push,
-                        time_zone: String::new(),
+                        time_zone: zone_of(c.utc_offset_minutes).into(),
                         utc_offset_minutes: c.utc_offset_minutes,
                     }),
                 });
