@@ -454,6 +454,21 @@ async fn campaign_documents_apply_and_erasure_is_confirmed() {
     assert_eq!(confirmations.len(), 1);
     assert!(confirmations[0].profile_erased && confirmations[0].request_id == "gdpr-1");
     assert!(pipeline.store().profiles().all(|r| r.unwrap().1 != held), "profile still stored");
-    assert!(!pipeline.store().stats().unwrap().is_empty(), "aggregates stay");
+    let stored = pipeline.store().stats().unwrap();
+    assert!(!stored.is_empty(), "aggregates stay");
+
+    // The stats topic carries the same sums (latest message per key), so a
+    // report from Kafka equals the report from the store.
+    let mut latest = std::collections::BTreeMap::new();
+    for r in h.read_all(&t.stats.name) {
+        latest.insert(r.key.clone(), cvm_kafka::decode_stats(&t, &r.payload).unwrap());
+    }
+    let from_topic: Vec<_> = latest.into_values().collect();
+    let report = |stats: &[(u32, cvm_engine::attribution::StatsKey, cvm_engine::attribution::Stats)]| {
+        cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)))
+    };
+    assert_eq!(from_topic.len(), stored.len());
+    assert_eq!(report(&from_topic), report(&stored));
+    assert_eq!(report(&stored).campaigns[0].control.customers, 1, "the held-out customer");
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }

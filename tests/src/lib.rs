@@ -91,6 +91,7 @@ impl Harness {
             &mut t.decisions,
             &mut t.config_status,
             &mut t.erasure_confirmations,
+            &mut t.stats,
         ] {
             spec.name = format!("{prefix}.{}", spec.name);
         }

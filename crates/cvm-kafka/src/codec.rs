@@ -1,9 +1,12 @@
 //! Between Kafka messages and the decision core's events and emits.
 
-use cvm_engine::{Emit, Event};
+use cvm_engine::{
+    attribution::{Group, Stats, StatsKey},
+    Emit, Event,
+};
 use cvm_proto::{
     decode, encode,
-    v1::{app_envelope, AppEnvelope, Channel, EraseRequest, Purchase},
+    v1::{app_envelope, AppEnvelope, CampaignStats, Channel, EraseRequest, Purchase},
     DecodeError,
 };
 use cvm_store::OutboxEntry;
@@ -84,6 +87,52 @@ pub(crate) fn outbox_entry(topics: &Topics, emit: &Emit) -> OutboxEntry {
         }
     };
     OutboxEntry { topic: topic.clone(), key: key.as_bytes().to_vec(), payload, headers: Vec::new() }
+}
+
+/// The outbox entry that republishes the attribution sums of `key` in `partition`.
+pub(crate) fn stats_entry(topics: &Topics, partition: u32, key: &StatsKey, s: &Stats) -> OutboxEntry {
+    let message = CampaignStats {
+        partition,
+        campaign_id: key.campaign_id.clone(),
+        group: key.group.name().to_owned(),
+        day: key.day,
+        customers: s.customers,
+        converters: s.converters,
+        orders: s.orders,
+        revenue_minor: s.revenue_minor,
+        margin_minor: s.margin_minor,
+        revenue_sq: s.revenue_sq as f64,
+        margin_sq: s.margin_sq as f64,
+        contacts: s.contacts,
+        contact_cost_minor: s.contact_cost_minor,
+    };
+    OutboxEntry {
+        topic: topics.stats.name.clone(),
+        key: format!("{partition}/{}/{}/{}", key.group.name(), key.day, key.campaign_id).into_bytes(),
+        payload: encode(topics.stats.format, &message),
+        headers: Vec::new(),
+    }
+}
+
+/// The attribution sums a `cvm.stats` message carries.
+pub fn decode_stats(topics: &Topics, payload: &[u8]) -> Result<(u32, StatsKey, Stats), String> {
+    let m: CampaignStats = decode(topics.stats.format, payload).map_err(|e| e.to_string())?;
+    let group = [Group::Treated, Group::CampaignControl, Group::GlobalControl]
+        .into_iter()
+        .find(|g| g.name() == m.group)
+        .ok_or_else(|| format!("unknown group {:?}", m.group))?;
+    let stats = Stats {
+        customers: m.customers,
+        converters: m.converters,
+        orders: m.orders,
+        revenue_minor: m.revenue_minor,
+        margin_minor: m.margin_minor,
+        revenue_sq: m.revenue_sq as i128,
+        margin_sq: m.margin_sq as i128,
+        contacts: m.contacts,
+        contact_cost_minor: m.contact_cost_minor,
+    };
+    Ok((m.partition, StatsKey { campaign_id: m.campaign_id, group, day: m.day }, stats))
 }
 
 /// The dead-letter entry for an input message that cannot be applied.

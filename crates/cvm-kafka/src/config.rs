@@ -47,6 +47,8 @@ pub struct Topics {
     pub dlq: String,
     /// Output: an `ErasureConfirmation` per erase request.
     pub erasure_confirmations: TopicSpec,
+    /// Output: `CampaignStats`, the attribution sums as they change (compacted).
+    pub stats: TopicSpec,
 }
 
 impl Default for Topics {
@@ -62,13 +64,14 @@ impl Default for Topics {
             decisions: TopicSpec::new("cvm.decisions"),
             dlq: "cvm.dlq".into(),
             erasure_confirmations: TopicSpec::new("cvm.erasure.confirmations"),
+            stats: TopicSpec::new("cvm.stats"),
         }
     }
 }
 
 impl Topics {
     /// Every topic name, inputs first.
-    pub fn all(&self) -> [&str; 10] {
+    pub fn all(&self) -> [&str; 11] {
         [
             &self.purchases.name,
             &self.app.name,
@@ -80,6 +83,7 @@ impl Topics {
             &self.decisions.name,
             &self.dlq,
             &self.erasure_confirmations.name,
+            &self.stats.name,
         ]
     }
 }

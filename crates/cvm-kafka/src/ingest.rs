@@ -39,7 +39,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     client_config,
-    codec::{dead_letter, decode_event, outbox_entry, Input},
+    codec::{dead_letter, decode_event, outbox_entry, stats_entry, Input},
     telemetry, ClientError, Clock, KafkaConfig, SharedCatalog, StartFrom,
 };
 
@@ -304,6 +304,7 @@ impl Ingest {
         if !changed {
             return Ok(());
         }
+        Self::publish_stats(&self.config, &mut batch)?;
         let committed = batch.commit()?;
         if committed.outbox > 0 {
             self.wake.notify_one();
@@ -536,6 +537,7 @@ impl Ingest {
             return Ok(());
         }
         let started = Instant::now();
+        Self::publish_stats(&self.config, &mut batch)?;
         let committed = batch.commit()?;
         self.meters.commit.record(started.elapsed().as_secs_f64());
         for (topic, partition, offset) in &last_offsets {
@@ -608,6 +610,15 @@ impl Ingest {
         Self::publish_emits(config, batch, &processed.emits, tally);
         meters.latency.record(started.elapsed().as_secs_f64());
         Ok(Some(event.timestamp_ms()))
+    }
+
+    /// Queues the attribution sums the batch changed, as totals, on the
+    /// stats topic: published in the same commit that changes them.
+    fn publish_stats(config: &KafkaConfig, batch: &mut Batch<'_>) -> Result<(), IngestError> {
+        for (partition, key, totals) in batch.stats_totals()? {
+            batch.publish(stats_entry(&config.topics, partition, &key, &totals));
+        }
+        Ok(())
     }
 
     fn flush_tally(&self, t: &Tally) {

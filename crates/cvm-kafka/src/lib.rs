@@ -27,10 +27,10 @@ mod publisher;
 pub mod telemetry;
 
 pub use admin::{ensure_topics, AdminError};
-pub use codec::input_message;
+pub use codec::{decode_stats, input_message};
 pub use config::{Clock, KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use ingest::{Ingest, IngestError};
-pub use offers_topic::{publish_documents, read_documents, KeyedDocument, OffersReader, SharedCatalog};
+pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, OffersReader, SharedCatalog};
 pub use publisher::Publisher;
 
 use rdkafka::ClientConfig;

@@ -222,15 +222,24 @@ pub type KeyedDocument = (String, Option<Vec<u8>>);
 /// Reads the whole config topic and returns the latest document per key,
 /// as the engine would see it.
 pub fn read_documents(config: &KafkaConfig, timeout: Duration) -> Result<Vec<KeyedDocument>, ClientError> {
+    read_latest(config, &config.topics.offers_config, timeout)
+}
+
+/// Reads a compacted topic to its end and returns the latest value per key
+/// (`None` = deleted), in key order.
+pub fn read_latest(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<KeyedDocument>, ClientError> {
     let mut cc = client_config(config, &config.consumer);
-    cc.set("group.id", format!("{}-offers-list", config.group_id)).set("enable.auto.commit", "false");
+    cc.set("group.id", format!("{}-reader", config.group_id)).set("enable.auto.commit", "false");
     let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
     let mut latest = std::collections::BTreeMap::new();
-    read_to_end(&consumer, &config.topics.offers_config, timeout, |msg| {
+    let remaining = read_to_end(&consumer, topic, timeout, |msg| {
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
         latest.insert(key, msg.payload().filter(|v| !v.is_empty()).map(<[u8]>::to_vec));
     })
-    .map_err(|source| ClientError::Request { action: "config topic read", source })?;
+    .map_err(|source| ClientError::Request { action: "compacted topic read", source })?;
+    if !remaining.is_empty() {
+        warn!(topic, ?remaining, "Topic not read to the end before the timeout; the result is incomplete.");
+    }
     Ok(latest.into_iter().collect())
 }
 

@@ -311,6 +311,7 @@ impl Store {
             earliest_set: HashMap::new(),
             sweeps: HashMap::new(),
             stats: HashMap::new(),
+            stats_resolved: false,
         }
     }
 
@@ -446,8 +447,11 @@ pub struct Batch<'s> {
     /// Per partition, the earliest due time set since it was last taken.
     earliest_set: HashMap<u32, i64>,
     sweeps: HashMap<Vec<u8>, SweepProgress>,
-    /// Attribution deltas, added to the stored aggregates at commit.
+    /// Attribution deltas, added to the stored aggregates at commit (or
+    /// resolved to totals earlier by [`Batch::stats_totals`]).
     stats: HashMap<(u32, StatsKey), Stats>,
+    /// Whether `stats` holds totals rather than deltas.
+    stats_resolved: bool,
 }
 
 /// A timer set or cancelled in a batch: what is committed now, and what will be.
@@ -569,8 +573,25 @@ impl Batch<'_> {
         Ok(self.timers.get_mut(&map_key).expect("inserted above"))
     }
 
+    /// The attribution sums this batch changes, as the totals they will
+    /// have after commit, so they can be published in the same commit. No
+    /// stats may be added after this call.
+    pub fn stats_totals(&mut self) -> Result<Vec<(u32, StatsKey, Stats)>, StoreError> {
+        if !self.stats_resolved {
+            for ((p, key), delta) in &mut self.stats {
+                let k = stats_key(*p, key);
+                if let Some(v) = self.store.db.get_pinned_cf(self.store.cf(CF_STATS), &k).map_err(backend)? {
+                    delta.add(&decode_stats(&k, &v)?.2);
+                }
+            }
+            self.stats_resolved = true;
+        }
+        Ok(self.stats.iter().map(|((p, k), s)| (*p, k.clone(), *s)).collect())
+    }
+
     /// Writes everything atomically.
-    pub fn commit(self) -> Result<Committed, StoreError> {
+    pub fn commit(mut self) -> Result<Committed, StoreError> {
+        self.stats_totals()?;
         let s = self.store;
         let mut wb = WriteBatch::default();
         let stamp = now_ms().to_be_bytes();
@@ -589,14 +610,8 @@ impl Batch<'_> {
                 None => wb.delete_cf(s.cf(CF_DEVICES), partition_key(*p, d)),
             }
         }
-        for ((p, key), delta) in &self.stats {
-            let k = stats_key(*p, key);
-            let mut total = match s.db.get_pinned_cf(s.cf(CF_STATS), &k).map_err(backend)? {
-                Some(v) => decode_stats(&k, &v)?.2,
-                None => Stats::default(),
-            };
-            total.add(delta);
-            wb.put_cf(s.cf(CF_STATS), k, postcard::to_stdvec(&total).expect("stats serialize"));
+        for ((p, key), total) in &self.stats {
+            wb.put_cf(s.cf(CF_STATS), stats_key(*p, key), postcard::to_stdvec(total).expect("stats serialize"));
         }
         for ((t, p), o) in &self.offsets {
             wb.put_cf(s.cf(CF_OFFSETS), offset_key(t, *p), o.to_be_bytes());
@@ -734,6 +749,7 @@ impl StateTxn for Batch<'_> {
     }
 
     fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError> {
+        assert!(!self.stats_resolved, "stats added after stats_totals; publish totals last, just before commit");
         self.stats.entry((partition, key)).or_default().add(delta);
         Ok(())
     }

@@ -49,12 +49,21 @@ enum Command {
         #[arg(long)]
         report_html: Option<PathBuf>,
     },
-    /// Incrementality per campaign from an engine's state directory.
+    /// Incrementality per campaign: from the stats topic (every instance's
+    /// partitions) or from one engine's state directory.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["brokers", "data_dir"])))]
     Report {
-        /// The engine's store directory (`store.path`); opened read-only, so
-        /// it may belong to a running engine.
+        /// Bootstrap brokers: read the compacted stats topic.
         #[arg(long)]
-        data_dir: PathBuf,
+        brokers: Option<String>,
+        /// The stats topic.
+        #[arg(long, default_value = "cvm.stats")]
+        topic: String,
+        /// Or an engine's store directory (`store.path`), opened read-only,
+        /// so it may belong to a running engine; it holds that instance's
+        /// partitions only.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// `text`, `json` or `html`.
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
@@ -197,10 +206,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(demo::run(opts))?;
         }
         Command::Offers { command } => return offers(command),
-        Command::Report { data_dir, format, out } => {
-            let store = cvm_store::Store::open_read_only(&data_dir)
-                .with_context(|| format!("opening {} read-only", data_dir.display()))?;
-            let stats = store.stats()?;
+        Command::Report { brokers, topic, data_dir, format, out } => {
+            let stats = match (brokers, data_dir) {
+                (Some(brokers), _) => {
+                    let k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
+                    let mut stats = Vec::new();
+                    for (key, value) in cvm_kafka::read_latest(&k, &topic, Duration::from_secs(60))? {
+                        let Some(value) = value else { continue };
+                        let decoded = cvm_kafka::decode_stats(&k.topics, &value)
+                            .map_err(|e| anyhow::anyhow!("{topic} message {key:?} is unreadable: {e}"))?;
+                        stats.push(decoded);
+                    }
+                    stats
+                }
+                (None, Some(dir)) => cvm_store::Store::open_read_only(&dir)
+                    .with_context(|| format!("opening {} read-only", dir.display()))?
+                    .stats()?,
+                (None, None) => unreachable!("clap requires one source"),
+            };
             let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
             let rendered = match format {
                 ReportFormat::Text => cvm_report::text(&report),
