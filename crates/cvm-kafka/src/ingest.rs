@@ -26,7 +26,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{offers::Trigger, Emit, Engine, EventResult, TimerKind};
+use cvm_engine::{
+    attribution::{Stats, StatsKey},
+    offers::Trigger,
+    Emit, Engine, EventResult, TimerKind,
+};
 use cvm_store::{Batch, Store, SweepProgress};
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use rdkafka::{
@@ -166,6 +170,9 @@ pub struct Ingest {
     sweep_budget: HashMap<(String, u32), (f64, Instant)>,
     last_sweep_log: Instant,
     last_report: Instant,
+    /// The attribution totals of this instance's store, for the gauges:
+    /// read once, then kept current from what each commit writes.
+    stats: Option<HashMap<(u32, StatsKey), Stats>>,
 }
 
 /// How often due timers and sweeps are looked at: often enough that a timer
@@ -248,6 +255,7 @@ impl Ingest {
             sweep_budget: HashMap::new(),
             last_sweep_log: Instant::now(),
             last_report: Instant::now(),
+            stats: None,
         })
     }
 
@@ -287,8 +295,11 @@ impl Ingest {
     fn maintain(&mut self) -> Result<(), IngestError> {
         Self::refresh(&self.catalog, &mut self.engine, &mut self.catalog_generation);
         if self.last_report.elapsed() >= REPORT_INTERVAL {
-            let stats = self.store.stats()?;
-            telemetry::export_report(&cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s))));
+            if self.stats.is_none() {
+                self.stats = Some(self.store.stats()?.into_iter().map(|(p, k, s)| ((p, k), s)).collect());
+            }
+            let stats = self.stats.iter().flatten().map(|((_, k), s)| (k, s));
+            telemetry::export_report(&cvm_report::Report::from_stats(stats));
             self.last_report = Instant::now();
         }
         let partitions = self.owned_partitions();
@@ -304,8 +315,9 @@ impl Ingest {
         if !changed {
             return Ok(());
         }
-        Self::publish_stats(&self.config, &mut batch)?;
+        let totals = Self::publish_stats(&self.config, &mut batch)?;
         let committed = batch.commit()?;
+        self.remember_stats(totals);
         if committed.outbox > 0 {
             self.wake.notify_one();
         }
@@ -537,8 +549,9 @@ impl Ingest {
             return Ok(());
         }
         let started = Instant::now();
-        Self::publish_stats(&self.config, &mut batch)?;
+        let totals = Self::publish_stats(&self.config, &mut batch)?;
         let committed = batch.commit()?;
+        self.remember_stats(totals);
         self.meters.commit.record(started.elapsed().as_secs_f64());
         for (topic, partition, offset) in &last_offsets {
             // Progress for lag monitoring only; the stored state is the truth.
@@ -614,11 +627,20 @@ impl Ingest {
 
     /// Queues the attribution sums the batch changed, as totals, on the
     /// stats topic: published in the same commit that changes them.
-    fn publish_stats(config: &KafkaConfig, batch: &mut Batch<'_>) -> Result<(), IngestError> {
-        for (partition, key, totals) in batch.stats_totals()? {
-            batch.publish(stats_entry(&config.topics, partition, &key, &totals));
+    /// Returns the totals, to [`remember`](Self::remember_stats) once committed.
+    fn publish_stats(config: &KafkaConfig, batch: &mut Batch<'_>) -> Result<Vec<(u32, StatsKey, Stats)>, IngestError> {
+        let totals = batch.stats_totals()?;
+        for (partition, key, total) in &totals {
+            batch.publish(stats_entry(&config.topics, *partition, key, total));
         }
-        Ok(())
+        Ok(totals)
+    }
+
+    /// Keeps the gauges' copy of the totals current after a commit.
+    fn remember_stats(&mut self, totals: Vec<(u32, StatsKey, Stats)>) {
+        if let Some(stats) = &mut self.stats {
+            stats.extend(totals.into_iter().map(|(p, k, s)| ((p, k), s)));
+        }
     }
 
     fn flush_tally(&self, t: &Tally) {
