@@ -26,7 +26,7 @@ use crate::{
     holdout::{self, GLOBAL_SCOPE},
     ids,
     offers::{Catalog, EventKind, OfferDefinition, Trigger},
-    policy::{ContactPolicy, Resolved, Subject, Verdict},
+    policy::{ContactPolicy, Resolved, Verdict},
     profile::{contact_hash, Contact, Profile, Response, DAY_MS},
     score::score,
     timers::{Timer, TimerKey, TimerKind},
@@ -540,7 +540,7 @@ impl Engine {
                 .iter()
                 .filter(|d| d.eligible(&features))
                 .map(|d| {
-                    let discount = d.discount(profile.offer_contacts_since(d.id(), i64::MIN));
+                    let discount = d.discount(profile.offer_contacts_since(d.subject().offer, i64::MIN));
                     (d.as_ref(), score(d, &features, &discount, now_ms))
                 })
                 .collect();
@@ -638,10 +638,10 @@ impl Engine {
             let mut blocked: Option<(&OfferDefinition, Outcome, String)> = None;
             let mut chosen = None;
             for (d, _) in eligible[first..].iter().filter(|(d, _)| offers_on(d, channel)) {
-                match self.resolve(d).check(profile, subject(d), channel, now_ms, earlier) {
+                match self.resolve(d).check(profile, d.subject(), channel, now_ms, earlier) {
                     Verdict::Block { outcome, reason, suppressed_until_ms } => {
                         if let Some(until) = suppressed_until_ms {
-                            profile.suppress(contact_hash(d.id()), until, now_ms);
+                            profile.suppress(d.subject().offer, until, now_ms);
                         }
                         blocked.get_or_insert((d, outcome, reason));
                     }
@@ -676,10 +676,11 @@ impl Engine {
                 continue;
             }
             attribution::expose(txn, partition, profile, campaign_id, Group::Treated, now_ms, campaign.window_ms)?;
+            let subject = best.subject();
             attribution::contact(txn, partition, campaign_id, best.doc.economics.contact_cost_minor, now_ms)?;
             let offer = {
                 let features = Features::compute(profile, facts, now_ms);
-                let discount = best.discount(profile.offer_contacts_since(best.id(), i64::MIN));
+                let discount = best.discount(profile.offer_contacts_since(subject.offer, i64::MIN));
                 Offer {
                     offer_id: ids::offer_id(&decision_id, best.id(), best.version()),
                     decision_id: decision_id.clone(),
@@ -697,8 +698,8 @@ impl Engine {
             profile.record_contact(Contact {
                 at_ms: now_ms,
                 channel: channel as i32,
-                offer: contact_hash(best.id()),
-                campaign: contact_hash(campaign_id),
+                offer: subject.offer,
+                campaign: subject.campaign,
                 sent: contact_hash(&offer.offer_id),
                 respond_by_ms: offer.expires_at_ms,
                 response: Response::None,
@@ -756,14 +757,5 @@ impl Engine {
             timers_removed: timers.len() as u32,
             devices_unlinked: devices.len() as u32,
         })])
-    }
-}
-
-fn subject(d: &OfferDefinition) -> Subject<'_> {
-    Subject {
-        offer_id: d.id(),
-        campaign_id: &d.doc.campaign_id,
-        offer: contact_hash(d.id()),
-        campaign: contact_hash(&d.doc.campaign_id),
     }
 }

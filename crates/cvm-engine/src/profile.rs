@@ -384,9 +384,8 @@ impl Profile {
         }
     }
 
-    /// How often offer `offer_id` was sent after `since_ms`.
-    pub fn offer_contacts_since(&self, offer_id: &str, since_ms: i64) -> usize {
-        let offer = contact_hash(offer_id);
+    /// How often the offer with [`contact_hash`] `offer` was sent after `since_ms`.
+    pub fn offer_contacts_since(&self, offer: u64, since_ms: i64) -> usize {
         self.contacts.iter().filter(|c| c.offer == offer && c.at_ms > since_ms).count()
     }
 

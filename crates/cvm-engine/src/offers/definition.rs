@@ -12,7 +12,11 @@ use super::{
     campaign::parse_document,
     document::{ChannelName, EventKind, OfferDocument, Status, Trigger},
 };
-use crate::features::{schema, Features};
+use crate::{
+    features::{schema, Features},
+    policy::Subject,
+    profile::contact_hash,
+};
 
 /// A rejected offer document: every problem found, with its field path.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -104,6 +108,9 @@ pub struct OfferDefinition {
     valid_from_ms: Option<i64>,
     valid_until_ms: Option<i64>,
     sweep_at_ms: Option<i64>,
+    /// [`contact_hash`] of the id and of the campaign id, as stored on contacts.
+    offer_hash: u64,
+    campaign_hash: u64,
 }
 
 impl PartialEq for OfferDefinition {
@@ -290,6 +297,7 @@ impl OfferDefinition {
         if !p.0.is_empty() {
             return Err(OfferError { id: doc.id, errors: p.0 });
         }
+        let (offer_hash, campaign_hash) = (contact_hash(&doc.id), contact_hash(&doc.campaign_id));
         Ok(Self {
             doc,
             filter,
@@ -301,6 +309,8 @@ impl OfferDefinition {
             valid_from_ms,
             valid_until_ms,
             sweep_at_ms,
+            offer_hash,
+            campaign_hash,
         })
     }
 
@@ -312,6 +322,16 @@ impl OfferDefinition {
     /// The document version.
     pub fn version(&self) -> u32 {
         self.doc.version
+    }
+
+    /// The offer as the contact policy sees it: ids and their contact hashes.
+    pub fn subject(&self) -> Subject<'_> {
+        Subject {
+            offer_id: &self.doc.id,
+            campaign_id: &self.doc.campaign_id,
+            offer: self.offer_hash,
+            campaign: self.campaign_hash,
+        }
     }
 
     /// Whether the offer may be sent at `now_ms`: active and inside its validity.
