@@ -56,27 +56,17 @@ pub(crate) fn apply_document(catalog: &SharedCatalog, key: &str, value: Option<&
         return ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version: 0, errors: vec![], at_ms };
     };
     let (_, current) = catalog.get();
-    let checked = ConfigDocument::parse(key, bytes).and_then(|doc| {
-        let mut errors = Vec::new();
-        if doc.key() != key {
-            errors.push(format!(
-                "id: the document belongs under key \"{}\", not \"{key}\"; publish with that key",
-                doc.key()
-            ));
-        }
-        if let Some((running, same)) = current.version_of(key, &doc) {
-            if doc.version() < running || (doc.version() == running && !same) {
-                errors.push(format!(
+    let checked = ConfigDocument::parse(key, bytes).and_then(|doc| match current.version_of(key, &doc) {
+        Some((running, same)) if doc.version() < running || (doc.version() == running && !same) => {
+            Err(cvm_engine::OfferError {
+                id: key.to_owned(),
+                errors: vec![format!(
                     "version: {} does not supersede running version {running}; raise the version on every edit",
                     doc.version(),
-                ));
-            }
+                )],
+            })
         }
-        if errors.is_empty() {
-            Ok(doc)
-        } else {
-            Err(cvm_engine::OfferError { id: key.to_owned(), errors })
-        }
+        _ => Ok(doc),
     });
     match checked {
         Ok(doc) => {

@@ -89,32 +89,32 @@ pub enum ConfigDocument {
 }
 
 impl ConfigDocument {
-    /// Parses and checks the document published under `key`.
+    /// Parses and checks the document published under `key`; its kind
+    /// follows from the key, and its id must give that key back.
     pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, OfferError> {
-        if let Some(id) = key.strip_prefix(CAMPAIGN_KEY_PREFIX) {
+        let (doc, mut errors) = if key.starts_with(CAMPAIGN_KEY_PREFIX) {
             let doc: CampaignDocument = parse_document(key, bytes)?;
-            let mut errors = doc.problems();
-            if doc.id != id {
-                errors.push(format!(
-                    "id: \"{}\" differs from the key \"{key}\"; publish with key = campaign/<id>",
-                    doc.id
-                ));
-            }
-            return if errors.is_empty() {
-                Ok(Self::Campaign(doc))
-            } else {
-                Err(OfferError { id: key.into(), errors })
-            };
-        }
-        if key == POLICY_KEY {
+            let errors = doc.problems();
+            (Self::Campaign(doc), errors)
+        } else if key == POLICY_KEY {
             let doc: PolicyDocument = parse_document(key, bytes)?;
             let mut errors = doc.contact_policy.problems("contact_policy");
-            if doc.version == 0 {
-                errors.push("version: must be at least 1; raise it on every edit".into());
-            }
-            return if errors.is_empty() { Ok(Self::Policy(doc)) } else { Err(OfferError { id: key.into(), errors }) };
+            errors.extend(version_problem(doc.version));
+            (Self::Policy(doc), errors)
+        } else {
+            (Self::Offer(Box::new(OfferDefinition::parse(key, bytes)?)), Vec::new())
+        };
+        if doc.key() != key {
+            errors.push(format!(
+                "id: the document belongs under key \"{}\", not \"{key}\"; publish it under that key",
+                doc.key()
+            ));
         }
-        OfferDefinition::parse(key, bytes).map(|d| Self::Offer(Box::new(d)))
+        if errors.is_empty() {
+            Ok(doc)
+        } else {
+            Err(OfferError { id: key.into(), errors })
+        }
     }
 
     /// Parses a document from a file: its `kind` field (`campaign`,
@@ -160,9 +160,7 @@ impl ConfigDocument {
 impl CampaignDocument {
     fn problems(&self) -> Vec<String> {
         let mut out = self.contact_policy.problems("contact_policy");
-        if self.version == 0 {
-            out.push("version: must be at least 1; raise it on every edit".into());
-        }
+        out.extend(version_problem(self.version));
         if !(0.0..=50.0).contains(&self.holdout_percent) {
             out.push("holdout_percent: must be between 0 and 50".into());
         }
@@ -171,6 +169,11 @@ impl CampaignDocument {
         }
         out
     }
+}
+
+/// The problem with a document version, if it has one.
+fn version_problem(version: u32) -> Option<String> {
+    (version == 0).then(|| "version: must be at least 1; raise it on every edit".to_owned())
 }
 
 /// Deserializes a document (JSON when it starts with `{`, else YAML) with
@@ -214,5 +217,10 @@ mod tests {
         assert_eq!(e.errors, vec!["holdout_percent: must be between 0 and 50".to_string()]);
         let e = ConfigDocument::parse("campaign/other", good.as_bytes()).unwrap_err();
         assert!(e.errors[0].starts_with("id: "), "{e}");
+        // Offers too: the key must be the id.
+        let offer = super::super::definition::tests::SAMPLE_YAML.as_bytes();
+        assert!(ConfigDocument::parse("sushi-comeback", offer).is_ok());
+        let e = ConfigDocument::parse("other-offer", offer).unwrap_err();
+        assert!(e.errors[0].starts_with("id: the document belongs under key \"sushi-comeback\""), "{e}");
     }
 }
