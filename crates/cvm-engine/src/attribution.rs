@@ -45,6 +45,9 @@ pub enum Group {
 }
 
 impl Group {
+    /// Every group, in code order.
+    pub const ALL: [Group; 3] = [Group::Treated, Group::CampaignControl, Group::GlobalControl];
+
     /// Lower-case name, for reports and metric labels.
     pub fn name(self) -> &'static str {
         match self {
@@ -61,7 +64,12 @@ impl Group {
 
     /// The group of a storage code.
     pub fn from_code(code: u8) -> Option<Self> {
-        [Group::Treated, Group::CampaignControl, Group::GlobalControl].get(usize::from(code)).copied()
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The group of a [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.name() == name)
     }
 }
 

@@ -89,9 +89,15 @@ impl TimeOfDay {
     }
 }
 
+impl std::fmt::Display for TimeOfDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02}:{:02}", self.minutes / 60, self.minutes % 60)
+    }
+}
+
 impl Serialize for TimeOfDay {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{:02}:{:02}", self.minutes / 60, self.minutes % 60))
+        s.collect_str(self)
     }
 }
 
@@ -426,8 +432,8 @@ impl Resolved<'_> {
             if let Some(until_ms) = quiet.ends_after(now_ms, offset) {
                 let reason = format!(
                     "quiet hours {}–{} local (UTC{offset:+} min); deferred to {}",
-                    serde_json::to_string(&quiet.from).unwrap_or_default().trim_matches('"'),
-                    serde_json::to_string(&quiet.to).unwrap_or_default().trim_matches('"'),
+                    quiet.from,
+                    quiet.to,
                     iso(until_ms)
                 );
                 return Verdict::Defer { until_ms, reason };

@@ -117,10 +117,7 @@ pub(crate) fn stats_entry(topics: &Topics, partition: u32, key: &StatsKey, s: &S
 /// The attribution sums a `cvm.stats` message carries.
 pub fn decode_stats(topics: &Topics, payload: &[u8]) -> Result<(u32, StatsKey, Stats), String> {
     let m: CampaignStats = decode(topics.stats.format, payload).map_err(|e| e.to_string())?;
-    let group = [Group::Treated, Group::CampaignControl, Group::GlobalControl]
-        .into_iter()
-        .find(|g| g.name() == m.group)
-        .ok_or_else(|| format!("unknown group {:?}", m.group))?;
+    let group = Group::from_name(&m.group).ok_or_else(|| format!("unknown group {:?}", m.group))?;
     let stats = Stats {
         customers: m.customers,
         converters: m.converters,
