@@ -55,6 +55,13 @@ impl Responder {
         self
     }
 
+    /// Every campaign's effect, in campaign order.
+    pub fn effects(&self) -> Vec<(&str, Effect)> {
+        let mut v: Vec<_> = self.effects.iter().map(|(c, e)| (c.as_str(), *e)).collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
     /// The purchase `offer` causes, if its customer responds: the offer's
     /// basket, redeeming it, 2 to 48 hours after it was sent.
     pub fn respond(&mut self, offer: &Offer) -> Option<Purchase> {

@@ -145,14 +145,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let outputs = Arc::new(Outputs::default());
     let done_reading = Arc::new(AtomicBool::new(false));
     let produced = Arc::new(AtomicU64::new(0));
-    let reader = spawn_output_reader(
-        &brokers,
-        &config,
-        outputs.clone(),
-        done_reading.clone(),
-        hidden_effects(opts.seed),
-        produced.clone(),
-    )?;
+    let responder = hidden_effects(opts.seed);
+    let truth: Vec<String> = responder
+        .effects()
+        .iter()
+        .map(|(campaign, e)| {
+            format!(
+                "{campaign} {:+.2} ({:.0} % buy a {:.2}-margin basket)",
+                e.margin_per_treated() / 100.0,
+                e.probability * 100.0,
+                (e.price_minor - e.cost_minor) as f64 / 100.0
+            )
+        })
+        .collect();
+    let reader =
+        spawn_output_reader(&brokers, &config, outputs.clone(), done_reading.clone(), responder, produced.clone())?;
 
     println!(
         "cvm demo: {} customers, {} days, seed {}; metrics on http://{bound}/metrics",
@@ -253,7 +260,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let stats = pipeline.store().stats()?;
     let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
     println!("\n{}", cvm_report::text(&report));
-    println!("  hidden truth per treated customer: reactivation +5.00 margin (25 % buy a 40.00-margin basket), abandoned-cart +2.40, winback +2.50; every other campaign 0");
+    println!("  hidden truth, margin per treated customer: {}; every other campaign 0", truth.join(", "));
     if let Some(path) = &opts.report_html {
         let page = cvm_report::html(&report).map_err(|e| anyhow::anyhow!("drawing the report: {e}"))?;
         std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
