@@ -25,9 +25,10 @@ use crate::{
     features::{EventFacts, Features},
     holdout::{self, GLOBAL_SCOPE},
     ids,
+    models::{self, bandit, vector, ArmCounts, ArmKey, ColdStart, ModelSettings, Scorer, Valuation},
     offers::{Catalog, EventKind, OfferDefinition, Trigger},
     policy::{ContactPolicy, Resolved, Verdict},
-    profile::{contact_hash, Contact, Profile, Response, DAY_MS},
+    profile::{contact_hash, Contact, Profile, Response, DAY_MS, NO_DECILE},
     score::score,
     timers::{Timer, TimerKey, TimerKind},
     StateTxn, StoreError,
@@ -110,6 +111,8 @@ pub struct EngineConfig {
     pub default_attribution_window: Duration,
     /// Global contact policy (a `policy/global` document overrides it).
     pub contact_policy: ContactPolicy,
+    /// Model scoring, exploration and drift.
+    pub models: ModelSettings,
 }
 
 impl Default for EngineConfig {
@@ -120,6 +123,7 @@ impl Default for EngineConfig {
             default_holdout_percent: 10.0,
             default_attribution_window: Duration::from_secs(7 * 86_400),
             contact_policy: ContactPolicy::default(),
+            models: ModelSettings::default(),
         }
     }
 }
@@ -312,6 +316,7 @@ impl Engine {
         let mut profile = stored.unwrap_or_default();
         match event {
             Event::Purchase(p) => {
+                self.learn_conversions(txn, partition, &mut profile, p.timestamp_ms)?;
                 let totals = profile.apply_purchase(p);
                 let group = self.programme_group(customer_id);
                 attribution::purchase(txn, partition, &mut profile, group, &totals, p.timestamp_ms)?;
@@ -344,6 +349,27 @@ impl Engine {
         }
         txn.put_profile(partition, customer_id, profile)?;
         Ok(Processed { result: EventResult::Applied, emits })
+    }
+
+    /// Counts the contacts a purchase at `at_ms` converts as bandit
+    /// successes and in the calibration metrics.
+    fn learn_conversions(
+        &self,
+        txn: &mut impl StateTxn,
+        partition: u32,
+        profile: &mut Profile,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        for c in profile.convert_contacts(at_ms) {
+            txn.add_arm(partition, &ArmKey { offer: c.offer, segment: c.segment }, ArmCounts { trials: 0, successes: 1 })?;
+            if c.decile != NO_DECILE {
+                if let Some(d) = self.catalog.by_hash(c.offer) {
+                    metrics::counter!("cvm_model_conversions_total", "offer" => d.id().to_owned(), "decile" => c.decile.to_string())
+                        .increment(1);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Schedules and cancels the timers an event of `kind` affects;
@@ -534,16 +560,30 @@ impl Engine {
             trigger: cause.trigger.to_owned(),
             ..Default::default()
         };
-        let (mut eligible, ineligible_reason) = {
+        // Inside the exploration budget, bandits draw from their posteriors
+        // and uplift models do not hold offers back.
+        let settings = &self.config.models;
+        let exploring = holdout::is_held_out(&self.config.holdout_salt, "explore", &cause.id, settings.exploration_percent);
+        let (mut eligible, ineligible_reason, segment) = {
             let features = Features::compute(profile, facts, now_ms);
-            let eligible: Vec<(&OfferDefinition, Score)> = candidates
-                .iter()
-                .filter(|d| d.eligible(&features))
-                .map(|d| {
-                    let discount = d.discount(profile.offer_contacts_since(d.subject().offer, i64::MIN));
-                    (d.as_ref(), score(d, &features, &discount, now_ms))
-                })
-                .collect();
+            let customer = vector::customer(&features);
+            let segment = bandit::segment(&features);
+            let mut eligible: Vec<(&OfferDefinition, Valuation)> = Vec::with_capacity(candidates.len());
+            for d in candidates.iter().filter(|d| d.eligible(&features)) {
+                let discount = d.discount(profile.offer_contacts_since(d.subject().offer, i64::MIN));
+                let rules = score(d, &features, &discount, now_ms);
+                let scorer = match self.catalog.model_for(d) {
+                    Some(m) if m.monitor().drifted() => Scorer::Drifted(m),
+                    Some(m) => Scorer::Model(m),
+                    None if settings.cold_start == ColdStart::Bandit => Scorer::Bandit {
+                        counts: txn.arm(partition, &ArmKey { offer: d.subject().offer, segment })?,
+                        explore: exploring,
+                        seed: xxhash_rust::xxh3::xxh3_64_with_seed(cause.id.as_bytes(), d.subject().offer),
+                    },
+                    None => Scorer::Rules,
+                };
+                eligible.push((d.as_ref(), models::value(d, &features, &customer, rules, discount, scorer)));
+            }
             let reason = eligible.is_empty().then(|| {
                 format!(
                     "none of {} offer(s) eligible; {} v{}: `{}` is false",
@@ -553,7 +593,7 @@ impl Engine {
                     first.failing_clause(&features).unwrap_or("eligibility")
                 )
             });
-            (eligible, reason)
+            (eligible, reason, segment)
         };
         if let Some(reason) = ineligible_reason {
             return Ok(vec![Emit::Decision(Decision {
@@ -570,20 +610,69 @@ impl Engine {
             b.doc
                 .priority
                 .cmp(&a.doc.priority)
-                .then(sb.score.total_cmp(&sa.score))
+                .then(sb.score.score.total_cmp(&sa.score.score))
                 .then_with(|| a.doc.id.cmp(&b.doc.id))
         });
-        let scores: Vec<Score> = eligible.iter().take(SCORES_IN_DECISION).map(|(_, s)| s.clone()).collect();
-        let with_offer = |d: &OfferDefinition, decision: Decision| Decision {
-            campaign_id: d.doc.campaign_id.clone(),
-            offer_definition_id: d.doc.id.clone(),
-            offer_version: d.doc.version,
-            scores: scores.clone(),
-            ..decision
+        let mut scores: Vec<Score> = eligible.iter().take(SCORES_IN_DECISION).map(|(_, v)| v.score.clone()).collect();
+        for (score, (d, v)) in scores.iter_mut().zip(&eligible) {
+            if let Some(m) = self.catalog.model_for(d).filter(|_| score.source == "uplift" || score.source == "propensity") {
+                score.contributions = m.contributions(&v.vector);
+            }
+        }
+        if !exploring && eligible.iter().all(|(_, v)| v.not_incremental) {
+            let (best, v) = &eligible[0];
+            self.observe_drift(best, v);
+            let s = &v.score;
+            let reason = format!(
+                "not incremental: expected value {:.2} <= 0 (uplift {:+.1} pp: {:.1} % if contacted, {:.1} % if not; model {})",
+                s.score / 100.0,
+                s.uplift * 100.0,
+                s.propensity * 100.0,
+                s.control_propensity * 100.0,
+                s.model_version
+            );
+            return Ok(vec![Emit::Decision(Decision {
+                decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
+                outcome: Outcome::NotIncremental as i32,
+                reason,
+                campaign_id: best.doc.campaign_id.clone(),
+                offer_definition_id: best.doc.id.clone(),
+                offer_version: best.doc.version,
+                model_version: s.model_version.clone(),
+                scores,
+                ..base
+            })]);
+        }
+        if !exploring {
+            eligible.retain(|(_, v)| !v.not_incremental);
+        }
+        let with_offer = |d: &OfferDefinition, v: &Valuation, decision: Decision| {
+            let acted = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal]
+                .contains(&decision.outcome());
+            let fallback = (v.score.source == "rules_drift").then(|| {
+                let reason = self.catalog.model_for(d).map_or(String::new(), |m| m.monitor().reason());
+                format!("rule priority: model {} drifted ({reason})", v.score.model_version)
+            });
+            let reason = match (fallback, decision.reason.is_empty()) {
+                (Some(f), true) => f,
+                (Some(f), false) => format!("{}; {f}", decision.reason),
+                (None, _) => decision.reason.clone(),
+            };
+            Decision {
+                campaign_id: d.doc.campaign_id.clone(),
+                offer_definition_id: d.doc.id.clone(),
+                offer_version: d.doc.version,
+                scores: scores.clone(),
+                model_version: v.score.model_version.clone(),
+                model_features: if acted { v.vector.to_vec() } else { Vec::new() },
+                reason,
+                ..decision
+            }
         };
 
         if self.in_global_control(customer_id) {
-            let best = eligible[0].0;
+            let (best, v) = &eligible[0];
+            self.observe_drift(best, v);
             let window_ms = self.campaign(&best.doc.campaign_id).window_ms;
             attribution::expose(
                 txn,
@@ -600,7 +689,7 @@ impl Engine {
                 reason: format!("in the global control group ({} %)", self.config.global_control_percent),
                 ..base.clone()
             };
-            return Ok(vec![Emit::Decision(with_offer(best, d))]);
+            return Ok(vec![Emit::Decision(with_offer(best, v, d))]);
         }
 
         // A cascade's follow-up channel is held back for the follow-up,
@@ -623,30 +712,32 @@ impl Engine {
         channels.sort_by_key(|&(rank, ch)| (rank, ch as i32));
         let earlier = profile.contacts.len();
         let mut emits = Vec::new();
+        let mut observed = false;
         for (first, channel) in channels {
             let decision_id = ids::decision_id(&cause.id, channel);
             let decision = Decision { decision_id: decision_id.clone(), channel: channel as i32, ..base.clone() };
-            let verdict = |outcome: Outcome, reason: String, d: &OfferDefinition| {
-                Emit::Decision(with_offer(d, Decision { outcome: outcome as i32, reason, ..decision.clone() }))
+            let verdict = |outcome: Outcome, reason: String, (d, v): &(&OfferDefinition, Valuation)| {
+                Emit::Decision(with_offer(d, v, Decision { outcome: outcome as i32, reason, ..decision.clone() }))
             };
             if !profile.reach.reaches(channel) {
                 let reason = format!("{} not reachable (app, token or consent missing)", channel.as_str_name());
-                emits.push(verdict(Outcome::Unreachable, reason, eligible[first].0));
+                emits.push(verdict(Outcome::Unreachable, reason, &eligible[first]));
                 continue;
             }
             // The best offer the policy allows; a blocked one yields to the next.
-            let mut blocked: Option<(&OfferDefinition, Outcome, String)> = None;
+            let mut blocked: Option<(&(&OfferDefinition, Valuation), Outcome, String)> = None;
             let mut chosen = None;
-            for (d, _) in eligible[first..].iter().filter(|(d, _)| offers_on(d, channel)) {
+            for candidate in eligible[first..].iter().filter(|(d, _)| offers_on(d, channel)) {
+                let d = candidate.0;
                 match self.resolve(d).check(profile, d.subject(), channel, now_ms, earlier) {
                     Verdict::Block { outcome, reason, suppressed_until_ms } => {
                         if let Some(until) = suppressed_until_ms {
                             profile.suppress(d.subject().offer, until, now_ms);
                         }
-                        blocked.get_or_insert((d, outcome, reason));
+                        blocked.get_or_insert((candidate, outcome, reason));
                     }
                     other => {
-                        chosen = Some((*d, other));
+                        chosen = Some((candidate, other));
                         break;
                     }
                 }
@@ -657,22 +748,27 @@ impl Engine {
                     emits.push(verdict(outcome, reason, d));
                     continue;
                 }
-                Some((d, Verdict::Defer { until_ms, reason })) => {
+                Some((candidate @ (d, _), Verdict::Defer { until_ms, reason })) => {
                     let key = TimerKey::new(customer_id, TimerKind::Deferred, d.id());
                     let timer = Timer::new(key, until_ms, d.id(), cause.event_id, facts);
                     txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
-                    emits.push(verdict(Outcome::Deferred, reason, d));
+                    emits.push(verdict(Outcome::Deferred, reason, candidate));
                     continue;
                 }
-                Some((d, _)) => d,
+                Some((candidate, _)) => candidate,
             };
+            let (best, valuation) = (best.0, &best.1);
+            if !observed {
+                self.observe_drift(best, valuation);
+                observed = true;
+            }
             let campaign_id = &best.doc.campaign_id;
             let campaign = self.campaign(campaign_id);
             if holdout::is_held_out(&self.config.holdout_salt, campaign_id, customer_id, campaign.holdout_percent) {
                 let group = Group::CampaignControl;
                 attribution::expose(txn, partition, profile, campaign_id, group, now_ms, campaign.window_ms)?;
                 let reason = format!("in the holdout of campaign {campaign_id} ({} %)", campaign.holdout_percent);
-                emits.push(verdict(Outcome::HoldoutCampaign, reason, best));
+                emits.push(verdict(Outcome::HoldoutCampaign, reason, &(best, valuation.clone())));
                 continue;
             }
             attribution::expose(txn, partition, profile, campaign_id, Group::Treated, now_ms, campaign.window_ms)?;
@@ -680,7 +776,7 @@ impl Engine {
             attribution::contact(txn, partition, campaign_id, best.doc.economics.contact_cost_minor, now_ms)?;
             let offer = {
                 let features = Features::compute(profile, facts, now_ms);
-                let discount = best.discount(profile.offer_contacts_since(subject.offer, i64::MIN));
+                let discount = valuation.discount.clone();
                 Offer {
                     offer_id: ids::offer_id(&decision_id, best.id(), best.version()),
                     decision_id: decision_id.clone(),
@@ -703,7 +799,16 @@ impl Engine {
                 sent: contact_hash(&offer.offer_id),
                 respond_by_ms: offer.expires_at_ms,
                 response: Response::None,
+                convert_by_ms: now_ms + campaign.window_ms,
+                converted: false,
+                segment,
+                decile: valuation.decile,
             });
+            txn.add_arm(partition, &ArmKey { offer: subject.offer, segment }, ArmCounts { trials: 1, successes: 0 })?;
+            if valuation.decile != NO_DECILE {
+                metrics::counter!("cvm_model_contacts_total", "offer" => best.id().to_owned(), "decile" => valuation.decile.to_string())
+                    .increment(1);
+            }
             if let (Channel::Push, Some(cascade)) = (channel, &best.doc.cascade) {
                 let key = TimerKey::new(customer_id, TimerKind::Cascade, &offer.offer_id);
                 let due = now_ms + cascade.after.as_millis() as i64;
@@ -711,10 +816,29 @@ impl Engine {
                 txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
             }
             let decision = Decision { outcome: Outcome::Treated as i32, offer_id: offer.offer_id.clone(), ..decision };
-            emits.push(Emit::Decision(with_offer(best, decision)));
+            emits.push(Emit::Decision(with_offer(best, valuation, decision)));
             emits.push(Emit::Offer(offer));
         }
         Ok(emits)
+    }
+
+    /// Feeds `offer`'s model (if it has one) the vector of a decision it
+    /// acted on; at the end of a drift window, reports and logs the check.
+    fn observe_drift(&self, offer: &OfferDefinition, valuation: &Valuation) {
+        let Some(model) = self.catalog.model_for(offer) else { return };
+        let Some(check) = model.observe(&valuation.vector, &self.config.models) else { return };
+        for (series, psi) in &check.psi {
+            metrics::gauge!("cvm_model_psi", "model" => model.artifact().target.clone(), "series" => series.clone())
+                .set(*psi);
+        }
+        metrics::gauge!("cvm_model_drifted", "model" => model.artifact().target.clone())
+            .set(f64::from(u8::from(check.drifted)));
+        let worst = check.worst().map_or(String::new(), |(n, v)| format!("{n} PSI {v:.2}"));
+        match (check.drifted, check.changed) {
+            (true, true) => tracing::warn!(model = model.label(), %worst, "model drifted; its offers fall back to rule priority"),
+            (false, true) => tracing::info!(model = model.label(), %worst, "model back within drift threshold; scoring with it again"),
+            _ => tracing::debug!(model = model.label(), %worst, drifted = check.drifted, "drift check"),
+        }
     }
 
     /// The contact policy for `offer`: global, its campaign's and its own.

@@ -29,7 +29,7 @@ macro_rules! slots {
         #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
         #[derive(Debug, Clone, Copy)]
         #[repr(u16)]
-        enum $kind { $($name,)* }
+        pub(crate) enum $kind { $($name,)* }
         impl $kind {
             const ALL: &'static [($kind, &'static str, Type, &'static str)] = &[$(($kind::$name, $text, Type::$ty, $doc),)*];
         }
@@ -52,6 +52,7 @@ slots! { Num:
     MARGIN_365D = "margin_365d", Double, "Margin in the last 365 days, currency units.";
     AVG_BASKET_VALUE_90D = "avg_basket_value_90d", Double, "Average order value over 90 days (0 without orders), currency units.";
     AVG_BASKET_MARGIN_90D = "avg_basket_margin_90d", Double, "Average order margin over 90 days (0 without orders), currency units.";
+    CLV_12M = "clv_12m", Double, "Estimated margin of the next 12 months (customer lifetime value), currency units.";
     CART_LINES = "cart_lines", Int, "Lines in the cart.";
     CART_UNITS = "cart_units", Int, "Units in the cart.";
     CONTACTS_7D = "contacts_7d", Int, "Offers sent to the customer in the last 7 days, all channels.";
@@ -163,6 +164,7 @@ pub struct Features<'a> {
     texts: [&'a str; TEXTS],
     profile: &'a Profile,
     event: EventFacts<'a>,
+    now_ms: i64,
 }
 
 fn days_between(from_ms: i64, to_ms: i64) -> f64 {
@@ -204,6 +206,7 @@ impl<'a> Features<'a> {
         set(Num::MARGIN_365D, major(w365.margin_minor));
         set(Num::AVG_BASKET_VALUE_90D, per_order(w90.revenue_minor, w90.orders));
         set(Num::AVG_BASKET_MARGIN_90D, per_order(w90.margin_minor, w90.orders));
+        set(Num::CLV_12M, profile.clv_12m_minor(now_ms) / 100.0);
         set(Num::CART_LINES, profile.cart.len() as f64);
         set(Num::CART_UNITS, profile.cart.iter().map(|l| f64::from(l.quantity)).sum());
         set(Num::CONTACTS_7D, profile.contacts.iter().filter(|c| c.at_ms > now_ms - week_ms).count() as f64);
@@ -222,7 +225,17 @@ impl<'a> Features<'a> {
         texts[Text::EVENT_KIND as usize] = event.kind.map_or("", EventKind::name);
         texts[Text::EVENT_CATEGORY as usize] = event.category;
         texts[Text::EVENT_SKU as usize] = event.sku;
-        Self { nums, flags, texts, profile, event }
+        Self { nums, flags, texts, profile, event, now_ms }
+    }
+
+    /// The value of numeric variable `slot`.
+    pub(crate) fn num(&self, slot: Num) -> f64 {
+        self.nums[slot as usize]
+    }
+
+    /// The moment the features describe.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
     }
 
     /// The profile the features were computed from.

@@ -36,6 +36,7 @@ pub mod features;
 pub mod holdout;
 pub mod ids;
 mod memory;
+pub mod models;
 pub mod offers;
 pub mod policy;
 pub mod profile;

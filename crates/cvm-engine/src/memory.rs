@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::{
     attribution::{Stats, StatsKey},
     engine::{Emit, Engine},
+    models::{ArmCounts, ArmKey},
     profile::Profile,
     timers::{Timer, TimerKey},
     StateTxn, StoreError,
@@ -19,6 +20,7 @@ pub struct MemoryState {
     devices: HashMap<(u32, String), String>,
     timers: BTreeMap<(u32, Vec<u8>), Timer>,
     stats: HashMap<(u32, StatsKey), Stats>,
+    arms: HashMap<(u32, ArmKey), ArmCounts>,
 }
 
 impl MemoryState {
@@ -78,6 +80,15 @@ impl MemoryState {
         merged.into_iter().collect()
     }
 
+    /// Bandit arms summed over partitions, in key order.
+    pub fn arms(&self) -> Vec<(ArmKey, ArmCounts)> {
+        let mut merged: BTreeMap<ArmKey, ArmCounts> = BTreeMap::new();
+        for ((_, key), c) in &self.arms {
+            merged.entry(*key).or_default().add(*c);
+        }
+        merged.into_iter().collect()
+    }
+
     /// Whether `device_id` is linked to a customer on `partition`.
     pub fn device_linked(&self, partition: u32, device_id: &str) -> bool {
         self.devices.contains_key(&(partition, device_id.to_owned()))
@@ -131,6 +142,13 @@ impl StateTxn for MemoryState {
     }
     fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError> {
         self.stats.entry((partition, key)).or_default().add(delta);
+        Ok(())
+    }
+    fn arm(&mut self, partition: u32, key: &ArmKey) -> Result<ArmCounts, StoreError> {
+        Ok(self.arms.get(&(partition, *key)).copied().unwrap_or_default())
+    }
+    fn add_arm(&mut self, partition: u32, key: &ArmKey, delta: ArmCounts) -> Result<(), StoreError> {
+        self.arms.entry((partition, *key)).or_default().add(delta);
         Ok(())
     }
 }

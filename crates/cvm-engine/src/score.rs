@@ -37,6 +37,9 @@ pub fn score(offer: &OfferDefinition, features: &Features<'_>, discount: &Discou
         score: offer.doc.weight * (propensity * net_margin - contact_cost),
         propensity,
         expected_margin_minor: net_margin,
+        source: "rules".into(),
+        discount_percent: discount.percent,
+        ..Score::default()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use crate::{
     attribution::{Stats, StatsKey},
+    models::{ArmCounts, ArmKey},
     profile::Profile,
     timers::{Timer, TimerKey},
 };
@@ -58,4 +59,8 @@ pub trait StateTxn {
     fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError>;
     /// Adds `delta` to the attribution aggregate `key` of `partition`.
     fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError>;
+    /// What bandit arm `key` of `partition` has seen.
+    fn arm(&mut self, partition: u32, key: &ArmKey) -> Result<ArmCounts, StoreError>;
+    /// Adds `delta` to bandit arm `key` of `partition`.
+    fn add_arm(&mut self, partition: u32, key: &ArmKey, delta: ArmCounts) -> Result<(), StoreError>;
 }

@@ -28,6 +28,7 @@
 //!   last customer a sweep has decided, so a restarted sweep resumes
 //! - `stats`: `partition ‖ group ‖ day ‖ campaign` → attribution [`Stats`];
 //!   a batch sums its deltas in memory and adds them at commit
+//! - `arms`: `partition ‖ segment ‖ offer hash` → bandit [`ArmCounts`]
 
 use std::{
     collections::{HashMap, HashSet},
@@ -41,6 +42,7 @@ use std::{
 
 use cvm_engine::{
     attribution::{Group, Stats, StatsKey},
+    models::{ArmCounts, ArmKey},
     Profile, StateTxn, StoreError, Timer, TimerKey,
 };
 use rocksdb::{
@@ -57,8 +59,17 @@ const CF_OUTBOX: &str = "outbox";
 const CF_TIMERS: &str = "timers";
 const CF_TIMER_INDEX: &str = "timer_index";
 const CF_STATS: &str = "stats";
-const ALL_CFS: [&str; 8] =
-    [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX, CF_TIMERS, CF_TIMER_INDEX, CF_STATS];
+const CF_ARMS: &str = "arms";
+const ALL_CFS: [&str; 9] =
+    [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX, CF_TIMERS, CF_TIMER_INDEX, CF_STATS, CF_ARMS];
+
+fn arm_key(partition: u32, key: &ArmKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.push(key.segment);
+    k.extend_from_slice(&key.offer.to_be_bytes());
+    k
+}
 
 /// RocksDB settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +323,7 @@ impl Store {
             sweeps: HashMap::new(),
             stats: HashMap::new(),
             stats_resolved: false,
+            arms: HashMap::new(),
         }
     }
 
@@ -452,6 +464,8 @@ pub struct Batch<'s> {
     stats: HashMap<(u32, StatsKey), Stats>,
     /// Whether `stats` holds totals rather than deltas.
     stats_resolved: bool,
+    /// Bandit arms read or written, with whether they changed.
+    arms: HashMap<(u32, ArmKey), (ArmCounts, bool)>,
 }
 
 /// A timer set or cancelled in a batch: what is committed now, and what will be.
@@ -589,6 +603,21 @@ impl Batch<'_> {
         Ok(self.stats.iter().map(|((p, k), s)| (*p, k.clone(), *s)).collect())
     }
 
+    /// The batch's copy of an arm, read from the store on first use.
+    fn arm_entry(&mut self, partition: u32, key: &ArmKey) -> Result<&mut (ArmCounts, bool), StoreError> {
+        let map_key = (partition, *key);
+        if !self.arms.contains_key(&map_key) {
+            let stored = self.store.db.get_pinned_cf(self.store.cf(CF_ARMS), arm_key(partition, key)).map_err(backend)?;
+            let counts = match stored {
+                Some(v) => postcard::from_bytes(&v)
+                    .map_err(|e| StoreError::Corrupt { what: "bandit arm", detail: e.to_string() })?,
+                None => ArmCounts::default(),
+            };
+            self.arms.insert(map_key, (counts, false));
+        }
+        Ok(self.arms.get_mut(&map_key).expect("inserted above"))
+    }
+
     /// Writes everything atomically.
     pub fn commit(mut self) -> Result<Committed, StoreError> {
         self.stats_totals()?;
@@ -612,6 +641,11 @@ impl Batch<'_> {
         }
         for ((p, key), total) in &self.stats {
             wb.put_cf(s.cf(CF_STATS), stats_key(*p, key), postcard::to_stdvec(total).expect("stats serialize"));
+        }
+        for ((p, key), (counts, changed)) in &self.arms {
+            if *changed {
+                wb.put_cf(s.cf(CF_ARMS), arm_key(*p, key), postcard::to_stdvec(counts).expect("arm serialize"));
+            }
         }
         for ((t, p), o) in &self.offsets {
             wb.put_cf(s.cf(CF_OFFSETS), offset_key(t, *p), o.to_be_bytes());
@@ -745,6 +779,17 @@ impl StateTxn for Batch<'_> {
 
     fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError> {
         self.devices.insert((partition, device_id.to_owned()), None);
+        Ok(())
+    }
+
+    fn arm(&mut self, partition: u32, key: &ArmKey) -> Result<ArmCounts, StoreError> {
+        Ok(self.arm_entry(partition, key)?.0)
+    }
+
+    fn add_arm(&mut self, partition: u32, key: &ArmKey, delta: ArmCounts) -> Result<(), StoreError> {
+        let entry = self.arm_entry(partition, key)?;
+        entry.0.add(delta);
+        entry.1 = true;
         Ok(())
     }
 

@@ -10,8 +10,10 @@
 //! time order, one simulated day at a time, so memory stays flat for any
 //! number of days. A [`Responder`] adds how customers react to offers.
 
+mod hidden;
 mod responder;
 
+pub use hidden::{Responsiveness, TypedResponder};
 pub use responder::{Effect, Responder};
 
 use cvm_engine::Event;
@@ -99,6 +101,7 @@ struct Customer {
     orders_per_day: f64,
     sessions_per_day: f64,
     utc_offset_minutes: i32,
+    responsiveness: Responsiveness,
 }
 
 /// The generator; iterate it for events in time order.
@@ -133,7 +136,19 @@ impl Retailer {
                     orders_per_day: 0.02 + 0.25 * u * u * u,
                     sessions_per_day: if app { 0.05 + 0.6 * rng.random::<f64>().powi(2) } else { 0.0 },
                     utc_offset_minutes: [0, 60, 120][rng.random_range(0..3)],
+                    responsiveness: Responsiveness::SureThing,
                 }
+            })
+            .collect::<Vec<_>>();
+        // Hidden types come from their own stream, so the events stay the
+        // same as before they existed.
+        let mut types = SmallRng::seed_from_u64(config.seed ^ 0x7f4a_7c15_9e37_79b9);
+        let customers = customers
+            .into_iter()
+            .map(|c| {
+                let frequent = c.orders_per_day > 0.08;
+                let engaged = c.sessions_per_day > 0.15;
+                Customer { responsiveness: Responsiveness::draw(frequent, engaged, types.random()), ..c }
             })
             .collect();
         Self { config, rng, customers, day: 0, pending: Vec::new().into_iter(), seq: 0 }
@@ -142,6 +157,11 @@ impl Retailer {
     /// Number of customers.
     pub fn customer_count(&self) -> usize {
         self.customers.len()
+    }
+
+    /// Every customer's id and hidden responsiveness, in id order.
+    pub fn responsiveness(&self) -> Vec<(String, Responsiveness)> {
+        self.customers.iter().map(|c| (c.id.clone(), c.responsiveness)).collect()
     }
 
     fn next_id(&mut self, prefix: &str) -> String {

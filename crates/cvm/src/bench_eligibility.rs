@@ -19,7 +19,7 @@ use cvm_expr::compile_predicate;
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseLine};
 
 const DAY_MS: i64 = 86_400_000;
-const NOW: i64 = 1_793_491_200_000;
+pub(crate) const NOW: i64 = 1_793_491_200_000;
 const KINDS: [&str; 6] = ["purchase", "app_open", "product_view", "search", "story_view", "remove_from_cart"];
 
 /// The rule measured alone: four clauses over numbers, a function and a flag.
@@ -44,7 +44,7 @@ fn offer(i: usize, kind: &str) -> OfferDefinition {
     OfferDefinition::parse("bench", doc.as_bytes()).expect("bench offers compile")
 }
 
-fn profile() -> Profile {
+pub(crate) fn profile() -> Profile {
     let mut p = Profile::default();
     for d in 0..8 {
         p.apply_purchase(&Purchase {
@@ -75,7 +75,7 @@ fn profile() -> Profile {
     p
 }
 
-fn per_iteration(iterations: u32, mut f: impl FnMut(u32)) -> f64 {
+pub(crate) fn per_iteration(iterations: u32, mut f: impl FnMut(u32)) -> f64 {
     let warm = (iterations / 10).max(1);
     for i in 0..warm {
         f(i);

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_eligibility;
+pub mod bench_scoring;
 pub mod config;
 pub mod demo;
 pub mod ops;
@@ -11,6 +12,8 @@ pub mod pipeline;
 pub mod recorded;
 pub mod samples;
 pub mod simulate;
+pub mod train;
+pub mod uplift;
 
 pub use config::Config;
 pub use pipeline::Pipeline;

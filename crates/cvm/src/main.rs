@@ -97,6 +97,61 @@ enum Command {
         #[arg(long, default_value_t = 2_000_000)]
         iterations: u32,
     },
+    /// Model scoring cost: 1,000 model-scored candidates for one customer.
+    BenchScoring {
+        /// Customers scored.
+        #[arg(long, default_value_t = 2_000)]
+        iterations: u32,
+    },
+    /// Uplift vs propensity vs rules vs random targeting on a synthetic
+    /// retailer whose customers' responsiveness is known.
+    BenchUplift {
+        /// Customers.
+        #[arg(long, default_value_t = 30_000)]
+        customers: u32,
+        /// Days of history.
+        #[arg(long, default_value_t = 60)]
+        days: u32,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Percent of held-out customers each policy contacts.
+        #[arg(long, default_value_t = 30.0)]
+        depth_percent: f64,
+        /// Write the trained model artifact here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Train a model: replay recorded events with config documents through
+    /// the decision core, then fit propensity, uplift and value models for
+    /// one offer or campaign from its decisions and the purchases after them.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["offer", "campaign"])))]
+    Train {
+        /// Recorded events (`cvm synth --out`): JSON lines or protobuf.
+        #[arg(long)]
+        events: PathBuf,
+        /// Config documents (offers, campaigns, policy) to replay with.
+        #[arg(long, required = true, num_args = 1..)]
+        documents: Vec<PathBuf>,
+        /// Train a model for this offer.
+        #[arg(long)]
+        offer: Option<String>,
+        /// Or for every offer of this campaign.
+        #[arg(long)]
+        campaign: Option<String>,
+        /// Purchases this long after a decision are its outcome.
+        #[arg(long, default_value = "7d", value_parser = humantime_duration)]
+        window: Duration,
+        /// Share of the window (latest decisions) kept for validation.
+        #[arg(long, default_value_t = 0.3)]
+        validation_share: f64,
+        /// Seed of the fit.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to write the artifact (publish it, or put it in the model directory).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write synthetic retailer events to a file (for `offers simulate`).
     Synth {
         /// Output file: `.jsonl` for JSON lines, anything else for protobuf.
@@ -236,6 +291,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::BenchEligibility { iterations } => cvm::bench_eligibility::eligibility(iterations),
+        Command::BenchScoring { iterations } => cvm::bench_scoring::scoring(iterations),
+        Command::BenchUplift { customers, days, seed, depth_percent, out } => {
+            let opts = cvm::uplift::UpliftOptions { customers, days, seed, depth_percent, out };
+            print!("{}", cvm::uplift::run(&opts)?.render());
+        }
+        Command::Train { events, documents, offer, campaign, window, validation_share, seed, out } => {
+            let (scope, target) = match (offer, campaign) {
+                (Some(o), _) => (cvm_engine::models::Scope::Offer, o),
+                (None, Some(c)) => (cvm_engine::models::Scope::Campaign, c),
+                (None, None) => unreachable!("clap requires one target"),
+            };
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            let mut options = cvm_train::TrainOptions::new(scope, &target, now);
+            options.seed = seed;
+            options.validation_share = validation_share;
+            options.progress = true;
+            let events = recorded::read(&events)?;
+            let docs = cvm::train::documents(&documents)?;
+            let artifact = cvm::train::replay_and_train(
+                &events,
+                docs,
+                cvm_engine::EngineConfig::default(),
+                &options,
+                window.as_millis() as i64,
+            )?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&artifact)?)?;
+            let m = &artifact.metrics;
+            println!(
+                "wrote {} ({}): {} training / {} validation rows, AUC {:.3}, Qini {}, uplift model: {}",
+                out.display(),
+                artifact.key(),
+                artifact.data.train_rows,
+                artifact.data.validation_rows,
+                m.auc,
+                m.qini.map_or("-".to_owned(), |q| format!("{q:.4}")),
+                if artifact.control.is_some() { "yes" } else { "no (too few held-out rows)" }
+            );
+        }
         Command::Synth { out, customers, days, seed } => {
             let config = cvm_synth::RetailerConfig { customers, days, seed, ..Default::default() };
             let n = recorded::write(&out, cvm_synth::Retailer::new(config).map(|e| e.event))?;
@@ -268,6 +361,13 @@ fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Linted>>> {
                         format!("campaign {} v{} ({} % holdout)", c.id, c.version, c.holdout_percent)
                     }
                     ConfigDocument::Policy(p) => format!("global contact policy v{}", p.version),
+                    ConfigDocument::Model(m) => format!(
+                        "model {} v{} (AUC {:.3}, {})",
+                        m.target,
+                        m.version,
+                        m.metrics.auc,
+                        if m.control.is_some() { "uplift" } else { "propensity" }
+                    ),
                 };
                 println!("ok    {}: {what}", f.display());
                 good.push((doc, text));

@@ -13,7 +13,10 @@ use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::{OfferDefinition, OfferError};
-use crate::policy::PolicyOverride;
+use crate::{
+    models::{ModelArtifact, MODEL_KEY_PREFIX},
+    policy::PolicyOverride,
+};
 
 /// Config-topic key prefix of campaign documents.
 pub const CAMPAIGN_KEY_PREFIX: &str = "campaign/";
@@ -86,6 +89,8 @@ pub enum ConfigDocument {
     Campaign(CampaignDocument),
     /// The global contact policy (key = `policy/global`).
     Policy(PolicyDocument),
+    /// A trained model (key = `model/offer/<id>` or `model/campaign/<id>`).
+    Model(Box<ModelArtifact>),
 }
 
 impl ConfigDocument {
@@ -96,6 +101,10 @@ impl ConfigDocument {
             let doc: CampaignDocument = parse_document(key, bytes)?;
             let errors = doc.problems();
             (Self::Campaign(doc), errors)
+        } else if key.starts_with(MODEL_KEY_PREFIX) {
+            let doc: ModelArtifact = parse_document(key, bytes)?;
+            let errors = doc.problems();
+            (Self::Model(Box::new(doc)), errors)
         } else if key == POLICY_KEY {
             let doc: PolicyDocument = parse_document(key, bytes)?;
             let mut errors = doc.contact_policy.problems("contact_policy");
@@ -126,10 +135,19 @@ impl ConfigDocument {
             kind: Option<String>,
             #[serde(default)]
             id: Option<String>,
+            #[serde(default)]
+            scope: Option<String>,
+            #[serde(default)]
+            target: Option<String>,
         }
         let peek: Option<Peek> = std::str::from_utf8(bytes).ok().and_then(|t| serde_norway::from_str(t).ok());
-        let (kind, id) = peek.map_or((None, None), |p| (p.kind, p.id));
+        let (kind, id, scope, target) = peek.map_or((None, None, None, None), |p| (p.kind, p.id, p.scope, p.target));
         let key = match (kind.as_deref(), id) {
+            (Some("model"), _) => format!(
+                "{MODEL_KEY_PREFIX}{}/{}",
+                scope.as_deref().unwrap_or("offer"),
+                target.as_deref().unwrap_or(name)
+            ),
             (Some("campaign"), Some(id)) => format!("{CAMPAIGN_KEY_PREFIX}{id}"),
             (Some("contact_policy"), _) => POLICY_KEY.to_owned(),
             (_, Some(id)) => id,
@@ -144,6 +162,7 @@ impl ConfigDocument {
             Self::Offer(d) => d.id().to_owned(),
             Self::Campaign(c) => format!("{CAMPAIGN_KEY_PREFIX}{}", c.id),
             Self::Policy(_) => POLICY_KEY.to_owned(),
+            Self::Model(m) => m.key(),
         }
     }
 
@@ -153,6 +172,7 @@ impl ConfigDocument {
             Self::Offer(d) => d.version(),
             Self::Campaign(c) => c.version,
             Self::Policy(p) => p.version,
+            Self::Model(m) => m.version,
         }
     }
 }
@@ -201,6 +221,22 @@ pub(crate) fn parse_document<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_artifacts_from_another_feature_schema_are_refused() {
+        let mut model = crate::models::tests::artifact("sushi-comeback");
+        let good = serde_json::to_vec(&model).unwrap();
+        let doc = ConfigDocument::parse("model/offer/sushi-comeback", &good).unwrap();
+        assert_eq!(doc.key(), "model/offer/sushi-comeback");
+        assert_eq!(ConfigDocument::parse_file("m.json", &good).unwrap().key(), doc.key());
+        model.features.hash = "0123456789abcdef".into();
+        model.treated.weights.pop();
+        let e = ConfigDocument::parse("model/offer/sushi-comeback", &serde_json::to_vec(&model).unwrap()).unwrap_err();
+        assert!(e.errors[0].starts_with("features.hash: the model was trained on feature schema 0123456789abcdef"), "{e}");
+        assert!(e.errors.iter().any(|x| x.starts_with("treated.weights: has 18 numbers")), "{e}");
+        let e = ConfigDocument::parse("model/offer/other", &good).unwrap_err();
+        assert!(e.errors[0].starts_with("id: the document belongs under key \"model/offer/sushi-comeback\""), "{e}");
+    }
 
     #[test]
     fn campaign_documents_are_checked_with_field_paths() {

@@ -8,6 +8,8 @@ pub mod document;
 
 use std::{collections::HashMap, sync::Arc};
 
+use crate::models::{Model, Scope, MODEL_KEY_PREFIX};
+
 pub use campaign::{CampaignDocument, ConfigDocument, PolicyDocument, CAMPAIGN_KEY_PREFIX, POLICY_KEY};
 pub use definition::{OfferDefinition, OfferError};
 pub use document::{ChannelName, EventKind, OfferDocument, Status, Trigger};
@@ -26,6 +28,12 @@ pub struct Catalog {
     sweeps: Vec<Arc<OfferDefinition>>,
     campaigns: HashMap<String, Arc<CampaignDocument>>,
     policy: Option<Arc<PolicyDocument>>,
+    /// Offers by [`crate::profile::contact_hash`] of their id.
+    by_hash: HashMap<u64, Arc<OfferDefinition>>,
+    /// Models by config-topic key, and by what they score.
+    models: HashMap<String, Arc<Model>>,
+    offer_models: HashMap<String, Arc<Model>>,
+    campaign_models: HashMap<String, Arc<Model>>,
 }
 
 impl Catalog {
@@ -45,6 +53,7 @@ impl Catalog {
         self.delayed_by_cancel.clear();
         self.inactivity.clear();
         self.sweeps.clear();
+        self.by_hash = self.offers.values().map(|d| (d.subject().offer, d.clone())).collect();
         let mut live: Vec<_> = self.offers.values().filter(|d| d.doc.status == Status::Active).cloned().collect();
         live.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
         for d in live {
@@ -86,7 +95,37 @@ impl Catalog {
                 next
             }
             ConfigDocument::Policy(p) => Self { policy: Some(Arc::new(p)), ..self.clone() },
+            ConfigDocument::Model(m) => {
+                let mut next = self.clone();
+                next.models.insert(m.key(), Arc::new(Model::new(*m)));
+                next.index_models();
+                next
+            }
         }
+    }
+
+    fn index_models(&mut self) {
+        self.offer_models.clear();
+        self.campaign_models.clear();
+        for m in self.models.values() {
+            let a = m.artifact();
+            match a.scope {
+                Scope::Offer => self.offer_models.insert(a.target.clone(), m.clone()),
+                Scope::Campaign => self.campaign_models.insert(a.target.clone(), m.clone()),
+            };
+        }
+    }
+
+    /// The model that scores `offer`: its own, else its campaign's.
+    pub fn model_for(&self, offer: &OfferDefinition) -> Option<&Arc<Model>> {
+        self.offer_models.get(offer.id()).or_else(|| self.campaign_models.get(&offer.doc.campaign_id))
+    }
+
+    /// All models, in key order.
+    pub fn models(&self) -> Vec<&Arc<Model>> {
+        let mut v: Vec<_> = self.models.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter().map(|(_, m)| m).collect()
     }
 
     /// A copy without the document published under config-topic `key`.
@@ -98,6 +137,12 @@ impl Catalog {
         }
         if key == POLICY_KEY {
             return Self { policy: None, ..self.clone() };
+        }
+        if key.starts_with(MODEL_KEY_PREFIX) {
+            let mut next = self.clone();
+            next.models.remove(key);
+            next.index_models();
+            return next;
         }
         self.without(key)
     }
@@ -111,6 +156,7 @@ impl Catalog {
                 self.campaigns.get(id).map(|r| (r.version, **r == *c))
             }
             ConfigDocument::Policy(p) => self.policy.as_ref().map(|r| (r.version, **r == *p)),
+            ConfigDocument::Model(m) => self.models.get(key).map(|r| (r.artifact().version, r.artifact() == &**m)),
         }
     }
 
@@ -121,6 +167,9 @@ impl Catalog {
         }
         if key == POLICY_KEY {
             return self.policy.as_ref().map(|p| p.version);
+        }
+        if key.starts_with(MODEL_KEY_PREFIX) {
+            return self.models.get(key).map(|m| m.artifact().version);
         }
         self.get(key).map(|d| d.version())
     }
@@ -165,6 +214,11 @@ impl Catalog {
     /// Active sweep offers.
     pub fn sweeps(&self) -> &[Arc<OfferDefinition>] {
         &self.sweeps
+    }
+
+    /// An offer by the hash contacts store (any status).
+    pub fn by_hash(&self, offer: u64) -> Option<&Arc<OfferDefinition>> {
+        self.by_hash.get(&offer)
     }
 
     /// An offer by id (any status).

@@ -1,0 +1,264 @@
+//! The model artifact `cvm train` writes and the engine loads: a JSON
+//! document with the fitted coefficients and everything needed to trust
+//! them — when and on what data it was trained, which feature layout it
+//! expects, how well it ranked and how well it was calibrated on the
+//! validation period, and the training distribution the drift monitor
+//! compares live traffic with.
+//!
+//! The artifact is a config document like offers and campaigns (key
+//! `model/offer/<id>` or `model/campaign/<id>`): it is published to the
+//! config topic or dropped into the model directory, checked, and swapped in
+//! atomically with the catalog. One that does not fit (another feature
+//! layout, wrong lengths, non-finite numbers) is refused with field paths
+//! while the previous one keeps scoring.
+
+use serde::{Deserialize, Serialize};
+
+use super::vector::{self, Vector, LEN};
+
+/// Config-topic key prefix of model artifacts.
+pub const MODEL_KEY_PREFIX: &str = "model/";
+
+/// The `kind` of a model artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Always `model`.
+    Model,
+}
+
+/// What a model scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// One offer.
+    Offer,
+    /// Every offer of a campaign without a model of its own.
+    Campaign,
+}
+
+/// A linear predictor over standardised features: `intercept + Σ wᵢ·zᵢ`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Linear {
+    /// Intercept.
+    pub intercept: f64,
+    /// One weight per feature.
+    pub weights: Vec<f64>,
+}
+
+/// The data a model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataWindow {
+    /// First decision used, epoch ms.
+    pub from_ms: i64,
+    /// Last decision used, epoch ms.
+    pub to_ms: i64,
+    /// Decisions before this trained the model; the rest validated it.
+    pub split_at_ms: i64,
+    /// Training rows (treated + held out).
+    pub train_rows: u64,
+    /// Validation rows.
+    pub validation_rows: u64,
+    /// Seed of the fit (it orders the rows the solver sees).
+    pub seed: u64,
+}
+
+/// Predicted against observed conversion in one decile of the prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationBin {
+    /// Mean predicted probability in the bin.
+    pub predicted: f64,
+    /// Observed conversion rate in the bin.
+    pub observed: f64,
+    /// Rows in the bin.
+    pub rows: u64,
+}
+
+/// Quality on the validation period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Area under the ROC curve of the propensity (treated) model.
+    pub auc: f64,
+    /// Qini coefficient of the uplift ranking: area between its Qini curve
+    /// and random targeting, in incremental conversions per treated row.
+    pub qini: Option<f64>,
+    /// Area under the uplift curve, normalised per row.
+    pub auuc: Option<f64>,
+    /// Calibration of the propensity model by decile of prediction.
+    pub calibration: Vec<CalibrationBin>,
+}
+
+/// A distribution in the training data: decile edges and each bin's share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Histogram {
+    /// Feature name, or `score`.
+    pub name: String,
+    /// Upper edges of all bins but the last (ascending).
+    pub edges: Vec<f64>,
+    /// Share of training rows per bin (`edges.len() + 1` bins, summing to 1).
+    pub shares: Vec<f64>,
+}
+
+impl Histogram {
+    /// The bin `x` falls in.
+    pub fn bin(&self, x: f64) -> usize {
+        self.edges.partition_point(|&e| e < x)
+    }
+}
+
+/// The feature layout a model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSchema {
+    /// [`vector::schema_hash`] at training.
+    pub hash: String,
+    /// Feature names, in order.
+    pub names: Vec<String>,
+    /// Mean of each feature in the training rows.
+    pub mean: Vec<f64>,
+    /// Standard deviation of each (1 where constant).
+    pub scale: Vec<f64>,
+}
+
+/// A trained model: response propensity, optional control model (then it is
+/// an uplift model), value of a conversion, with its provenance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelArtifact {
+    /// Always `model`.
+    pub kind: ModelKind,
+    /// Offer or campaign.
+    pub scope: Scope,
+    /// The offer or campaign id.
+    pub target: String,
+    /// Raised on every retraining (`cvm train` uses the training time in minutes).
+    pub version: u32,
+    /// When it was trained, epoch ms.
+    pub trained_at_ms: i64,
+    /// The data.
+    pub data: DataWindow,
+    /// The feature layout and standardisation.
+    pub features: FeatureSchema,
+    /// Log-odds of converting when contacted (logistic regression).
+    pub treated: Linear,
+    /// Log-odds of converting when held out; with it, uplift is
+    /// `σ(treated) − σ(control)` (a two-model, T-learner, uplift model).
+    pub control: Option<Linear>,
+    /// Margin of a conversion, minor units (least squares on converters).
+    pub value: Linear,
+    /// Validation quality.
+    pub metrics: Metrics,
+    /// Training distributions of the monitored features and of the score.
+    pub reference: Vec<Histogram>,
+}
+
+impl ModelArtifact {
+    /// The config-topic key of the artifact.
+    pub fn key(&self) -> String {
+        let scope = match self.scope {
+            Scope::Offer => "offer",
+            Scope::Campaign => "campaign",
+        };
+        format!("{MODEL_KEY_PREFIX}{scope}/{}", self.target)
+    }
+
+    /// `target@version`, as decisions quote it.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.target, self.version)
+    }
+
+    /// Everything that keeps this engine from using the artifact, with
+    /// field paths.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.version == 0 {
+            out.push("version: must be at least 1; raise it on every retraining".into());
+        }
+        if self.features.hash != vector::schema_hash() {
+            out.push(format!(
+                "features.hash: the model was trained on feature schema {}, this engine computes {}; retrain it with this version's `cvm train`",
+                self.features.hash,
+                vector::schema_hash()
+            ));
+        }
+        let names: Vec<&str> = vector::FEATURES.iter().map(|f| f.0).collect();
+        if self.features.names != names {
+            out.push(format!("features.names: expected {names:?}; retrain the model with this version's `cvm train`"));
+        }
+        let mut lengths = vec![("features.mean", &self.features.mean), ("features.scale", &self.features.scale)];
+        lengths.push(("treated.weights", &self.treated.weights));
+        lengths.push(("value.weights", &self.value.weights));
+        if let Some(c) = &self.control {
+            lengths.push(("control.weights", &c.weights));
+        }
+        for (path, v) in lengths {
+            if v.len() != LEN {
+                out.push(format!("{path}: has {} numbers, the feature vector has {LEN}", v.len()));
+            } else if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                out.push(format!("{path}[{i}]: is not a finite number"));
+            }
+        }
+        if let Some(i) = self.features.scale.iter().position(|s| *s <= 0.0) {
+            out.push(format!("features.scale[{i}]: must be positive"));
+        }
+        for (i, h) in self.reference.iter().enumerate() {
+            if h.shares.len() != h.edges.len() + 1 || h.edges.windows(2).any(|w| w[0] > w[1]) {
+                out.push(format!("reference[{i}]: needs ascending edges and one share more than edges"));
+            }
+        }
+        out
+    }
+}
+
+/// An artifact ready to score: standardisation folded into the weights, so a
+/// prediction is one dot product over the raw vector.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Folded {
+    intercept: f64,
+    weights: Vector,
+    mean: Vector,
+}
+
+impl Folded {
+    pub(crate) fn new(linear: &Linear, schema: &FeatureSchema) -> Self {
+        let mut weights = [0.0; LEN];
+        let mut mean = [0.0; LEN];
+        let mut intercept = linear.intercept;
+        for i in 0..LEN {
+            weights[i] = linear.weights[i] / schema.scale[i];
+            mean[i] = schema.mean[i];
+            intercept -= weights[i] * mean[i];
+        }
+        Self { intercept, weights, mean }
+    }
+
+    /// `intercept + Σ wᵢ·zᵢ` for the raw vector `x`.
+    #[inline]
+    pub(crate) fn predict(&self, x: &Vector) -> f64 {
+        let mut sum = self.intercept;
+        for i in 0..LEN {
+            sum += self.weights[i] * x[i];
+        }
+        sum
+    }
+
+    /// Each feature's term `wᵢ·zᵢ` for `x`.
+    pub(crate) fn terms(&self, x: &Vector) -> Vector {
+        let mut out = [0.0; LEN];
+        for i in 0..LEN {
+            out[i] = self.weights[i] * (x[i] - self.mean[i]);
+        }
+        out
+    }
+}
+
+/// The logistic function.
+#[inline]
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}

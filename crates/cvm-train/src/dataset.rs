@@ -1,0 +1,107 @@
+//! Training rows: recorded decisions joined with the purchases that followed.
+//!
+//! A treated or held-out decision records the model feature vector of its
+//! offer (`Decision.model_features`). Its label is whether the customer
+//! bought within the campaign's attribution window after it, and its value
+//! the margin they bought — the same definition the incrementality report
+//! uses, so a model is trained on what the report will judge it by.
+
+use std::collections::{HashMap, HashSet};
+
+use cvm_engine::models::vector::{Vector, LEN};
+use cvm_proto::v1::{Decision, Outcome, Purchase};
+
+/// One training row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Decision time, epoch ms.
+    pub at_ms: i64,
+    /// Contacted (else held out).
+    pub treated: bool,
+    /// The model features at decision time.
+    pub x: Vector,
+    /// Bought within the window.
+    pub converted: bool,
+    /// Margin bought within the window, minor units.
+    pub margin_minor: f64,
+}
+
+/// Which decisions a model learns from.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Decisions about one offer.
+    Offer(&'a str),
+    /// Decisions about any offer of a campaign.
+    Campaign(&'a str),
+}
+
+impl Target<'_> {
+    fn matches(&self, d: &Decision) -> bool {
+        match self {
+            Target::Offer(id) => d.offer_definition_id == *id,
+            Target::Campaign(id) => d.campaign_id == *id,
+        }
+    }
+}
+
+/// Purchases by customer, in time order, as (time, margin).
+#[derive(Debug, Default)]
+pub struct PurchaseLog {
+    by_customer: HashMap<String, Vec<(i64, i64)>>,
+}
+
+impl PurchaseLog {
+    /// Records a purchase.
+    pub fn add(&mut self, p: &Purchase) {
+        let margin = p
+            .lines
+            .iter()
+            .map(|l| (l.unit_price_minor - l.unit_cost_minor) * i64::from(l.quantity.max(1)))
+            .sum();
+        self.by_customer.entry(p.customer_id.clone()).or_default().push((p.timestamp_ms, margin));
+    }
+
+    /// Conversions and margin of `customer` in `(from_ms, to_ms]`.
+    fn after(&mut self, customer: &str, from_ms: i64, to_ms: i64) -> (bool, i64) {
+        let Some(list) = self.by_customer.get_mut(customer) else { return (false, 0) };
+        if !list.is_sorted() {
+            list.sort_unstable();
+        }
+        let start = list.partition_point(|&(t, _)| t <= from_ms);
+        let inside = list[start..].iter().take_while(|&&(t, _)| t <= to_ms);
+        let (mut any, mut margin) = (false, 0);
+        for (_, m) in inside {
+            any = true;
+            margin += m;
+        }
+        (any, margin)
+    }
+}
+
+/// The training rows for `target` among `decisions`, labelled from
+/// `purchases` within `window_ms` of each decision. A decision made on
+/// several channels at once counts once.
+pub fn rows(decisions: &[Decision], purchases: &mut PurchaseLog, target: Target<'_>, window_ms: i64) -> Vec<Row> {
+    let acted = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal];
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for d in decisions {
+        if !acted.contains(&d.outcome()) || d.model_features.len() != LEN || !target.matches(d) {
+            continue;
+        }
+        if !seen.insert((d.customer_id.clone(), d.decided_at_ms, d.offer_definition_id.clone())) {
+            continue;
+        }
+        let (converted, margin) = purchases.after(&d.customer_id, d.decided_at_ms, d.decided_at_ms + window_ms);
+        let mut x = [0.0; LEN];
+        x.copy_from_slice(&d.model_features);
+        out.push(Row {
+            at_ms: d.decided_at_ms,
+            treated: d.outcome() == Outcome::Treated,
+            x,
+            converted,
+            margin_minor: margin as f64,
+        });
+    }
+    out
+}
