@@ -25,7 +25,7 @@ use crate::{
     features::{EventFacts, Features},
     holdout::{self, GLOBAL_SCOPE},
     ids,
-    models::{self, bandit, vector, ArmCounts, ArmKey, ColdStart, ModelSettings, Scorer, Valuation},
+    models::{self, bandit, vector, ArmCounts, ArmKey, ColdStart, ModelSettings, Scorer, Source, Valuation},
     offers::{Catalog, EventKind, OfferDefinition, Trigger},
     policy::{ContactPolicy, Resolved, Verdict},
     profile::{contact_hash, Contact, Profile, Response, DAY_MS, NO_DECILE},
@@ -564,14 +564,14 @@ impl Engine {
         // and uplift models do not hold offers back.
         let settings = &self.config.models;
         let exploring = holdout::is_held_out(&self.config.holdout_salt, "explore", &cause.id, settings.exploration_percent);
-        let (mut eligible, ineligible_reason, segment) = {
+        let (eligible, ineligible_reason, segment, customer) = {
             let features = Features::compute(profile, facts, now_ms);
             let customer = vector::customer(&features);
             let segment = bandit::segment(&features);
             let mut eligible: Vec<(&OfferDefinition, Valuation)> = Vec::with_capacity(candidates.len());
             for d in candidates.iter().filter(|d| d.eligible(&features)) {
                 let discount = d.discount(profile.offer_contacts_since(d.subject().offer, i64::MIN));
-                let rules = score(d, &features, &discount, now_ms);
+                let rules = || score(d, &features, &discount, now_ms);
                 let scorer = match self.catalog.model_for(d) {
                     Some(m) if m.monitor().drifted() => Scorer::Drifted(m),
                     Some(m) => Scorer::Model(m),
@@ -582,7 +582,7 @@ impl Engine {
                     },
                     None => Scorer::Rules,
                 };
-                eligible.push((d.as_ref(), models::value(d, &features, &customer, rules, discount, scorer)));
+                eligible.push((d.as_ref(), models::value(d, &features, &customer, discount.clone(), rules, scorer)));
             }
             let reason = eligible.is_empty().then(|| {
                 format!(
@@ -593,7 +593,7 @@ impl Engine {
                     first.failing_clause(&features).unwrap_or("eligibility")
                 )
             });
-            (eligible, reason, segment)
+            (eligible, reason, segment, customer)
         };
         if let Some(reason) = ineligible_reason {
             return Ok(vec![Emit::Decision(Decision {
@@ -606,23 +606,25 @@ impl Engine {
                 ..base
             })]);
         }
-        eligible.sort_by(|(a, sa), (b, sb)| {
-            b.doc
-                .priority
-                .cmp(&a.doc.priority)
-                .then(sb.score.score.total_cmp(&sa.score.score))
-                .then_with(|| a.doc.id.cmp(&b.doc.id))
-        });
-        let mut scores: Vec<Score> = eligible.iter().take(SCORES_IN_DECISION).map(|(_, v)| v.score.clone()).collect();
-        for (score, (d, v)) in scores.iter_mut().zip(&eligible) {
-            if let Some(m) = self.catalog.model_for(d).filter(|_| score.source == "uplift" || score.source == "propensity") {
-                score.contributions = m.contributions(&v.vector);
-            }
-        }
+        // Candidates come in id order, so their position breaks ties by id.
+        let mut order: Vec<u128> = eligible
+            .iter()
+            .enumerate()
+            .map(|(i, (d, v))| models::ranking_key(d.doc.priority, v.value, i as u32))
+            .collect();
+        order.sort_unstable();
+        let mut slots: Vec<Option<(&OfferDefinition, Valuation)>> = eligible.into_iter().map(Some).collect();
+        let mut eligible: Vec<(&OfferDefinition, Valuation)> =
+            order.iter().map(|k| slots[(*k as u32) as usize].take().expect("each position once")).collect();
+        let scores: Vec<Score> = eligible
+            .iter()
+            .take(SCORES_IN_DECISION)
+            .map(|(d, v)| v.score(d, self.catalog.model_for(d).map(AsRef::as_ref), &customer))
+            .collect();
         if !exploring && eligible.iter().all(|(_, v)| v.not_incremental) {
             let (best, v) = &eligible[0];
-            self.observe_drift(best, v);
-            let s = &v.score;
+            self.observe_drift(best, &v.vector(&customer));
+            let s = &scores[0];
             let reason = format!(
                 "not incremental: expected value {:.2} <= 0 (uplift {:+.1} pp: {:.1} % if contacted, {:.1} % if not; model {})",
                 s.score / 100.0,
@@ -649,9 +651,10 @@ impl Engine {
         let with_offer = |d: &OfferDefinition, v: &Valuation, decision: Decision| {
             let acted = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal]
                 .contains(&decision.outcome());
-            let fallback = (v.score.source == "rules_drift").then(|| {
-                let reason = self.catalog.model_for(d).map_or(String::new(), |m| m.monitor().reason());
-                format!("rule priority: model {} drifted ({reason})", v.score.model_version)
+            let model = self.catalog.model_for(d).filter(|_| v.source.is_model() || v.source == Source::RulesDrift);
+            let fallback = (v.source == Source::RulesDrift).then(|| {
+                let m = model.expect("a drifted source has a model");
+                format!("rule priority: model {} drifted ({})", m.label(), m.monitor().reason())
             });
             let reason = match (fallback, decision.reason.is_empty()) {
                 (Some(f), true) => f,
@@ -663,8 +666,8 @@ impl Engine {
                 offer_definition_id: d.doc.id.clone(),
                 offer_version: d.doc.version,
                 scores: scores.clone(),
-                model_version: v.score.model_version.clone(),
-                model_features: if acted { v.vector.to_vec() } else { Vec::new() },
+                model_version: model.map_or(String::new(), |m| m.label().to_owned()),
+                model_features: if acted { v.vector(&customer).to_vec() } else { Vec::new() },
                 reason,
                 ..decision
             }
@@ -672,7 +675,7 @@ impl Engine {
 
         if self.in_global_control(customer_id) {
             let (best, v) = &eligible[0];
-            self.observe_drift(best, v);
+            self.observe_drift(best, &v.vector(&customer));
             let window_ms = self.campaign(&best.doc.campaign_id).window_ms;
             attribution::expose(
                 txn,
@@ -759,7 +762,7 @@ impl Engine {
             };
             let (best, valuation) = (best.0, &best.1);
             if !observed {
-                self.observe_drift(best, valuation);
+                self.observe_drift(best, &valuation.vector(&customer));
                 observed = true;
             }
             let campaign_id = &best.doc.campaign_id;
@@ -824,9 +827,9 @@ impl Engine {
 
     /// Feeds `offer`'s model (if it has one) the vector of a decision it
     /// acted on; at the end of a drift window, reports and logs the check.
-    fn observe_drift(&self, offer: &OfferDefinition, valuation: &Valuation) {
+    fn observe_drift(&self, offer: &OfferDefinition, x: &vector::Vector) {
         let Some(model) = self.catalog.model_for(offer) else { return };
-        let Some(check) = model.observe(&valuation.vector, &self.config.models) else { return };
+        let Some(check) = model.observe(x, &self.config.models) else { return };
         for (series, psi) in &check.psi {
             metrics::gauge!("cvm_model_psi", "model" => model.artifact().target.clone(), "series" => series.clone())
                 .set(*psi);

@@ -115,7 +115,7 @@ struct Meters {
     /// Per input (purchases, app, erasure) × result.
     ingested: [[Counter; 5]; 3],
     dlq: [Counter; 3],
-    outcomes: [Counter; 9],
+    outcomes: [Counter; telemetry::OUTCOMES.len()],
     offers: [Counter; 3],
     latency: Histogram,
     commit: Histogram,
@@ -144,7 +144,7 @@ impl Meters {
 #[derive(Default)]
 struct Tally {
     ingested: [[u64; 5]; 3],
-    outcomes: [u64; 9],
+    outcomes: [u64; telemetry::OUTCOMES.len()],
     offers: [u64; 3],
     /// Timers fired, by kind (delayed, inactivity, cascade, deferred).
     timers: [u64; 4],

@@ -5,7 +5,7 @@ use cvm_proto::v1::Outcome;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Every decision outcome, in protobuf-number order (so `OUTCOMES[o as usize] == o`).
-pub const OUTCOMES: [Outcome; 9] = [
+pub const OUTCOMES: [Outcome; 10] = [
     Outcome::Unspecified,
     Outcome::Treated,
     Outcome::HoldoutGlobal,
@@ -15,6 +15,7 @@ pub const OUTCOMES: [Outcome; 9] = [
     Outcome::Unreachable,
     Outcome::Deferred,
     Outcome::Suppressed,
+    Outcome::NotIncremental,
 ];
 
 /// The `outcome` label of a decision outcome, e.g. `holdout_global`.

@@ -30,7 +30,7 @@ use std::{
 use cvm_engine::{
     models::{Model, ModelSettings, Scope},
     profile::DAY_MS,
-    Catalog, ConfigDocument, Emit, Engine, EngineConfig, MemoryState, StateTxn,
+    Catalog, ConfigDocument, Emit, Engine, EngineConfig, MemoryState,
 };
 use cvm_proto::v1::{Decision, Outcome};
 use cvm_synth::{Responsiveness, Retailer, RetailerConfig, TypedResponder};

@@ -221,37 +221,56 @@ impl ModelArtifact {
 pub(crate) struct Folded {
     intercept: f64,
     weights: Vector,
-    mean: Vector,
 }
 
 impl Folded {
     pub(crate) fn new(linear: &Linear, schema: &FeatureSchema) -> Self {
         let mut weights = [0.0; LEN];
-        let mut mean = [0.0; LEN];
         let mut intercept = linear.intercept;
         for i in 0..LEN {
             weights[i] = linear.weights[i] / schema.scale[i];
-            mean[i] = schema.mean[i];
-            intercept -= weights[i] * mean[i];
+            intercept -= weights[i] * schema.mean[i];
         }
-        Self { intercept, weights, mean }
+        Self { intercept, weights }
     }
 
-    /// `intercept + Σ wᵢ·zᵢ` for the raw vector `x`.
+    /// `intercept + Σ wᵢ·zᵢ` for the raw vector `x`. Four running sums
+    /// instead of one: a single chain of dependent additions is what
+    /// bounds a 19-term dot product, not the multiplications.
     #[inline]
     pub(crate) fn predict(&self, x: &Vector) -> f64 {
-        let mut sum = self.intercept;
-        for i in 0..LEN {
-            sum += self.weights[i] * x[i];
+        let mut acc = [0.0; 4];
+        let (w_chunks, w_rest) = self.weights.as_chunks::<4>();
+        let (x_chunks, x_rest) = x.as_chunks::<4>();
+        for (w, x) in w_chunks.iter().zip(x_chunks) {
+            for k in 0..4 {
+                acc[k] += w[k] * x[k];
+            }
+        }
+        let mut sum = self.intercept + (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for (w, x) in w_rest.iter().zip(x_rest) {
+            sum += w * x;
         }
         sum
     }
 
-    /// Each feature's term `wᵢ·zᵢ` for `x`.
-    pub(crate) fn terms(&self, x: &Vector) -> Vector {
+    /// The prediction at the zero vector.
+    #[inline]
+    pub(crate) fn intercept(&self) -> f64 {
+        self.intercept
+    }
+
+    /// The change of the prediction per unit of feature `i`.
+    #[inline]
+    pub(crate) fn slope(&self, i: usize) -> f64 {
+        self.weights[i]
+    }
+
+    /// Each feature's term `wᵢ·zᵢ` for `x`, given the training means.
+    pub(crate) fn terms(&self, x: &Vector, mean: &[f64]) -> Vector {
         let mut out = [0.0; LEN];
         for i in 0..LEN {
-            out[i] = self.weights[i] * (x[i] - self.mean[i]);
+            out[i] = self.weights[i] * (x[i] - mean[i]);
         }
         out
     }

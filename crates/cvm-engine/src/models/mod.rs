@@ -35,7 +35,11 @@ pub use bandit::{ArmCounts, ArmKey};
 pub use drift::{DriftCheck, DriftMonitor};
 pub use vector::{Vector, FEATURES};
 
-use crate::{features::Features, offers::OfferDefinition, profile::NO_DECILE};
+use crate::{
+    features::{Features, Num},
+    offers::OfferDefinition,
+    profile::NO_DECILE,
+};
 use artifact::{sigmoid, Folded};
 
 /// Typical basket in minor units, for customers with no recent orders.
@@ -102,6 +106,9 @@ pub struct Model {
     treated: Folded,
     control: Option<Folded>,
     value: Folded,
+    /// The three models' weights side by side per feature, for
+    /// [`Model::log_odds_and_value`]: one pass over the vector.
+    fused: [[f64; 3]; vector::LEN],
     /// For each reference series: the vector slot it watches (`None` = the score).
     series: Vec<Option<usize>>,
     monitor: DriftMonitor,
@@ -122,11 +129,19 @@ impl Model {
             .iter()
             .map(|h| FEATURES.iter().position(|f| f.0 == h.name))
             .collect();
+        let treated = Folded::new(&artifact.treated, schema);
+        let control = artifact.control.as_ref().map(|c| Folded::new(c, schema));
+        let value = Folded::new(&artifact.value, schema);
+        let mut fused = [[0.0; 3]; vector::LEN];
+        for (i, f) in fused.iter_mut().enumerate() {
+            *f = [treated.slope(i), control.as_ref().map_or(0.0, |c| c.slope(i)), value.slope(i)];
+        }
         Self {
             label: artifact.label(),
-            treated: Folded::new(&artifact.treated, schema),
-            control: artifact.control.as_ref().map(|c| Folded::new(c, schema)),
-            value: Folded::new(&artifact.value, schema),
+            treated,
+            control,
+            value,
+            fused,
             series,
             monitor: DriftMonitor::new(artifact.reference.clone()),
             artifact,
@@ -150,12 +165,34 @@ impl Model {
 
     /// Conversion probability when contacted, and when not (uplift models).
     pub fn predict(&self, x: &Vector) -> (f64, Option<f64>) {
-        (sigmoid(self.treated.predict(x)), self.control.as_ref().map(|c| sigmoid(c.predict(x))))
+        let (t, c) = self.log_odds(x);
+        (sigmoid(t), c.map(sigmoid))
     }
 
-    /// Margin of a conversion, minor units.
-    pub fn value_minor(&self, x: &Vector) -> f64 {
-        self.value.predict(x).max(0.0)
+    /// Log-odds of converting when contacted, and when not.
+    #[inline]
+    fn log_odds(&self, x: &Vector) -> (f64, Option<f64>) {
+        (self.treated.predict(x), self.control.as_ref().map(|c| c.predict(x)))
+    }
+
+    /// Treated log-odds, control log-odds (uplift models) and conversion
+    /// margin for the customer's vector completed with an offer's part, in
+    /// one pass and without building the vector: the scoring hot path.
+    #[inline]
+    fn log_odds_and_value(&self, customer: &Vector, part: &[f64; vector::OFFER_SLOTS]) -> (f64, Option<f64>, f64) {
+        let split = vector::LEN - vector::OFFER_SLOTS;
+        let mut acc = [self.treated.intercept(), self.control.as_ref().map_or(0.0, Folded::intercept), self.value.intercept()];
+        for (w, x) in self.fused[..split].iter().zip(&customer[..split]) {
+            for k in 0..3 {
+                acc[k] += w[k] * x;
+            }
+        }
+        for (w, x) in self.fused[split..].iter().zip(part) {
+            for k in 0..3 {
+                acc[k] += w[k] * x;
+            }
+        }
+        (acc[0], self.control.as_ref().map(|_| acc[1]), acc[2])
     }
 
     /// The score series the drift monitor watches: uplift, or propensity.
@@ -176,9 +213,10 @@ impl Model {
     /// for propensity models), largest magnitude first. Computed only for
     /// the candidates a decision lists, not for every one scored.
     pub fn contributions(&self, x: &Vector) -> Vec<Contribution> {
-        let mut terms = self.treated.terms(x);
+        let mean = &self.artifact.features.mean;
+        let mut terms = self.treated.terms(x, mean);
         if let Some(c) = &self.control {
-            for (t, c) in terms.iter_mut().zip(c.terms(x)) {
+            for (t, c) in terms.iter_mut().zip(c.terms(x, mean)) {
                 *t -= c;
             }
         }
@@ -212,118 +250,197 @@ pub enum Scorer<'a> {
     Rules,
 }
 
-/// A candidate's valuation.
+/// Where a valuation came from (`Score.source` in decisions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Uplift model.
+    Uplift,
+    /// Model without a control arm.
+    Propensity,
+    /// Thompson draw.
+    Bandit,
+    /// Posterior mean (outside the exploration budget).
+    BanditMean,
+    /// Rule score, no model.
+    Rules,
+    /// Rule score because the model drifted.
+    RulesDrift,
+}
+
+impl Source {
+    /// The name decisions use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Uplift => "uplift",
+            Source::Propensity => "propensity",
+            Source::Bandit => "bandit",
+            Source::BanditMean => "bandit_mean",
+            Source::Rules => "rules",
+            Source::RulesDrift => "rules_drift",
+        }
+    }
+
+    /// Whether a model's predictions made the value.
+    pub fn is_model(self) -> bool {
+        matches!(self, Source::Uplift | Source::Propensity)
+    }
+}
+
+/// A candidate's valuation. Plain numbers, so that scoring a thousand
+/// candidates allocates nothing; [`Valuation::score`] builds the `Score`
+/// a decision lists.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Valuation {
-    /// The score, as decisions list it.
-    pub score: Score,
+    /// Expected incremental value × weight (the ranking key), minor units.
+    pub value: f64,
+    /// Where it came from.
+    pub source: Source,
+    /// Conversion probability when contacted.
+    pub propensity: f64,
+    /// Conversion probability when not (uplift models only).
+    pub control_propensity: Option<f64>,
+    /// Margin of a conversion net of the discount, minor units.
+    pub expected_margin_minor: f64,
     /// The discount to offer.
     pub discount: Discount,
     /// An uplift model expects the contact not to pay.
     pub not_incremental: bool,
-    /// The model features at that discount.
-    pub vector: Vector,
+    /// The offer's part of the model features ([`vector::complete`] with
+    /// the customer's part gives the vector), at that discount.
+    pub offer_part: [f64; vector::OFFER_SLOTS],
     /// Decile of the predicted conversion probability ([`NO_DECILE`] without a model).
     pub decile: u8,
 }
 
+impl Valuation {
+    /// The model features of the valuation.
+    pub fn vector(&self, customer: &Vector) -> Vector {
+        vector::complete(customer, &self.offer_part)
+    }
+
+    /// The `Score` of `offer` as decisions list it; `model` (the offer's,
+    /// if any) adds its version and, for model sources, the top feature
+    /// contributions at `customer`'s vector.
+    pub fn score(&self, offer: &OfferDefinition, model: Option<&Model>, customer: &Vector) -> Score {
+        let model = model.filter(|_| self.source.is_model() || self.source == Source::RulesDrift);
+        Score {
+            offer_definition_id: offer.doc.id.clone(),
+            offer_version: offer.doc.version,
+            score: self.value,
+            propensity: self.propensity,
+            expected_margin_minor: self.expected_margin_minor,
+            source: self.source.name().to_owned(),
+            model_version: model.map_or(String::new(), |m| m.label().to_owned()),
+            control_propensity: self.control_propensity.unwrap_or(0.0),
+            uplift: self.control_propensity.map_or(0.0, |c| self.propensity - c),
+            discount_percent: self.discount.percent,
+            contributions: match model {
+                Some(m) if self.source.is_model() => m.contributions(&self.vector(customer)),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// The ranking of a candidate as one integer, smaller first: priority
+/// (higher first), then value (higher first), then `position` (the
+/// candidate's place in id order). One integer compares in a single
+/// instruction, so ranking a thousand candidates costs a few microseconds.
+pub fn ranking_key(priority: i32, value: f64, position: u32) -> u128 {
+    let priority = !((priority as u32) ^ 0x8000_0000);
+    let bits = value.to_bits();
+    // f64 bits in ascending total order, then inverted for descending.
+    let ascending = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+    (u128::from(priority) << 96) | (u128::from(!ascending) << 32) | u128::from(position)
+}
+
 /// The discount steps an offer may use: a ladder's steps, or its one reward.
-fn steps(offer: &OfferDefinition, ladder_default: &Discount) -> Vec<u32> {
+fn steps<'a>(offer: &'a OfferDefinition, ladder_default: &'a Discount) -> &'a [u32] {
     let ladder = &offer.doc.reward.ladder_percent;
     if ladder.is_empty() {
-        vec![ladder_default.percent]
+        std::slice::from_ref(&ladder_default.percent)
     } else {
-        ladder.clone()
+        ladder
     }
 }
 
 /// Values `offer` for the customer. `customer` is [`vector::customer`] of
-/// `features`; `rules` is the rule score with the ladder's default step
-/// `discount` (by contact count), used as the fallback and the bandit prior.
+/// `features`; `discount` is the reward by contact count (a ladder's
+/// default step); `rules` computes the rule score with it, needed only for
+/// the rule, drift and bandit sources.
 pub fn value(
     offer: &OfferDefinition,
     features: &Features<'_>,
     customer: &Vector,
-    rules: Score,
     discount: Discount,
+    rules: impl FnOnce() -> Score,
     scorer: Scorer<'_>,
 ) -> Valuation {
     let weight = offer.doc.weight;
     let contact_cost = offer.doc.economics.contact_cost_minor as f64;
-    let vector_at = |percent: u32| vector::for_offer(customer, features, offer, percent);
+    let part_at = |percent: u32| vector::offer_part(features.profile(), offer, percent);
+    let by_rules = |source: Source, rules: Score, value: f64, propensity: f64| Valuation {
+        value,
+        source,
+        propensity,
+        control_propensity: None,
+        expected_margin_minor: rules.expected_margin_minor,
+        offer_part: part_at(discount.percent),
+        discount: discount.clone(),
+        not_incremental: false,
+        decile: NO_DECILE,
+    };
     match scorer {
-        Scorer::Rules => Valuation {
-            score: rules,
-            vector: vector_at(discount.percent),
-            discount,
-            not_incremental: false,
-            decile: NO_DECILE,
-        },
-        Scorer::Drifted(model) => Valuation {
-            score: Score {
-                source: "rules_drift".into(),
-                model_version: model.label().to_owned(),
-                ..rules
-            },
-            vector: vector_at(discount.percent),
-            discount,
-            not_incremental: false,
-            decile: NO_DECILE,
-        },
+        Scorer::Rules | Scorer::Drifted(_) => {
+            let source = if matches!(scorer, Scorer::Rules) { Source::Rules } else { Source::RulesDrift };
+            let r = rules();
+            let (score, propensity) = (r.score, r.propensity);
+            by_rules(source, r, score, propensity)
+        }
         Scorer::Bandit { counts, explore, seed } => {
-            let rate = if explore { counts.sample(rules.propensity, seed) } else { counts.mean(rules.propensity) };
-            Valuation {
-                score: Score {
-                    source: if explore { "bandit" } else { "bandit_mean" }.into(),
-                    score: weight * (rate * rules.expected_margin_minor - contact_cost),
-                    propensity: rate,
-                    ..rules
-                },
-                vector: vector_at(discount.percent),
-                discount,
-                not_incremental: false,
-                decile: NO_DECILE,
-            }
+            let r = rules();
+            let rate = if explore { counts.sample(r.propensity, seed) } else { counts.mean(r.propensity) };
+            let value = weight * (rate * r.expected_margin_minor - contact_cost);
+            by_rules(if explore { Source::Bandit } else { Source::BanditMean }, r, value, rate)
         }
         Scorer::Model(model) => {
-            let w90 = features.profile().window(features.now_ms(), 90);
-            let basket = if w90.orders > 0 {
-                w90.revenue_minor as f64 / f64::from(w90.orders)
-            } else {
-                DEFAULT_BASKET_MINOR
+            let basket = match features.num(Num::AVG_BASKET_VALUE_90D) {
+                b if b > 0.0 => b * 100.0,
+                _ => DEFAULT_BASKET_MINOR,
             };
             let fixed = discount.fixed_minor as f64;
-            let margin = model.value_minor(&vector_at(0));
-            // (value, step, p_t, p_c, vector); the smallest step wins ties.
-            let mut best: Option<(f64, u32, f64, Option<f64>, Vector)> = None;
-            for step in steps(offer, &discount) {
-                let x = vector_at(step);
-                let (p_t, p_c) = model.predict(&x);
+            let steps = steps(offer, &discount);
+            // One vector and one dot product per model; each ladder step
+            // only moves the discount slot, a linear term of the log-odds.
+            let mut part = part_at(steps[0]);
+            let first = f64::from(steps[0]);
+            let (t0, c0, v0) = model.log_odds_and_value(customer, &part);
+            let margin = (v0 - model.value.slope(vector::DISCOUNT_SLOT) * first).max(0.0);
+            let t_slope = model.treated.slope(vector::DISCOUNT_SLOT);
+            let c_slope = model.control.as_ref().map_or(0.0, |c| c.slope(vector::DISCOUNT_SLOT));
+            // (value, step, p_t, p_c); the smallest step wins ties.
+            let mut best: Option<(f64, u32, f64, Option<f64>)> = None;
+            for &step in steps {
+                let shift = f64::from(step) - first;
+                let p_t = sigmoid(t0 + t_slope * shift);
+                let p_c = c0.map(|c| sigmoid(c + c_slope * shift));
                 let cost = basket * f64::from(step) / 100.0 + fixed;
                 let v = p_t * (margin - cost) - p_c.unwrap_or(0.0) * margin - contact_cost;
-                if best.as_ref().is_none_or(|b| v > b.0) {
-                    best = Some((v, step, p_t, p_c, x));
+                if best.is_none_or(|b| v > b.0) {
+                    best = Some((v, step, p_t, p_c));
                 }
             }
-            let (v, step, p_t, p_c, x) = best.expect("an offer has at least one step");
-            let cost = basket * f64::from(step) / 100.0 + fixed;
+            let (v, step, p_t, p_c) = best.expect("an offer has at least one step");
+            part[vector::OFFER_SLOTS - 1] = f64::from(step);
             Valuation {
-                score: Score {
-                    offer_definition_id: offer.doc.id.clone(),
-                    offer_version: offer.doc.version,
-                    score: weight * v,
-                    propensity: p_t,
-                    expected_margin_minor: margin - cost,
-                    source: if p_c.is_some() { "uplift" } else { "propensity" }.into(),
-                    model_version: model.label().to_owned(),
-                    control_propensity: p_c.unwrap_or(0.0),
-                    uplift: p_c.map_or(0.0, |c| p_t - c),
-                    discount_percent: step,
-                    contributions: Vec::new(),
-                },
+                value: weight * v,
+                source: if p_c.is_some() { Source::Uplift } else { Source::Propensity },
+                propensity: p_t,
+                control_propensity: p_c,
+                expected_margin_minor: margin - (basket * f64::from(step) / 100.0 + fixed),
                 discount: Discount { percent: step, fixed_minor: discount.fixed_minor },
                 not_incremental: p_c.is_some() && v <= 0.0,
-                vector: x,
+                offer_part: part,
                 decile: ((p_t * 10.0) as u8).min(9),
             }
         }
@@ -381,6 +498,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ranking_keys_order_by_priority_then_value_then_position() {
+        let mut keys = vec![
+            (ranking_key(0, 5.0, 0), "low priority"),
+            (ranking_key(10, -1.0, 1), "high priority, negative value"),
+            (ranking_key(10, 3.0, 3), "high priority, best value, later id"),
+            (ranking_key(10, 3.0, 2), "high priority, best value"),
+            (ranking_key(-5, 100.0, 4), "negative priority"),
+        ];
+        keys.sort();
+        let order: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        assert_eq!(
+            order,
+            [
+                "high priority, best value",
+                "high priority, best value, later id",
+                "high priority, negative value",
+                "low priority",
+                "negative priority"
+            ]
+        );
+    }
+
+    #[test]
     fn uplift_values_the_increment_and_picks_the_smallest_best_step() {
         use crate::{features::EventFacts, profile::Profile};
         let mut doc = crate::offers::definition::tests::sample().doc;
@@ -392,19 +532,20 @@ pub(crate) mod tests {
         let never = Profile::default();
         let f = Features::compute(&never, EventFacts::default(), 400 * crate::profile::DAY_MS);
         let customer = vector::customer(&f);
-        let rules = crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
-        let v = value(&offer, &f, &customer, rules, offer.discount(0), Scorer::Model(&model));
-        assert_eq!(v.score.source, "uplift");
-        assert!(v.score.uplift > 0.3 && !v.not_incremental, "{:?}", v.score);
+        let rules = || crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
+        let v = value(&offer, &f, &customer, offer.discount(0), rules, Scorer::Model(&model));
+        let score = v.score(&offer, Some(&model), &customer);
+        assert_eq!(score.source, "uplift");
+        assert!(score.uplift > 0.3 && !v.not_incremental, "{score:?}");
         // 40 % off a 30.00 basket costs more than a 10.00 margin can pay for.
         assert!(v.discount.percent < 40 && v.discount.percent >= 5, "{:?}", v.discount);
-        let expected = v.score.propensity * (1_000.0 - 30.0 * f64::from(v.discount.percent))
-            - v.score.control_propensity * 1_000.0
+        let expected = score.propensity * (1_000.0 - 30.0 * f64::from(v.discount.percent))
+            - score.control_propensity * 1_000.0
             - offer.doc.economics.contact_cost_minor as f64;
-        assert!((v.score.score - offer.doc.weight * expected).abs() < 1e-6);
-        let why = model.contributions(&v.vector);
+        assert!((score.score - offer.doc.weight * expected).abs() < 1e-6);
+        let why = &score.contributions;
         assert_eq!(why[0].feature, "recency_log_days", "{why:?}");
         assert!((why[0].value - 2.0 * (366f64.ln() - 3.0)).abs() < 1e-9, "treated +1, control -1 per unit");
-        assert_eq!(v.score.model_version, format!("{}@1", offer.doc.id));
+        assert_eq!(score.model_version, format!("{}@1", offer.doc.id));
     }
 }

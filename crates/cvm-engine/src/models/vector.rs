@@ -14,7 +14,7 @@ use cvm_proto::v1::Channel;
 use crate::{
     features::{Features, Num},
     offers::OfferDefinition,
-    profile::{Response, DAY_MS},
+    profile::{Profile, Response, DAY_MS},
 };
 
 /// Every model feature: name and meaning, in vector order.
@@ -45,8 +45,9 @@ pub const LEN: usize = FEATURES.len();
 
 /// Slot of the discount depth, the one feature set per ladder step.
 pub const DISCOUNT_SLOT: usize = LEN - 1;
+/// The offer's part of the vector: its last three slots.
+pub const OFFER_SLOTS: usize = 3;
 const CATEGORY_SHARE_SLOT: usize = LEN - 3;
-const CATEGORY_IN_CART_SLOT: usize = LEN - 2;
 
 /// Features the drift monitor watches besides the score: the ones that move
 /// first when the economy turns (spend, frequency, recency, engagement).
@@ -117,22 +118,30 @@ pub fn customer(features: &Features<'_>) -> Vector {
     ]
 }
 
-/// `customer` completed for `offer` at `discount_percent`.
-pub fn for_offer(customer: &Vector, features: &Features<'_>, offer: &OfferDefinition, discount_percent: u32) -> Vector {
+/// The offer's slots for this customer: category share, category in cart,
+/// discount percent.
+pub fn offer_part(profile: &Profile, offer: &OfferDefinition, discount_percent: u32) -> [f64; OFFER_SLOTS] {
+    let (share, in_cart) = match offer.doc.category.as_deref() {
+        Some(category) => (
+            profile.category_share(category),
+            f64::from(u8::from(profile.cart.iter().any(|l| l.category == category))),
+        ),
+        None => (0.0, 0.0),
+    };
+    [share, in_cart, f64::from(discount_percent)]
+}
+
+/// `customer` completed with an offer's part.
+pub fn complete(customer: &Vector, part: &[f64; OFFER_SLOTS]) -> Vector {
     let mut v = *customer;
-    if let Some(category) = offer.doc.category.as_deref() {
-        let profile = features.profile();
-        v[CATEGORY_SHARE_SLOT] = profile.category_share(category);
-        v[CATEGORY_IN_CART_SLOT] = f64::from(u8::from(profile.cart.iter().any(|l| l.category == category)));
-    }
-    v[DISCOUNT_SLOT] = f64::from(discount_percent);
+    v[CATEGORY_SHARE_SLOT..].copy_from_slice(part);
     v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{features::EventFacts, profile::Profile};
+    use crate::features::EventFacts;
 
     #[test]
     fn names_are_unique_and_the_hash_is_stable_within_a_build() {
@@ -151,7 +160,7 @@ mod tests {
         assert!((v[0] - 366f64.ln()).abs() < 1e-9, "never bought");
         assert!((v[11] - 0.5).abs() < 1e-9 && (v[12] - 0.1).abs() < 1e-9, "smoothed rates");
         let offer = crate::offers::definition::tests::sample();
-        let w = for_offer(&v, &f, &offer, 15);
+        let w = complete(&v, &offer_part(&p, &offer, 15));
         assert_eq!(w[DISCOUNT_SLOT], 15.0);
         assert!(v.iter().chain(w.iter()).all(|x| x.is_finite()));
     }
