@@ -66,10 +66,10 @@ impl Responsiveness {
     pub(crate) fn draw(frequent: bool, engaged: bool, u: f64) -> Self {
         // Cumulative shares of sure things, persuadables, lost causes (rest: sleeping dogs).
         let [s, p, l] = match (frequent, engaged) {
-            (true, false) => [0.55, 0.65, 0.70],
-            (true, true) => [0.45, 0.70, 0.75],
-            (false, true) => [0.10, 0.70, 0.90],
-            (false, false) => [0.10, 0.30, 0.90],
+            (true, false) => [0.45, 0.50, 0.55],
+            (true, true) => [0.50, 0.75, 0.80],
+            (false, true) => [0.05, 0.80, 0.95],
+            (false, false) => [0.05, 0.25, 0.90],
         };
         match u {
             u if u < s => Self::SureThing,
@@ -82,7 +82,8 @@ impl Responsiveness {
 
 /// Answers decisions of a campaign by each customer's hidden type: a
 /// contacted customer buys with `conversion(true)`, a held-out one with
-/// `conversion(false)`, once per customer and decision time.
+/// `conversion(false)`, once per customer and decision time, 2 to 47 hours
+/// after it.
 #[derive(Debug, Clone)]
 pub struct TypedResponder {
     seed: u64,
@@ -118,7 +119,7 @@ impl TypedResponder {
         if uniform >= kind.conversion(contacted) {
             return None;
         }
-        let delay = 2 * HOUR_MS + (draw % 94) as i64 * HOUR_MS;
+        let delay = 2 * HOUR_MS + (draw % 46) as i64 * HOUR_MS;
         Some(Purchase {
             event_id: format!("typed-{customer_id}-{at_ms}"),
             customer_id: customer_id.to_owned(),

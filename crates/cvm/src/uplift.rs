@@ -51,7 +51,7 @@ channels:
 economics: { margin_per_redemption_minor: 1600, contact_cost_minor: 10 }
 ttl: 3d
 "#;
-const CAMPAIGN: &str = "kind: campaign\nid: uplift-test\nversion: 1\nholdout_percent: 50\nattribution_window: 5d\n";
+const CAMPAIGN: &str = "kind: campaign\nid: uplift-test\nversion: 1\nholdout_percent: 50\nattribution_window: 2d\n";
 /// Basket the campaign sells: 40.00 at 24.00 cost of goods.
 const BASKET: (i64, i64) = (4_000, 2_400);
 const CONTACT_COST: f64 = 10.0;
@@ -81,6 +81,9 @@ pub struct PolicyResult {
     pub margin_per_1000: f64,
     /// Qini coefficient on observed outcomes.
     pub qini: f64,
+    /// Qini coefficient on the true uplift of each customer's type: the
+    /// ranking quality without the noise of one draw of outcomes.
+    pub true_qini: f64,
 }
 
 /// What the benchmark found.
@@ -94,8 +97,12 @@ pub struct UpliftReport {
     pub held_out_rows: usize,
     /// The four policies, in order random, rules, propensity, uplift.
     pub policies: Vec<PolicyResult>,
+    /// Percent of held-out customers each policy contacts.
+    pub depth_percent: f64,
     /// With the model: decisions per (type, outcome) in the model sweep.
     pub engine_outcomes: BTreeMap<(Responsiveness, String), usize>,
+    /// With the model: (sum of predicted uplift, decisions scored) per type.
+    pub predicted_uplift: BTreeMap<Responsiveness, (f64, usize)>,
 }
 
 fn is_training_customer(customer_id: &str, seed: u64) -> bool {
@@ -121,11 +128,14 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     };
     let mut catalog = Catalog::default().with_document(ConfigDocument::parse("campaign/uplift-test", CAMPAIGN.as_bytes())?);
     catalog = catalog.with_document(offer(1)?);
-    let engine_config = EngineConfig {
+    let mut engine_config = EngineConfig {
         global_control_percent: 0.0,
         models: ModelSettings { cold_start: cvm_engine::models::ColdStart::Rules, ..ModelSettings::default() },
         ..EngineConfig::default()
     };
+    // Three pushes of one campaign within a month would otherwise rest the
+    // offer for those who ignored two; here every sweep should decide.
+    engine_config.contact_policy.fatigue.ignored = 0;
     let mut engine = Engine::new(engine_config.clone(), catalog.clone());
     let responder = TypedResponder::new(opts.seed, BASKET.0, BASKET.1);
     let noon = |day: u32| start_ms + i64::from(day) * DAY_MS + DAY_MS / 2;
@@ -138,6 +148,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     // Responses wait here until event time reaches them.
     let mut pending: Vec<cvm_proto::v1::Purchase> = Vec::new();
     let mut engine_outcomes = BTreeMap::new();
+    let mut predicted_uplift: BTreeMap<Responsiveness, (f64, usize)> = BTreeMap::new();
     let mut events = retailer.peekable();
     let mut moments: Vec<i64> = sweeps.to_vec();
     moments.push(model_sweep);
@@ -164,6 +175,11 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
                 let kind = types[customer.as_str()];
                 if i == 2 {
                     *engine_outcomes.entry((kind, d.outcome().as_str_name().to_owned())).or_insert(0) += 1;
+                    if let Some(s) = d.scores.first().filter(|s| s.source == "uplift") {
+                        let e = predicted_uplift.entry(kind).or_default();
+                        e.0 += s.uplift;
+                        e.1 += 1;
+                    }
                 }
                 let contacted = d.outcome() == Outcome::Treated;
                 if contacted || d.outcome() == Outcome::HoldoutCampaign {
@@ -189,7 +205,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     let held_out: Vec<Decision> = second.into_iter().cloned().collect();
     let mut judged = PurchaseLog::default();
     std::mem::swap(&mut judged, &mut purchases);
-    let rows = dataset::rows(&held_out, &mut judged, Target::Offer("uplift-test"), 5 * DAY_MS);
+    let rows = dataset::rows(&held_out, &mut judged, Target::Offer("uplift-test"), 2 * DAY_MS);
     let by_row: Vec<(&Decision, &Row)> = {
         // `rows` keeps decision order, one per customer and moment.
         let mut seen = std::collections::HashSet::new();
@@ -222,10 +238,12 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
                 .iter()
                 .map(|(s, _, r)| UpliftRow { score: *s, treated: r.treated, converted: r.converted })
                 .collect();
+            let true_uplift: Vec<f64> = ranked.iter().map(|(_, d, _)| types[d.customer_id.as_str()].uplift()).collect();
             PolicyResult {
                 name,
                 margin_per_1000: total / contacted as f64 * 1000.0 / 100.0,
                 qini: qini_auuc(&uplift_rows).0,
+                true_qini: true_qini(&true_uplift),
             }
         })
         .collect();
@@ -234,14 +252,31 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
         train_rows,
         held_out_rows: by_row.len(),
         policies: results,
+        depth_percent: opts.depth_percent,
         engine_outcomes,
+        predicted_uplift,
     })
+}
+
+/// Qini coefficient of a ranking from each ranked customer's true uplift:
+/// the mean gap between the cumulative uplift of targeting in this order
+/// and of targeting at random, per customer.
+fn true_qini(ranked_uplift: &[f64]) -> f64 {
+    let n = ranked_uplift.len() as f64;
+    let total: f64 = ranked_uplift.iter().sum();
+    let mut cumulative = 0.0;
+    let mut gap = 0.0;
+    for (k, u) in ranked_uplift.iter().enumerate() {
+        cumulative += u;
+        gap += cumulative - total * (k + 1) as f64 / n;
+    }
+    gap / (n * n)
 }
 
 /// Training rows of the customers `keep` selects.
 fn rows_of(decisions: &[Decision], purchases: &mut PurchaseLog, keep: impl Fn(&str) -> bool) -> Vec<Row> {
     let mine: Vec<Decision> = decisions.iter().filter(|d| keep(&d.customer_id)).cloned().collect();
-    dataset::rows(&mine, purchases, Target::Offer("uplift-test"), 5 * DAY_MS)
+    dataset::rows(&mine, purchases, Target::Offer("uplift-test"), 2 * DAY_MS)
 }
 
 /// Applies history events and due responses in time order up to `until_ms`.
@@ -292,10 +327,18 @@ impl UpliftReport {
         let cal: Vec<String> =
             m.calibration.iter().map(|b| format!("{:.2}→{:.2}", b.predicted, b.observed)).collect();
         let _ = writeln!(out, "  {}", cal.join("  "));
-        let _ = writeln!(out, "held-out customers: {} decisions judged", self.held_out_rows);
-        let _ = writeln!(out, "{:<11} {:>28} {:>9}", "targeting", "incr. margin / 1,000 contacted", "Qini");
+        let _ = writeln!(
+            out,
+            "held-out customers: {} second-sweep decisions; each policy contacts its top {} %",
+            self.held_out_rows, self.depth_percent
+        );
+        let _ = writeln!(
+            out,
+            "{:<11} {:>31} {:>15} {:>11}",
+            "targeting", "incr. margin / 1,000 contacted", "Qini (observed)", "Qini (true)"
+        );
         for p in &self.policies {
-            let _ = writeln!(out, "{:<11} {:>28.2} {:>9.4}", p.name, p.margin_per_1000, p.qini);
+            let _ = writeln!(out, "{:<11} {:>31.2} {:>15.4} {:>11.4}", p.name, p.margin_per_1000, p.qini, p.true_qini);
         }
         let _ = writeln!(out, "the engine with the model (third sweep, all customers):");
         for kind in Responsiveness::ALL {
@@ -305,7 +348,15 @@ impl UpliftReport {
                 .filter(|((k, _), _)| *k == kind)
                 .map(|((_, o), n)| format!("{} {n}", o.trim_start_matches("OUTCOME_").to_lowercase()))
                 .collect();
-            let _ = writeln!(out, "  {:<14} {}", kind.name(), counts.join(", "));
+            let predicted = self.predicted_uplift.get(&kind).map_or(0.0, |(sum, n)| sum / (*n).max(1) as f64);
+            let _ = writeln!(
+                out,
+                "  {:<14} predicted uplift {:+5.1} pp (true {:+5.1} pp): {}",
+                kind.name(),
+                predicted * 100.0,
+                kind.uplift() * 100.0,
+                counts.join(", ")
+            );
         }
         out
     }

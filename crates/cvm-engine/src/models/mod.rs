@@ -224,6 +224,7 @@ impl Model {
         order.sort_by(|&a, &b| terms[b].abs().total_cmp(&terms[a].abs()).then(a.cmp(&b)));
         order
             .into_iter()
+            .filter(|&i| terms[i] != 0.0)
             .take(CONTRIBUTIONS)
             .map(|i| Contribution { feature: FEATURES[i].0.to_owned(), value: terms[i] })
             .collect()
