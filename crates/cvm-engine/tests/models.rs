@@ -6,10 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use cvm_engine::{
-    models::{
-        artifact::{DataWindow, FeatureSchema, Histogram, Linear, Metrics, ModelKind},
-        vector, ModelArtifact, ModelSettings, Scope,
-    },
+    models::{artifact::Histogram, vector, ModelArtifact, ModelSettings},
     Catalog, ConfigDocument, Engine, EngineConfig, MemoryState,
 };
 use cvm_proto::v1::{AppEventKind, Decision, Outcome};
@@ -29,31 +26,12 @@ fn offer(id: &str) -> ConfigDocument {
 /// recency's), with the training distribution of recency all in its
 /// lowest bin unless `reference_recency_high`.
 fn model(offer: &str, version: u32, treated: f64, control: f64, reference_recency_high: bool) -> ConfigDocument {
-    let n = vector::LEN;
-    let mut treated_weights = vec![0.0; n];
-    treated_weights[0] = 0.01;
+    let mut artifact = ModelArtifact::constant(offer, version, treated, Some(control), 1_500.0);
+    artifact.treated.weights[0] = 0.01;
     let shares = if reference_recency_high { [0.0, 1.0] } else { [1.0, 0.0] };
-    let artifact = ModelArtifact {
-        kind: ModelKind::Model,
-        scope: Scope::Offer,
-        target: offer.into(),
-        version,
-        trained_at_ms: 0,
-        data: DataWindow { from_ms: 0, to_ms: 1, split_at_ms: 1, train_rows: 100, validation_rows: 50, seed: 1 },
-        features: FeatureSchema {
-            hash: vector::schema_hash().into(),
-            names: vector::FEATURES.iter().map(|f| f.0.to_owned()).collect(),
-            mean: vec![0.0; n],
-            scale: vec![1.0; n],
-        },
-        treated: Linear { intercept: treated, weights: treated_weights },
-        control: Some(Linear { intercept: control, weights: vec![0.0; n] }),
-        value: Linear { intercept: 1_500.0, weights: vec![0.0; n] },
-        metrics: Metrics { auc: 0.6, qini: Some(0.01), auuc: Some(0.02), calibration: Vec::new() },
-        reference: vec![Histogram { name: "recency_log_days".into(), edges: vec![3.0], shares: shares.to_vec() }],
-    };
-    let key = artifact.key();
-    ConfigDocument::parse(&key, &serde_json::to_vec(&artifact).unwrap()).unwrap()
+    artifact.reference =
+        vec![Histogram { name: "recency_log_days".into(), edges: vec![3.0], shares: shares.to_vec() }];
+    ConfigDocument::parse(&artifact.key(), &serde_json::to_vec(&artifact).unwrap()).unwrap()
 }
 
 fn engine(docs: Vec<ConfigDocument>, models: ModelSettings) -> Engine {

@@ -22,6 +22,7 @@ mod admin;
 mod codec;
 mod config;
 mod ingest;
+mod model_dir;
 mod offers_topic;
 mod publisher;
 pub mod telemetry;
@@ -30,6 +31,7 @@ pub use admin::{ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};
 pub use config::{Clock, KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use ingest::{Ingest, IngestError};
+pub use model_dir::ModelDirectory;
 pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, OffersReader, SharedCatalog};
 pub use publisher::Publisher;
 

@@ -51,6 +51,23 @@ impl Default for HttpConfig {
     }
 }
 
+/// Model artifacts read from a directory (beside the config topic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelDirConfig {
+    /// Directory of `*.json` artifacts (`cvm train --out`); none by default.
+    pub path: Option<std::path::PathBuf>,
+    /// How often it is checked for new, changed and removed files.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: std::time::Duration,
+}
+
+impl Default for ModelDirConfig {
+    fn default() -> Self {
+        Self { path: None, poll_interval: std::time::Duration::from_secs(10) }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -59,8 +76,10 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// RocksDB.
     pub store: StoreConfig,
-    /// Decision core: holdouts and contact policy.
+    /// Decision core: holdouts, contact policy, model scoring.
     pub engine: EngineConfig,
+    /// Model artifacts from a directory.
+    pub model_dir: ModelDirConfig,
     /// Operations endpoint.
     pub http: HttpConfig,
     /// Logging.
@@ -142,6 +161,10 @@ impl Config {
             errors.push("engine.default_attribution_window: is zero; use e.g. \"7d\"".into());
         }
         errors.extend(self.engine.contact_policy.problems("engine.contact_policy"));
+        errors.extend(self.engine.models.problems("engine.models"));
+        if self.model_dir.poll_interval.is_zero() {
+            errors.push("model_dir.poll_interval: is zero; use e.g. \"10s\"".into());
+        }
         if self.store.block_cache_mb == 0 || self.store.write_buffer_mb == 0 {
             errors.push("store: block_cache_mb and write_buffer_mb must be positive".into());
         }

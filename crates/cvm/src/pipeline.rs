@@ -12,7 +12,7 @@ use std::{
 };
 
 use cvm_engine::Engine;
-use cvm_kafka::{ensure_topics, Ingest, OffersReader, Publisher, SharedCatalog};
+use cvm_kafka::{ensure_topics, Ingest, ModelDirectory, OffersReader, Publisher, SharedCatalog};
 use cvm_store::Store;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info};
@@ -48,6 +48,7 @@ pub struct Pipeline {
     stop: Arc<AtomicBool>,
     ingest: Option<JoinHandle<Result<(), cvm_kafka::IngestError>>>,
     offers: Option<JoinHandle<()>>,
+    models: Option<JoinHandle<()>>,
     publisher: tokio::task::JoinHandle<()>,
     drain: watch::Sender<bool>,
     store: Store,
@@ -80,6 +81,18 @@ impl Pipeline {
                 .expect("spawn offers thread")
         };
 
+        // Models from the directory are loaded before the first event.
+        let models = config.model_dir.path.as_ref().map(|dir| {
+            let mut watcher = ModelDirectory::new(dir);
+            let loaded = watcher.scan(&catalog);
+            info!(dir = %dir.display(), files = loaded, "Model directory loaded.");
+            let (stop, catalog, every) = (stop.clone(), catalog.clone(), config.model_dir.poll_interval);
+            std::thread::Builder::new()
+                .name("cvm-models".into())
+                .spawn(move || watcher.watch(&catalog, &stop, every))
+                .expect("spawn model directory thread")
+        });
+
         let wake = Arc::new(Notify::new());
         let (drain, drain_rx) = watch::channel(false);
         let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone())?.run(drain_rx));
@@ -104,7 +117,7 @@ impl Pipeline {
         health.set_live(true);
         health.set_ready(true);
         info!(brokers = %k.brokers, store = %store.path().display(), "cvm running.");
-        Ok(Self { stop, ingest: Some(ingest), offers: Some(offers), publisher, drain, store, catalog, health })
+        Ok(Self { stop, ingest: Some(ingest), offers: Some(offers), models, publisher, drain, store, catalog, health })
     }
 
     /// The state store (for inspection by tools and tests).
@@ -128,7 +141,14 @@ impl Pipeline {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let ingest = self.ingest.take().expect("shutdown runs once");
         let offers = self.offers.take().expect("shutdown runs once");
-        let joined = tokio::task::spawn_blocking(move || (ingest.join(), offers.join()));
+        let models = self.models.take();
+        let joined = tokio::task::spawn_blocking(move || {
+            let joined = (ingest.join(), offers.join());
+            if let Some(m) = models {
+                let _ = m.join();
+            }
+            joined
+        });
         let (ingest_result, _) = tokio::time::timeout(timeout, joined)
             .await
             .map_err(|_| PipelineError::Timeout("ingest loop"))?

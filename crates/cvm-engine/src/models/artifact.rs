@@ -158,6 +158,33 @@ pub struct ModelArtifact {
 }
 
 impl ModelArtifact {
+    /// A model of offer `target` that predicts the same for every customer:
+    /// log-odds `treated` when contacted and `control` when not (no control
+    /// model when `None`), a conversion worth `value_minor`. The smallest
+    /// valid artifact: a baseline, and the start of hand-made models in tests.
+    pub fn constant(target: &str, version: u32, treated: f64, control: Option<f64>, value_minor: f64) -> Self {
+        let zeros = vec![0.0; LEN];
+        ModelArtifact {
+            kind: ModelKind::Model,
+            scope: Scope::Offer,
+            target: target.to_owned(),
+            version,
+            trained_at_ms: 0,
+            data: DataWindow { from_ms: 0, to_ms: 0, split_at_ms: 0, train_rows: 0, validation_rows: 0, seed: 0 },
+            features: FeatureSchema {
+                hash: vector::schema_hash().to_owned(),
+                names: vector::FEATURES.iter().map(|f| f.0.to_owned()).collect(),
+                mean: zeros.clone(),
+                scale: vec![1.0; LEN],
+            },
+            treated: Linear { intercept: treated, weights: zeros.clone() },
+            control: control.map(|c| Linear { intercept: c, weights: zeros.clone() }),
+            value: Linear { intercept: value_minor, weights: zeros },
+            metrics: Metrics { auc: 0.5, qini: None, auuc: None, calibration: Vec::new() },
+            reference: Vec::new(),
+        }
+    }
+
     /// The config-topic key of the artifact.
     pub fn key(&self) -> String {
         let scope = match self.scope {

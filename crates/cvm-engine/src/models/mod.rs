@@ -451,51 +451,24 @@ pub fn value(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use artifact::{CalibrationBin, DataWindow, FeatureSchema, Histogram, Linear, Metrics, ModelKind};
 
     /// A hand-made uplift artifact for `offer`: contact helps customers who
     /// never bought (recency high) and hurts recent buyers; deeper discounts
     /// raise the treated response.
     pub(crate) fn artifact(offer: &str) -> ModelArtifact {
-        let n = vector::LEN;
-        let mut treated = vec![0.0; n];
-        treated[0] = 1.0;
-        treated[vector::DISCOUNT_SLOT] = 0.5;
-        let mut control = vec![0.0; n];
-        control[0] = -1.0;
-        let mut mean = vec![0.0; n];
-        mean[0] = 3.0;
-        mean[vector::DISCOUNT_SLOT] = 10.0;
-        let mut scale = vec![1.0; n];
-        scale[vector::DISCOUNT_SLOT] = 5.0;
-        ModelArtifact {
-            kind: ModelKind::Model,
-            scope: Scope::Offer,
-            target: offer.into(),
-            version: 1,
-            trained_at_ms: 0,
-            data: DataWindow { from_ms: 0, to_ms: 1, split_at_ms: 1, train_rows: 1, validation_rows: 1, seed: 1 },
-            features: FeatureSchema {
-                hash: vector::schema_hash().into(),
-                names: FEATURES.iter().map(|f| f.0.to_owned()).collect(),
-                mean,
-                scale,
-            },
-            treated: Linear { intercept: -1.0, weights: treated },
-            control: Some(Linear { intercept: -1.0, weights: control }),
-            value: Linear { intercept: 1_000.0, weights: vec![0.0; n] },
-            metrics: Metrics {
-                auc: 0.7,
-                qini: Some(0.01),
-                auuc: Some(0.02),
-                calibration: vec![CalibrationBin { predicted: 0.2, observed: 0.2, rows: 1 }],
-            },
-            reference: vec![Histogram {
-                name: "recency_log_days".into(),
-                edges: vec![1.0, 2.0, 3.0, 4.0, 5.0],
-                shares: vec![1.0 / 6.0; 6],
-            }],
-        }
+        let mut a = ModelArtifact::constant(offer, 1, -1.0, Some(-1.0), 1_000.0);
+        a.treated.weights[0] = 1.0;
+        a.treated.weights[vector::DISCOUNT_SLOT] = 0.5;
+        a.control.as_mut().expect("uplift").weights[0] = -1.0;
+        a.features.mean[0] = 3.0;
+        a.features.mean[vector::DISCOUNT_SLOT] = 10.0;
+        a.features.scale[vector::DISCOUNT_SLOT] = 5.0;
+        a.reference = vec![artifact::Histogram {
+            name: "recency_log_days".into(),
+            edges: vec![1.0, 2.0, 3.0, 4.0, 5.0],
+            shares: vec![1.0 / 6.0; 6],
+        }];
+        a
     }
 
     #[test]
