@@ -25,5 +25,13 @@ grep -q "<svg" "$smoke/report.html"
 echo "==> sample documents lint clean"
 "$CARGO_TARGET_DIR/debug/cvm" offers lint deploy/offers/*.yaml deploy/campaigns/*.yaml deploy/policy.yaml
 
-echo "==> eligibility benchmark (figures only; targets are checked by reading them)"
+echo "==> cvm train on a replay of synthetic events; the artifact lints as a config document"
+"$CARGO_TARGET_DIR/debug/cvm" synth --out "$smoke/events.pb" --customers 5000 --days 21
+"$CARGO_TARGET_DIR/debug/cvm" train --events "$smoke/events.pb" --documents deploy/offers/*.yaml deploy/campaigns/*.yaml \
+  --campaign abandoned-cart --out "$smoke/model.json"
+"$CARGO_TARGET_DIR/debug/cvm" offers lint "$smoke/model.json"
+
+echo "==> benchmarks (figures only; targets are checked by reading them)"
 "$CARGO_TARGET_DIR/debug/cvm" bench-eligibility --iterations 500000
+"$CARGO_TARGET_DIR/debug/cvm" bench-scoring
+"$CARGO_TARGET_DIR/debug/cvm" bench-uplift

@@ -438,6 +438,37 @@ async fn campaign_documents_apply_and_erasure_is_confirmed() {
     let bad = status.iter().find(|s| s.offer_definition_id == "campaign/bad").unwrap();
     assert!(!bad.accepted && bad.errors[0].starts_with("holdout_percent"), "{bad:?}");
 
+    // A model published on the config topic scores the next decision; one
+    // trained on another feature schema is refused and the good one stays.
+    let model = cvm_engine::models::ModelArtifact::constant("cart-sushi", 1, 0.0, Some(-2.0), 1_500.0);
+    let mut foreign = cvm_engine::models::ModelArtifact { version: 2, ..model.clone() };
+    foreign.features.hash = "0000000000000000".into();
+    h.send_raw(&t.offers_config, &model.key(), Some(&serde_json::to_vec(&model).unwrap()));
+    h.send_raw(&t.offers_config, &model.key(), Some(&serde_json::to_vec(&foreign).unwrap()));
+    h.flush();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pipeline.catalog().get().1.models().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the model was not loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scored = (0..)
+        .map(|i| format!("scored-{i}"))
+        .find(|c| !engine.in_global_control(c) && !engine.in_campaign_holdout("cart", c))
+        .unwrap();
+    h.send(&scored, &consent(&scored));
+    h.send(&scored, &add_to_cart("s1", &scored, T0 + HOUR));
+    h.flush();
+    h.wait_idle(&pipeline).await;
+    let d = decisions(&h);
+    let d = d.iter().find(|d| d.customer_id == scored).unwrap();
+    assert_eq!((d.outcome(), d.model_version.as_str()), (Outcome::Treated, "cart-sushi@1"), "{d:?}");
+    assert_eq!(d.scores[0].source, "uplift");
+    assert_eq!(d.model_features.len(), cvm_engine::models::vector::LEN);
+    let status: Vec<ConfigStatus> =
+        h.read_all(&t.config_status.name).iter().map(|r| decode(t.config_status.format, &r.payload).unwrap()).collect();
+    let refused = status.iter().rev().find(|s| s.offer_definition_id == model.key()).unwrap();
+    assert!(!refused.accepted && refused.version == 1 && refused.errors[0].starts_with("features.hash"), "{refused:?}");
+
     let erase = Event::Erase(cvm_proto::v1::EraseRequest {
         request_id: "gdpr-1".into(),
         customer_id: held.clone(),
