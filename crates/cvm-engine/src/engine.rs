@@ -361,7 +361,11 @@ impl Engine {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         for c in profile.convert_contacts(at_ms) {
-            txn.add_arm(partition, &ArmKey { offer: c.offer, segment: c.segment }, ArmCounts { trials: 0, successes: 1 })?;
+            txn.add_arm(
+                partition,
+                &ArmKey { offer: c.offer, segment: c.segment },
+                ArmCounts { trials: 0, successes: 1 },
+            )?;
             if c.decile != NO_DECILE {
                 if let Some(d) = self.catalog.by_hash(c.offer) {
                     metrics::counter!("cvm_model_conversions_total", "offer" => d.id().to_owned(), "decile" => c.decile.to_string())
@@ -563,7 +567,8 @@ impl Engine {
         // Inside the exploration budget, bandits draw from their posteriors
         // and uplift models do not hold offers back.
         let settings = &self.config.models;
-        let exploring = holdout::is_held_out(&self.config.holdout_salt, "explore", &cause.id, settings.exploration_percent);
+        let exploring =
+            holdout::is_held_out(&self.config.holdout_salt, "explore", &cause.id, settings.exploration_percent);
         let (eligible, ineligible_reason, segment, customer) = {
             let features = Features::compute(profile, facts, now_ms);
             let customer = vector::customer(&features);
@@ -582,7 +587,7 @@ impl Engine {
                     },
                     None => Scorer::Rules,
                 };
-                eligible.push((d.as_ref(), models::value(d, &features, &customer, discount.clone(), rules, scorer)));
+                eligible.push((d.as_ref(), models::value(d, &features, &customer, discount, rules, scorer)));
             }
             let reason = eligible.is_empty().then(|| {
                 format!(
@@ -649,8 +654,8 @@ impl Engine {
             eligible.retain(|(_, v)| !v.not_incremental);
         }
         let with_offer = |d: &OfferDefinition, v: &Valuation, decision: Decision| {
-            let acted = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal]
-                .contains(&decision.outcome());
+            let acted =
+                [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal].contains(&decision.outcome());
             let model = self.catalog.model_for(d).filter(|_| v.source.is_model() || v.source == Source::RulesDrift);
             let fallback = (v.source == Source::RulesDrift).then(|| {
                 let m = model.expect("a drifted source has a model");
@@ -779,7 +784,7 @@ impl Engine {
             attribution::contact(txn, partition, campaign_id, best.doc.economics.contact_cost_minor, now_ms)?;
             let offer = {
                 let features = Features::compute(profile, facts, now_ms);
-                let discount = valuation.discount.clone();
+                let discount = valuation.discount;
                 Offer {
                     offer_id: ids::offer_id(&decision_id, best.id(), best.version()),
                     decision_id: decision_id.clone(),
@@ -838,8 +843,12 @@ impl Engine {
             .set(f64::from(u8::from(check.drifted)));
         let worst = check.worst().map_or(String::new(), |(n, v)| format!("{n} PSI {v:.2}"));
         match (check.drifted, check.changed) {
-            (true, true) => tracing::warn!(model = model.label(), %worst, "model drifted; its offers fall back to rule priority"),
-            (false, true) => tracing::info!(model = model.label(), %worst, "model back within drift threshold; scoring with it again"),
+            (true, true) => {
+                tracing::warn!(model = model.label(), %worst, "model drifted; its offers fall back to rule priority")
+            }
+            (false, true) => {
+                tracing::info!(model = model.label(), %worst, "model back within drift threshold; scoring with it again")
+            }
             _ => tracing::debug!(model = model.label(), %worst, drifted = check.drifted, "drift check"),
         }
     }

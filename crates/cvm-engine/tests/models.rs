@@ -29,8 +29,7 @@ fn model(offer: &str, version: u32, treated: f64, control: f64, reference_recenc
     let mut artifact = ModelArtifact::constant(offer, version, treated, Some(control), 1_500.0);
     artifact.treated.weights[0] = 0.01;
     let shares = if reference_recency_high { [0.0, 1.0] } else { [1.0, 0.0] };
-    artifact.reference =
-        vec![Histogram { name: "recency_log_days".into(), edges: vec![3.0], shares: shares.to_vec() }];
+    artifact.reference = vec![Histogram { name: "recency_log_days".into(), edges: vec![3.0], shares: shares.to_vec() }];
     ConfigDocument::parse(&artifact.key(), &serde_json::to_vec(&artifact).unwrap()).unwrap()
 }
 
@@ -42,7 +41,8 @@ fn engine(docs: Vec<ConfigDocument>, models: ModelSettings) -> Engine {
 /// A new customer (never bought: recency ln 366) opens the app; their decision.
 fn open(engine: &Engine, state: &mut MemoryState, customer: &str, at: i64) -> Decision {
     engine.process(state, 0, &consent(customer), at).unwrap();
-    let emits = engine.process(state, 0, &app(&format!("open-{customer}-{at}"), customer, at, AppEventKind::AppOpen, ""), at);
+    let emits =
+        engine.process(state, 0, &app(&format!("open-{customer}-{at}"), customer, at, AppEventKind::AppOpen, ""), at);
     decision_list(&emits.unwrap().emits)[0].clone()
 }
 
@@ -81,7 +81,11 @@ fn an_uplift_model_holds_back_customers_it_expects_to_lose_except_when_exploring
     let mut state = MemoryState::default();
     let d = open(&engine(docs.clone(), no_exploration()), &mut state, "c1", DAY);
     assert_eq!(d.outcome(), Outcome::NotIncremental, "{d:?}");
-    assert!(d.reason.starts_with("not incremental: expected value -") && d.reason.contains("model o@1"), "{}", d.reason);
+    assert!(
+        d.reason.starts_with("not incremental: expected value -") && d.reason.contains("model o@1"),
+        "{}",
+        d.reason
+    );
     assert!(d.scores[0].uplift < -0.2);
     let everyone_explores = ModelSettings { exploration_percent: 100.0, ..ModelSettings::default() };
     let d = open(&engine(docs, everyone_explores), &mut state, "c2", DAY);
@@ -106,7 +110,8 @@ fn a_drifted_model_falls_back_to_rule_priority_and_the_decision_says_so() {
     assert_eq!(d.scores[0].source, "rules_drift");
     assert_eq!(d.model_version, "o@1");
     assert!(
-        d.reason.starts_with("rule priority: model o@1 drifted (PSI ") && d.reason.contains("on recency_log_days > 0.25"),
+        d.reason.starts_with("rule priority: model o@1 drifted (PSI ")
+            && d.reason.contains("on recency_log_days > 0.25"),
         "{}",
         d.reason
     );

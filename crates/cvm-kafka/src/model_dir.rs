@@ -106,7 +106,9 @@ mod tests {
         let catalog = SharedCatalog::default();
         let mut watcher = ModelDirectory::new(dir.path());
         assert_eq!(watcher.scan(&catalog), 0);
-        let artifact = serde_json::to_value(cvm_engine::models::ModelArtifact::constant("o", 1, 0.0, Some(-1.0), 1_000.0)).unwrap();
+        let artifact =
+            serde_json::to_value(cvm_engine::models::ModelArtifact::constant("o", 1, 0.0, Some(-1.0), 1_000.0))
+                .unwrap();
         let file = dir.path().join("o.json");
         std::fs::write(&file, artifact.to_string()).unwrap();
         assert_eq!(watcher.scan(&catalog), 1);

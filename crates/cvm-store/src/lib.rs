@@ -607,7 +607,8 @@ impl Batch<'_> {
     fn arm_entry(&mut self, partition: u32, key: &ArmKey) -> Result<&mut (ArmCounts, bool), StoreError> {
         let map_key = (partition, *key);
         if !self.arms.contains_key(&map_key) {
-            let stored = self.store.db.get_pinned_cf(self.store.cf(CF_ARMS), arm_key(partition, key)).map_err(backend)?;
+            let stored =
+                self.store.db.get_pinned_cf(self.store.cf(CF_ARMS), arm_key(partition, key)).map_err(backend)?;
             let counts = match stored {
                 Some(v) => postcard::from_bytes(&v)
                     .map_err(|e| StoreError::Corrupt { what: "bandit arm", detail: e.to_string() })?,

@@ -53,11 +53,8 @@ pub struct PurchaseLog {
 impl PurchaseLog {
     /// Records a purchase.
     pub fn add(&mut self, p: &Purchase) {
-        let margin = p
-            .lines
-            .iter()
-            .map(|l| (l.unit_price_minor - l.unit_cost_minor) * i64::from(l.quantity.max(1)))
-            .sum();
+        let margin =
+            p.lines.iter().map(|l| (l.unit_price_minor - l.unit_cost_minor) * i64::from(l.quantity.max(1))).sum();
         self.by_customer.entry(p.customer_id.clone()).or_default().push((p.timestamp_ms, margin));
     }
 

@@ -249,17 +249,15 @@ fn logistic(model: &'static str, rows: &[&Row], schema: &FeatureSchema, l2: f64)
         .map_err(|e| TrainError::Fit { model, detail: e.to_string() })?;
     // linfa models the log-odds of its "positive" label; make it `true`.
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-    Ok(Linear {
-        intercept: sign * fitted.intercept(),
-        weights: fitted.params().iter().map(|w| sign * w).collect(),
-    })
+    Ok(Linear { intercept: sign * fitted.intercept(), weights: fitted.params().iter().map(|w| sign * w).collect() })
 }
 
 /// Ridge regression of the conversion margin, by least squares on the rows
 /// augmented with `√λ·I` (which keeps constant features harmless). Fewer
 /// than [`MIN_ROWS`] converters give the mean.
 fn ridge(rows: &[&Row], schema: &FeatureSchema, lambda: f64) -> Linear {
-    let mean_margin = if rows.is_empty() { 0.0 } else { rows.iter().map(|r| r.margin_minor).sum::<f64>() / rows.len() as f64 };
+    let mean_margin =
+        if rows.is_empty() { 0.0 } else { rows.iter().map(|r| r.margin_minor).sum::<f64>() / rows.len() as f64 };
     if rows.len() < MIN_ROWS {
         return Linear { intercept: mean_margin, weights: vec![0.0; LEN] };
     }

@@ -24,7 +24,7 @@ use cvm_engine::{
 use crate::bench_eligibility::{per_iteration, profile, NOW};
 
 fn offer(i: usize) -> OfferDefinition {
-    let reward = if i % 3 == 0 { "{ ladder_percent: [5, 10, 15] }" } else { "{ percent: 10 }" };
+    let reward = if i.is_multiple_of(3) { "{ ladder_percent: [5, 10, 15] }" } else { "{ percent: 10 }" };
     let doc = format!(
         "id: s{i:04}\nversion: 1\ncampaign_id: c{}\ncategory: {}\ntrigger: {{ kind: event, event: app_open }}\n\
          eligibility: has_purchased\nchannels: {{ push: {{ title: t, body: b }} }}\nreward: {reward}\n\
@@ -80,7 +80,7 @@ pub fn scoring(iterations: u32) {
         for (i, (d, m)) in offers.iter().zip(&models).enumerate() {
             let discount = d.discount(0);
             let rules = || score(d, &features, &discount, NOW);
-            let v = models::value(d, &features, &customer, discount.clone(), rules, Scorer::Model(m));
+            let v = models::value(d, &features, &customer, discount, rules, Scorer::Model(m));
             values.push(models::ranking_key(d.doc.priority, v.value, i as u32));
         }
         // The engine's full ranking: priority, value, then id order.
@@ -94,4 +94,3 @@ pub fn scoring(iterations: u32) {
         ns / 1000.0
     );
 }
-

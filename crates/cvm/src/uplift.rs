@@ -105,6 +105,9 @@ pub struct UpliftReport {
     pub predicted_uplift: BTreeMap<Responsiveness, (f64, usize)>,
 }
 
+/// A targeting policy: a customer's score, higher contacted first.
+type Targeting<'a> = Box<dyn Fn(&Decision, &Row) -> f64 + 'a>;
+
 fn is_training_customer(customer_id: &str, seed: u64) -> bool {
     xxhash_rust::xxh3::xxh3_64_with_seed(customer_id.as_bytes(), seed) % 10 < 7
 }
@@ -126,7 +129,8 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
         let text = OFFER.replace("version: 1", &format!("version: {version}"));
         ConfigDocument::parse("uplift-test", text.as_bytes())
     };
-    let mut catalog = Catalog::default().with_document(ConfigDocument::parse("campaign/uplift-test", CAMPAIGN.as_bytes())?);
+    let mut catalog =
+        Catalog::default().with_document(ConfigDocument::parse("campaign/uplift-test", CAMPAIGN.as_bytes())?);
     catalog = catalog.with_document(offer(1)?);
     let mut engine_config = EngineConfig {
         global_control_percent: 0.0,
@@ -170,7 +174,9 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
             engine.set_catalog(std::sync::Arc::new(catalog.with_document(ConfigDocument::Model(Box::new(artifact)))));
         }
         for customer in &customers {
-            for e in engine.sweep(&mut state, 0, customer, engine.catalog().get("uplift-test").expect("published"), at)? {
+            for e in
+                engine.sweep(&mut state, 0, customer, engine.catalog().get("uplift-test").expect("published"), at)?
+            {
                 let Emit::Decision(d) = e else { continue };
                 let kind = types[customer.as_str()];
                 if i == 2 {
@@ -218,14 +224,17 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     };
     let margin = responder.margin_minor() as f64;
     let truth = |d: &Decision| types[d.customer_id.as_str()].uplift() * margin - CONTACT_COST;
-    let policies: [(&'static str, Box<dyn Fn(&Decision, &Row) -> f64>); 4] = [
+    let policies: [(&'static str, Targeting<'_>); 4] = [
         ("random", Box::new(|d: &Decision, _: &Row| xxhash_rust::xxh3::xxh3_64(d.customer_id.as_bytes()) as f64)),
         ("rules", Box::new(|d: &Decision, _: &Row| d.scores.first().map_or(0.0, |s| s.score))),
         ("propensity", Box::new(|_: &Decision, r: &Row| model.predict(&r.x).0)),
-        ("uplift", Box::new(|_: &Decision, r: &Row| {
-            let (t, c) = model.predict(&r.x);
-            t - c.unwrap_or(0.0)
-        })),
+        (
+            "uplift",
+            Box::new(|_: &Decision, r: &Row| {
+                let (t, c) = model.predict(&r.x);
+                t - c.unwrap_or(0.0)
+            }),
+        ),
     ];
     let contacted = ((by_row.len() as f64) * opts.depth_percent / 100.0).round().max(1.0) as usize;
     let results = policies
@@ -324,8 +333,7 @@ impl UpliftReport {
             m.auuc.unwrap_or(f64::NAN)
         );
         let _ = writeln!(out, "calibration (validation, by decile of predicted): predicted → observed");
-        let cal: Vec<String> =
-            m.calibration.iter().map(|b| format!("{:.2}→{:.2}", b.predicted, b.observed)).collect();
+        let cal: Vec<String> = m.calibration.iter().map(|b| format!("{:.2}→{:.2}", b.predicted, b.observed)).collect();
         let _ = writeln!(out, "  {}", cal.join("  "));
         let _ = writeln!(
             out,

@@ -254,9 +254,9 @@ impl Folded {
     pub(crate) fn new(linear: &Linear, schema: &FeatureSchema) -> Self {
         let mut weights = [0.0; LEN];
         let mut intercept = linear.intercept;
-        for i in 0..LEN {
-            weights[i] = linear.weights[i] / schema.scale[i];
-            intercept -= weights[i] * schema.mean[i];
+        for (i, w) in weights.iter_mut().enumerate() {
+            *w = linear.weights[i] / schema.scale[i];
+            intercept -= *w * schema.mean[i];
         }
         Self { intercept, weights }
     }

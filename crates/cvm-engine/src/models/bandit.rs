@@ -99,7 +99,8 @@ mod tests {
         for round in 0..6_000u64 {
             let pick = (0..3)
                 .max_by(|&a, &b| {
-                    let (sa, sb) = (arms[a].sample(0.08, round * 3 + a as u64), arms[b].sample(0.08, round * 3 + b as u64));
+                    let (sa, sb) =
+                        (arms[a].sample(0.08, round * 3 + a as u64), arms[b].sample(0.08, round * 3 + b as u64));
                     sa.total_cmp(&sb)
                 })
                 .unwrap();

@@ -107,8 +107,7 @@ impl DriftMonitor {
         let worst = psi.iter().max_by(|a, b| a.1.total_cmp(&b.1)).cloned();
         let drifted = worst.as_ref().is_some_and(|w| w.1 > threshold);
         if let (true, Some((name, value))) = (drifted, &worst) {
-            *self.reason.lock().expect("drift reason lock") =
-                format!("PSI {value:.2} on {name} > {threshold:.2}");
+            *self.reason.lock().expect("drift reason lock") = format!("PSI {value:.2} on {name} > {threshold:.2}");
         }
         let changed = self.drifted.swap(drifted, Ordering::Relaxed) != drifted;
         Some(DriftCheck { psi, drifted, changed })
@@ -134,7 +133,8 @@ mod tests {
         let m = DriftMonitor::new(vec![uniform("score")]);
         let check = (0..1_000).filter_map(|i| m.observe(&[f64::from(i % 100) / 100.0], 1_000, 0.25)).last().unwrap();
         assert!(!check.drifted && !m.drifted(), "{check:?}");
-        let check = (0..1_000).filter_map(|i| m.observe(&[0.9 + f64::from(i % 10) / 100.0], 1_000, 0.25)).last().unwrap();
+        let check =
+            (0..1_000).filter_map(|i| m.observe(&[0.9 + f64::from(i % 10) / 100.0], 1_000, 0.25)).last().unwrap();
         assert!(check.drifted && check.changed && m.drifted());
         assert!(m.reason().starts_with("PSI ") && m.reason().contains("on score"), "{}", m.reason());
         let check = (0..1_000).filter_map(|i| m.observe(&[f64::from(i % 100) / 100.0], 1_000, 0.25)).last().unwrap();

@@ -77,7 +77,12 @@ pub struct ModelSettings {
 
 impl Default for ModelSettings {
     fn default() -> Self {
-        Self { exploration_percent: 10.0, drift_psi_threshold: 0.25, drift_window: 2_000, cold_start: ColdStart::Bandit }
+        Self {
+            exploration_percent: 10.0,
+            drift_psi_threshold: 0.25,
+            drift_window: 2_000,
+            cold_start: ColdStart::Bandit,
+        }
     }
 }
 
@@ -88,7 +93,7 @@ impl ModelSettings {
         if !(0.0..=100.0).contains(&self.exploration_percent) {
             out.push(format!("{path}.exploration_percent: must be between 0 and 100"));
         }
-        if !(self.drift_psi_threshold > 0.0) {
+        if self.drift_psi_threshold.is_nan() || self.drift_psi_threshold <= 0.0 {
             out.push(format!("{path}.drift_psi_threshold: must be positive (0.25 is the usual threshold)"));
         }
         if self.drift_window < 100 {
@@ -124,11 +129,7 @@ impl Model {
     /// Prepares a checked artifact (see [`ModelArtifact::problems`]).
     pub fn new(artifact: ModelArtifact) -> Self {
         let schema = &artifact.features;
-        let series = artifact
-            .reference
-            .iter()
-            .map(|h| FEATURES.iter().position(|f| f.0 == h.name))
-            .collect();
+        let series = artifact.reference.iter().map(|h| FEATURES.iter().position(|f| f.0 == h.name)).collect();
         let treated = Folded::new(&artifact.treated, schema);
         let control = artifact.control.as_ref().map(|c| Folded::new(c, schema));
         let value = Folded::new(&artifact.value, schema);
@@ -181,7 +182,8 @@ impl Model {
     #[inline]
     fn log_odds_and_value(&self, customer: &Vector, part: &[f64; vector::OFFER_SLOTS]) -> (f64, Option<f64>, f64) {
         let split = vector::LEN - vector::OFFER_SLOTS;
-        let mut acc = [self.treated.intercept(), self.control.as_ref().map_or(0.0, Folded::intercept), self.value.intercept()];
+        let mut acc =
+            [self.treated.intercept(), self.control.as_ref().map_or(0.0, Folded::intercept), self.value.intercept()];
         for (w, x) in self.fused[..split].iter().zip(&customer[..split]) {
             for k in 0..3 {
                 acc[k] += w[k] * x;
@@ -387,7 +389,7 @@ pub fn value(
         control_propensity: None,
         expected_margin_minor: rules.expected_margin_minor,
         offer_part: part_at(discount.percent),
-        discount: discount.clone(),
+        discount,
         not_incremental: false,
         decile: NO_DECILE,
     };
@@ -473,7 +475,7 @@ pub(crate) mod tests {
 
     #[test]
     fn ranking_keys_order_by_priority_then_value_then_position() {
-        let mut keys = vec![
+        let mut keys = [
             (ranking_key(0, 5.0, 0), "low priority"),
             (ranking_key(10, -1.0, 1), "high priority, negative value"),
             (ranking_key(10, 3.0, 3), "high priority, best value, later id"),

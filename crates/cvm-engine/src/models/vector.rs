@@ -122,10 +122,9 @@ pub fn customer(features: &Features<'_>) -> Vector {
 /// discount percent.
 pub fn offer_part(profile: &Profile, offer: &OfferDefinition, discount_percent: u32) -> [f64; OFFER_SLOTS] {
     let (share, in_cart) = match offer.doc.category.as_deref() {
-        Some(category) => (
-            profile.category_share(category),
-            f64::from(u8::from(profile.cart.iter().any(|l| l.category == category))),
-        ),
+        Some(category) => {
+            (profile.category_share(category), f64::from(u8::from(profile.cart.iter().any(|l| l.category == category))))
+        }
         None => (0.0, 0.0),
     };
     [share, in_cart, f64::from(discount_percent)]
