@@ -571,7 +571,7 @@ impl Engine {
             holdout::is_held_out(&self.config.holdout_salt, "explore", &cause.id, settings.exploration_percent);
         let (eligible, ineligible_reason, segment, customer) = {
             let features = Features::compute(profile, facts, now_ms);
-            let customer = vector::customer(&features);
+            let customer = models::Customer::of(&features);
             let segment = bandit::segment(&features);
             let mut eligible: Vec<(&OfferDefinition, Valuation)> = Vec::with_capacity(candidates.len());
             for d in candidates.iter().filter(|d| d.eligible(&features)) {

@@ -75,7 +75,7 @@ pub fn scoring(iterations: u32) {
     let mut best = 0;
     let ns = per_iteration(iterations, |_| {
         let features = Features::compute(&profile, EventFacts::default(), NOW);
-        let customer = vector::customer(&features);
+        let customer = models::Customer::of(&features);
         let mut values: Vec<u128> = Vec::with_capacity(offers.len());
         for (i, (d, m)) in offers.iter().zip(&models).enumerate() {
             let discount = d.discount(0);
