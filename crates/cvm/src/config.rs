@@ -220,10 +220,12 @@ mod tests {
     #[test]
     fn every_invalid_value_is_reported() {
         let err =
-            parse("[kafka]\npartitions = 0\nbrokers = \"\"\n[engine]\nglobal_control_percent = 80.0\n").unwrap_err();
+            parse("[kafka]\npartitions = 0\nbrokers = \"\"\n[engine]\nglobal_control_percent = 80.0\n[engine.models]\nexploration_percent = 150.0\ndrift_window = 10\n").unwrap_err();
         let ConfigError::Invalid(errors) = err else { panic!("{err}") };
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 5, "{errors:?}");
         assert!(errors.iter().any(|e| e.starts_with("kafka.partitions:")));
+        assert!(errors.iter().any(|e| e.starts_with("engine.models.exploration_percent: must be between 0 and 100")));
+        assert!(errors.iter().any(|e| e.starts_with("engine.models.drift_window: must be at least 100")));
     }
 
     #[test]
@@ -240,6 +242,7 @@ mod tests {
         assert_eq!(c.engine, EngineConfig::default());
         assert_eq!(c.store.path, StoreConfig::default().path);
         assert_eq!(c.kafka.batch_max_wait, KafkaConfig::default().batch_max_wait);
+        assert_eq!(c.model_dir, ModelDirConfig::default());
     }
 
     #[test]
