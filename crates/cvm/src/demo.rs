@@ -85,6 +85,8 @@ struct Outputs {
     rejected_docs: AtomicU64,
     accepted_docs: AtomicU64,
     triggers: Mutex<HashMap<String, u64>>,
+    /// Treated decisions by how the chosen offer was scored.
+    sources: Mutex<HashMap<String, u64>>,
     /// Purchases the synthetic customers made because of an offer.
     responses: AtomicU64,
 }
@@ -98,6 +100,9 @@ impl Outputs {
     }
     fn by_trigger(&self, t: &str) -> u64 {
         self.triggers.lock().expect("poisoned").get(t).copied().unwrap_or(0)
+    }
+    fn by_source(&self, s: &str) -> u64 {
+        self.sources.lock().expect("poisoned").get(s).copied().unwrap_or(0)
     }
 }
 
@@ -421,6 +426,11 @@ fn spawn_output_reader(
             if topic == t.decisions.name {
                 if let Ok(d) = cvm_proto::decode::<Decision>(t.decisions.format, msg.payload().unwrap_or_default()) {
                     *outputs.outcomes.lock().expect("poisoned").entry(d.outcome()).or_default() += 1;
+                    if d.outcome() == Outcome::Treated {
+                        let chosen = d.scores.iter().find(|s| s.offer_definition_id == d.offer_definition_id);
+                        let source = chosen.map_or("", |s| s.source.as_str()).to_owned();
+                        *outputs.sources.lock().expect("poisoned").entry(source).or_default() += 1;
+                    }
                     *outputs.triggers.lock().expect("poisoned").entry(d.trigger).or_default() += 1;
                 }
             } else if topic == t.push.name || topic == t.stories.name {
@@ -471,6 +481,10 @@ fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Dura
     }
     for trigger in ["event", "delayed", "inactivity", "cascade", "deferred", "sweep"] {
         row(&format!("  by {trigger} trigger"), o.by_trigger(trigger));
+    }
+    println!("  treated, by how the offer was scored (README, Models):");
+    for source in ["uplift", "propensity", "bandit", "bandit_mean", "rules", "rules_drift"] {
+        row(&format!("    {source}"), o.by_source(source));
     }
     row("offers on push", o.push.load(Ordering::Relaxed));
     row("offers on stories", o.stories.load(Ordering::Relaxed));
