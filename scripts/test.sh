@@ -12,11 +12,15 @@ cargo test --locked --workspace --no-fail-fast
 source scripts/tansu.sh
 echo "==> end-to-end suite against tansu"
 cargo test --locked -p cvm-e2e --test e2e --no-fail-fast
+# The broker is not needed further; stopping it here also keeps it out of the benchmarks.
+kill "$TANSU_PID" 2>/dev/null || true
+wait "$TANSU_PID" 2>/dev/null || true
 
 echo "==> demo smoke run, then cvm report on its state"
 cargo build --locked -p cvm --bin cvm
 smoke="$(mktemp -d)"
-trap 'rm -rf "$smoke"' EXIT
+# Replaces tansu.sh's trap, so it stops the broker too (when the suite above failed).
+trap 'rm -rf "$smoke"; kill "$TANSU_PID" 2>/dev/null || true' EXIT
 "$CARGO_TARGET_DIR/debug/cvm" demo --customers 5000 --days 7 --http 127.0.0.1:0 --data-dir "$smoke/state"
 "$CARGO_TARGET_DIR/debug/cvm" report --data-dir "$smoke/state" --format html --out "$smoke/report.html"
 "$CARGO_TARGET_DIR/debug/cvm" report --data-dir "$smoke/state" --format json | grep -q '"campaign_id": "abandoned-cart"'
