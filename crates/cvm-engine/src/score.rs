@@ -9,10 +9,22 @@
 
 use cvm_proto::v1::{Discount, Score};
 
-use crate::{features::Features, offers::OfferDefinition};
+use crate::{
+    features::{Features, Num},
+    offers::OfferDefinition,
+};
 
 /// Typical basket in minor units, for customers with no recent orders.
 const DEFAULT_BASKET_MINOR: f64 = 3_000.0;
+
+/// The customer's typical basket in minor units: their 90-day average order
+/// value, or a default without recent orders. Discounts are costed on it.
+pub(crate) fn typical_basket_minor(features: &Features<'_>) -> f64 {
+    match features.num(Num::AVG_BASKET_VALUE_90D) {
+        b if b > 0.0 => b * 100.0,
+        _ => DEFAULT_BASKET_MINOR,
+    }
+}
 
 /// Scores `offer` with `discount` for the customer described by `features`.
 pub fn score(offer: &OfferDefinition, features: &Features<'_>, discount: &Discount, now_ms: i64) -> Score {
@@ -27,7 +39,7 @@ pub fn score(offer: &OfferDefinition, features: &Features<'_>, discount: &Discou
         _ => 0.0,
     };
     let propensity = (0.02 + 0.30 * affinity + 0.15 * frequency + 0.10 * recency + 0.15 * in_cart).min(0.9);
-    let basket = if w90.orders > 0 { w90.revenue_minor as f64 / f64::from(w90.orders) } else { DEFAULT_BASKET_MINOR };
+    let basket = typical_basket_minor(features);
     let discount_cost = basket * f64::from(discount.percent) / 100.0 + discount.fixed_minor as f64;
     let net_margin = offer.margin_minor(features) - discount_cost;
     let contact_cost = offer.doc.economics.contact_cost_minor as f64;

@@ -261,24 +261,10 @@ impl Folded {
         Self { intercept, weights }
     }
 
-    /// `intercept + Σ wᵢ·zᵢ` for the raw vector `x`. Four running sums
-    /// instead of one: a single chain of dependent additions is what
-    /// bounds a 19-term dot product, not the multiplications.
+    /// `intercept + Σ wᵢ·zᵢ` for the raw vector `x`.
     #[inline]
     pub(crate) fn predict(&self, x: &Vector) -> f64 {
-        let mut acc = [0.0; 4];
-        let (w_chunks, w_rest) = self.weights.as_chunks::<4>();
-        let (x_chunks, x_rest) = x.as_chunks::<4>();
-        for (w, x) in w_chunks.iter().zip(x_chunks) {
-            for k in 0..4 {
-                acc[k] += w[k] * x[k];
-            }
-        }
-        let mut sum = self.intercept + (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        for (w, x) in w_rest.iter().zip(x_rest) {
-            sum += w * x;
-        }
-        sum
+        self.intercept + self.weights.iter().zip(x).map(|(w, x)| w * x).sum::<f64>()
     }
 
     /// The prediction at the zero vector.

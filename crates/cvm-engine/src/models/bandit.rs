@@ -18,7 +18,7 @@ use rand::{rngs::SmallRng, SeedableRng};
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Features, NEVER_DAYS};
+use crate::features::{Features, Num};
 
 /// Weight of the rule-based prior, in contacts.
 const PRIOR_CONTACTS: f64 = 10.0;
@@ -28,7 +28,7 @@ pub const SEGMENTS: [&str; 4] = ["new", "active", "lapsing", "lapsed"];
 
 /// The customer's lifecycle segment: index into [`SEGMENTS`].
 pub fn segment(features: &Features<'_>) -> u8 {
-    let days = features.profile().days_since_last_purchase(features.now_ms()).unwrap_or(NEVER_DAYS);
+    let days = features.num(Num::DAYS_SINCE_LAST_PURCHASE);
     match (features.profile().lifetime_orders, days) {
         (0 | 1, _) => 0,
         (_, d) if d <= 30.0 => 1,

@@ -104,13 +104,13 @@ impl DriftMonitor {
         *n = 0;
         counts.iter_mut().for_each(|c| c.iter_mut().for_each(|x| *x = 0));
         drop(guard);
-        let worst = psi.iter().max_by(|a, b| a.1.total_cmp(&b.1)).cloned();
-        let drifted = worst.as_ref().is_some_and(|w| w.1 > threshold);
-        if let (true, Some((name, value))) = (drifted, &worst) {
+        let mut check = DriftCheck { psi, drifted: false, changed: false };
+        if let Some((name, value)) = check.worst().filter(|w| w.1 > threshold) {
             *self.reason.lock().expect("drift reason lock") = format!("PSI {value:.2} on {name} > {threshold:.2}");
+            check.drifted = true;
         }
-        let changed = self.drifted.swap(drifted, Ordering::Relaxed) != drifted;
-        Some(DriftCheck { psi, drifted, changed })
+        check.changed = self.drifted.swap(check.drifted, Ordering::Relaxed) != check.drifted;
+        Some(check)
     }
 }
 

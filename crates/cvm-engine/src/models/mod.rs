@@ -35,15 +35,9 @@ pub use bandit::{ArmCounts, ArmKey};
 pub use drift::{DriftCheck, DriftMonitor};
 pub use vector::{Vector, FEATURES};
 
-use crate::{
-    features::{Features, Num},
-    offers::OfferDefinition,
-    profile::NO_DECILE,
-};
+use crate::{features::Features, offers::OfferDefinition, profile::NO_DECILE};
 use artifact::{sigmoid, Folded};
 
-/// Typical basket in minor units, for customers with no recent orders.
-const DEFAULT_BASKET_MINOR: f64 = 3_000.0;
 /// Contributions listed per score.
 const CONTRIBUTIONS: usize = 3;
 
@@ -168,14 +162,7 @@ impl Model {
 
     /// Conversion probability when contacted, and when not (uplift models).
     pub fn predict(&self, x: &Vector) -> (f64, Option<f64>) {
-        let (t, c) = self.log_odds(x);
-        (sigmoid(t), c.map(sigmoid))
-    }
-
-    /// Log-odds of converting when contacted, and when not.
-    #[inline]
-    fn log_odds(&self, x: &Vector) -> (f64, Option<f64>) {
-        (self.treated.predict(x), self.control.as_ref().map(|c| c.predict(x)))
+        (sigmoid(self.treated.predict(x)), self.control.as_ref().map(|c| sigmoid(c.predict(x))))
     }
 
     /// Treated log-odds, control log-odds (uplift models) and conversion
@@ -433,10 +420,7 @@ pub fn value(
             by_rules(if explore { Source::Bandit } else { Source::BanditMean }, r, value, rate)
         }
         Scorer::Model(model) => {
-            let basket = match features.num(Num::AVG_BASKET_VALUE_90D) {
-                b if b > 0.0 => b * 100.0,
-                _ => DEFAULT_BASKET_MINOR,
-            };
+            let basket = crate::score::typical_basket_minor(features);
             let fixed = discount.fixed_minor as f64;
             let steps = steps(offer, &discount);
             // One vector and one dot product per model; each ladder step
