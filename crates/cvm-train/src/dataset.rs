@@ -14,6 +14,8 @@ use cvm_proto::v1::{Decision, Outcome, Purchase};
 /// One training row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// Index of its decision in the slice given to [`rows`].
+    pub decision: usize,
     /// Decision time, epoch ms.
     pub at_ms: i64,
     /// Contacted (else held out).
@@ -82,7 +84,7 @@ pub fn rows(decisions: &[Decision], purchases: &mut PurchaseLog, target: Target<
     let acted = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal];
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for d in decisions {
+    for (i, d) in decisions.iter().enumerate() {
         if !acted.contains(&d.outcome()) || d.model_features.len() != LEN || !target.matches(d) {
             continue;
         }
@@ -93,6 +95,7 @@ pub fn rows(decisions: &[Decision], purchases: &mut PurchaseLog, target: Target<
         let mut x = [0.0; LEN];
         x.copy_from_slice(&d.model_features);
         out.push(Row {
+            decision: i,
             at_ms: d.decided_at_ms,
             treated: d.outcome() == Outcome::Treated,
             x,

@@ -29,6 +29,7 @@ fn rows(n: usize, seed: u64) -> Vec<Row> {
             };
             let converted = rng.random_bool(p);
             Row {
+                decision: i,
                 at_ms: (i as i64 * 100 / n as i64) * DAY,
                 treated,
                 x,

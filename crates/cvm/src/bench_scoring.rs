@@ -12,11 +12,7 @@ use std::{hint::black_box, sync::Arc};
 
 use cvm_engine::{
     features::{EventFacts, Features},
-    models::{
-        self,
-        artifact::{DataWindow, FeatureSchema, Histogram, Linear, Metrics, ModelKind},
-        vector, Model, ModelArtifact, Scope, Scorer,
-    },
+    models::{self, artifact::Histogram, vector, Model, ModelArtifact, Scorer},
     score::score,
     OfferDefinition,
 };
@@ -43,28 +39,16 @@ fn model(i: usize) -> Model {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((x >> 33) as f64 / f64::from(u32::MAX)) - 0.5
     };
-    let n = vector::LEN;
-    let mut weights = || (0..n).map(|_| next()).collect::<Vec<f64>>();
+    let mut weights = || (0..vector::LEN).map(|_| next()).collect::<Vec<f64>>();
     let (t, c, v) = (weights(), weights(), weights());
-    Model::new(ModelArtifact {
-        kind: ModelKind::Model,
-        scope: Scope::Offer,
-        target: format!("s{i:04}"),
-        version: 1,
-        trained_at_ms: 0,
-        data: DataWindow { from_ms: 0, to_ms: 0, split_at_ms: 0, train_rows: 0, validation_rows: 0, seed: 0 },
-        features: FeatureSchema {
-            hash: vector::schema_hash().into(),
-            names: vector::FEATURES.iter().map(|f| f.0.to_owned()).collect(),
-            mean: vec![1.0; n],
-            scale: vec![2.0; n],
-        },
-        treated: Linear { intercept: -1.0, weights: t },
-        control: Some(Linear { intercept: -1.5, weights: c }),
-        value: Linear { intercept: 800.0, weights: v.iter().map(|w| w * 100.0).collect() },
-        metrics: Metrics { auc: 0.5, qini: None, auuc: None, calibration: Vec::new() },
-        reference: vec![Histogram { name: "score".into(), edges: vec![0.0], shares: vec![0.5, 0.5] }],
-    })
+    let mut a = ModelArtifact::constant(&format!("s{i:04}"), 1, -1.0, Some(-1.5), 800.0);
+    a.treated.weights = t;
+    a.control.as_mut().expect("an uplift model").weights = c;
+    a.value.weights = v.iter().map(|w| w * 100.0).collect();
+    a.features.mean.fill(1.0);
+    a.features.scale.fill(2.0);
+    a.reference = vec![Histogram { name: "score".into(), edges: vec![0.0], shares: vec![0.5, 0.5] }];
+    Model::new(a)
 }
 
 /// Runs the benchmark and prints its figure.

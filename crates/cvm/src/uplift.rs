@@ -25,10 +25,11 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write,
     path::PathBuf,
+    sync::Arc,
 };
 
 use cvm_engine::{
-    models::{Model, ModelSettings, Scope},
+    models::{ModelSettings, Scope},
     profile::DAY_MS,
     Catalog, ConfigDocument, Emit, Engine, EngineConfig, MemoryState,
 };
@@ -91,8 +92,6 @@ pub struct PolicyResult {
 pub struct UpliftReport {
     /// The trained artifact.
     pub model: cvm_engine::models::ModelArtifact,
-    /// Training rows (training customers, both sweeps).
-    pub train_rows: usize,
     /// Held-out customers' decisions judged.
     pub held_out_rows: usize,
     /// The four policies, in order random, rules, propensity, uplift.
@@ -171,7 +170,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
             if let Some(path) = &opts.out {
                 std::fs::write(path, serde_json::to_vec_pretty(&artifact)?)?;
             }
-            engine.set_catalog(std::sync::Arc::new(catalog.with_document(ConfigDocument::Model(Box::new(artifact)))));
+            engine.set_catalog(Arc::new(catalog.with_document(ConfigDocument::Model(Box::new(artifact)))));
         }
         for customer in &customers {
             for e in
@@ -198,30 +197,16 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     let end = start_ms + i64::from(opts.days) * DAY_MS + 10 * DAY_MS;
     apply_until(&engine, &mut state, &mut events, &mut pending, &mut purchases, end)?;
 
-    let train_rows = rows_of(&decisions[..], &mut purchases, |c| is_training_customer(c, opts.seed)).len();
-    let model = match engine.catalog().models().first() {
-        Some(m) => Model::new(m.artifact().clone()),
-        None => anyhow::bail!("no model was trained"),
+    let Some(model) = engine.catalog().models().first().map(|m| Arc::clone(m)) else {
+        anyhow::bail!("no model was trained");
     };
     // The held-out customers' decisions of the second sweep, with outcomes.
-    let second: Vec<&Decision> = decisions
-        .iter()
+    let held_out: Vec<Decision> = decisions
+        .into_iter()
         .filter(|d| d.decided_at_ms == sweeps[1] && !is_training_customer(&d.customer_id, opts.seed))
         .collect();
-    let held_out: Vec<Decision> = second.into_iter().cloned().collect();
-    let mut judged = PurchaseLog::default();
-    std::mem::swap(&mut judged, &mut purchases);
-    let rows = dataset::rows(&held_out, &mut judged, Target::Offer("uplift-test"), 2 * DAY_MS);
-    let by_row: Vec<(&Decision, &Row)> = {
-        // `rows` keeps decision order, one per customer and moment.
-        let mut seen = std::collections::HashSet::new();
-        let firsts: Vec<&Decision> = held_out
-            .iter()
-            .filter(|d| d.model_features.len() == cvm_engine::models::vector::LEN)
-            .filter(|d| seen.insert(d.customer_id.clone()))
-            .collect();
-        firsts.into_iter().zip(rows.iter()).collect()
-    };
+    let rows = dataset::rows(&held_out, &mut purchases, Target::Offer("uplift-test"), 2 * DAY_MS);
+    let by_row: Vec<(&Decision, &Row)> = rows.iter().map(|r| (&held_out[r.decision], r)).collect();
     let margin = responder.margin_minor() as f64;
     let truth = |d: &Decision| types[d.customer_id.as_str()].uplift() * margin - CONTACT_COST;
     let policies: [(&'static str, Targeting<'_>); 4] = [
@@ -258,7 +243,6 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
         .collect();
     Ok(UpliftReport {
         model: model.artifact().clone(),
-        train_rows,
         held_out_rows: by_row.len(),
         policies: results,
         depth_percent: opts.depth_percent,
@@ -323,10 +307,11 @@ impl UpliftReport {
         let m = &self.model.metrics;
         let _ = writeln!(
             out,
-            "model {}@{}: {} training rows (split at {}), AUC {:.3}, Qini {:.4}, AUUC {:.4}",
+            "model {}@{}: {} training / {} validation rows (split at {}), AUC {:.3}, Qini {:.4}, AUUC {:.4}",
             self.model.target,
             self.model.version,
-            self.train_rows,
+            self.model.data.train_rows,
+            self.model.data.validation_rows,
             self.model.data.split_at_ms,
             m.auc,
             m.qini.unwrap_or(f64::NAN),
