@@ -8,7 +8,11 @@ if [ ! -x "$TANSU" ]; then
   CARGO_TARGET_DIR="$CVM_CACHE/tansu-target" cargo install tansu --version "$TANSU_VERSION" \
     --features dynostore,libsql --locked --root "$TANSU_ROOT" --quiet
 fi
-TANSU_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# A free loopback port, found with bash alone (a fresh machine may lack python3).
+for _ in $(seq 1 50); do
+  TANSU_PORT=$((20000 + RANDOM % 20000))
+  (echo >/dev/tcp/127.0.0.1/$TANSU_PORT) 2>/dev/null || break
+done
 TANSU_LOG="$CVM_CACHE/tansu-$TANSU_PORT.log"
 "$TANSU" broker --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \

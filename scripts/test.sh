@@ -6,6 +6,9 @@
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
+echo "==> set-up detection (scripts/test-detect.sh)"
+scripts/test-detect.sh
+
 echo "==> cargo test (in-process broker)"
 cargo test --locked --workspace --no-fail-fast
 
