@@ -155,7 +155,7 @@ async fn offer_documents_reload_live_and_bad_ones_are_rejected() {
     h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(1, "First").as_bytes()));
     h.flush();
     let pipeline = h.start().await;
-    assert_eq!(pipeline.catalog().get().1.get("cart-sushi").unwrap().version(), 1, "loaded before start returns");
+    assert_eq!(pipeline.catalog().current().get("cart-sushi").unwrap().version(), 1, "loaded before start returns");
 
     // A broken edit is rejected; version 1 keeps serving.
     h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(2, "").as_bytes()));
@@ -422,7 +422,7 @@ async fn campaign_documents_apply_and_erasure_is_confirmed() {
     h.send_raw(&t.offers_config, "campaign/bad", Some(b"kind: campaign\nid: bad\nversion: 1\nholdout_percent: 90\n"));
     h.flush();
     let pipeline = h.start().await;
-    let engine = Engine::new(EngineConfig::default(), pipeline.catalog().get().1.as_ref().clone());
+    let engine = Engine::new(EngineConfig::default(), pipeline.catalog().current().as_ref().clone());
     let held = (0..)
         .map(|i| format!("held-{i}"))
         .find(|c| !engine.in_global_control(c) && engine.in_campaign_holdout("cart", c))
@@ -447,7 +447,7 @@ async fn campaign_documents_apply_and_erasure_is_confirmed() {
     h.send_raw(&t.offers_config, &model.key(), Some(&serde_json::to_vec(&foreign).unwrap()));
     h.flush();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while pipeline.catalog().get().1.models().is_empty() {
+    while pipeline.catalog().current().models().is_empty() {
         assert!(std::time::Instant::now() < deadline, "the model was not loaded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -501,5 +501,89 @@ async fn campaign_documents_apply_and_erasure_is_confirmed() {
     assert_eq!(from_topic.len(), stored.len());
     assert_eq!(report(&from_topic), report(&stored));
     assert_eq!(report(&stored).campaigns[0].control.customers, 1, "the held-out customer");
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}
+
+/// The Kafka pipeline and the driver on `MemoryState`, fed the same events
+/// in the same order per partition, make the same decisions with the same
+/// ids and send the same offers. Each day of a synthetic retailer is sent as
+/// two phases — its app events, then (read later, as from a slower topic)
+/// its purchases — and each phase is consumed before the next is sent, so
+/// both see one order; the watermark over the two topics makes delayed
+/// offers wait for the purchases that cancel them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_pipeline_and_driver_decide_identically() {
+    use cvm_engine::{
+        driver::{Clock, ScanPacing},
+        offers::Trigger,
+        Driver, DriverConfig, Emit, MemoryState, Output, Source,
+    };
+    let mut h = Harness::new().await;
+    h.config.kafka.watermark_idle_timeout = Duration::from_secs(3600);
+    let t = h.topics().clone();
+    // Sweeps and inactivity backfills run on the wall clock's schedule, not
+    // at a point in the event order; everything else is compared.
+    let samples: Vec<OfferDefinition> = cvm::samples::sample_offers()
+        .into_iter()
+        .filter(|d| !matches!(d.doc.trigger, Trigger::Sweep { .. } | Trigger::Inactivity { .. }))
+        .collect();
+    for d in &samples {
+        h.send_raw(&t.offers_config, d.id(), Some(serde_json::to_string(&d.doc).unwrap().as_bytes()));
+    }
+    h.flush();
+    let pipeline = h.start().await;
+    h.wait_catalog(&pipeline, |c| c.all().len() == samples.len()).await;
+
+    let engine = Engine::new(h.config.engine.clone(), Catalog::new(samples.clone()));
+    let idle_timeout_ms = 3_600_000;
+    let mut driver = Driver::new(
+        engine,
+        DriverConfig { clock: Clock::EventTime, inputs: 2, idle_timeout_ms, pacing: ScanPacing::Rate },
+    );
+    let mut state = MemoryState::default();
+    let mut expected = Output::default();
+
+    let config = RetailerConfig { customers: 300, days: 8, ..Default::default() };
+    let start = config.start_ms;
+    let events: Vec<_> = Retailer::new(config).filter(|e| !e.key.is_empty()).collect();
+    let partition_of = |key: &str| (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % cvm_e2e::PARTITIONS as u64) as i32;
+    let mut sent = 0;
+    for day in 0..=8 {
+        let today: Vec<_> =
+            events.iter().filter(|e| (e.event.timestamp_ms() - start).div_euclid(24 * HOUR) == day).collect();
+        for purchases in [false, true] {
+            for e in today.iter().filter(|e| matches!(e.event, Event::Purchase(_)) == purchases) {
+                let partition = partition_of(&e.key);
+                h.send_to(partition, &e.key, &e.event);
+                let source = if purchases { Source::Input(0) } else { Source::Input(1) };
+                driver.apply(&mut state, partition as u32, source, &e.event, 0, &mut expected).unwrap();
+                sent += 1;
+            }
+            h.flush();
+            h.wait_consumed(&pipeline, sent).await;
+        }
+    }
+    h.wait_idle(&pipeline).await;
+
+    let key = |d: &Decision| (d.decision_id.clone(), d.outcome(), d.offer_id.clone());
+    let mut want: Vec<_> =
+        expected.emits.iter().filter_map(|e| if let Emit::Decision(d) = e { Some(key(d)) } else { None }).collect();
+    let mut got: Vec<_> = decisions(&h).iter().map(key).collect();
+    want.sort();
+    got.sort();
+    assert!(want.iter().any(|(_, _, offer)| !offer.is_empty()), "the scenario must send offers");
+    assert!(
+        decisions(&h).iter().any(|d| d.trigger == "delayed") && decisions(&h).iter().any(|d| d.trigger == "cascade"),
+        "the scenario must fire delayed and cascade timers"
+    );
+    assert_eq!(got.len(), want.len(), "decision counts differ");
+    assert_eq!(got, want, "decisions differ between the Kafka pipeline and the driver");
+    let mut sent_ids: Vec<String> =
+        [&t.push.name, &t.stories.name].iter().flat_map(|topic| offers(&h, topic)).map(|o| o.offer_id).collect();
+    let mut want_ids: Vec<String> =
+        expected.emits.iter().filter_map(|e| if let Emit::Offer(o) = e { Some(o.offer_id.clone()) } else { None }).collect();
+    sent_ids.sort();
+    want_ids.sort();
+    assert_eq!(sent_ids, want_ids, "offers differ");
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }

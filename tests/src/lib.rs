@@ -145,6 +145,24 @@ impl Harness {
         self.send_raw(topic, key, Some(&payload));
     }
 
+    /// Sends an input event to `partition` of its topic.
+    pub fn send_to(&self, partition: i32, key: &str, event: &Event) {
+        let (topic, payload) = input_message(self.topics(), event);
+        let record = BaseRecord::<str, [u8]>::to(topic).key(key).partition(partition).payload(&payload);
+        self.producer.send(record).map_err(|(e, _)| e).expect("enqueue");
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits until the pipeline has committed `n` input messages.
+    pub async fn wait_consumed(&self, pipeline: &Pipeline, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.consumed(pipeline) < n {
+            assert!(!pipeline.ingest_failed(), "ingest loop died");
+            assert!(Instant::now() < deadline, "pipeline consumed {} of {n}", self.consumed(pipeline));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn flush(&self) {
         self.producer.flush(Duration::from_secs(30)).expect("flush");
     }
@@ -246,7 +264,7 @@ impl Harness {
     /// Waits until `cond` holds for the live catalog.
     pub async fn wait_catalog(&self, pipeline: &Pipeline, cond: impl Fn(&cvm_engine::Catalog) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !cond(&pipeline.catalog().get().1) {
+        while !cond(&pipeline.catalog().current()) {
             assert!(Instant::now() < deadline, "catalog never reached the expected state");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

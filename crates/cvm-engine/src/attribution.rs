@@ -23,118 +23,16 @@
 //! The programme as a whole is the campaign `""`: every customer, by whether
 //! they are in the global control group, over all their purchases.
 
-use serde::{Deserialize, Serialize};
 
 use crate::{
     profile::{Exposure, Profile, Totals, DAY_MS, MAX_EXPOSURES},
     StateTxn, StoreError,
 };
 
-/// The campaign id under which the programme-level comparison is kept.
-pub const PROGRAMME: &str = "";
-
-/// Which side of a comparison a customer is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Group {
-    /// Sent the offer (for the programme: not in the global control group).
-    Treated,
-    /// In the campaign's holdout: would have been sent the offer.
-    CampaignControl,
-    /// In the global control group: never sent anything.
-    GlobalControl,
-}
-
-impl Group {
-    /// Every group, in code order.
-    pub const ALL: [Group; 3] = [Group::Treated, Group::CampaignControl, Group::GlobalControl];
-
-    /// Lower-case name, for reports and metric labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            Group::Treated => "treated",
-            Group::CampaignControl => "campaign_control",
-            Group::GlobalControl => "global_control",
-        }
-    }
-
-    /// One byte, for storage keys.
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// The group of a storage code.
-    pub fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(code)).copied()
-    }
-
-    /// The group of a [`name`](Self::name).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|g| g.name() == name)
-    }
-}
-
-/// Where a [`Stats`] delta is added.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StatsKey {
-    /// The campaign ([`PROGRAMME`] for the programme).
-    pub campaign_id: String,
-    /// The group.
-    pub group: Group,
-    /// Days since the Unix epoch of the event that caused the delta.
-    pub day: i32,
-}
-
-/// Additive sums over episodes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Episodes opened (customers, counted once per attribution window).
-    pub customers: u64,
-    /// Episodes with at least one purchase.
-    pub converters: u64,
-    /// Attributed orders.
-    pub orders: u64,
-    /// Attributed revenue, minor units.
-    pub revenue_minor: i64,
-    /// Attributed margin, minor units.
-    pub margin_minor: i64,
-    /// Sum over episodes of the squared episode revenue.
-    pub revenue_sq: i128,
-    /// Sum over episodes of the squared episode margin.
-    pub margin_sq: i128,
-    /// Offers sent (treated only).
-    pub contacts: u64,
-    /// Their cost, minor units.
-    pub contact_cost_minor: i64,
-}
-
-impl Stats {
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, other: &Stats) {
-        self.customers += other.customers;
-        self.converters += other.converters;
-        self.orders += other.orders;
-        self.revenue_minor += other.revenue_minor;
-        self.margin_minor += other.margin_minor;
-        self.revenue_sq += other.revenue_sq;
-        self.margin_sq += other.margin_sq;
-        self.contacts += other.contacts;
-        self.contact_cost_minor += other.contact_cost_minor;
-    }
-
-    /// The delta of adding purchase `p` to an episode whose totals were `before`.
-    fn purchase(before: &Totals, p: &Totals) -> Self {
-        let sq = |x: i64, d: i64| 2 * i128::from(x) * i128::from(d) + i128::from(d) * i128::from(d);
-        Stats {
-            converters: u64::from(before.orders == 0),
-            orders: 1,
-            revenue_minor: p.revenue_minor,
-            margin_minor: p.margin_minor,
-            revenue_sq: sq(before.revenue_minor, p.revenue_minor),
-            margin_sq: sq(before.margin_minor, p.margin_minor),
-            ..Stats::default()
-        }
-    }
-}
+pub use crate::{
+    profile::Group,
+    stats::{Stats, StatsKey, PROGRAMME},
+};
 
 fn key(campaign_id: &str, group: Group, at_ms: i64) -> StatsKey {
     StatsKey { campaign_id: campaign_id.to_owned(), group, day: at_ms.div_euclid(DAY_MS) as i32 }

@@ -14,19 +14,19 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use cvm_proto::v1::{
-    AppEvent, AppEventKind, Channel, Consent, Decision, EraseRequest, ErasureConfirmation, Identify, Offer, Outcome,
-    Purchase, Score,
-};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer, Outcome, Score};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    telemetry,
     attribution::{self, Group},
     features::{EventFacts, Features},
     holdout::{self, GLOBAL_SCOPE},
     ids,
     models::{self, bandit, vector, ArmCounts, ArmKey, ColdStart, ModelSettings, Scorer, Source, Valuation},
-    offers::{Catalog, EventKind, OfferDefinition, Trigger},
+    events::{Event, EventKind, EventResult},
+    catalog::Catalog,
+    offers::{OfferDefinition, Trigger},
     policy::{ContactPolicy, Resolved, Verdict},
     profile::{contact_hash, Contact, Profile, Response, DAY_MS, NO_DECILE},
     score::score,
@@ -36,65 +36,6 @@ use crate::{
 
 /// Candidates listed in a decision.
 const SCORES_IN_DECISION: usize = 5;
-
-/// An input event.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// A purchase.
-    Purchase(Purchase),
-    /// An app event.
-    App(AppEvent),
-    /// A device identified as a customer.
-    Identify(Identify),
-    /// A consent or reachability change.
-    Consent(Consent),
-    /// A request to erase the customer.
-    Erase(EraseRequest),
-}
-
-impl Event {
-    /// The producer's event id.
-    pub fn event_id(&self) -> &str {
-        match self {
-            Event::Purchase(e) => &e.event_id,
-            Event::App(e) => &e.event_id,
-            Event::Identify(e) => &e.event_id,
-            Event::Consent(e) => &e.event_id,
-            Event::Erase(e) => &e.request_id,
-        }
-    }
-
-    /// Event time.
-    pub fn timestamp_ms(&self) -> i64 {
-        match self {
-            Event::Purchase(e) => e.timestamp_ms,
-            Event::App(e) => e.timestamp_ms,
-            Event::Identify(e) => e.timestamp_ms,
-            Event::Consent(e) => e.timestamp_ms,
-            Event::Erase(e) => e.timestamp_ms,
-        }
-    }
-
-    /// Why the event cannot be applied, if it cannot.
-    fn invalid_reason(&self) -> Option<&'static str> {
-        if self.event_id().is_empty() {
-            return Some("event_id (request_id for erasure) is empty; producers must give every event a unique id");
-        }
-        match self {
-            Event::Purchase(p) if p.customer_id.is_empty() => Some("purchase without customer_id"),
-            Event::Purchase(p) if p.lines.is_empty() => Some("purchase without lines"),
-            Event::App(a) if a.customer_id.is_empty() && a.device_id.is_empty() => {
-                Some("app event without customer_id or device_id")
-            }
-            Event::Identify(i) if i.customer_id.is_empty() || i.device_id.is_empty() => {
-                Some("identify needs both customer_id and device_id")
-            }
-            Event::Consent(c) if c.customer_id.is_empty() => Some("consent without customer_id"),
-            Event::Erase(e) if e.customer_id.is_empty() => Some("erase request without customer_id"),
-            _ => None,
-        }
-    }
-}
 
 /// Settings of the decision core.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,21 +81,6 @@ pub enum Emit {
     Rekeyed(AppEvent),
     /// A customer was erased.
     Erased(ErasureConfirmation),
-}
-
-/// What happened to an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventResult {
-    /// Applied to state.
-    Applied,
-    /// Seen before; ignored.
-    Duplicate,
-    /// Anonymous device not yet identified; counted, not applied.
-    Anonymous,
-    /// Re-keyed to its customer (see [`Emit::Rekeyed`]).
-    Rekeyed,
-    /// Cannot be applied; goes to the dead-letter topic with this reason.
-    Invalid(&'static str),
 }
 
 /// The result of [`Engine::process`].
@@ -368,7 +294,7 @@ impl Engine {
             )?;
             if c.decile != NO_DECILE {
                 if let Some(d) = self.catalog.by_hash(c.offer) {
-                    metrics::counter!("cvm_model_conversions_total", "offer" => d.id().to_owned(), "decile" => c.decile.to_string())
+                    metrics::counter!(telemetry::MODEL_CONVERSIONS, "offer" => d.id().to_owned(), "decile" => c.decile.to_string())
                         .increment(1);
                 }
             }
@@ -814,7 +740,7 @@ impl Engine {
             });
             txn.add_arm(partition, &ArmKey { offer: subject.offer, segment }, ArmCounts { trials: 1, successes: 0 })?;
             if valuation.decile != NO_DECILE {
-                metrics::counter!("cvm_model_contacts_total", "offer" => best.id().to_owned(), "decile" => valuation.decile.to_string())
+                metrics::counter!(telemetry::MODEL_CONTACTS, "offer" => best.id().to_owned(), "decile" => valuation.decile.to_string())
                     .increment(1);
             }
             if let (Channel::Push, Some(cascade)) = (channel, &best.doc.cascade) {
@@ -836,10 +762,10 @@ impl Engine {
         let Some(model) = self.catalog.model_for(offer) else { return };
         let Some(check) = model.observe(x, &self.config.models) else { return };
         for (series, psi) in &check.psi {
-            metrics::gauge!("cvm_model_psi", "model" => model.artifact().target.clone(), "series" => series.clone())
+            metrics::gauge!(telemetry::MODEL_PSI, "model" => model.artifact().target.clone(), "series" => series.clone())
                 .set(*psi);
         }
-        metrics::gauge!("cvm_model_drifted", "model" => model.artifact().target.clone())
+        metrics::gauge!(telemetry::MODEL_DRIFTED, "model" => model.artifact().target.clone())
             .set(f64::from(u8::from(check.drifted)));
         let worst = check.worst().map_or(String::new(), |(n, v)| format!("{n} PSI {v:.2}"));
         match (check.drifted, check.changed) {

@@ -16,8 +16,7 @@ use cvm_expr::{Env, Schema, Type};
 use cvm_proto::v1::{AppEventKind, Purchase};
 
 use crate::{
-    engine::Event,
-    offers::EventKind,
+    events::{Event, EventKind},
     profile::{Profile, DAY_MS},
 };
 

@@ -31,7 +31,11 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod attribution;
+pub mod catalog;
+pub mod driver;
 mod engine;
+mod error;
+pub mod events;
 pub mod features;
 pub mod holdout;
 pub mod ids;
@@ -42,11 +46,17 @@ pub mod policy;
 pub mod profile;
 pub mod score;
 mod state;
+pub mod stats;
+pub mod telemetry;
 pub mod timers;
 
-pub use engine::{Emit, Engine, EngineConfig, Event, EventResult, Processed};
+pub use driver::{Driver, DriverConfig, Output, Source};
+pub use engine::{Emit, Engine, EngineConfig, Processed};
+pub use events::{Event, EventKind, EventResult};
 pub use memory::MemoryState;
-pub use offers::{Catalog, ConfigDocument, OfferDefinition, OfferDocument, OfferError};
+pub use catalog::{Catalog, ConfigDocument};
+pub use offers::{OfferDefinition, OfferDocument, OfferError};
 pub use profile::Profile;
-pub use state::{StateTxn, StoreError};
+pub use error::StoreError;
+pub use state::StateTxn;
 pub use timers::{Timer, TimerKey, TimerKind};

@@ -1,10 +1,12 @@
-//! An in-memory [`StateTxn`], for tests, simulation and examples.
+//! An in-memory [`StateTxn`], [`TimerQueue`] and [`ProfileScan`], for
+//! tests, simulation, training and examples: the [`Driver`](crate::driver::Driver)
+//! runs on it exactly as on the RocksDB store.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{
     attribution::{Stats, StatsKey},
-    engine::{Emit, Engine},
+    driver::{ProfileScan, SweepProgress, TimerQueue},
     models::{ArmCounts, ArmKey},
     profile::Profile,
     timers::{Timer, TimerKey},
@@ -21,6 +23,9 @@ pub struct MemoryState {
     timers: BTreeMap<(u32, Vec<u8>), Timer>,
     stats: HashMap<(u32, StatsKey), Stats>,
     arms: HashMap<(u32, ArmKey), ArmCounts>,
+    /// Per partition, the earliest due time set since it was last taken.
+    earliest_set: HashMap<u32, i64>,
+    sweeps: HashMap<(String, u32, u32), SweepProgress>,
 }
 
 impl MemoryState {
@@ -39,31 +44,6 @@ impl MemoryState {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
-    }
-
-    /// Pending timers due at or before `now_ms`, earliest first, with their partitions.
-    pub fn due_timers(&self, now_ms: i64) -> Vec<(u32, Timer)> {
-        let mut due: Vec<_> =
-            self.timers.iter().filter(|(_, t)| t.due_ms <= now_ms).map(|((p, _), t)| (*p, t.clone())).collect();
-        due.sort_by_key(|(p, t)| (t.due_ms, *p, t.key().encode()));
-        due
-    }
-
-    /// Fires every pending timer due by `now_ms`, earliest first, each at its
-    /// own due time, as the ingest loop does in event time (call it before
-    /// applying an event at `now_ms`). Timers set while firing that are due
-    /// already (cascades) fire too.
-    pub fn fire_due(&mut self, engine: &Engine, now_ms: i64) -> Result<Vec<Emit>, StoreError> {
-        let mut emits = Vec::new();
-        loop {
-            let due = self.due_timers(now_ms);
-            if due.is_empty() {
-                return Ok(emits);
-            }
-            for (partition, timer) in due {
-                emits.extend(engine.fire(self, partition, &timer, timer.due_ms)?);
-            }
-        }
     }
 
     /// Number of pending timers.
@@ -114,6 +94,8 @@ impl StateTxn for MemoryState {
         Ok(())
     }
     fn set_timer(&mut self, partition: u32, timer: Timer) -> Result<(), StoreError> {
+        let earliest = self.earliest_set.entry(partition).or_insert(timer.due_ms);
+        *earliest = (*earliest).min(timer.due_ms);
         self.timers.insert((partition, timer.key().encode()), timer);
         Ok(())
     }
@@ -150,5 +132,40 @@ impl StateTxn for MemoryState {
     fn add_arm(&mut self, partition: u32, key: &ArmKey, delta: ArmCounts) -> Result<(), StoreError> {
         self.arms.entry((partition, *key)).or_default().add(delta);
         Ok(())
+    }
+}
+
+impl TimerQueue for MemoryState {
+    fn due_timers(&mut self, partition: u32, now_ms: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let mut due: Vec<&Timer> =
+            self.timers.iter().filter(|((p, _), t)| *p == partition && t.due_ms <= now_ms).map(|(_, t)| t).collect();
+        due.sort_by_key(|t| (t.due_ms, t.key().encode()));
+        Ok(due.into_iter().take(limit).cloned().collect())
+    }
+    fn earliest_due(&mut self, partition: u32) -> Result<Option<i64>, StoreError> {
+        Ok(self.timers.iter().filter(|((p, _), _)| *p == partition).map(|(_, t)| t.due_ms).min())
+    }
+    fn take_earliest_set(&mut self, partition: u32) -> Option<i64> {
+        self.earliest_set.remove(&partition)
+    }
+}
+
+impl ProfileScan for MemoryState {
+    fn customers_after(&mut self, partition: u32, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<&String> =
+            self.profiles.keys().filter(|(p, c)| *p == partition && c.as_str() > after).map(|(_, c)| c).collect();
+        ids.sort_unstable();
+        Ok(ids.into_iter().take(limit).cloned().collect())
+    }
+    fn sweep_progress(
+        &mut self,
+        offer_id: &str,
+        version: u32,
+        partition: u32,
+    ) -> Result<Option<SweepProgress>, StoreError> {
+        Ok(self.sweeps.get(&(offer_id.to_owned(), version, partition)).cloned())
+    }
+    fn set_sweep_progress(&mut self, offer_id: &str, version: u32, partition: u32, progress: SweepProgress) {
+        self.sweeps.insert((offer_id.to_owned(), version, partition), progress);
     }
 }

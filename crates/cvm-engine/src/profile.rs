@@ -9,7 +9,7 @@
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase};
 use serde::{Deserialize, Serialize};
 
-use crate::{attribution::Group, StoreError};
+use crate::error::StoreError;
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -560,6 +560,46 @@ fn decay(days: i32) -> f64 {
         1.0
     } else {
         0.5f64.powf(f64::from(days) / AFFINITY_HALF_LIFE_DAYS)
+    }
+}
+
+/// Which side of a comparison a customer is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Group {
+    /// Sent the offer (for the programme: not in the global control group).
+    Treated,
+    /// In the campaign's holdout: would have been sent the offer.
+    CampaignControl,
+    /// In the global control group: never sent anything.
+    GlobalControl,
+}
+
+impl Group {
+    /// Every group, in code order.
+    pub const ALL: [Group; 3] = [Group::Treated, Group::CampaignControl, Group::GlobalControl];
+
+    /// Lower-case name, for reports and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Treated => "treated",
+            Group::CampaignControl => "campaign_control",
+            Group::GlobalControl => "global_control",
+        }
+    }
+
+    /// One byte, for storage keys.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The group of a storage code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// The group of a [`name`](Self::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.name() == name)
     }
 }
 

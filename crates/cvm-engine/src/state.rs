@@ -1,30 +1,12 @@
 //! The store interface the decision core reads and writes state through.
 
 use crate::{
-    attribution::{Stats, StatsKey},
+    error::StoreError,
+    stats::{Stats, StatsKey},
     models::{ArmCounts, ArmKey},
     profile::Profile,
     timers::{Timer, TimerKey},
 };
-
-/// A failure of the state store. These are *external* errors: the engine
-/// cannot make progress without its state, so the caller should stop the
-/// batch, back off and retry (or exit and let the supervisor restart it).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The storage backend failed (I/O, corruption, full disk).
-    #[error("state store backend failed: {0}; check disk space and the store's log, then restart")]
-    Backend(String),
-    /// A stored record could not be decoded: the store holds data written by
-    /// an incompatible version.
-    #[error("stored {what} is unreadable ({detail}); the state was written by an incompatible version: restore it from Kafka or a snapshot")]
-    Corrupt {
-        /// Which kind of record.
-        what: &'static str,
-        /// The decoder's message.
-        detail: String,
-    },
-}
 
 /// One unit of state work: reads see the writes made earlier in the same
 /// transaction; nothing is durable until the owner commits it (together with

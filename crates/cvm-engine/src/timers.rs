@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{features::EventFacts, offers::EventKind};
+use crate::{events::EventKind, features::EventFacts};
 
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,6 +30,9 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [TimerKind; 4] = [TimerKind::Delayed, TimerKind::Inactivity, TimerKind::Cascade, TimerKind::Deferred];
+
     /// Lower-case name, for ids, logs and metrics.
     pub fn name(self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cvm_engine::{
     attribution::Group,
-    offers::ConfigDocument,
+    ConfigDocument,
     policy::{QuietHours, TimeOfDay},
     Catalog, Engine, EngineConfig, Event, MemoryState, OfferDefinition, StateTxn,
 };

@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use cvm_proto::Format;
+use cvm_engine::driver::Clock;
 use serde::{Deserialize, Serialize};
 
 /// A topic and the encoding of its messages.
@@ -88,17 +89,6 @@ impl Topics {
     }
 }
 
-/// The time decisions are made at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Clock {
-    /// The wall clock (production).
-    #[default]
-    Wall,
-    /// Each event's own timestamp (replay, simulation, the demo).
-    EventTime,
-}
-
 /// Where to start reading a partition that has no stored state yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +122,10 @@ pub struct KafkaConfig {
     pub batch_max_wait: Duration,
     /// Decision time source.
     pub clock: Clock,
+    /// In event time: how long an input topic may send nothing before it
+    /// stops holding back its partitions' watermark (see the driver).
+    #[serde(with = "humantime_serde")]
+    pub watermark_idle_timeout: Duration,
     /// Start position of partitions without stored state.
     pub start_from: StartFrom,
     /// Raw librdkafka consumer options (win over cvm's defaults).
@@ -151,6 +145,7 @@ impl Default for KafkaConfig {
             batch_max_events: 2_000,
             batch_max_wait: Duration::from_millis(20),
             clock: Clock::Wall,
+            watermark_idle_timeout: Duration::from_secs(5),
             start_from: StartFrom::Earliest,
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),

@@ -22,17 +22,17 @@ mod admin;
 mod codec;
 mod config;
 mod ingest;
-mod model_dir;
+mod meters;
 mod offers_topic;
 mod publisher;
-pub mod telemetry;
+mod rebalance;
 
 pub use admin::{ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};
-pub use config::{Clock, KafkaConfig, StartFrom, TopicSpec, Topics};
-pub use ingest::{Ingest, IngestError};
-pub use model_dir::ModelDirectory;
-pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, OffersReader, SharedCatalog};
+pub use config::{KafkaConfig, StartFrom, TopicSpec, Topics};
+pub use cvm_engine::driver::Clock;
+pub use ingest::{CommittedStats, Ingest, IngestError};
+pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, OffersReader};
 pub use publisher::Publisher;
 
 use rdkafka::ClientConfig;

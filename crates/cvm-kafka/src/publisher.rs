@@ -17,7 +17,7 @@ use rdkafka::{
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::{client_config, telemetry, ClientError, KafkaConfig};
+use crate::{client_config,  ClientError, KafkaConfig};
 
 /// Entries sent per round.
 const CHUNK: usize = 5_000;

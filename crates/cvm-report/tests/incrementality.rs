@@ -7,7 +7,8 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use cvm_engine::{
-    profile::DAY_MS, Catalog, ConfigDocument, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
+    profile::DAY_MS, Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
+    Output, Source,
 };
 use cvm_proto::v1::Purchase;
 use cvm_report::Report;
@@ -42,7 +43,7 @@ fn campaign(id: &str) -> ConfigDocument {
 
 /// The engine and the customers' reactions to what it sends.
 struct World {
-    engine: Engine,
+    driver: Driver,
     state: MemoryState,
     responder: Responder,
     /// Purchases caused by offers, due in the future, in time order.
@@ -60,26 +61,24 @@ impl World {
         }
     }
 
-    fn apply(&mut self, event: &Event, now: i64) {
-        let mut emits = self.state.fire_due(&self.engine, now).unwrap();
-        emits.extend(self.engine.process(&mut self.state, 0, event, now).unwrap().emits);
-        self.react(emits);
+    fn apply(&mut self, event: &Event) {
+        let mut out = Output::default();
+        self.driver.apply(&mut self.state, 0, Source::Input(0), event, 0, &mut out).unwrap();
+        self.react(out.emits);
     }
 
     /// Applies the responses due by `now`.
     fn respond_until(&mut self, now: i64) {
         while self.responses.first_key_value().is_some_and(|((at, _), _)| *at <= now) {
-            let ((at, _), p) = self.responses.pop_first().expect("checked");
-            self.apply(&Event::Purchase(p), at);
+            let (_, p) = self.responses.pop_first().expect("checked");
+            self.apply(&Event::Purchase(p));
         }
     }
 
     fn sweep(&mut self, def: &Arc<OfferDefinition>, at: i64) {
-        let mut emits = self.state.fire_due(&self.engine, at).unwrap();
-        for (customer, _) in self.state.profiles(0) {
-            emits.extend(self.engine.sweep(&mut self.state, 0, &customer, def, at).unwrap());
-        }
-        self.react(emits);
+        let mut out = Output::default();
+        self.driver.sweep_everyone(&mut self.state, &[0], def, at, &mut out).unwrap();
+        self.react(out.emits);
     }
 }
 
@@ -98,7 +97,7 @@ fn run(seed: u64, customers: u32) -> Report {
         .map(|(id, day)| (start + day * DAY_MS + DAY_MS / 2, engine.catalog().get(id).unwrap().clone()))
         .collect();
     let mut world = World {
-        engine,
+        driver: Driver::replay(engine),
         state: MemoryState::default(),
         responder: Responder::new(seed).with_effect("real", REAL),
         responses: BTreeMap::new(),
@@ -110,7 +109,7 @@ fn run(seed: u64, customers: u32) -> Report {
             let (at, def) = sweeps.remove(0);
             world.sweep(&def, at);
         }
-        world.apply(&e.event, now);
+        world.apply(&e.event);
     }
     let stats = world.state.stats();
     Report::from_stats(stats.iter().map(|(k, s)| (k, s)))

@@ -476,8 +476,8 @@ fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Dura
     println!("  {:<28}{:>12.1}", "seconds (end to end)", secs);
     println!("  {:<28}{:>12.0}", "events/s (end to end)", (events + garbage) as f64 / secs);
     row("decisions", o.decisions());
-    for outcome in &cvm_kafka::telemetry::OUTCOMES[1..] {
-        row(&format!("  {}", cvm_kafka::telemetry::outcome_label(*outcome)), o.outcome(*outcome));
+    for outcome in &cvm_engine::telemetry::OUTCOMES[1..] {
+        row(&format!("  {}", cvm_engine::telemetry::outcome_label(*outcome)), o.outcome(*outcome));
     }
     for trigger in ["event", "delayed", "inactivity", "cascade", "deferred", "sweep"] {
         row(&format!("  by {trigger} trigger"), o.by_trigger(trigger));

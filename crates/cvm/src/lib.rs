@@ -7,6 +7,8 @@ pub mod bench_eligibility;
 pub mod bench_scoring;
 pub mod config;
 pub mod demo;
+pub mod gauges;
+pub mod model_dir;
 pub mod ops;
 pub mod pipeline;
 pub mod recorded;

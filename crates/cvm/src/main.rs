@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cvm::{bench, config::Config, demo, ops, recorded, simulate, Pipeline};
 use cvm_engine::{
-    offers::{document, ConfigDocument},
+    offers::document,
+    ConfigDocument,
     OfferDefinition,
 };
 

@@ -33,14 +33,14 @@ pub fn metrics_handle() -> PrometheusHandle {
             let latency = [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2];
             let commit = [1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.5];
             let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(cvm_kafka::telemetry::EVENT_PROCESSING.into()), &latency)
+                .set_buckets_for_metric(Matcher::Full(cvm_engine::telemetry::EVENT_PROCESSING.into()), &latency)
                 .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(cvm_kafka::telemetry::BATCH_COMMIT.into()), &commit)
+                    b.set_buckets_for_metric(Matcher::Full(cvm_engine::telemetry::BATCH_COMMIT.into()), &commit)
                 })
                 .expect("bucket lists are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
-            cvm_kafka::telemetry::describe();
+            cvm_engine::telemetry::describe();
             handle
         })
         .clone()

@@ -12,7 +12,8 @@ use std::{
 };
 
 use cvm_engine::Engine;
-use cvm_kafka::{ensure_topics, Ingest, ModelDirectory, OffersReader, Publisher, SharedCatalog};
+use cvm_engine::catalog::LiveCatalog;
+use cvm_kafka::{ensure_topics, Ingest, OffersReader, Publisher};
 use cvm_store::Store;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info};
@@ -52,7 +53,7 @@ pub struct Pipeline {
     publisher: tokio::task::JoinHandle<()>,
     drain: watch::Sender<bool>,
     store: Store,
-    catalog: SharedCatalog,
+    catalog: LiveCatalog,
     health: Health,
 }
 
@@ -65,7 +66,7 @@ impl Pipeline {
             ensure_topics(&k.brokers, &k.topics.all(), k.partitions).await?;
         }
         let store = Store::open(&config.store)?;
-        let catalog = SharedCatalog::default();
+        let catalog = LiveCatalog::default();
         let stop = Arc::new(AtomicBool::new(false));
 
         let mut reader = OffersReader::new(k, catalog.clone())?;
@@ -83,7 +84,7 @@ impl Pipeline {
 
         // Models from the directory are loaded before the first event.
         let models = config.model_dir.path.as_ref().map(|dir| {
-            let mut watcher = ModelDirectory::new(dir);
+            let mut watcher = crate::model_dir::ModelDirectory::new(dir);
             let loaded = watcher.scan(&catalog);
             info!(dir = %dir.display(), files = loaded, "Model directory loaded.");
             let (stop, catalog, every) = (stop.clone(), catalog.clone(), config.model_dir.poll_interval);
@@ -98,7 +99,8 @@ impl Pipeline {
         let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone())?.run(drain_rx));
 
         let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default());
-        let ingest = Ingest::new(k, store.clone(), engine, catalog.clone(), wake)?;
+        let gauges = crate::gauges::campaign_gauges(store.clone());
+        let ingest = Ingest::new(k, store.clone(), engine, catalog.clone(), wake, gauges)?;
         let ingest = {
             let stop = stop.clone();
             let health = health.clone();
@@ -126,7 +128,7 @@ impl Pipeline {
     }
 
     /// The live offer catalog.
-    pub fn catalog(&self) -> &SharedCatalog {
+    pub fn catalog(&self) -> &LiveCatalog {
         &self.catalog
     }
 

@@ -48,7 +48,7 @@ pub fn sample_offers() -> Vec<OfferDefinition> {
 mod tests {
     use std::collections::HashMap;
 
-    use cvm_engine::{Emit, Engine, MemoryState};
+    use cvm_engine::{Driver, Emit, Engine, MemoryState, Output, Source};
     use cvm_proto::v1::{Channel, Outcome};
     use cvm_synth::{Retailer, RetailerConfig};
 
@@ -66,15 +66,14 @@ mod tests {
     /// The demo's world, without Kafka: every outcome the quickstart promises occurs.
     #[test]
     fn sample_offers_on_the_synthetic_retailer_reach_every_outcome() {
-        let engine = Engine::new(Default::default(), super::sample_catalog());
+        let mut driver = Driver::replay(Engine::new(Default::default(), super::sample_catalog()));
         let mut state = MemoryState::default();
         let mut seen: HashMap<(Channel, Outcome), u32> = HashMap::new();
         let mut triggers: HashMap<String, u32> = HashMap::new();
         for e in Retailer::new(RetailerConfig { customers: 3_000, days: 70, ..Default::default() }) {
-            let now = e.event.timestamp_ms();
-            let mut emits = state.fire_due(&engine, now).unwrap();
-            emits.extend(engine.process(&mut state, 0, &e.event, now).unwrap().emits);
-            for emit in emits {
+            let mut out = Output::default();
+            driver.apply(&mut state, 0, Source::Input(0), &e.event, 0, &mut out).unwrap();
+            for emit in out.emits {
                 if let Emit::Decision(d) = emit {
                     *seen.entry((d.channel(), d.outcome())).or_default() += 1;
                     *triggers.entry(format!("{}/{}", d.offer_definition_id, d.trigger)).or_default() += 1;

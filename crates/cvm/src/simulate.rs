@@ -1,16 +1,18 @@
 //! `cvm offers simulate`: a dry run of one offer document against recorded
 //! events, through the real decision core, publishing nothing.
 //!
-//! Events are applied in file order with the clock at each event's time;
-//! before each event, the timers its time has passed fire at their due
-//! times, exactly as the ingest loop does in event-time mode; a sweep runs
-//! once over every profile after the last event. The result answers "how
+//! Events go through the same [`Driver`] as the ingest loop, in file order,
+//! in event time (one input, so the watermark is the latest time read); a
+//! sweep runs once over every profile after the last event. The result answers "how
 //! many customers would this reach, on which channel, and what would they
 //! read?" before the document goes live.
 
 use std::{collections::BTreeMap, collections::HashSet, fmt::Write};
 
-use cvm_engine::{profile::DAY_MS, Catalog, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition};
+use cvm_engine::{
+    driver::Source, profile::DAY_MS, Catalog, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
+    Output,
+};
 use cvm_proto::v1::{Channel, Offer, Outcome};
 
 /// What a simulation found.
@@ -36,13 +38,13 @@ pub struct Simulation {
 /// lets one more day pass for timers (deferred pushes, delays).
 pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, samples: usize) -> Simulation {
     let sweep = matches!(def.doc.trigger, cvm_engine::offers::Trigger::Sweep { .. });
-    let engine = Engine::new(config, Catalog::new([def]));
+    let mut driver = Driver::replay(Engine::new(config, Catalog::new([def])));
     let mut state = MemoryState::default();
     let mut sim = Simulation { events: events.len(), ..Default::default() };
     let (mut triggered, mut eligible) = (HashSet::new(), HashSet::new());
     let mut now = i64::MIN;
-    let mut tally = |emits: Vec<Emit>, sim: &mut Simulation| {
-        for e in emits {
+    let mut tally = |out: Output, sim: &mut Simulation| {
+        for e in out.emits {
             match e {
                 Emit::Decision(d) => {
                     triggered.insert(d.customer_id.clone());
@@ -62,24 +64,26 @@ pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, sa
             }
         }
     };
+    // A dry run reports what it could decide: a store error (impossible in
+    // memory) would only cut the event short.
     for event in events {
         now = now.max(event.timestamp_ms());
-        let mut emits = state.fire_due(&engine, now).unwrap_or_default();
-        emits.extend(engine.process(&mut state, 0, event, now).map(|p| p.emits).unwrap_or_default());
-        tally(emits, &mut sim);
+        let mut out = Output::default();
+        let _ = driver.apply(&mut state, 0, Source::Input(0), event, 0, &mut out);
+        tally(out, &mut sim);
     }
     if sweep {
-        let def = engine.catalog().sweeps().first().cloned();
-        for (customer, _) in state.profiles(0) {
-            if let Some(def) = &def {
-                let emits = engine.sweep(&mut state, 0, &customer, def, now).unwrap_or_default();
-                tally(emits, &mut sim);
-            }
+        if let Some(def) = driver.engine().catalog().sweeps().first().cloned() {
+            let mut out = Output::default();
+            let _ = driver.sweep_everyone(&mut state, &[0], &def, now, &mut out);
+            tally(out, &mut sim);
         }
     }
     // Let the day after the last event pass, so pushes deferred out of quiet
     // hours (and other timers due by then) are decided too.
-    tally(state.fire_due(&engine, now.saturating_add(DAY_MS)).unwrap_or_default(), &mut sim);
+    let mut out = Output::default();
+    let _ = driver.fire_through(&mut state, 0, now.saturating_add(DAY_MS), &mut out);
+    tally(out, &mut sim);
     sim.triggered_customers = triggered.len();
     sim.eligible_customers = eligible.len();
     sim

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cvm_engine::{
     models::{ModelArtifact, Scope},
-    Catalog, ConfigDocument, Emit, Engine, EngineConfig, Event, MemoryState,
+    Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, Event, MemoryState, Output, Source,
 };
 use cvm_train::{
     dataset::{self, PurchaseLog, Target},
@@ -24,17 +24,16 @@ pub fn replay_and_train(
     window_ms: i64,
 ) -> anyhow::Result<ModelArtifact> {
     let catalog = docs.into_iter().fold(Catalog::default(), |c, d| c.with_document(d));
-    let engine = Engine::new(config, catalog);
+    let mut driver = Driver::replay(Engine::new(config, catalog));
     let mut state = MemoryState::default();
     let mut decisions = Vec::new();
     let mut purchases = PurchaseLog::default();
     let bar = ProgressBar::new(events.len() as u64);
     bar.set_style(ProgressStyle::with_template("replaying [{bar:30}] {pos}/{len} events {per_sec}").expect("valid"));
     for event in events {
-        let at = event.timestamp_ms();
-        let mut emits = state.fire_due(&engine, at)?;
-        emits.extend(engine.process(&mut state, 0, event, at)?.emits);
-        decisions.extend(emits.into_iter().filter_map(|e| match e {
+        let mut out = Output::default();
+        driver.apply(&mut state, 0, Source::Input(0), event, 0, &mut out)?;
+        decisions.extend(out.emits.into_iter().filter_map(|e| match e {
             Emit::Decision(d) => Some(d),
             _ => None,
         }));

@@ -31,7 +31,7 @@ use std::{
 use cvm_engine::{
     models::{ModelSettings, Scope},
     profile::DAY_MS,
-    Catalog, ConfigDocument, Emit, Engine, EngineConfig, MemoryState,
+    Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, MemoryState, Output, Source,
 };
 use cvm_proto::v1::{Decision, Outcome};
 use cvm_synth::{Responsiveness, Retailer, RetailerConfig, TypedResponder};
@@ -118,11 +118,6 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     let start_ms = config.start_ms;
     let retailer = Retailer::new(config);
     let types: HashMap<String, Responsiveness> = retailer.responsiveness().into_iter().collect();
-    let customers: Vec<String> = {
-        let mut v: Vec<String> = types.keys().cloned().collect();
-        v.sort();
-        v
-    };
     // Each sweep is a new version of the offer, so its decisions get new ids.
     let offer = |version: usize| {
         let text = OFFER.replace("version: 1", &format!("version: {version}"));
@@ -139,7 +134,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     // Three pushes of one campaign within a month would otherwise rest the
     // offer for those who ignored two; here every sweep should decide.
     engine_config.contact_policy.fatigue.ignored = 0;
-    let mut engine = Engine::new(engine_config.clone(), catalog.clone());
+    let mut driver = Driver::replay(Engine::new(engine_config.clone(), catalog.clone()));
     let responder = TypedResponder::new(opts.seed, BASKET.0, BASKET.1);
     let noon = |day: u32| start_ms + i64::from(day) * DAY_MS + DAY_MS / 2;
     let sweeps = [noon(opts.days - 30), noon(opts.days - 15)];
@@ -157,9 +152,9 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     moments.push(model_sweep);
     for (i, &at) in moments.iter().enumerate() {
         // Apply history (and due responses) up to the sweep.
-        apply_until(&engine, &mut state, &mut events, &mut pending, &mut purchases, at)?;
+        apply_until(&mut driver, &mut state, &mut events, &mut pending, &mut purchases, at)?;
         catalog = catalog.with_document(offer(i + 1)?);
-        engine.set_catalog(std::sync::Arc::new(catalog.clone()));
+        driver.set_catalog(Arc::new(catalog.clone()));
         if i == 2 {
             // Train on what the first two sweeps taught, load the model, sweep again.
             let train_rows = rows_of(&decisions, &mut purchases, |c| is_training_customer(c, opts.seed));
@@ -170,34 +165,33 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
             if let Some(path) = &opts.out {
                 std::fs::write(path, serde_json::to_vec_pretty(&artifact)?)?;
             }
-            engine.set_catalog(Arc::new(catalog.with_document(ConfigDocument::Model(Box::new(artifact)))));
+            driver.set_catalog(Arc::new(catalog.with_document(ConfigDocument::Model(Box::new(artifact)))));
         }
-        for customer in &customers {
-            for e in
-                engine.sweep(&mut state, 0, customer, engine.catalog().get("uplift-test").expect("published"), at)?
-            {
-                let Emit::Decision(d) = e else { continue };
-                let kind = types[customer.as_str()];
-                if i == 2 {
-                    *engine_outcomes.entry((kind, d.outcome().as_str_name().to_owned())).or_insert(0) += 1;
-                    if let Some(s) = d.scores.first().filter(|s| s.source == "uplift") {
-                        let e = predicted_uplift.entry(kind).or_default();
-                        e.0 += s.uplift;
-                        e.1 += 1;
-                    }
+        let offer = driver.engine().catalog().get("uplift-test").expect("published").clone();
+        let mut out = Output::default();
+        driver.sweep_everyone(&mut state, &[0], &offer, at, &mut out)?;
+        for e in out.emits {
+            let Emit::Decision(d) = e else { continue };
+            let kind = types[d.customer_id.as_str()];
+            if i == 2 {
+                *engine_outcomes.entry((kind, d.outcome().as_str_name().to_owned())).or_insert(0) += 1;
+                if let Some(s) = d.scores.first().filter(|s| s.source == "uplift") {
+                    let e = predicted_uplift.entry(kind).or_default();
+                    e.0 += s.uplift;
+                    e.1 += 1;
                 }
-                let contacted = d.outcome() == Outcome::Treated;
-                if contacted || d.outcome() == Outcome::HoldoutCampaign {
-                    pending.extend(responder.respond(customer, kind, contacted, &d.offer_id, at));
-                }
-                decisions.push(d);
             }
+            let contacted = d.outcome() == Outcome::Treated;
+            if contacted || d.outcome() == Outcome::HoldoutCampaign {
+                pending.extend(responder.respond(&d.customer_id, kind, contacted, &d.offer_id, at));
+            }
+            decisions.push(d);
         }
     }
     let end = start_ms + i64::from(opts.days) * DAY_MS + 10 * DAY_MS;
-    apply_until(&engine, &mut state, &mut events, &mut pending, &mut purchases, end)?;
+    apply_until(&mut driver, &mut state, &mut events, &mut pending, &mut purchases, end)?;
 
-    let Some(model) = engine.catalog().models().first().map(|m| Arc::clone(m)) else {
+    let Some(model) = driver.engine().catalog().models().first().map(|m| Arc::clone(m)) else {
         anyhow::bail!("no model was trained");
     };
     // The held-out customers' decisions of the second sweep, with outcomes.
@@ -274,7 +268,7 @@ fn rows_of(decisions: &[Decision], purchases: &mut PurchaseLog, keep: impl Fn(&s
 
 /// Applies history events and due responses in time order up to `until_ms`.
 fn apply_until(
-    engine: &Engine,
+    driver: &mut Driver,
     state: &mut MemoryState,
     events: &mut std::iter::Peekable<Retailer>,
     pending: &mut Vec<cvm_proto::v1::Purchase>,
@@ -294,9 +288,7 @@ fn apply_until(
         if let cvm_engine::Event::Purchase(p) = &event {
             purchases.add(p);
         }
-        let at = event.timestamp_ms();
-        state.fire_due(engine, at)?;
-        engine.process(state, 0, &event, at)?;
+        driver.apply(state, 0, Source::Input(0), &event, 0, &mut Output::default())?;
     }
 }
 

@@ -12,11 +12,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{OfferDefinition, OfferError};
-use crate::{
-    models::{ModelArtifact, MODEL_KEY_PREFIX},
-    policy::PolicyOverride,
-};
+use super::OfferError;
+use crate::policy::PolicyOverride;
 
 /// Config-topic key prefix of campaign documents.
 pub const CAMPAIGN_KEY_PREFIX: &str = "campaign/";
@@ -80,105 +77,8 @@ pub struct PolicyDocument {
     pub contact_policy: PolicyOverride,
 }
 
-/// Any document of the config topic.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConfigDocument {
-    /// An offer (key = its id).
-    Offer(Box<OfferDefinition>),
-    /// A campaign (key = `campaign/<id>`).
-    Campaign(CampaignDocument),
-    /// The global contact policy (key = `policy/global`).
-    Policy(PolicyDocument),
-    /// A trained model (key = `model/offer/<id>` or `model/campaign/<id>`).
-    Model(Box<ModelArtifact>),
-}
-
-impl ConfigDocument {
-    /// Parses and checks the document published under `key`; its kind
-    /// follows from the key, and its id must give that key back.
-    pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, OfferError> {
-        let (doc, mut errors) = if key.starts_with(CAMPAIGN_KEY_PREFIX) {
-            let doc: CampaignDocument = parse_document(key, bytes)?;
-            let errors = doc.problems();
-            (Self::Campaign(doc), errors)
-        } else if key.starts_with(MODEL_KEY_PREFIX) {
-            let doc: ModelArtifact = parse_document(key, bytes)?;
-            let errors = doc.problems();
-            (Self::Model(Box::new(doc)), errors)
-        } else if key == POLICY_KEY {
-            let doc: PolicyDocument = parse_document(key, bytes)?;
-            let mut errors = doc.contact_policy.problems("contact_policy");
-            errors.extend(version_problem(doc.version));
-            (Self::Policy(doc), errors)
-        } else {
-            (Self::Offer(Box::new(OfferDefinition::parse(key, bytes)?)), Vec::new())
-        };
-        if doc.key() != key {
-            errors.push(format!(
-                "id: the document belongs under key \"{}\", not \"{key}\"; publish it under that key",
-                doc.key()
-            ));
-        }
-        if errors.is_empty() {
-            Ok(doc)
-        } else {
-            Err(OfferError { id: key.into(), errors })
-        }
-    }
-
-    /// Parses a document from a file: its `kind` field (`campaign`,
-    /// `contact_policy`, or none for an offer) says which it is.
-    pub fn parse_file(name: &str, bytes: &[u8]) -> Result<Self, OfferError> {
-        #[derive(Deserialize)]
-        struct Peek {
-            #[serde(default)]
-            kind: Option<String>,
-            #[serde(default)]
-            id: Option<String>,
-            #[serde(default)]
-            scope: Option<String>,
-            #[serde(default)]
-            target: Option<String>,
-        }
-        let peek: Option<Peek> = std::str::from_utf8(bytes).ok().and_then(|t| serde_norway::from_str(t).ok());
-        let (kind, id, scope, target) = peek.map_or((None, None, None, None), |p| (p.kind, p.id, p.scope, p.target));
-        let key = match (kind.as_deref(), id) {
-            (Some("model"), _) => format!(
-                "{MODEL_KEY_PREFIX}{}/{}",
-                scope.as_deref().unwrap_or("offer"),
-                target.as_deref().unwrap_or(name)
-            ),
-            (Some("campaign"), Some(id)) => format!("{CAMPAIGN_KEY_PREFIX}{id}"),
-            (Some("contact_policy"), _) => POLICY_KEY.to_owned(),
-            (_, Some(id)) => id,
-            (_, None) => name.to_owned(),
-        };
-        Self::parse(&key, bytes)
-    }
-
-    /// The config-topic key the document is published under.
-    pub fn key(&self) -> String {
-        match self {
-            Self::Offer(d) => d.id().to_owned(),
-            Self::Campaign(c) => format!("{CAMPAIGN_KEY_PREFIX}{}", c.id),
-            Self::Policy(_) => POLICY_KEY.to_owned(),
-            Self::Model(m) => m.key(),
-        }
-    }
-
-    /// The document's version.
-    pub fn version(&self) -> u32 {
-        match self {
-            Self::Offer(d) => d.version(),
-            Self::Campaign(c) => c.version,
-            Self::Policy(p) => p.version,
-            Self::Model(m) => m.version,
-        }
-    }
-}
-
 impl CampaignDocument {
-    fn problems(&self) -> Vec<String> {
+    pub(crate) fn problems(&self) -> Vec<String> {
         let mut out = self.contact_policy.problems("contact_policy");
         out.extend(version_problem(self.version));
         if !(0.0..=50.0).contains(&self.holdout_percent) {
@@ -192,7 +92,7 @@ impl CampaignDocument {
 }
 
 /// The problem with a document version, if it has one.
-fn version_problem(version: u32) -> Option<String> {
+pub(crate) fn version_problem(version: u32) -> Option<String> {
     (version == 0).then(|| "version: must be at least 1; raise it on every edit".to_owned())
 }
 
@@ -215,51 +115,5 @@ pub(crate) fn parse_document<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Re
             let path = at(e.path().to_string());
             fail(format!("{path}: {}; {hint}", e.into_inner()))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_artifacts_from_another_feature_schema_are_refused() {
-        let mut model = crate::models::tests::artifact("sushi-comeback");
-        let good = serde_json::to_vec(&model).unwrap();
-        let doc = ConfigDocument::parse("model/offer/sushi-comeback", &good).unwrap();
-        assert_eq!(doc.key(), "model/offer/sushi-comeback");
-        assert_eq!(ConfigDocument::parse_file("m.json", &good).unwrap().key(), doc.key());
-        model.features.hash = "0123456789abcdef".into();
-        model.treated.weights.pop();
-        let e = ConfigDocument::parse("model/offer/sushi-comeback", &serde_json::to_vec(&model).unwrap()).unwrap_err();
-        assert!(
-            e.errors[0].starts_with("features.hash: the model was trained on feature schema 0123456789abcdef"),
-            "{e}"
-        );
-        assert!(e.errors.iter().any(|x| x.starts_with("treated.weights: has 18 numbers")), "{e}");
-        let e = ConfigDocument::parse("model/offer/other", &good).unwrap_err();
-        assert!(e.errors[0].starts_with("id: the document belongs under key \"model/offer/sushi-comeback\""), "{e}");
-    }
-
-    #[test]
-    fn campaign_documents_are_checked_with_field_paths() {
-        let good = "kind: campaign\nid: spring\nversion: 1\nholdout_percent: 10\ncontact_policy:\n  caps: [{channel: push, max: 2, window: 7d}]\n  quiet_hours: {from: \"22:00\", to: \"07:30\"}\n";
-        let ConfigDocument::Campaign(c) = ConfigDocument::parse("campaign/spring", good.as_bytes()).unwrap() else {
-            panic!("not a campaign")
-        };
-        assert_eq!(c.contact_policy.caps[0].max, 2);
-        assert_eq!(ConfigDocument::parse_file("x.yaml", good.as_bytes()).unwrap().key(), "campaign/spring");
-        let bad = good.replace("holdout_percent: 10", "holdout_percent: 80").replace("07:30", "7:30");
-        let e = ConfigDocument::parse("campaign/spring", bad.as_bytes()).unwrap_err();
-        assert!(e.errors[0].starts_with("contact_policy.quiet_hours.to: "), "{e}");
-        let e = ConfigDocument::parse("campaign/spring", good.replace("10", "80").as_bytes()).unwrap_err();
-        assert_eq!(e.errors, vec!["holdout_percent: must be between 0 and 50".to_string()]);
-        let e = ConfigDocument::parse("campaign/other", good.as_bytes()).unwrap_err();
-        assert!(e.errors[0].starts_with("id: "), "{e}");
-        // Offers too: the key must be the id.
-        let offer = super::super::definition::tests::SAMPLE_YAML.as_bytes();
-        assert!(ConfigDocument::parse("sushi-comeback", offer).is_ok());
-        let e = ConfigDocument::parse("other-offer", offer).unwrap_err();
-        assert!(e.errors[0].starts_with("id: the document belongs under key \"sushi-comeback\""), "{e}");
     }
 }

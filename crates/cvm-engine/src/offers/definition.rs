@@ -10,9 +10,10 @@ use cvm_proto::v1::{Channel, Discount, RenderedContent};
 
 use super::{
     campaign::parse_document,
-    document::{ChannelName, EventKind, OfferDocument, Status, Trigger},
+    document::{ChannelName, OfferDocument, Status, Trigger},
 };
 use crate::{
+    events::EventKind,
     features::{schema, Features},
     policy::Subject,
     profile::contact_hash,

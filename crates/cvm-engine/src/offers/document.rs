@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use cvm_proto::v1::{AppEventKind, Channel};
+use cvm_proto::v1::Channel;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::PolicyOverride;
+use crate::{events::EventKind, policy::PolicyOverride};
 
 /// One offer: who gets it, when, on which channel, with what reward.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -96,66 +96,6 @@ pub enum Status {
     Active,
     /// Temporarily off; pending timers of the offer fire as no-ops.
     Paused,
-}
-
-/// An event kind, as written in documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A purchase.
-    Purchase,
-    /// App opened.
-    AppOpen,
-    /// Product viewed.
-    ProductView,
-    /// Added to cart.
-    AddToCart,
-    /// Removed from cart.
-    RemoveFromCart,
-    /// Searched.
-    Search,
-    /// Push opened.
-    PushOpen,
-    /// Push dismissed.
-    PushDismiss,
-    /// Story viewed.
-    StoryView,
-    /// An offer was redeemed.
-    OfferRedeemed,
-}
-
-impl EventKind {
-    /// The kind of an app event, if it has one.
-    pub fn of_app_event(kind: AppEventKind) -> Option<Self> {
-        Some(match kind {
-            AppEventKind::AppOpen => Self::AppOpen,
-            AppEventKind::ProductView => Self::ProductView,
-            AppEventKind::AddToCart => Self::AddToCart,
-            AppEventKind::RemoveFromCart => Self::RemoveFromCart,
-            AppEventKind::Search => Self::Search,
-            AppEventKind::PushOpen => Self::PushOpen,
-            AppEventKind::PushDismiss => Self::PushDismiss,
-            AppEventKind::StoryView => Self::StoryView,
-            AppEventKind::OfferRedeemed => Self::OfferRedeemed,
-            AppEventKind::Unspecified => return None,
-        })
-    }
-
-    /// The name used in documents and in `event.kind`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Purchase => "purchase",
-            Self::AppOpen => "app_open",
-            Self::ProductView => "product_view",
-            Self::AddToCart => "add_to_cart",
-            Self::RemoveFromCart => "remove_from_cart",
-            Self::Search => "search",
-            Self::PushOpen => "push_open",
-            Self::PushDismiss => "push_dismiss",
-            Self::StoryView => "story_view",
-            Self::OfferRedeemed => "offer_redeemed",
-        }
-    }
 }
 
 /// What makes an offer a candidate.

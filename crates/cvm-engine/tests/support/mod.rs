@@ -84,7 +84,10 @@ pub fn offers(emits: &[Emit]) -> Vec<&Offer> {
     emits.iter().filter_map(|e| if let Emit::Offer(o) = e { Some(o) } else { None }).collect()
 }
 
-/// Fires every timer of `state` due by `now`, as the ingest loop does.
+/// Fires every timer of partition 0 due by `now`, through the driver the
+/// ingest loop uses (event time: each at its own due time).
 pub fn fire_due(engine: &cvm_engine::Engine, state: &mut MemoryState, now: i64) -> Vec<Emit> {
-    state.fire_due(engine, now).unwrap()
+    let mut out = cvm_engine::Output::default();
+    cvm_engine::Driver::replay(engine.clone()).fire_through(state, 0, now, &mut out).unwrap();
+    out.emits
 }

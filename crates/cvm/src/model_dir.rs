@@ -16,10 +16,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use cvm_engine::ConfigDocument;
+use cvm_engine::{catalog::LiveCatalog, ConfigDocument};
 use tracing::warn;
 
-use crate::offers_topic::{apply_document, SharedCatalog};
+fn wall_ms() -> i64 {
+    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// What the watcher has applied from each file: its modification time and key.
 #[derive(Debug)]
@@ -36,7 +38,7 @@ impl ModelDirectory {
 
     /// Applies new, changed and removed artifacts to `catalog`; returns the
     /// number of files whose state changed.
-    pub fn scan(&mut self, catalog: &SharedCatalog) -> usize {
+    pub fn scan(&mut self, catalog: &LiveCatalog) -> usize {
         let mut present = HashMap::new();
         match std::fs::read_dir(&self.dir) {
             Ok(entries) => {
@@ -55,7 +57,7 @@ impl ModelDirectory {
         let removed: Vec<PathBuf> = self.applied.keys().filter(|p| !present.contains_key(*p)).cloned().collect();
         for path in removed {
             if let Some((_, Some(key))) = self.applied.remove(&path) {
-                apply_document(catalog, &key, None);
+                catalog.apply(&key, None, wall_ms());
                 changed += 1;
             }
         }
@@ -69,7 +71,7 @@ impl ModelDirectory {
                 match ConfigDocument::parse_file(&name, &bytes) {
                     Ok(doc) => {
                         let key = doc.key();
-                        let status = apply_document(catalog, &key, Some(&bytes));
+                        let status = catalog.apply(&key, Some(&bytes), wall_ms());
                         status.accepted.then_some(key)
                     }
                     Err(e) => {
@@ -84,7 +86,7 @@ impl ModelDirectory {
     }
 
     /// Scans every `every` until `stop`.
-    pub fn watch(mut self, catalog: &SharedCatalog, stop: &AtomicBool, every: Duration) {
+    pub fn watch(mut self, catalog: &LiveCatalog, stop: &AtomicBool, every: Duration) {
         while !stop.load(Ordering::Relaxed) {
             let mut waited = Duration::ZERO;
             while waited < every && !stop.load(Ordering::Relaxed) {
@@ -103,7 +105,7 @@ mod tests {
     #[test]
     fn files_are_applied_swapped_refused_and_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = SharedCatalog::default();
+        let catalog = LiveCatalog::default();
         let mut watcher = ModelDirectory::new(dir.path());
         assert_eq!(watcher.scan(&catalog), 0);
         let artifact =
@@ -112,25 +114,25 @@ mod tests {
         let file = dir.path().join("o.json");
         std::fs::write(&file, artifact.to_string()).unwrap();
         assert_eq!(watcher.scan(&catalog), 1);
-        assert_eq!(catalog.get().1.running_version("model/offer/o"), Some(1));
+        assert_eq!(catalog.current().running_version("model/offer/o"), Some(1));
         // A newer version swaps in; a file trained on other features is refused.
         let mut v2 = artifact.clone();
         v2["version"] = 2.into();
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&file, v2.to_string()).unwrap();
         watcher.scan(&catalog);
-        assert_eq!(catalog.get().1.running_version("model/offer/o"), Some(2));
+        assert_eq!(catalog.current().running_version("model/offer/o"), Some(2));
         let mut bad = v2.clone();
         bad["version"] = 3.into();
         bad["features"]["hash"] = "0000000000000000".into();
         std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&file, bad.to_string()).unwrap();
         watcher.scan(&catalog);
-        assert_eq!(catalog.get().1.running_version("model/offer/o"), Some(2), "the last good model keeps scoring");
+        assert_eq!(catalog.current().running_version("model/offer/o"), Some(2), "the last good model keeps scoring");
         std::fs::write(&file, v2.to_string()).unwrap();
         watcher.scan(&catalog);
         std::fs::remove_file(&file).unwrap();
         assert_eq!(watcher.scan(&catalog), 1);
-        assert_eq!(catalog.get().1.running_version("model/offer/o"), None);
+        assert_eq!(catalog.current().running_version("model/offer/o"), None);
     }
 }

@@ -1,5 +1,8 @@
-//! Metric names, in one place, with their descriptions. Labels never carry
-//! customer ids: only topics, results, outcomes and channels.
+//! Metric names, in one place, with their descriptions: the decision core's
+//! own and those of the edges (ingest, publisher, config reader), so a
+//! dashboard or alert has one list to check against. Labels never carry
+//! customer ids: only topics, results, outcomes, channels, offers, models
+//! and campaigns.
 
 use cvm_proto::v1::Outcome;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -70,6 +73,14 @@ pub const CAMPAIGN_UPLIFT: &str = "cvm_campaign_uplift";
 pub const CAMPAIGN_INCREMENTAL_MARGIN: &str = "cvm_campaign_incremental_margin_minor";
 /// Counter: erasure requests carried out.
 pub const ERASURES: &str = "cvm_erasures_total";
+/// Counter: model-scored contacts, by `offer` and predicted `decile`.
+pub const MODEL_CONTACTS: &str = "cvm_model_contacts_total";
+/// Counter: conversions attributed to model-scored contacts, by `offer` and `decile`.
+pub const MODEL_CONVERSIONS: &str = "cvm_model_conversions_total";
+/// Gauge: population stability index of a model's input, by `model` and `series`.
+pub const MODEL_PSI: &str = "cvm_model_psi";
+/// Gauge: 1 while a model has drifted and its decisions fall back to rules, by `model`.
+pub const MODEL_DRIFTED: &str = "cvm_model_drifted";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -96,22 +107,10 @@ pub fn describe() {
     describe_gauge!(CAMPAIGN_UPLIFT, "Conversion uplift, treated minus control, by campaign.");
     describe_gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "Incremental margin in minor units, by campaign.");
     describe_counter!(ERASURES, "Erasure requests carried out.");
-}
-
-/// Sets the per-campaign gauges from a report of this instance's aggregates.
-pub fn export_report(report: &cvm_report::Report) {
-    use metrics::gauge;
-    for r in std::iter::once(&report.programme).chain(&report.campaigns) {
-        let campaign = r.campaign_id.clone();
-        for (group, side) in [("treated", &r.treated), (r.control_group, &r.control)] {
-            let labels = [("campaign", campaign.clone()), ("group", group.to_owned())];
-            gauge!(CAMPAIGN_CUSTOMERS, &labels).set(side.customers as f64);
-            gauge!(CAMPAIGN_CONVERTERS, &labels).set(side.converters as f64);
-            gauge!(CAMPAIGN_MARGIN, &labels).set(side.margin_minor as f64);
-        }
-        gauge!(CAMPAIGN_UPLIFT, "campaign" => campaign.clone()).set(r.uplift.value);
-        gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "campaign" => campaign).set(r.incremental_margin_minor.value);
-    }
+    describe_counter!(MODEL_CONTACTS, "Model-scored contacts, by offer and predicted decile.");
+    describe_counter!(MODEL_CONVERSIONS, "Conversions of model-scored contacts, by offer and predicted decile.");
+    describe_gauge!(MODEL_PSI, "Population stability index of a model input, by model and series.");
+    describe_gauge!(MODEL_DRIFTED, "1 while a model has drifted and falls back to rules, by model.");
 }
 
 #[cfg(test)]

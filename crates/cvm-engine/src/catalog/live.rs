@@ -1,0 +1,131 @@
+//! The running catalog and the rule for taking in published documents:
+//! shared by every source of documents (the config topic, the model
+//! directory), so they all accept and refuse alike.
+
+use std::sync::{Arc, RwLock};
+
+use cvm_proto::v1::ConfigStatus;
+use metrics::{counter, gauge};
+use tracing::{info, warn};
+
+use super::{Catalog, ConfigDocument};
+use crate::{offers::OfferError, telemetry};
+
+/// The running catalog, shared between the config-topic reader, the model
+/// directory and the ingest loop. Each update bumps a generation so readers
+/// notice changes cheaply.
+#[derive(Debug, Clone, Default)]
+pub struct LiveCatalog {
+    inner: Arc<RwLock<Snapshot>>,
+}
+
+/// One state of a [`LiveCatalog`].
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Bumped by every update.
+    pub generation: u64,
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+}
+
+impl LiveCatalog {
+    /// The current generation and catalog.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.read().expect("catalog lock poisoned").clone()
+    }
+
+    /// The current catalog.
+    pub fn current(&self) -> Arc<Catalog> {
+        self.snapshot().catalog
+    }
+
+    /// Replaces the catalog with `f(current)`.
+    pub fn update(&self, f: impl FnOnce(&Catalog) -> Catalog) {
+        let mut g = self.inner.write().expect("catalog lock poisoned");
+        let next = f(&g.catalog);
+        gauge!(telemetry::OFFERS_ACTIVE).set(next.all().len() as f64);
+        *g = Snapshot { generation: g.generation + 1, catalog: Arc::new(next) };
+    }
+
+    /// Takes in the document published under `key` (`None` or empty:
+    /// deleted), wherever it came from: parsed and checked, and accepted only
+    /// if its version supersedes the running one; a refused document leaves
+    /// the last good version running. Returns the status to publish, stamped `at_ms`.
+    pub fn apply(&self, key: &str, value: Option<&[u8]>, at_ms: i64) -> ConfigStatus {
+        let Some(bytes) = value.filter(|v| !v.is_empty()) else {
+            self.update(|c| c.without_key(key));
+            counter!(telemetry::CONFIG_DOCUMENTS, "result" => "deleted").increment(1);
+            info!(key, "Config document deleted.");
+            return ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version: 0, errors: vec![], at_ms };
+        };
+        let current = self.current();
+        let checked = ConfigDocument::parse(key, bytes).and_then(|doc| match current.version_of(key, &doc) {
+            Some((running, same)) if doc.version() < running || (doc.version() == running && !same) => {
+                Err(OfferError {
+                    id: key.to_owned(),
+                    errors: vec![format!(
+                        "version: {} does not supersede running version {running}; raise the version on every edit",
+                        doc.version(),
+                    )],
+                })
+            }
+            _ => Ok(doc),
+        });
+        match checked {
+            Ok(doc) => {
+                let version = doc.version();
+                info!(key, version, "Config document accepted.");
+                self.update(|c| c.with_document(doc));
+                counter!(telemetry::CONFIG_DOCUMENTS, "result" => "accepted").increment(1);
+                ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version, errors: vec![], at_ms }
+            }
+            Err(e) => {
+                warn!(key, errors = ?e.errors, "Config document rejected; the last good version keeps running.");
+                counter!(telemetry::CONFIG_DOCUMENTS, "result" => "rejected").increment(1);
+                ConfigStatus {
+                    offer_definition_id: key.to_owned(),
+                    accepted: false,
+                    version: current.running_version(key).unwrap_or(0),
+                    errors: e.errors,
+                    at_ms,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(version: u32, title: &str) -> Vec<u8> {
+        format!(
+            "id: o1\nversion: {version}\ncampaign_id: c\ntrigger: {{ kind: event, event: app_open }}\n\
+             channels: {{ push: {{ title: \"{title}\", body: hi }} }}\neconomics: {{ margin_per_redemption_minor: 100 }}\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn bad_document_is_rejected_and_the_good_version_keeps_running() {
+        let catalog = LiveCatalog::default();
+        assert!(catalog.apply("o1", Some(&doc(1, "hello")), 0).accepted);
+        let bad = catalog.apply("o1", Some(&doc(2, "")), 0);
+        assert!(!bad.accepted);
+        assert_eq!(bad.version, 1, "status names the version still running");
+        assert!(bad.errors[0].starts_with("channels.push.title: is empty"), "{:?}", bad.errors);
+        let title = |c: &LiveCatalog| c.current().get("o1").unwrap().doc.channels.push.clone().unwrap().title;
+        assert_eq!(title(&catalog), "hello");
+
+        let stale = catalog.apply("o1", Some(&doc(1, "changed")), 0);
+        assert!(stale.errors[0].starts_with("version:"), "{:?}", stale.errors);
+        let wrong_key = catalog.apply("other", Some(&doc(3, "x")), 0);
+        assert!(wrong_key.errors[0].starts_with("id:"));
+
+        assert!(catalog.apply("o1", Some(&doc(2, "edited")), 0).accepted);
+        assert_eq!(catalog.current().get("o1").unwrap().version(), 2);
+        assert_eq!(title(&catalog), "edited");
+        assert!(catalog.apply("o1", None, 0).accepted);
+        assert!(catalog.current().get("o1").is_none(), "tombstone deletes");
+    }
+}

@@ -1,0 +1,122 @@
+//! Per-partition event-time watermarks over co-partitioned inputs.
+//!
+//! Purchases and app events arrive on two topics that are read at different
+//! speeds. If a partition's clock were the latest event time of either, a
+//! timer could fire although an earlier event that cancels it is still
+//! unread on the other topic. The watermark is the minimum over the inputs
+//! of the latest event time read from each, so it only passes a time once
+//! every input has. An input that has sent nothing for the idle timeout (of
+//! wall time) no longer holds it back — a quiet topic must not stop time —
+//! and when every input is idle the watermark is the latest time seen. It
+//! never goes backwards.
+
+use std::collections::HashMap;
+
+/// Watermarks of every partition seen; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Watermarks {
+    inputs: usize,
+    idle_timeout_ms: i64,
+    partitions: HashMap<u32, PartitionClock>,
+}
+
+#[derive(Debug, Clone)]
+struct PartitionClock {
+    /// Wall time the partition was first seen: an input never heard from
+    /// holds the watermark back until the idle timeout has passed since.
+    first_seen_wall: i64,
+    /// Per input: (latest event time, wall time of its last event).
+    inputs: Vec<Option<(i64, i64)>>,
+    /// The highest watermark handed out.
+    emitted: Option<i64>,
+}
+
+impl Watermarks {
+    /// Watermarks over `inputs` inputs with the given idle timeout.
+    pub fn new(inputs: usize, idle_timeout_ms: i64) -> Self {
+        Self { inputs: inputs.max(1), idle_timeout_ms, partitions: HashMap::new() }
+    }
+
+    /// Records an event of `input` on `partition` with event time `at_ms`,
+    /// read at wall time `wall_ms`.
+    pub fn observe(&mut self, partition: u32, input: usize, at_ms: i64, wall_ms: i64) {
+        let n = self.inputs;
+        let clock = self.partitions.entry(partition).or_insert_with(|| PartitionClock {
+            first_seen_wall: wall_ms,
+            inputs: vec![None; n],
+            emitted: None,
+        });
+        if let Some(slot) = clock.inputs.get_mut(input.min(n - 1)) {
+            *slot = Some(slot.map_or((at_ms, wall_ms), |(latest, _)| (latest.max(at_ms), wall_ms)));
+        }
+    }
+
+    /// The watermark of `partition` at wall time `wall_ms`, if it has one.
+    pub fn get(&mut self, partition: u32, wall_ms: i64) -> Option<i64> {
+        let idle = self.idle_timeout_ms;
+        let clock = self.partitions.get_mut(&partition)?;
+        let is_active = |last_wall: i64| wall_ms.saturating_sub(last_wall) < idle;
+        let mut active_min: Option<i64> = None;
+        let mut waiting = false;
+        let mut latest: Option<i64> = None;
+        for input in &clock.inputs {
+            match input {
+                Some((at, last_wall)) => {
+                    latest = Some(latest.map_or(*at, |l| l.max(*at)));
+                    if is_active(*last_wall) {
+                        active_min = Some(active_min.map_or(*at, |m| m.min(*at)));
+                    }
+                }
+                None => waiting |= is_active(clock.first_seen_wall),
+            }
+        }
+        let current = if waiting { None } else { active_min.or(latest) };
+        clock.emitted = match (clock.emitted, current) {
+            (Some(e), Some(c)) => Some(e.max(c)),
+            (e, c) => e.or(c),
+        };
+        clock.emitted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: i64 = 1_000;
+
+    #[test]
+    fn the_slowest_input_holds_time_back() {
+        let mut w = Watermarks::new(2, IDLE);
+        w.observe(0, 0, 100, 0);
+        assert_eq!(w.get(0, 0), None, "the other input has not been heard from yet");
+        w.observe(0, 1, 40, 1);
+        assert_eq!(w.get(0, 1), Some(40));
+        w.observe(0, 1, 70, 2);
+        assert_eq!(w.get(0, 2), Some(70));
+        w.observe(0, 1, 150, 3);
+        assert_eq!(w.get(0, 3), Some(100));
+    }
+
+    #[test]
+    fn an_idle_input_stops_holding_time_back_and_time_never_goes_back() {
+        let mut w = Watermarks::new(2, IDLE);
+        w.observe(0, 0, 100, 0);
+        assert_eq!(w.get(0, IDLE - 1), None);
+        assert_eq!(w.get(0, IDLE), Some(100), "never-heard input idle after the timeout");
+        w.observe(0, 1, 50, IDLE + 1);
+        assert_eq!(w.get(0, IDLE + 1), Some(100), "a late input does not move the watermark back");
+        w.observe(0, 0, 300, 2 * IDLE);
+        assert_eq!(w.get(0, 2 * IDLE), Some(100), "input 1 is active and at 50");
+        assert_eq!(w.get(0, 2 * IDLE + 1), Some(300), "input 1 went idle");
+    }
+
+    #[test]
+    fn partitions_and_a_single_input_are_independent() {
+        let mut w = Watermarks::new(1, 0);
+        w.observe(3, 0, 10, 0);
+        w.observe(3, 0, 5, 0);
+        assert_eq!(w.get(3, 0), Some(10), "one input: the latest time read");
+        assert_eq!(w.get(4, 0), None);
+    }
+}

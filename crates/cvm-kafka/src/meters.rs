@@ -1,0 +1,141 @@
+//! The ingest loop's metrics: handles registered once, and a per-batch
+//! tally flushed to them after the batch committed, so a rolled-back batch
+//! counts nothing.
+
+use cvm_engine::{
+    driver::ScanReport,
+    telemetry::{self, OUTCOMES},
+    Emit, EventResult, Output, TimerKind,
+};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
+
+use crate::KafkaConfig;
+
+/// What happened to an input message: the `result` label.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ingested {
+    Applied,
+    Duplicate,
+    Anonymous,
+    Rekeyed,
+    DeadLettered,
+}
+
+impl Ingested {
+    const LABELS: [&'static str; 5] = ["applied", "duplicate", "anonymous", "rekeyed", "dlq"];
+
+    /// The result of an event the engine took; invalid ones are dead-lettered.
+    pub(crate) fn of(result: &EventResult) -> Self {
+        match result {
+            EventResult::Applied => Ingested::Applied,
+            EventResult::Duplicate => Ingested::Duplicate,
+            EventResult::Anonymous => Ingested::Anonymous,
+            EventResult::Rekeyed => Ingested::Rekeyed,
+            EventResult::Invalid(_) => Ingested::DeadLettered,
+        }
+    }
+}
+
+/// Metric handles, registered once.
+pub(crate) struct Meters {
+    /// Per input (purchases, app, erasure) × result.
+    ingested: [[Counter; 5]; 3],
+    dlq: [Counter; 3],
+    outcomes: [Counter; OUTCOMES.len()],
+    offers: [Counter; 3],
+    pub(crate) latency: Histogram,
+    pub(crate) commit: Histogram,
+}
+
+impl Meters {
+    pub(crate) fn new(cfg: &KafkaConfig) -> Self {
+        let topics = [cfg.topics.purchases.name.clone(), cfg.topics.app.name.clone(), cfg.topics.erasure.name.clone()];
+        Self {
+            ingested: topics.clone().map(|t| {
+                Ingested::LABELS.map(|r| counter!(telemetry::EVENTS_INGESTED, "topic" => t.clone(), "result" => r))
+            }),
+            dlq: topics.map(|t| counter!(telemetry::DLQ, "topic" => t)),
+            outcomes: OUTCOMES.map(|o| counter!(telemetry::DECISIONS, "outcome" => telemetry::outcome_label(o))),
+            offers: ["unspecified", "push", "stories"].map(|c| counter!(telemetry::OFFERS, "channel" => c)),
+            latency: histogram!(telemetry::EVENT_PROCESSING),
+            commit: histogram!(telemetry::BATCH_COMMIT),
+        }
+    }
+
+    /// Adds a committed batch's counts.
+    pub(crate) fn flush(&self, t: &Tally) {
+        for (i, per_input) in t.ingested.iter().enumerate() {
+            for (r, n) in per_input.iter().enumerate().filter(|(_, n)| **n > 0) {
+                self.ingested[i][r].increment(*n);
+            }
+            let dead = per_input[Ingested::DeadLettered as usize];
+            if dead > 0 {
+                self.dlq[i].increment(dead);
+            }
+        }
+        for (counter, n) in self.outcomes.iter().zip(t.outcomes) {
+            counter.increment(n);
+        }
+        for (counter, n) in self.offers.iter().zip(t.offers) {
+            counter.increment(n);
+        }
+        for (kind, n) in TimerKind::ALL.iter().zip(t.timers) {
+            if n > 0 {
+                counter!(telemetry::TIMERS_FIRED, "kind" => kind.name()).increment(n);
+            }
+        }
+        if t.erasures > 0 {
+            counter!(telemetry::ERASURES).increment(t.erasures);
+        }
+        for scan in &t.scans {
+            let labels = [("offer", scan.offer_id.clone()), ("scan", scan.kind.name().to_owned())];
+            if scan.scanned > 0 {
+                counter!(telemetry::SWEEP_CUSTOMERS, &labels).increment(scan.scanned as u64);
+            }
+            gauge!(telemetry::SWEEP_PARTITIONS_DONE, &labels).set(scan.partitions_done as f64);
+        }
+    }
+}
+
+/// Counts of one batch, flushed to the meters after commit.
+#[derive(Default)]
+pub(crate) struct Tally {
+    ingested: [[u64; 5]; 3],
+    outcomes: [u64; OUTCOMES.len()],
+    offers: [u64; 3],
+    timers: [u64; TimerKind::ALL.len()],
+    erasures: u64,
+    scans: Vec<ScanReport>,
+}
+
+impl Tally {
+    /// One input message of input `input` (purchases 0, app 1, erasure 2).
+    pub(crate) fn ingested(&mut self, input: usize, result: Ingested) {
+        self.ingested[input][result as usize] += 1;
+    }
+
+    /// Input messages counted so far.
+    pub(crate) fn messages(&self) -> usize {
+        self.ingested.iter().flatten().sum::<u64>() as usize
+    }
+
+    /// What the driver produced.
+    pub(crate) fn output(&mut self, out: &Output) {
+        for emit in &out.emits {
+            match emit {
+                Emit::Decision(d) => self.outcomes[d.outcome as usize % OUTCOMES.len()] += 1,
+                Emit::Offer(o) => self.offers[o.channel as usize % 3] += 1,
+                Emit::Rekeyed(_) => {}
+                Emit::Erased(_) => self.erasures += 1,
+            }
+        }
+        for (total, n) in self.timers.iter_mut().zip(out.timers_fired) {
+            *total += n;
+        }
+    }
+
+    /// What the profile scans did.
+    pub(crate) fn scans(&mut self, reports: Vec<ScanReport>) {
+        self.scans.extend(reports);
+    }
+}

@@ -1,0 +1,269 @@
+//! Pending state work and its atomic commit: state, timers, scan progress,
+//! stats, consumed offsets and the outbox in one RocksDB `WriteBatch`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::atomic::Ordering,
+};
+
+use cvm_engine::{
+    attribution::{Stats, StatsKey},
+    driver::{ProfileScan, SweepProgress, TimerQueue},
+    models::{ArmCounts, ArmKey},
+    Profile, StoreError, Timer,
+};
+use rocksdb::{IteratorMode, WriteBatch};
+
+use crate::{backend, keys::*, now_ms, OutboxEntry, Store};
+
+/// Pending state work; see [`Store::begin`]. Dropping it without
+/// [`commit`](Batch::commit) discards everything.
+pub struct Batch<'s> {
+    store: &'s Store,
+    /// Profiles written (`None`: erased).
+    profiles: HashMap<(u32, String), Option<Profile>>,
+    seen: HashSet<(u32, String)>,
+    /// Device links written (`None`: removed).
+    devices: HashMap<(u32, String), Option<String>>,
+    offsets: HashMap<(String, i32), i64>,
+    outbox: Vec<OutboxEntry>,
+    timers: HashMap<(u32, Vec<u8>), TimerChange>,
+    /// Per partition, the earliest due time set since it was last taken.
+    earliest_set: HashMap<u32, i64>,
+    sweeps: HashMap<Vec<u8>, SweepProgress>,
+    /// Attribution deltas, added to the stored aggregates at commit (or
+    /// resolved to totals earlier by [`Batch::stats_totals`]).
+    stats: HashMap<(u32, StatsKey), Stats>,
+    /// Whether `stats` holds totals rather than deltas.
+    stats_resolved: bool,
+    /// Bandit arms read or written, with whether they changed.
+    arms: HashMap<(u32, ArmKey), (ArmCounts, bool)>,
+}
+
+/// A timer set or cancelled in a batch: what is committed now, and what will be.
+struct TimerChange {
+    committed_due: Option<i64>,
+    next: Option<Timer>,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("profiles", &self.profiles.len())
+            .field("events", &self.seen.len())
+            .field("outbox", &self.outbox.len())
+            .finish()
+    }
+}
+
+/// What a commit wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Profiles written.
+    pub profiles: usize,
+    /// Outbox entries added.
+    pub outbox: usize,
+}
+
+impl Batch<'_> {
+    /// Records that everything before `next_offset` of `topic`/`partition` is consumed.
+    pub fn set_next_offset(&mut self, topic: &str, partition: i32, next_offset: i64) {
+        self.offsets.insert((topic.to_owned(), partition), next_offset);
+    }
+
+    /// Queues a message for the publisher.
+    pub fn publish(&mut self, entry: OutboxEntry) {
+        self.outbox.push(entry);
+    }
+
+    fn timer_change(&mut self, partition: u32, key: Vec<u8>) -> Result<&mut TimerChange, StoreError> {
+        let map_key = (partition, key);
+        if !self.timers.contains_key(&map_key) {
+            let committed = self
+                .store
+                .db
+                .get_cf(self.store.cf(CF_TIMER_INDEX), timer_index_key(partition, &map_key.1))
+                .map_err(backend)?
+                .and_then(|b| b.as_slice().try_into().ok())
+                .map(i64::from_be_bytes);
+            let next = match committed {
+                Some(due) => self
+                    .store
+                    .db
+                    .get_cf(self.store.cf(CF_TIMERS), timer_key(partition, due, &map_key.1))
+                    .map_err(backend)?
+                    .map(|b| Timer::decode(&b))
+                    .transpose()?,
+                None => None,
+            };
+            self.timers.insert(map_key.clone(), TimerChange { committed_due: committed, next });
+        }
+        Ok(self.timers.get_mut(&map_key).expect("inserted above"))
+    }
+
+    /// The attribution sums this batch changes, as the totals they will
+    /// have after commit, so they can be published in the same commit. No
+    /// stats may be added after this call.
+    pub fn stats_totals(&mut self) -> Result<Vec<(u32, StatsKey, Stats)>, StoreError> {
+        if !self.stats_resolved {
+            for ((p, key), delta) in &mut self.stats {
+                let k = stats_key(*p, key);
+                if let Some(v) = self.store.db.get_pinned_cf(self.store.cf(CF_STATS), &k).map_err(backend)? {
+                    delta.add(&decode_stats(&k, &v)?.2);
+                }
+            }
+            self.stats_resolved = true;
+        }
+        Ok(self.stats.iter().map(|((p, k), s)| (*p, k.clone(), *s)).collect())
+    }
+
+    /// The batch's copy of an arm, read from the store on first use.
+    fn arm_entry(&mut self, partition: u32, key: &ArmKey) -> Result<&mut (ArmCounts, bool), StoreError> {
+        let map_key = (partition, *key);
+        if !self.arms.contains_key(&map_key) {
+            let stored =
+                self.store.db.get_pinned_cf(self.store.cf(CF_ARMS), arm_key(partition, key)).map_err(backend)?;
+            let counts = match stored {
+                Some(v) => postcard::from_bytes(&v)
+                    .map_err(|e| StoreError::Corrupt { what: "bandit arm", detail: e.to_string() })?,
+                None => ArmCounts::default(),
+            };
+            self.arms.insert(map_key, (counts, false));
+        }
+        Ok(self.arms.get_mut(&map_key).expect("inserted above"))
+    }
+
+    /// Writes everything atomically.
+    pub fn commit(mut self) -> Result<Committed, StoreError> {
+        self.stats_totals()?;
+        let s = self.store;
+        let mut wb = WriteBatch::default();
+        let stamp = now_ms().to_be_bytes();
+        for ((p, c), profile) in &self.profiles {
+            match profile {
+                Some(profile) => wb.put_cf(s.cf(CF_PROFILES), partition_key(*p, c), profile.encode()),
+                None => wb.delete_cf(s.cf(CF_PROFILES), partition_key(*p, c)),
+            }
+        }
+        for (p, e) in &self.seen {
+            wb.put_cf(s.cf(CF_EVENTS), partition_key(*p, e), stamp);
+        }
+        for ((p, d), c) in &self.devices {
+            match c {
+                Some(c) => wb.put_cf(s.cf(CF_DEVICES), partition_key(*p, d), c.as_bytes()),
+                None => wb.delete_cf(s.cf(CF_DEVICES), partition_key(*p, d)),
+            }
+        }
+        for ((p, key), total) in &self.stats {
+            wb.put_cf(s.cf(CF_STATS), stats_key(*p, key), postcard::to_stdvec(total).expect("stats serialize"));
+        }
+        for ((p, key), (counts, changed)) in &self.arms {
+            if *changed {
+                wb.put_cf(s.cf(CF_ARMS), arm_key(*p, key), postcard::to_stdvec(counts).expect("arm serialize"));
+            }
+        }
+        for ((t, p), o) in &self.offsets {
+            wb.put_cf(s.cf(CF_OFFSETS), offset_key(t, *p), o.to_be_bytes());
+        }
+        for ((p, key), change) in &self.timers {
+            if let Some(due) = change.committed_due {
+                wb.delete_cf(s.cf(CF_TIMERS), timer_key(*p, due, key));
+            }
+            match &change.next {
+                Some(t) => {
+                    wb.put_cf(s.cf(CF_TIMERS), timer_key(*p, t.due_ms, key), t.encode());
+                    wb.put_cf(s.cf(CF_TIMER_INDEX), timer_index_key(*p, key), t.due_ms.to_be_bytes());
+                }
+                None => wb.delete_cf(s.cf(CF_TIMER_INDEX), timer_index_key(*p, key)),
+            }
+        }
+        for (key, progress) in &self.sweeps {
+            wb.put_cf(s.cf(CF_SCANS), key, encode_progress(progress));
+        }
+        let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);
+        for (i, entry) in self.outbox.iter().enumerate() {
+            let value = postcard::to_stdvec(entry).expect("outbox entries always serialize");
+            wb.put_cf(s.cf(CF_OUTBOX), (first_seq + i as u64).to_be_bytes(), value);
+        }
+        s.db.write_opt(wb, &s.write_opts).map_err(backend)?;
+        Ok(Committed { profiles: self.profiles.len(), outbox: self.outbox.len() })
+    }
+}
+
+
+impl TimerQueue for Batch<'_> {
+    /// Pending timers of `partition` due at or before `now_ms` as this batch
+    /// sees them (committed ones it has not changed, plus those it set),
+    /// earliest first, at most `limit`.
+    fn due_timers(&mut self, partition: u32, now_ms: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let here = || self.timers.iter().filter(move |((p, _), _)| *p == partition);
+        let changed_here = here().count();
+        let mut due: Vec<Timer> = self
+            .store
+            .due_timers(partition, now_ms, limit + changed_here)?
+            .into_iter()
+            .filter(|t| !self.timers.contains_key(&(partition, t.key().encode())))
+            .collect();
+        due.extend(here().filter_map(|(_, c)| c.next.as_ref()).filter(|t| t.due_ms <= now_ms).cloned());
+        due.sort_by_key(|t| (t.due_ms, t.key().encode()));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// When the earliest pending timer of `partition` is due, as this batch sees it.
+    fn earliest_due(&mut self, partition: u32) -> Result<Option<i64>, StoreError> {
+        let from = partition.to_be_bytes();
+        let mut committed = None;
+        for r in
+            self.store.db.iterator_cf(self.store.cf(CF_TIMERS), IteratorMode::From(&from, rocksdb::Direction::Forward))
+        {
+            let (k, v) = r.map_err(backend)?;
+            if !k.starts_with(&from) {
+                break;
+            }
+            let t = Timer::decode(&v)?;
+            if !self.timers.contains_key(&(partition, t.key().encode())) {
+                committed = Some(t.due_ms);
+                break;
+            }
+        }
+        let here = self
+            .timers
+            .iter()
+            .filter(|((p, _), _)| *p == partition)
+            .filter_map(|(_, c)| c.next.as_ref().map(|t| t.due_ms))
+            .min();
+        Ok(match (committed, here) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// The earliest due time of the timers set on `partition` since the
+    /// last call (for callers that keep a "next timer" hint per partition).
+    fn take_earliest_set(&mut self, partition: u32) -> Option<i64> {
+        self.earliest_set.remove(&partition)
+    }
+}
+
+impl ProfileScan for Batch<'_> {
+    fn customers_after(&mut self, partition: u32, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.store.customers_after(partition, after, limit)
+    }
+
+    fn sweep_progress(
+        &mut self,
+        offer_id: &str,
+        version: u32,
+        partition: u32,
+    ) -> Result<Option<SweepProgress>, StoreError> {
+        match self.sweeps.get(&scan_key(offer_id, version, partition)) {
+            Some(p) => Ok(Some(p.clone())),
+            None => self.store.sweep_progress(offer_id, version, partition),
+        }
+    }
+
+    fn set_sweep_progress(&mut self, offer_id: &str, version: u32, partition: u32, progress: SweepProgress) {
+        self.sweeps.insert(scan_key(offer_id, version, partition), progress);
+    }
+}

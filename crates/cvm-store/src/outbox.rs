@@ -1,0 +1,64 @@
+//! The outbox: messages committed with the state that caused them, waiting
+//! for the publisher, which removes each once the broker acknowledged it.
+
+use std::sync::atomic::Ordering;
+
+use cvm_engine::StoreError;
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::{backend, keys::CF_OUTBOX, Store};
+
+/// A message waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Destination topic.
+    pub topic: String,
+    /// Message key.
+    pub key: Vec<u8>,
+    /// Message value.
+    pub payload: Vec<u8>,
+    /// Message headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+
+impl Store {
+    /// Up to `limit` outbox entries with sequence numbers from `from_seq` on,
+    /// oldest first. Starting past removed entries keeps the read from
+    /// wading through their tombstones.
+    pub fn outbox_peek(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let from = from_seq.to_be_bytes();
+        self.db
+            .iterator_cf(self.cf(CF_OUTBOX), IteratorMode::From(&from, rocksdb::Direction::Forward))
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                let seq = u64::from_be_bytes(k[..8].try_into().expect("outbox keys are 8 bytes"));
+                let entry = postcard::from_bytes(&v)
+                    .map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
+                Ok((seq, entry))
+            })
+            .collect()
+    }
+
+    /// Removes delivered outbox entries.
+    pub fn outbox_remove(&self, seqs: impl IntoIterator<Item = u64>) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for s in seqs {
+            wb.delete_cf(self.cf(CF_OUTBOX), s.to_be_bytes());
+        }
+        self.db.write_opt(wb, &self.write_opts).map_err(backend)
+    }
+
+    /// The sequence number the next outbox entry will get.
+    pub fn outbox_next_seq(&self) -> u64 {
+        self.next_outbox_seq.load(Ordering::SeqCst)
+    }
+
+    /// Entries waiting in the outbox at or after `from_seq`.
+    pub fn outbox_depth(&self, from_seq: u64) -> Result<u64, StoreError> {
+        let oldest = self.outbox_peek(from_seq, 1)?.first().map(|(s, _)| *s);
+        Ok(oldest.map_or(0, |o| self.outbox_next_seq().saturating_sub(o)))
+    }
+}

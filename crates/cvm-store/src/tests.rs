@@ -1,0 +1,205 @@
+//! Tests of the store: atomic commits, timers, scans, stats, reopen.
+
+use super::*;
+use cvm_proto::v1::{Purchase, PurchaseLine};
+
+fn open(dir: &Path) -> Store {
+    Store::open(&StoreConfig { path: dir.to_owned(), block_cache_mb: 8, write_buffer_mb: 4, ..Default::default() })
+        .unwrap()
+}
+
+fn bought(p: &mut Profile, at: i64) {
+    p.apply_purchase(&Purchase {
+        timestamp_ms: at,
+        lines: vec![PurchaseLine {
+            sku: "s".into(),
+            category: "c".into(),
+            quantity: 1,
+            unit_price_minor: 100,
+            unit_cost_minor: 60,
+        }],
+        ..Default::default()
+    });
+}
+
+#[test]
+fn batch_reads_its_own_writes_and_commits_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut b = store.begin();
+    let mut p = Profile::default();
+    bought(&mut p, 1);
+    b.put_profile(3, "c1", p.clone()).unwrap();
+    assert_eq!(b.profile(3, "c1").unwrap(), Some(p.clone()));
+    assert!(b.first_sighting(3, "e1").unwrap());
+    assert!(!b.first_sighting(3, "e1").unwrap(), "duplicate inside one batch");
+    b.set_next_offset("cvm.events.purchases", 3, 42);
+    b.publish(OutboxEntry { topic: "t".into(), key: b"k".to_vec(), payload: b"v".to_vec(), headers: vec![] });
+    // Nothing is visible before commit.
+    assert_eq!(store.profile(3, "c1").unwrap(), None);
+    assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), None);
+    assert_eq!(store.outbox_depth(0).unwrap(), 0);
+    b.commit().unwrap();
+    assert_eq!(store.profile(3, "c1").unwrap(), Some(p));
+    assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), Some(42));
+    assert_eq!(store.outbox_depth(0).unwrap(), 1);
+    assert!(!store.begin().first_sighting(3, "e1").unwrap(), "replay after commit");
+    assert!(store.begin().first_sighting(4, "e1").unwrap(), "event ids are scoped by partition");
+}
+
+#[test]
+fn dropped_batch_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut b = store.begin();
+    b.put_profile(0, "c", Profile::default()).unwrap();
+    assert!(b.first_sighting(0, "e").unwrap());
+    drop(b);
+    assert_eq!(store.profile(0, "c").unwrap(), None);
+    assert!(store.begin().first_sighting(0, "e").unwrap());
+}
+
+#[test]
+fn state_outbox_and_offsets_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let mut b = store.begin();
+        b.put_profile(1, "c", Profile { lifetime_orders: 7, ..Default::default() }).unwrap();
+        for i in 0..3u8 {
+            b.publish(OutboxEntry {
+                topic: "t".into(),
+                key: vec![i],
+                payload: vec![i],
+                headers: vec![("h".into(), vec![1])],
+            });
+        }
+        b.link_device(1, "d", "c").unwrap();
+        b.set_next_offset("x", 1, 9);
+        b.commit().unwrap();
+        store.outbox_remove([0]).unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.profile(1, "c").unwrap().unwrap().lifetime_orders, 7);
+    assert_eq!(store.next_offset("x", 1).unwrap(), Some(9));
+    assert_eq!(store.begin().customer_of_device(1, "d").unwrap().as_deref(), Some("c"));
+    let pending = store.outbox_peek(0, 10).unwrap();
+    assert_eq!(pending.iter().map(|(s, e)| (*s, e.key[0])).collect::<Vec<_>>(), vec![(1, 1), (2, 2)]);
+    assert_eq!(store.outbox_depth(0).unwrap(), 2);
+    // New entries continue the sequence after a reopen.
+    let mut b = store.begin();
+    b.publish(OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![] });
+    b.commit().unwrap();
+    assert_eq!(store.outbox_peek(0, 10).unwrap().last().unwrap().0, 3);
+    assert_eq!(store.profiles().count(), 1);
+}
+
+fn timer(customer: &str, due_ms: i64) -> Timer {
+    Timer {
+        due_ms,
+        customer_id: customer.into(),
+        kind: cvm_engine::TimerKind::Delayed,
+        subject: "offer".into(),
+        offer_id: "offer".into(),
+        cause_event_id: "e".into(),
+        parent_decision_id: String::new(),
+        event_kind: None,
+        event_category: String::new(),
+        event_sku: String::new(),
+    }
+}
+
+#[test]
+fn attribution_stats_add_up_across_batches_and_survive_reopen_and_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = |campaign: &str, group| StatsKey { campaign_id: campaign.into(), group, day: -3 };
+    let delta = Stats { customers: 1, margin_minor: 7, margin_sq: 49, ..Stats::default() };
+    {
+        let store = open(dir.path());
+        for _ in 0..2 {
+            let mut b = store.begin();
+            b.add_stats(1, key("spring", Group::Treated), &delta).unwrap();
+            b.add_stats(1, key("spring", Group::Treated), &delta).unwrap();
+            b.add_stats(2, key("", Group::GlobalControl), &delta).unwrap();
+            b.commit().unwrap();
+        }
+        let mut b = store.begin();
+        b.put_profile(1, "c1", Profile::default()).unwrap();
+        b.link_device(1, "d1", "c1").unwrap();
+        b.commit().unwrap();
+        let mut b = store.begin();
+        b.delete_profile(1, "c1").unwrap();
+        b.unlink_device(1, "d1").unwrap();
+        assert_eq!(b.profile(1, "c1").unwrap(), None, "the batch sees its own erasure");
+        b.commit().unwrap();
+    }
+    let store = Store::open_read_only(dir.path()).unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.len(), 2);
+    let (p, k, s) = &stats.iter().find(|(p, ..)| *p == 1).unwrap();
+    assert_eq!((*p, k), (1, &key("spring", Group::Treated)));
+    assert_eq!((s.customers, s.margin_minor, s.margin_sq), (4, 28, 196));
+    assert!(store.profile(1, "c1").unwrap().is_none());
+    assert_eq!(store.profiles().count(), 0);
+}
+
+#[test]
+fn timers_survive_reopen_and_are_replaced_and_cancelled_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let mut b = store.begin();
+        b.set_timer(2, timer("a", 500)).unwrap();
+        b.set_timer(2, timer("b", 100)).unwrap();
+        b.set_timer(3, timer("c", 50)).unwrap();
+        b.commit().unwrap();
+        // Replace a's timer in a later batch: the old due time must vanish.
+        let mut b = store.begin();
+        b.set_timer(2, timer("a", 300)).unwrap();
+        assert_eq!(b.timer_due(2, &timer("a", 0).key()).unwrap(), Some(300));
+        b.commit().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.pending_timers(), 3);
+    let due: Vec<(String, i64)> =
+        store.due_timers(2, 1_000, 10).unwrap().into_iter().map(|t| (t.customer_id, t.due_ms)).collect();
+    assert_eq!(due, [("b".to_owned(), 100), ("a".to_owned(), 300)], "time order, partition 2 only");
+    assert_eq!(store.due_timers(2, 299, 10).unwrap().len(), 1);
+    let mut b = store.begin();
+    assert!(b.cancel_timer(2, &timer("b", 0).key()).unwrap());
+    assert!(!b.cancel_timer(2, &timer("b", 0).key()).unwrap(), "already cancelled in this batch");
+    b.commit().unwrap();
+    assert_eq!(store.due_timers(2, 1_000, 10).unwrap().len(), 1);
+    assert_eq!(store.pending_timers(), 2);
+
+    // A batch sees its own changes on top of the committed timers.
+    let mut b = store.begin();
+    assert_eq!(b.earliest_due(2).unwrap(), Some(300));
+    b.set_timer(2, timer("d", 200)).unwrap();
+    b.cancel_timer(2, &timer("a", 0).key()).unwrap();
+    assert_eq!(b.take_earliest_set(2), Some(200));
+    assert_eq!(b.take_earliest_set(2), None, "taken");
+    let due: Vec<String> = b.due_timers(2, 1_000, 10).unwrap().into_iter().map(|t| t.customer_id).collect();
+    assert_eq!(due, ["d"], "the cancelled committed timer is gone, the new one is there");
+    assert_eq!(b.earliest_due(2).unwrap(), Some(200));
+    assert_eq!(b.earliest_due(9).unwrap(), None);
+}
+
+#[test]
+fn sweep_progress_and_customer_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut b = store.begin();
+    for c in ["c1", "c2", "c3"] {
+        b.put_profile(5, c, Profile::default()).unwrap();
+    }
+    b.put_profile(6, "other", Profile::default()).unwrap();
+    b.set_sweep_progress("storm", 2, 5, SweepProgress::After("c1".into()));
+    b.commit().unwrap();
+    assert_eq!(store.customers_after(5, "", 10).unwrap(), ["c1", "c2", "c3"]);
+    assert_eq!(store.customers_after(5, "c1", 1).unwrap(), ["c2"]);
+    assert!(store.customers_after(5, "c3", 10).unwrap().is_empty(), "stays inside the partition");
+    assert_eq!(store.sweep_progress("storm", 2, 5).unwrap(), Some(SweepProgress::After("c1".into())));
+    assert_eq!(store.sweep_progress("storm", 3, 5).unwrap(), None, "per version");
+}
+

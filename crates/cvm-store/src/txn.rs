@@ -1,0 +1,132 @@
+//! The decision core's view of a [`Batch`]: reads see the batch's own
+//! writes over the committed state.
+
+use cvm_engine::{
+    attribution::{Stats, StatsKey},
+    models::{ArmCounts, ArmKey},
+    Profile, StateTxn, StoreError, Timer, TimerKey,
+};
+use rocksdb::IteratorMode;
+
+use crate::{backend, batch::Batch, keys::*};
+
+impl StateTxn for Batch<'_> {
+    fn profile(&mut self, partition: u32, customer_id: &str) -> Result<Option<Profile>, StoreError> {
+        match self.profiles.get(&(partition, customer_id.to_owned())) {
+            Some(p) => Ok(p.clone()),
+            None => self.store.profile(partition, customer_id),
+        }
+    }
+
+    fn put_profile(&mut self, partition: u32, customer_id: &str, profile: Profile) -> Result<(), StoreError> {
+        self.profiles.insert((partition, customer_id.to_owned()), Some(profile));
+        Ok(())
+    }
+
+    fn first_sighting(&mut self, partition: u32, event_id: &str) -> Result<bool, StoreError> {
+        let key = (partition, event_id.to_owned());
+        if self.seen.contains(&key) {
+            return Ok(false);
+        }
+        let stored = self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_EVENTS), partition_key(partition, event_id))
+            .map_err(backend)?;
+        if stored.is_some() {
+            return Ok(false);
+        }
+        self.seen.insert(key);
+        Ok(true)
+    }
+
+    fn customer_of_device(&mut self, partition: u32, device_id: &str) -> Result<Option<String>, StoreError> {
+        if let Some(c) = self.devices.get(&(partition, device_id.to_owned())) {
+            return Ok(c.clone());
+        }
+        let v = self
+            .store
+            .db
+            .get_pinned_cf(self.store.cf(CF_DEVICES), partition_key(partition, device_id))
+            .map_err(backend)?;
+        Ok(v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn link_device(&mut self, partition: u32, device_id: &str, customer_id: &str) -> Result<(), StoreError> {
+        self.devices.insert((partition, device_id.to_owned()), Some(customer_id.to_owned()));
+        Ok(())
+    }
+
+    fn set_timer(&mut self, partition: u32, timer: Timer) -> Result<(), StoreError> {
+        let key = timer.key().encode();
+        let due = timer.due_ms;
+        self.timer_change(partition, key)?.next = Some(timer);
+        let earliest = self.earliest_set.entry(partition).or_insert(due);
+        *earliest = (*earliest).min(due);
+        Ok(())
+    }
+
+    fn timer_due(&mut self, partition: u32, key: &TimerKey) -> Result<Option<i64>, StoreError> {
+        Ok(self.timer_change(partition, key.encode())?.next.as_ref().map(|t| t.due_ms))
+    }
+
+    fn cancel_timer(&mut self, partition: u32, key: &TimerKey) -> Result<bool, StoreError> {
+        Ok(self.timer_change(partition, key.encode())?.next.take().is_some())
+    }
+
+    fn timers_of(&mut self, partition: u32, customer_id: &str) -> Result<Vec<TimerKey>, StoreError> {
+        let prefix = timer_index_key(partition, &TimerKey::customer_prefix(customer_id));
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let index = self.store.cf(CF_TIMER_INDEX);
+        for r in self.store.db.iterator_cf(index, IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+            let (k, _) = r.map_err(backend)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            keys.push(k[4..].to_vec());
+        }
+        let customer_prefix = &prefix[4..];
+        keys.extend(
+            self.timers
+                .keys()
+                .filter(|(p, k)| *p == partition && k.starts_with(customer_prefix))
+                .map(|(_, k)| k.clone()),
+        );
+        keys.sort();
+        keys.dedup();
+        let mut pending = Vec::new();
+        for k in keys {
+            if let Some(t) = &self.timer_change(partition, k)?.next {
+                pending.push(t.key());
+            }
+        }
+        Ok(pending)
+    }
+
+    fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError> {
+        self.profiles.insert((partition, customer_id.to_owned()), None);
+        Ok(())
+    }
+
+    fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError> {
+        self.devices.insert((partition, device_id.to_owned()), None);
+        Ok(())
+    }
+
+    fn arm(&mut self, partition: u32, key: &ArmKey) -> Result<ArmCounts, StoreError> {
+        Ok(self.arm_entry(partition, key)?.0)
+    }
+
+    fn add_arm(&mut self, partition: u32, key: &ArmKey, delta: ArmCounts) -> Result<(), StoreError> {
+        let entry = self.arm_entry(partition, key)?;
+        entry.0.add(delta);
+        entry.1 = true;
+        Ok(())
+    }
+
+    fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError> {
+        assert!(!self.stats_resolved, "stats added after stats_totals; publish totals last, just before commit");
+        self.stats.entry((partition, key)).or_default().add(delta);
+        Ok(())
+    }
+}
