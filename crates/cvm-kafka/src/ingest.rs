@@ -36,10 +36,9 @@ use rdkafka::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    client_config,
     codec::{dead_letter, decode_event, outbox_entry, stats_entry, Input},
     meters::{Ingested, Meters, Tally},
-    rebalance::SeekToStoredOffsets,
+    consumer::{consumer, SeekToStoredOffsets},
     ClientError, KafkaConfig,
 };
 
@@ -74,6 +73,13 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
 /// The ingest loop; see the module docs.
 pub struct Ingest {
     consumer: BaseConsumer<SeekToStoredOffsets>,
+    applier: Applier,
+}
+
+/// Everything but the consumer: takes messages into a batch through the
+/// driver and commits. (Apart from the consumer, because a polled message
+/// borrows it while the applier changes.)
+struct Applier {
     store: Store,
     driver: Driver,
     catalog: LiveCatalog,
@@ -86,7 +92,7 @@ pub struct Ingest {
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest").field("group", &self.config.group_id).finish()
+        f.debug_struct("Ingest").field("group", &self.applier.config.group_id).finish()
     }
 }
 
@@ -105,20 +111,7 @@ impl Ingest {
         wake: Arc<tokio::sync::Notify>,
         on_commit: CommittedStats,
     ) -> Result<Self, IngestError> {
-        let mut cc = client_config(config, &std::collections::BTreeMap::new());
-        cc.set("group.id", &config.group_id)
-            .set("enable.auto.offset.store", "false")
-            .set("enable.auto.commit", "true")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "50")
-            .set("queued.max.messages.kbytes", "65536")
-            .set("partition.assignment.strategy", "range,roundrobin");
-        for (k, v) in &config.consumer {
-            cc.set(k, v);
-        }
-        let ctx = SeekToStoredOffsets { store: store.clone(), start_from: config.start_from };
-        let consumer =
-            cc.create_with_context(ctx).map_err(|source| ClientError::Create { role: "consumer", source })?;
+        let consumer = consumer(config, &store)?;
         let mut driver = Driver::new(
             engine,
             DriverConfig {
@@ -131,8 +124,7 @@ impl Ingest {
         );
         let snapshot = catalog.snapshot();
         driver.set_catalog(snapshot.catalog);
-        Ok(Self {
-            consumer,
+        let applier = Applier {
             store,
             driver,
             catalog,
@@ -141,17 +133,29 @@ impl Ingest {
             config: config.clone(),
             wake,
             on_commit,
-        })
+        };
+        Ok(Self { consumer, applier })
     }
 
-    /// Swaps in a reloaded catalog, if there is one.
-    fn refresh_catalog(&mut self) {
-        let snapshot = self.catalog.snapshot();
-        if snapshot.generation != self.catalog_generation {
-            debug!(generation = snapshot.generation, offers = snapshot.catalog.all().len(), "Catalog reloaded.");
-            self.catalog_generation = snapshot.generation;
-            self.driver.set_catalog(snapshot.catalog);
+    /// Runs until `stop` is set; the batch in progress is committed first.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<(), IngestError> {
+        let t = &self.applier.config.topics;
+        let topics = [t.purchases.name.as_str(), t.app.name.as_str(), t.erasure.name.as_str()];
+        self.consumer.subscribe(&topics).map_err(|source| IngestError::Subscribe {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            source,
+        })?;
+        info!(group = %self.applier.config.group_id, ?topics, "Ingest started.");
+        let mut last_maintenance = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            self.run_batch()?;
+            if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
+                self.applier.maintain(&self.owned_partitions())?;
+                last_maintenance = Instant::now();
+            }
         }
+        info!("Ingest stopped.");
+        Ok(())
     }
 
     /// The partitions this instance owns (the same numbers on every input topic).
@@ -165,56 +169,17 @@ impl Ingest {
         parts
     }
 
-    /// Runs until `stop` is set; the batch in progress is committed first.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<(), IngestError> {
-        let t = &self.config.topics;
-        let topics = [t.purchases.name.as_str(), t.app.name.as_str(), t.erasure.name.as_str()];
-        self.consumer.subscribe(&topics).map_err(|source| IngestError::Subscribe {
-            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
-            source,
-        })?;
-        info!(group = %self.config.group_id, ?topics, "Ingest started.");
-        let mut last_maintenance = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            self.run_batch()?;
-            if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
-                self.maintain()?;
-                last_maintenance = Instant::now();
-            }
-        }
-        info!("Ingest stopped.");
-        Ok(())
-    }
-
-    /// Lets the driver fire due timers and advance sweeps; commits if that did anything.
-    fn maintain(&mut self) -> Result<(), IngestError> {
-        self.refresh_catalog();
-        let partitions = self.owned_partitions();
-        let store = self.store.clone();
-        let mut batch = store.begin();
-        self.driver.begin();
-        let (wall, mut out, mut tally) = (wall_ms(), Output::default(), Tally::default());
-        let mut changed = self.driver.tick(&mut batch, &partitions, wall, &mut out)?;
-        let scans = self.driver.advance_scans(&mut batch, &partitions, wall, &mut out)?;
-        changed |= scans.iter().any(|s| s.changed);
-        tally.scans(scans);
-        if !changed {
-            (self.on_commit)(&[]);
-            return Ok(());
-        }
-        self.queue(&mut batch, &out, &mut tally);
-        self.commit(batch, &tally)
-    }
-
+    /// Polls up to a batch of messages, applies them and commits.
     fn run_batch(&mut self) -> Result<(), IngestError> {
-        let store = self.store.clone();
+        let Self { consumer, applier } = self;
+        let store = applier.store.clone();
         let mut batch = store.begin();
         let mut tally = Tally::default();
         let mut last_offsets: Vec<(String, i32, i64)> = Vec::new();
         let mut deadline = None::<Instant>;
-        while last_offsets.is_empty() || deadline.is_some_and(|d| Instant::now() < d) {
+        while deadline.is_none_or(|d| Instant::now() < d) && tally.messages() < applier.config.batch_max_events {
             let timeout = deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(Instant::now()));
-            let msg = match self.consumer.poll(timeout) {
+            let msg = match consumer.poll(timeout) {
                 None => break,
                 Some(Err(e)) => {
                     warn!(error = %e, "Consumer error; retrying.");
@@ -225,29 +190,58 @@ impl Ingest {
             if deadline.is_none() {
                 // Swap in a reloaded catalog when a batch starts, so an event
                 // produced after an offer update is decided with it.
-                self.refresh_catalog();
-                self.driver.begin();
-                deadline = Some(Instant::now() + self.config.batch_max_wait);
+                applier.refresh_catalog();
+                applier.driver.begin();
+                deadline = Some(Instant::now() + applier.config.batch_max_wait);
             }
-            self.handle(&mut batch, &msg, &mut tally)?;
+            applier.handle(&mut batch, &msg, &mut tally)?;
             match last_offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
                 Some(entry) => entry.2 = msg.offset(),
                 None => last_offsets.push((msg.topic().to_owned(), msg.partition(), msg.offset())),
-            }
-            if tally.messages() >= self.config.batch_max_events {
-                break;
             }
         }
         if last_offsets.is_empty() {
             return Ok(());
         }
-        self.commit(batch, &tally)?;
+        applier.commit(batch, &tally)?;
         for (topic, partition, offset) in &last_offsets {
-            // Progress for lag monitoring only; the stored state is the truth.
+            // For lag monitoring only (the stored state is the truth);
             // librdkafka stores the offset after the one given.
-            let _ = self.consumer.store_offset(topic, *partition, *offset);
+            let _ = consumer.store_offset(topic, *partition, *offset);
         }
         Ok(())
+    }
+}
+
+impl Applier {
+    /// Swaps in a reloaded catalog, if there is one.
+    fn refresh_catalog(&mut self) {
+        let snapshot = self.catalog.snapshot();
+        if snapshot.generation != self.catalog_generation {
+            debug!(generation = snapshot.generation, offers = snapshot.catalog.all().len(), "Catalog reloaded.");
+            self.catalog_generation = snapshot.generation;
+            self.driver.set_catalog(snapshot.catalog);
+        }
+    }
+
+    /// Lets the driver fire due timers and advance sweeps over `partitions`;
+    /// commits if that did anything.
+    fn maintain(&mut self, partitions: &[u32]) -> Result<(), IngestError> {
+        self.refresh_catalog();
+        let store = self.store.clone();
+        let mut batch = store.begin();
+        self.driver.begin();
+        let (wall, mut out, mut tally) = (wall_ms(), Output::default(), Tally::default());
+        let mut changed = self.driver.tick(&mut batch, partitions, wall, &mut out)?;
+        let scans = self.driver.advance_scans(&mut batch, partitions, wall, &mut out)?;
+        changed |= scans.iter().any(|s| s.changed);
+        tally.scans(scans);
+        if !changed {
+            (self.on_commit)(&[]);
+            return Ok(());
+        }
+        self.queue(&mut batch, &out, &mut tally);
+        self.commit(batch, &tally)
     }
 
     /// Decodes one message and hands it to the driver; dead-letters what

@@ -25,7 +25,7 @@ mod ingest;
 mod meters;
 mod offers_topic;
 mod publisher;
-mod rebalance;
+mod consumer;
 
 pub use admin::{ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use cvm_store::Store;
 use futures::future::join_all;
+use cvm_engine::telemetry;
 use metrics::{counter, gauge};
 use rdkafka::{
     message::{Header, OwnedHeaders},

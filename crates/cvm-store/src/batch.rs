@@ -16,34 +16,54 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::{backend, keys::*, now_ms, OutboxEntry, Store};
 
+impl Store {
+    /// Starts a batch of state work.
+    pub fn begin(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            profiles: HashMap::new(),
+            seen: HashSet::new(),
+            devices: HashMap::new(),
+            offsets: HashMap::new(),
+            outbox: Vec::new(),
+            timers: HashMap::new(),
+            earliest_set: HashMap::new(),
+            sweeps: HashMap::new(),
+            stats: HashMap::new(),
+            stats_resolved: false,
+            arms: HashMap::new(),
+        }
+    }
+}
+
 /// Pending state work; see [`Store::begin`]. Dropping it without
 /// [`commit`](Batch::commit) discards everything.
 pub struct Batch<'s> {
-    store: &'s Store,
+    pub(crate) store: &'s Store,
     /// Profiles written (`None`: erased).
-    profiles: HashMap<(u32, String), Option<Profile>>,
-    seen: HashSet<(u32, String)>,
+    pub(crate) profiles: HashMap<(u32, String), Option<Profile>>,
+    pub(crate) seen: HashSet<(u32, String)>,
     /// Device links written (`None`: removed).
-    devices: HashMap<(u32, String), Option<String>>,
-    offsets: HashMap<(String, i32), i64>,
-    outbox: Vec<OutboxEntry>,
-    timers: HashMap<(u32, Vec<u8>), TimerChange>,
+    pub(crate) devices: HashMap<(u32, String), Option<String>>,
+    pub(crate) offsets: HashMap<(String, i32), i64>,
+    pub(crate) outbox: Vec<OutboxEntry>,
+    pub(crate) timers: HashMap<(u32, Vec<u8>), TimerChange>,
     /// Per partition, the earliest due time set since it was last taken.
-    earliest_set: HashMap<u32, i64>,
-    sweeps: HashMap<Vec<u8>, SweepProgress>,
+    pub(crate) earliest_set: HashMap<u32, i64>,
+    pub(crate) sweeps: HashMap<Vec<u8>, SweepProgress>,
     /// Attribution deltas, added to the stored aggregates at commit (or
     /// resolved to totals earlier by [`Batch::stats_totals`]).
-    stats: HashMap<(u32, StatsKey), Stats>,
+    pub(crate) stats: HashMap<(u32, StatsKey), Stats>,
     /// Whether `stats` holds totals rather than deltas.
-    stats_resolved: bool,
+    pub(crate) stats_resolved: bool,
     /// Bandit arms read or written, with whether they changed.
-    arms: HashMap<(u32, ArmKey), (ArmCounts, bool)>,
+    pub(crate) arms: HashMap<(u32, ArmKey), (ArmCounts, bool)>,
 }
 
 /// A timer set or cancelled in a batch: what is committed now, and what will be.
-struct TimerChange {
-    committed_due: Option<i64>,
-    next: Option<Timer>,
+pub(crate) struct TimerChange {
+    pub(crate) committed_due: Option<i64>,
+    pub(crate) next: Option<Timer>,
 }
 
 impl std::fmt::Debug for Batch<'_> {
@@ -76,7 +96,7 @@ impl Batch<'_> {
         self.outbox.push(entry);
     }
 
-    fn timer_change(&mut self, partition: u32, key: Vec<u8>) -> Result<&mut TimerChange, StoreError> {
+    pub(crate) fn timer_change(&mut self, partition: u32, key: Vec<u8>) -> Result<&mut TimerChange, StoreError> {
         let map_key = (partition, key);
         if !self.timers.contains_key(&map_key) {
             let committed = self
@@ -118,7 +138,7 @@ impl Batch<'_> {
     }
 
     /// The batch's copy of an arm, read from the store on first use.
-    fn arm_entry(&mut self, partition: u32, key: &ArmKey) -> Result<&mut (ArmCounts, bool), StoreError> {
+    pub(crate) fn arm_entry(&mut self, partition: u32, key: &ArmKey) -> Result<&mut (ArmCounts, bool), StoreError> {
         let map_key = (partition, *key);
         if !self.arms.contains_key(&map_key) {
             let stored =

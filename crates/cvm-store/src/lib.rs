@@ -110,7 +110,7 @@ pub enum OpenError {
     },
 }
 
-
+/// The state store. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<DB>,
@@ -220,14 +220,6 @@ impl Store {
         })
     }
 
-    /// Every attribution aggregate, per partition.
-    pub fn stats(&self) -> Result<Vec<(u32, StatsKey, Stats)>, StoreError> {
-        self.db
-            .iterator_cf(self.cf(CF_STATS), IteratorMode::Start)
-            .map(|r| r.map_err(backend).and_then(|(k, v)| decode_stats(&k, &v)))
-            .collect()
-    }
-
     /// Directory of the database.
     pub fn path(&self) -> &Path {
         &self.path
@@ -237,23 +229,6 @@ impl Store {
         self.db.cf_handle(name).expect("column families are created at open")
     }
 
-    /// Starts a batch of state work.
-    pub fn begin(&self) -> Batch<'_> {
-        Batch {
-            store: self,
-            profiles: HashMap::new(),
-            seen: HashSet::new(),
-            devices: HashMap::new(),
-            offsets: HashMap::new(),
-            outbox: Vec::new(),
-            timers: HashMap::new(),
-            earliest_set: HashMap::new(),
-            sweeps: HashMap::new(),
-            stats: HashMap::new(),
-            stats_resolved: false,
-            arms: HashMap::new(),
-        }
-    }
 
     /// Flushes memtables to disk (used at shutdown so restarts replay little WAL).
     pub fn flush(&self) -> Result<(), StoreError> {

@@ -10,6 +10,14 @@ use rocksdb::IteratorMode;
 use crate::{backend, keys::*, Store};
 
 impl Store {
+    /// Every attribution aggregate, per partition.
+    pub fn stats(&self) -> Result<Vec<(u32, StatsKey, Stats)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_STATS), IteratorMode::Start)
+            .map(|r| r.map_err(backend).and_then(|(k, v)| decode_stats(&k, &v)))
+            .collect()
+    }
+
     /// Up to `limit` pending timers of `partition` due at or before
     /// `now_ms`, earliest first.
     pub fn due_timers(&self, partition: u32, now_ms: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {

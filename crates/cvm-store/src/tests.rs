@@ -1,5 +1,13 @@
 //! Tests of the store: atomic commits, timers, scans, stats, reopen.
 
+use std::path::Path;
+
+use cvm_engine::{
+    attribution::{Group, Stats, StatsKey},
+    driver::{ProfileScan, TimerQueue},
+    Profile, StateTxn, Timer,
+};
+
 use super::*;
 use cvm_proto::v1::{Purchase, PurchaseLine};
 

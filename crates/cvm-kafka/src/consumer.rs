@@ -1,5 +1,6 @@
-//! Partition assignment: every assigned partition starts at the offset
-//! stored with its state, so what was committed is never applied twice.
+//! The ingest consumer and its partition assignment: every assigned
+//! partition starts at the offset stored with its state, so what was
+//! committed is never applied twice.
 
 use cvm_store::Store;
 use rdkafka::{
@@ -9,7 +10,24 @@ use rdkafka::{
 };
 use tracing::{error, info};
 
-use crate::StartFrom;
+use crate::{client_config, ClientError, KafkaConfig, StartFrom};
+
+/// The ingest consumer: offsets stored by cvm, not auto-stored; seeks on assignment.
+pub(crate) fn consumer(config: &KafkaConfig, store: &Store) -> Result<BaseConsumer<SeekToStoredOffsets>, ClientError> {
+    let mut cc = client_config(config, &std::collections::BTreeMap::new());
+    cc.set("group.id", &config.group_id)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
+        .set("queued.max.messages.kbytes", "65536")
+        .set("partition.assignment.strategy", "range,roundrobin");
+    for (k, v) in &config.consumer {
+        cc.set(k, v);
+    }
+    let ctx = SeekToStoredOffsets { store: store.clone(), start_from: config.start_from };
+    cc.create_with_context(ctx).map_err(|source| ClientError::Create { role: "consumer", source })
+}
 
 /// Seeks every assigned partition to the offset stored with its state.
 pub(crate) struct SeekToStoredOffsets {
