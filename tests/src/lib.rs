@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use cvm::{ops::Health, Config, Pipeline};
+use cvm::{service::ops::Health, Config, Pipeline};
 use cvm_engine::Event;
 use cvm_kafka::{input_message, Clock, Topics};
 use rand::Rng;

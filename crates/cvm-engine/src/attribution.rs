@@ -25,7 +25,8 @@
 
 
 use crate::{
-    profile::{Exposure, Profile, Totals, DAY_MS, MAX_EXPOSURES},
+    profile::{Exposure, Profile, Totals, MAX_EXPOSURES},
+    time::DAY_MS,
     StateTxn, StoreError,
 };
 

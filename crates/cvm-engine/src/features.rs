@@ -17,7 +17,8 @@ use cvm_proto::v1::{AppEventKind, Purchase};
 
 use crate::{
     events::{Event, EventKind},
-    profile::{Profile, DAY_MS},
+    profile::Profile,
+    time::{DAY_MS, HOUR_MS},
 };
 
 /// Days reported for "never" (no purchase, no app activity yet).
@@ -209,7 +210,7 @@ impl<'a> Features<'a> {
         set(Num::CART_LINES, profile.cart.len() as f64);
         set(Num::CART_UNITS, profile.cart.iter().map(|l| f64::from(l.quantity)).sum());
         set(Num::CONTACTS_7D, profile.contacts.iter().filter(|c| c.at_ms > now_ms - week_ms).count() as f64);
-        set(Num::LOCAL_HOUR, (local_ms.rem_euclid(DAY_MS) / 3_600_000) as f64);
+        set(Num::LOCAL_HOUR, (local_ms.rem_euclid(DAY_MS) / HOUR_MS) as f64);
         set(Num::LOCAL_WEEKDAY, weekday as f64);
         set(Num::EVENT_AMOUNT, major(event.amount_minor));
         set(Num::EVENT_QUANTITY, f64::from(event.quantity));

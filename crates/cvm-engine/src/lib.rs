@@ -48,6 +48,7 @@ pub mod score;
 mod state;
 pub mod stats;
 pub mod telemetry;
+pub mod time;
 pub mod timers;
 
 pub use driver::{Driver, DriverConfig, Output, Source};

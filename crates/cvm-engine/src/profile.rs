@@ -9,10 +9,8 @@
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase};
 use serde::{Deserialize, Serialize};
 
-use crate::error::StoreError;
+use crate::{error::StoreError, time::DAY_MS};
 
-/// Milliseconds in a day.
-pub const DAY_MS: i64 = 86_400_000;
 /// Days of purchase history kept.
 pub const HISTORY_DAYS: i64 = 365;
 /// Categories kept in the affinity list.

@@ -12,7 +12,7 @@ use std::{
 
 /// Bottom first.
 const LAYERS: &[&[&str]] = &[
-    &["error", "ids", "holdout", "telemetry"],
+    &["error", "ids", "holdout", "telemetry", "time"],
     &["events"],
     &["profile"],
     &["features", "policy"],

@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use cvm_engine::{
-    profile::DAY_MS, Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
+    time::DAY_MS, Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
     Output, Source,
 };
 use cvm_proto::v1::Purchase;

@@ -16,7 +16,7 @@
 use cvm_proto::v1::{Purchase, PurchaseChannel, PurchaseLine};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-const HOUR_MS: i64 = 3_600_000;
+use cvm_engine::time::HOUR_MS;
 
 /// A customer's hidden reaction to contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

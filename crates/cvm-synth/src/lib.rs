@@ -20,7 +20,7 @@ use cvm_engine::Event;
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseChannel, PurchaseLine};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
-const DAY_MS: i64 = 86_400_000;
+use cvm_engine::time::{DAY_MS, HOUR_MS};
 
 /// A category with its price range and gross margin.
 struct Category {
@@ -182,7 +182,7 @@ impl Retailer {
                     event: Event::Consent(Consent {
                         event_id,
                         customer_id: c.id.clone(),
-                        timestamp_ms: day_start + self.rng.random_range(0..3_600_000),
+                        timestamp_ms: day_start + self.rng.random_range(0..HOUR_MS),
                         channel: Channel::Push as i32,
                         granted: c.push,
                         push_token_present: c.push,
@@ -192,12 +192,12 @@ impl Retailer {
                 });
             }
             if self.rng.random_bool(c.orders_per_day.min(1.0)) {
-                let at = day_start + self.rng.random_range(3_600_000..DAY_MS - 3_600_000);
+                let at = day_start + self.rng.random_range(HOUR_MS..DAY_MS - HOUR_MS);
                 let online = c.app && self.rng.random_bool(0.3);
                 out.push(self.purchase(c, at, online));
             }
             if c.app && self.rng.random_bool(c.sessions_per_day.min(1.0)) {
-                let at = day_start + self.rng.random_range(3_600_000..DAY_MS - 7_200_000);
+                let at = day_start + self.rng.random_range(HOUR_MS..DAY_MS - 2 * HOUR_MS);
                 self.session(c, at, &mut out);
             }
         }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use cvm_proto::v1::{Offer, Purchase, PurchaseChannel, PurchaseLine};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-const HOUR_MS: i64 = 3_600_000;
+use cvm_engine::time::HOUR_MS;
 
 /// A campaign's true effect.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -5,7 +5,7 @@ use cvm_engine::models::{vector::LEN, Model, Scope};
 use cvm_train::{train, Row, TrainError, TrainOptions};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
-const DAY: i64 = 86_400_000;
+use cvm_engine::time::DAY_MS as DAY;
 /// Slot of `app_opens_30d` in the model vector.
 const APP_OPENS: usize = 9;
 

@@ -1,15 +1,13 @@
-//! The `cvm` command line.
+//! The `cvm` command line: parses it and dispatches to [`cvm::commands`].
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cvm::{bench, config::Config, demo, ops, recorded, simulate, Pipeline};
-use cvm_engine::{
-    offers::document,
-    ConfigDocument,
-    OfferDefinition,
+use cvm::{
+    commands::{self, ReportFormat, ReportSource, TrainArgs},
+    lab::{bench, bench_eligibility, bench_scoring, demo::DemoOptions, uplift},
 };
+use cvm_engine::models::Scope;
 
 #[derive(Parser)]
 #[command(name = "cvm", version, about = "Event-streaming CVM personalization engine")]
@@ -170,17 +168,6 @@ enum Command {
     },
 }
 
-/// Output format of `cvm report`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ReportFormat {
-    /// A table for terminals.
-    Text,
-    /// For machines.
-    Json,
-    /// A self-contained page with plots.
-    Html,
-}
-
 #[derive(Subcommand)]
 enum OffersCommand {
     /// Check config documents (offers, campaigns with `kind: campaign`, the
@@ -238,7 +225,8 @@ fn humantime_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     cvm_expr::quiet_parser_panics();
     match run(Cli::parse()) {
-        Ok(code) => code,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -246,240 +234,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
-}
-
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs the command; `Ok(false)` when its input was rejected.
+fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
-        Command::Run { config } => {
-            let config = Config::load(config.as_deref())?;
-            ops::init_logging(&config.log);
-            runtime()?.block_on(serve(config))?;
-        }
+        Command::Run { config } => commands::run_engine(config.as_deref())?,
         Command::Demo { customers, days, seed, http, linger, data_dir, report_html } => {
-            let opts = demo::DemoOptions { customers, days, seed, http, linger, data_dir, report_html };
-            runtime()?.block_on(demo::run(opts))?;
+            commands::demo(DemoOptions { customers, days, seed, http, linger, data_dir, report_html })?
         }
         Command::Offers { command } => return offers(command),
         Command::Report { brokers, topic, data_dir, format, out } => {
-            let stats = match (brokers, data_dir) {
-                (Some(brokers), _) => {
-                    let k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
-                    let mut stats = Vec::new();
-                    for (key, value) in cvm_kafka::read_latest(&k, &topic, Duration::from_secs(60))? {
-                        let Some(value) = value else { continue };
-                        let decoded = cvm_kafka::decode_stats(&k.topics, &value)
-                            .map_err(|e| anyhow::anyhow!("{topic} message {key:?} is unreadable: {e}"))?;
-                        stats.push(decoded);
-                    }
-                    stats
-                }
-                (None, Some(dir)) => cvm_store::Store::open_read_only(&dir)
-                    .with_context(|| format!("opening {} read-only", dir.display()))?
-                    .stats()?,
+            let source = match (brokers, data_dir) {
+                (Some(brokers), _) => ReportSource::Topic { brokers, topic },
+                (None, Some(dir)) => ReportSource::Store(dir),
                 (None, None) => unreachable!("clap requires one source"),
             };
-            let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
-            let rendered = match format {
-                ReportFormat::Text => cvm_report::text(&report),
-                ReportFormat::Json => report.json(),
-                ReportFormat::Html => cvm_report::html(&report).map_err(|e| anyhow::anyhow!("drawing plots: {e}"))?,
-            };
-            match out {
-                Some(path) => std::fs::write(&path, rendered).with_context(|| format!("writing {}", path.display()))?,
-                None => print!("{rendered}"),
-            }
+            commands::report(source, format, out)?
         }
-        Command::BenchEligibility { iterations } => cvm::bench_eligibility::eligibility(iterations),
-        Command::BenchScoring { iterations } => cvm::bench_scoring::scoring(iterations),
+        Command::BenchEligibility { iterations } => bench_eligibility::eligibility(iterations),
+        Command::BenchScoring { iterations } => bench_scoring::scoring(iterations),
         Command::BenchUplift { customers, days, seed, depth_percent, out } => {
-            let opts = cvm::uplift::UpliftOptions { customers, days, seed, depth_percent, out };
-            print!("{}", cvm::uplift::run(&opts)?.render());
+            let opts = uplift::UpliftOptions { customers, days, seed, depth_percent, out };
+            print!("{}", uplift::run(&opts)?.render());
         }
         Command::Train { events, documents, offer, campaign, window, validation_share, seed, out } => {
             let (scope, target) = match (offer, campaign) {
-                (Some(o), _) => (cvm_engine::models::Scope::Offer, o),
-                (None, Some(c)) => (cvm_engine::models::Scope::Campaign, c),
+                (Some(o), _) => (Scope::Offer, o),
+                (None, Some(c)) => (Scope::Campaign, c),
                 (None, None) => unreachable!("clap requires one target"),
             };
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-            let mut options = cvm_train::TrainOptions::new(scope, &target, now);
-            options.seed = seed;
-            options.validation_share = validation_share;
-            options.progress = true;
-            let events = recorded::read(&events)?;
-            let docs = cvm::train::documents(&documents)?;
-            let artifact = cvm::train::replay_and_train(
-                &events,
-                docs,
-                cvm_engine::EngineConfig::default(),
-                &options,
-                window.as_millis() as i64,
-            )?;
-            std::fs::write(&out, serde_json::to_vec_pretty(&artifact)?)?;
-            let m = &artifact.metrics;
-            println!(
-                "wrote {} ({}): {} training / {} validation rows, AUC {:.3}, Qini {}, uplift model: {}",
-                out.display(),
-                artifact.key(),
-                artifact.data.train_rows,
-                artifact.data.validation_rows,
-                m.auc,
-                m.qini.map_or("-".to_owned(), |q| format!("{q:.4}")),
-                if artifact.control.is_some() { "yes" } else { "no (too few held-out rows)" }
-            );
+            commands::train(TrainArgs { events, documents, scope, target, window, validation_share, seed, out })?
         }
-        Command::Synth { out, customers, days, seed } => {
-            let config = cvm_synth::RetailerConfig { customers, days, seed, ..Default::default() };
-            let n = recorded::write(&out, cvm_synth::Retailer::new(config).map(|e| e.event))?;
-            println!("wrote {n} events to {}", out.display());
-        }
+        Command::Synth { out, customers, days, seed } => commands::synth(&out, customers, days, seed)?,
         Command::Bench { profiles, events, batch, data_dir } => {
-            bench::run(&bench::BenchOptions { profiles, events, batch, data_dir })?;
+            bench::run(&bench::BenchOptions { profiles, events, batch, data_dir })?
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(true)
 }
 
-/// A checked document and the bytes it was read from.
-type Linted = (ConfigDocument, Vec<u8>);
-
-/// Reads and checks documents; prints one line each. `None` if any is bad.
-fn lint(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Linted>>> {
-    let mut good = Vec::new();
-    let mut bad = 0;
-    for f in files {
-        let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        match ConfigDocument::parse_file(&name, &text) {
-            Ok(doc) => {
-                let what = match &doc {
-                    ConfigDocument::Offer(d) => {
-                        format!("offer {} v{} ({} trigger)", d.id(), d.version(), trigger_kind(d))
-                    }
-                    ConfigDocument::Campaign(c) => {
-                        format!("campaign {} v{} ({} % holdout)", c.id, c.version, c.holdout_percent)
-                    }
-                    ConfigDocument::Policy(p) => format!("global contact policy v{}", p.version),
-                    ConfigDocument::Model(m) => format!(
-                        "model {} v{} (AUC {:.3}, {})",
-                        m.target,
-                        m.version,
-                        m.metrics.auc,
-                        if m.control.is_some() { "uplift" } else { "propensity" }
-                    ),
-                };
-                println!("ok    {}: {what}", f.display());
-                good.push((doc, text));
-            }
-            Err(e) => {
-                bad += 1;
-                println!("error {}: {e}", f.display());
-            }
-        }
-    }
-    if bad > 0 {
-        println!("{bad} of {} document(s) rejected", files.len());
-        return Ok(None);
-    }
-    Ok(Some(good))
-}
-
-fn trigger_kind(d: &OfferDefinition) -> &'static str {
-    match d.doc.trigger {
-        document::Trigger::Event { .. } => "event",
-        document::Trigger::Delayed { .. } => "delayed",
-        document::Trigger::Inactivity { .. } => "inactivity",
-        document::Trigger::Sweep { .. } => "sweep",
-    }
-}
-
-fn kafka_config(brokers: String, topic: String) -> cvm_kafka::KafkaConfig {
-    let mut k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
-    k.topics.offers_config = topic;
-    k
-}
-
-fn offers(command: OffersCommand) -> anyhow::Result<ExitCode> {
+fn offers(command: OffersCommand) -> anyhow::Result<bool> {
     match command {
-        OffersCommand::Lint { files } => {
-            if lint(&files)?.is_none() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        OffersCommand::Publish { files, brokers, topic } => {
-            let Some(docs) = lint(&files)? else {
-                println!("nothing published: fix the documents above first");
-                return Ok(ExitCode::FAILURE);
-            };
-            let k = kafka_config(brokers, topic);
-            let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.key(), text)).collect();
-            cvm_kafka::publish_documents(&k, &msgs, Duration::from_secs(30))?;
-            println!(
-                "published {} document(s) to {}; engines report acceptance on {}",
-                msgs.len(),
-                k.topics.offers_config,
-                k.topics.config_status.name
-            );
-        }
-        OffersCommand::List { brokers, topic } => {
-            let k = kafka_config(brokers, topic);
-            let docs = cvm_kafka::read_documents(&k, Duration::from_secs(30))?;
-            println!("{:<32} {:>7} {:<8} {:<11} campaign", "key", "version", "status", "trigger");
-            for (key, value) in docs {
-                let Some(value) = value else { continue };
-                match ConfigDocument::parse(&key, &value) {
-                    Ok(ConfigDocument::Offer(d)) => println!(
-                        "{:<32} {:>7} {:<8} {:<11} {}",
-                        d.id(),
-                        d.version(),
-                        format!("{:?}", d.doc.status).to_lowercase(),
-                        trigger_kind(&d),
-                        d.doc.campaign_id
-                    ),
-                    Ok(doc) => println!("{key:<32} {:>7}", doc.version()),
-                    Err(e) => println!("{key:<32} {:>7} rejected: {}", "-", e.errors.join(" | ")),
-                }
-            }
-        }
-        OffersCommand::Simulate { file, events, samples } => {
-            let Some(mut docs) = lint(std::slice::from_ref(&file))? else { return Ok(ExitCode::FAILURE) };
-            let (ConfigDocument::Offer(def), _) = docs.remove(0) else {
-                anyhow::bail!("{} is not an offer document; simulate takes an offer", file.display());
-            };
-            let def = *def;
-            let events = recorded::read(&events)?;
-            let sim = simulate::simulate(def, &events, cvm_engine::EngineConfig::default(), samples);
-            print!("{}", sim.render());
-        }
-        OffersCommand::Schema { kind } => {
-            let file = format!("{kind}.schema.json");
-            let Some((_, schema)) = document::json_schemas().into_iter().find(|(name, _)| *name == file) else {
-                anyhow::bail!("unknown kind {kind:?}; use offer, campaign or policy");
-            };
-            print!("{schema}");
-        }
+        OffersCommand::Lint { files } => commands::lint(&files),
+        OffersCommand::Publish { files, brokers, topic } => commands::publish(&files, brokers, topic),
+        OffersCommand::List { brokers, topic } => commands::list(brokers, topic).map(|()| true),
+        OffersCommand::Simulate { file, events, samples } => commands::simulate_offer(&file, &events, samples),
+        OffersCommand::Schema { kind } => commands::schema(&kind).map(|()| true),
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let health = ops::Health::default();
-    let addr = ops::serve(config.http.listen, health.clone()).await.context("cannot bind the operations endpoint")?;
-    tracing::info!(%addr, "Operations endpoint up.");
-    let pipeline = Pipeline::start(&config, health).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                if pipeline.ingest_failed() { break; }
-            }
-        }
-    }
-    tracing::info!("Stopping: committing, draining the outbox, flushing.");
-    pipeline.shutdown(Duration::from_secs(30)).await?;
-    Ok(())
 }

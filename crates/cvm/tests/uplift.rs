@@ -2,7 +2,7 @@
 //! responsiveness is known, uplift targeting earns more than propensity
 //! targeting, rule priority and chance, and ranks best.
 
-use cvm::uplift::{run, UpliftOptions};
+use cvm::lab::uplift::{run, UpliftOptions};
 
 #[test]
 fn uplift_targeting_beats_propensity_rules_and_chance_on_held_out_customers() {

@@ -516,7 +516,7 @@ pub(crate) mod tests {
         let model = Model::new(artifact(&offer.doc.id));
         assert!(model.artifact().problems().is_empty(), "{:?}", model.artifact().problems());
         let never = Profile::default();
-        let f = Features::compute(&never, EventFacts::default(), 400 * crate::profile::DAY_MS);
+        let f = Features::compute(&never, EventFacts::default(), 400 * crate::time::DAY_MS);
         let customer = Customer::of(&f);
         let rules = || crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
         let v = value(&offer, &f, &customer, offer.discount(0), rules, Scorer::Model(&model));

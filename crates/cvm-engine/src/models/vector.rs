@@ -14,7 +14,8 @@ use cvm_proto::v1::Channel;
 use crate::{
     features::{Features, Num},
     offers::OfferDefinition,
-    profile::{Profile, Response, DAY_MS},
+    profile::{Profile, Response},
+    time::DAY_MS,
 };
 
 /// Every model feature: name and meaning, in vector order.

@@ -1,5 +1,5 @@
 //! Event builders and output helpers shared by the engine's integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use cvm_engine::{
     policy::{QuietHours, TimeOfDay},
@@ -7,8 +7,7 @@ use cvm_engine::{
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine};
 
-pub const HOUR: i64 = 3_600_000;
-pub const DAY: i64 = 24 * HOUR;
+pub use cvm_engine::time::{DAY_MS as DAY, HOUR_MS as HOUR};
 
 /// The default configuration without quiet hours and campaign holdouts, for
 /// tests about other things (their clocks start at midnight UTC).

@@ -5,22 +5,22 @@ use cvm_engine::{Catalog, ConfigDocument, OfferDefinition};
 
 /// `(file name, YAML)` of every sample offer.
 pub const SAMPLE_OFFERS: [(&str, &str); 8] = [
-    ("lapsed-sushi-reactivation.yaml", include_str!("../../../deploy/offers/lapsed-sushi-reactivation.yaml")),
-    ("abandoned-cart.yaml", include_str!("../../../deploy/offers/abandoned-cart.yaml")),
-    ("pharmacy-refill.yaml", include_str!("../../../deploy/offers/pharmacy-refill.yaml")),
-    ("wine-with-meat.yaml", include_str!("../../../deploy/offers/wine-with-meat.yaml")),
-    ("app-loyalty-bonus.yaml", include_str!("../../../deploy/offers/app-loyalty-bonus.yaml")),
-    ("storm-tonight.yaml", include_str!("../../../deploy/offers/storm-tonight.yaml")),
-    ("winback-ladder.yaml", include_str!("../../../deploy/offers/winback-ladder.yaml")),
-    ("beauty-collection-teaser.yaml", include_str!("../../../deploy/offers/beauty-collection-teaser.yaml")),
+    ("lapsed-sushi-reactivation.yaml", include_str!("../../../../deploy/offers/lapsed-sushi-reactivation.yaml")),
+    ("abandoned-cart.yaml", include_str!("../../../../deploy/offers/abandoned-cart.yaml")),
+    ("pharmacy-refill.yaml", include_str!("../../../../deploy/offers/pharmacy-refill.yaml")),
+    ("wine-with-meat.yaml", include_str!("../../../../deploy/offers/wine-with-meat.yaml")),
+    ("app-loyalty-bonus.yaml", include_str!("../../../../deploy/offers/app-loyalty-bonus.yaml")),
+    ("storm-tonight.yaml", include_str!("../../../../deploy/offers/storm-tonight.yaml")),
+    ("winback-ladder.yaml", include_str!("../../../../deploy/offers/winback-ladder.yaml")),
+    ("beauty-collection-teaser.yaml", include_str!("../../../../deploy/offers/beauty-collection-teaser.yaml")),
 ];
 
 /// `(file name, YAML)` of every sample campaign document.
 pub const SAMPLE_CAMPAIGNS: [(&str, &str); 4] = [
-    ("winback.yaml", include_str!("../../../deploy/campaigns/winback.yaml")),
-    ("situational-storm.yaml", include_str!("../../../deploy/campaigns/situational-storm.yaml")),
-    ("loyalty.yaml", include_str!("../../../deploy/campaigns/loyalty.yaml")),
-    ("reactivation.yaml", include_str!("../../../deploy/campaigns/reactivation.yaml")),
+    ("winback.yaml", include_str!("../../../../deploy/campaigns/winback.yaml")),
+    ("situational-storm.yaml", include_str!("../../../../deploy/campaigns/situational-storm.yaml")),
+    ("loyalty.yaml", include_str!("../../../../deploy/campaigns/loyalty.yaml")),
+    ("reactivation.yaml", include_str!("../../../../deploy/campaigns/reactivation.yaml")),
 ];
 
 /// The sample campaigns, parsed.

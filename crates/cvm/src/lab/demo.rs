@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use cvm_engine::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 use cvm_proto::v1::{Decision, Outcome};
 use cvm_synth::{Effect, Responder, Retailer, RetailerConfig};
 use rdkafka::{
@@ -27,9 +28,8 @@ use rdkafka::{
 };
 
 use crate::{
-    config::Config,
-    ops,
-    samples::{sample_campaigns, SAMPLE_CAMPAIGNS, SAMPLE_OFFERS},
+    lab::samples::{sample_campaigns, SAMPLE_CAMPAIGNS, SAMPLE_OFFERS},
+    service::{config::Config, ops},
     Pipeline,
 };
 
@@ -120,7 +120,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     config.store.path = opts.data_dir.clone().unwrap_or_else(|| tmp.path().join("state"));
-    ops::init_logging(&crate::config::LogConfig { level: "warn".into(), ..Default::default() });
+    ops::init_logging(&crate::service::config::LogConfig { level: "warn".into(), ..Default::default() });
 
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -348,7 +348,7 @@ fn next_morning(
     let producer: ThreadedProducer<DefaultProducerContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create()?;
     let start = RetailerConfig::default().start_ms;
-    let morning = start + i64::from(opts.days + 3) * 86_400_000 + (8 * 60 + 5) * 60_000;
+    let morning = start + i64::from(opts.days + 3) * DAY_MS + 8 * HOUR_MS + 5 * MINUTE_MS;
     for p in 0..PARTITIONS {
         let open = cvm_proto::v1::AppEvent {
             event_id: format!("morning-{p}"),

@@ -13,7 +13,7 @@ use axum::{extract::State, http::StatusCode, routing::get, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::{LogConfig, LogFormat};
+use crate::service::config::{LogConfig, LogFormat};
 
 /// Installs the `tracing` subscriber (once per process; later calls are no-ops).
 pub fn init_logging(cfg: &LogConfig) {

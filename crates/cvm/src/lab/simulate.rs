@@ -10,7 +10,7 @@
 use std::{collections::BTreeMap, collections::HashSet, fmt::Write};
 
 use cvm_engine::{
-    driver::Source, profile::DAY_MS, Catalog, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
+    driver::Source, time::DAY_MS, Catalog, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
     Output,
 };
 use cvm_proto::v1::{Channel, Offer, Outcome};
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn simulates_the_abandoned_cart_sample_with_cascades() {
-        let def = crate::samples::sample_offers().into_iter().find(|d| d.id() == "abandoned-cart").unwrap();
+        let def = crate::lab::samples::sample_offers().into_iter().find(|d| d.id() == "abandoned-cart").unwrap();
         let events: Vec<_> =
             Retailer::new(RetailerConfig { customers: 500, days: 7, ..Default::default() }).map(|e| e.event).collect();
         let sim = simulate(def, &events, EngineConfig::default(), 3);
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn simulates_a_sweep_over_every_profile() {
-        let def = crate::samples::sample_offers().into_iter().find(|d| d.id() == "storm-tonight").unwrap();
+        let def = crate::lab::samples::sample_offers().into_iter().find(|d| d.id() == "storm-tonight").unwrap();
         let events: Vec<_> =
             Retailer::new(RetailerConfig { customers: 300, days: 5, ..Default::default() }).map(|e| e.event).collect();
         let sim = simulate(def, &events, EngineConfig::default(), 0);

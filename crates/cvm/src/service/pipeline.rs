@@ -18,7 +18,7 @@ use cvm_store::Store;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info};
 
-use crate::{config::Config, ops::Health};
+use crate::service::{config::Config, ops::Health};
 
 /// Why the pipeline could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ impl Pipeline {
 
         // Models from the directory are loaded before the first event.
         let models = config.model_dir.path.as_ref().map(|dir| {
-            let mut watcher = crate::model_dir::ModelDirectory::new(dir);
+            let mut watcher = crate::service::model_dir::ModelDirectory::new(dir);
             let loaded = watcher.scan(&catalog);
             info!(dir = %dir.display(), files = loaded, "Model directory loaded.");
             let (stop, catalog, every) = (stop.clone(), catalog.clone(), config.model_dir.poll_interval);
@@ -99,7 +99,7 @@ impl Pipeline {
         let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone())?.run(drain_rx));
 
         let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default());
-        let gauges = crate::gauges::campaign_gauges(store.clone());
+        let gauges = crate::service::gauges::campaign_gauges(store.clone());
         let ingest = Ingest::new(k, store.clone(), engine, catalog.clone(), wake, gauges)?;
         let ingest = {
             let stop = stop.clone();

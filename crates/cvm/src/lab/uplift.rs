@@ -30,7 +30,7 @@ use std::{
 
 use cvm_engine::{
     models::{ModelSettings, Scope},
-    profile::DAY_MS,
+    time::DAY_MS,
     Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, MemoryState, Output, Source,
 };
 use cvm_proto::v1::{Decision, Outcome};

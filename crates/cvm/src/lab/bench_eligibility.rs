@@ -18,7 +18,7 @@ use cvm_engine::{
 use cvm_expr::compile_predicate;
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseLine};
 
-const DAY_MS: i64 = 86_400_000;
+use cvm_engine::time::DAY_MS;
 pub(crate) const NOW: i64 = 1_793_491_200_000;
 const KINDS: [&str; 6] = ["purchase", "app_open", "product_view", "search", "story_view", "remove_from_cart"];
 

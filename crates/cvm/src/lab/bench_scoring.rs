@@ -17,7 +17,7 @@ use cvm_engine::{
     OfferDefinition,
 };
 
-use crate::bench_eligibility::{per_iteration, profile, NOW};
+use crate::lab::bench_eligibility::{per_iteration, profile, NOW};
 
 fn offer(i: usize) -> OfferDefinition {
     let reward = if i.is_multiple_of(3) { "{ ladder_percent: [5, 10, 15] }" } else { "{ percent: 10 }" };

@@ -1,0 +1,299 @@
+//! What each `cvm` subcommand does, for the binary to dispatch to: the
+//! engine, the quickstart, the report, and the marketer and operator tools.
+//! Each returns `Ok(false)` when its input was rejected (the process then
+//! exits non-zero) and `Err` when it could not run.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use cvm_engine::{offers::document, ConfigDocument, OfferDefinition};
+
+use crate::{
+    lab::{recorded, simulate, train},
+    service::ops,
+    Config, Pipeline,
+};
+
+/// Output format of `cvm report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A table for terminals.
+    Text,
+    /// For machines.
+    Json,
+    /// A self-contained page with plots.
+    Html,
+}
+
+/// Where `cvm report` reads the attribution aggregates.
+#[derive(Debug, Clone)]
+pub enum ReportSource {
+    /// The compacted stats topic on these brokers: every instance.
+    Topic {
+        /// Bootstrap brokers.
+        brokers: String,
+        /// The stats topic.
+        topic: String,
+    },
+    /// One engine's state directory, opened read-only.
+    Store(PathBuf),
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// `cvm run`: the engine against a Kafka cluster until SIGTERM or Ctrl-C.
+pub fn run_engine(config: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    ops::init_logging(&config.log);
+    runtime()?.block_on(serve(config))
+}
+
+/// `cvm demo`: the embedded quickstart.
+pub fn demo(opts: crate::lab::demo::DemoOptions) -> anyhow::Result<()> {
+    runtime()?.block_on(crate::lab::demo::run(opts))
+}
+
+/// `cvm report`: incrementality per campaign.
+pub fn report(source: ReportSource, format: ReportFormat, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let stats = match source {
+        ReportSource::Topic { brokers, topic } => {
+            let k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
+            let mut stats = Vec::new();
+            for (key, value) in cvm_kafka::read_latest(&k, &topic, Duration::from_secs(60))? {
+                let Some(value) = value else { continue };
+                let decoded = cvm_kafka::decode_stats(&k.topics, &value)
+                    .map_err(|e| anyhow::anyhow!("{topic} message {key:?} is unreadable: {e}"))?;
+                stats.push(decoded);
+            }
+            stats
+        }
+        ReportSource::Store(dir) => cvm_store::Store::open_read_only(&dir)
+            .with_context(|| format!("opening {} read-only", dir.display()))?
+            .stats()?,
+    };
+    let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
+    let rendered = match format {
+        ReportFormat::Text => cvm_report::text(&report),
+        ReportFormat::Json => report.json(),
+        ReportFormat::Html => cvm_report::html(&report).map_err(|e| anyhow::anyhow!("drawing plots: {e}"))?,
+    };
+    match out {
+        Some(path) => std::fs::write(&path, rendered).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{rendered}"),
+    }
+    Ok(())
+}
+
+/// What `cvm train` trains on and where it writes.
+#[derive(Debug, Clone)]
+pub struct TrainArgs {
+    /// Recorded events.
+    pub events: PathBuf,
+    /// Config documents replayed with them.
+    pub documents: Vec<PathBuf>,
+    /// Offer or campaign, and its id.
+    pub scope: cvm_engine::models::Scope,
+    /// The offer or campaign id.
+    pub target: String,
+    /// Attribution window of the label.
+    pub window: Duration,
+    /// Share of the latest decisions that validate.
+    pub validation_share: f64,
+    /// Seed of training.
+    pub seed: u64,
+    /// The artifact's file.
+    pub out: PathBuf,
+}
+
+/// `cvm train`: replay recorded events through the driver, then fit models.
+pub fn train(args: TrainArgs) -> anyhow::Result<()> {
+    let TrainArgs { events, documents, scope, target, window, validation_share, seed, out } = args;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let mut options = cvm_train::TrainOptions::new(scope, &target, now);
+    options.seed = seed;
+    options.validation_share = validation_share;
+    options.progress = true;
+    let events = recorded::read(&events)?;
+    let docs = train::documents(&documents)?;
+    let artifact = train::replay_and_train(
+        &events,
+        docs,
+        cvm_engine::EngineConfig::default(),
+        &options,
+        window.as_millis() as i64,
+    )?;
+    std::fs::write(&out, serde_json::to_vec_pretty(&artifact)?)?;
+    let m = &artifact.metrics;
+    println!(
+        "wrote {} ({}): {} training / {} validation rows, AUC {:.3}, Qini {}, uplift model: {}",
+        out.display(),
+        artifact.key(),
+        artifact.data.train_rows,
+        artifact.data.validation_rows,
+        m.auc,
+        m.qini.map_or("-".to_owned(), |q| format!("{q:.4}")),
+        if artifact.control.is_some() { "yes" } else { "no (too few held-out rows)" }
+    );
+    Ok(())
+}
+
+/// `cvm synth`: record a synthetic retailer's events.
+pub fn synth(out: &Path, customers: u32, days: u32, seed: u64) -> anyhow::Result<()> {
+    let config = cvm_synth::RetailerConfig { customers, days, seed, ..Default::default() };
+    let n = recorded::write(out, cvm_synth::Retailer::new(config).map(|e| e.event))?;
+    println!("wrote {n} events to {}", out.display());
+    Ok(())
+}
+
+/// A checked document and the bytes it was read from.
+type Linted = (ConfigDocument, Vec<u8>);
+
+/// Reads and checks documents; prints one line each. `None` if any is bad.
+fn lint_files(files: &[PathBuf]) -> anyhow::Result<Option<Vec<Linted>>> {
+    let mut good = Vec::new();
+    let mut bad = 0;
+    for f in files {
+        let text = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        match ConfigDocument::parse_file(&name, &text) {
+            Ok(doc) => {
+                let what = match &doc {
+                    ConfigDocument::Offer(d) => {
+                        format!("offer {} v{} ({} trigger)", d.id(), d.version(), trigger_kind(d))
+                    }
+                    ConfigDocument::Campaign(c) => {
+                        format!("campaign {} v{} ({} % holdout)", c.id, c.version, c.holdout_percent)
+                    }
+                    ConfigDocument::Policy(p) => format!("global contact policy v{}", p.version),
+                    ConfigDocument::Model(m) => format!(
+                        "model {} v{} (AUC {:.3}, {})",
+                        m.target,
+                        m.version,
+                        m.metrics.auc,
+                        if m.control.is_some() { "uplift" } else { "propensity" }
+                    ),
+                };
+                println!("ok    {}: {what}", f.display());
+                good.push((doc, text));
+            }
+            Err(e) => {
+                bad += 1;
+                println!("error {}: {e}", f.display());
+            }
+        }
+    }
+    if bad > 0 {
+        println!("{bad} of {} document(s) rejected", files.len());
+        return Ok(None);
+    }
+    Ok(Some(good))
+}
+
+fn trigger_kind(d: &OfferDefinition) -> &'static str {
+    match d.doc.trigger {
+        document::Trigger::Event { .. } => "event",
+        document::Trigger::Delayed { .. } => "delayed",
+        document::Trigger::Inactivity { .. } => "inactivity",
+        document::Trigger::Sweep { .. } => "sweep",
+    }
+}
+
+fn kafka_config(brokers: String, topic: String) -> cvm_kafka::KafkaConfig {
+    let mut k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
+    k.topics.offers_config = topic;
+    k
+}
+
+/// `cvm offers lint`.
+pub fn lint(files: &[PathBuf]) -> anyhow::Result<bool> {
+    Ok(lint_files(files)?.is_some())
+}
+
+/// `cvm offers publish`: lint, then publish to the config topic.
+pub fn publish(files: &[PathBuf], brokers: String, topic: String) -> anyhow::Result<bool> {
+    let Some(docs) = lint_files(files)? else {
+            println!("nothing published: fix the documents above first");
+            return Ok(false);
+        };
+        let k = kafka_config(brokers, topic);
+        let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.key(), text)).collect();
+        cvm_kafka::publish_documents(&k, &msgs, Duration::from_secs(30))?;
+        println!(
+            "published {} document(s) to {}; engines report acceptance on {}",
+            msgs.len(),
+            k.topics.offers_config,
+            k.topics.config_status.name
+        );
+    Ok(true)
+}
+
+/// `cvm offers list`: the documents on the config topic.
+pub fn list(brokers: String, topic: String) -> anyhow::Result<()> {
+        let k = kafka_config(brokers, topic);
+        let docs = cvm_kafka::read_documents(&k, Duration::from_secs(30))?;
+        println!("{:<32} {:>7} {:<8} {:<11} campaign", "key", "version", "status", "trigger");
+        for (key, value) in docs {
+            let Some(value) = value else { continue };
+            match ConfigDocument::parse(&key, &value) {
+                Ok(ConfigDocument::Offer(d)) => println!(
+                    "{:<32} {:>7} {:<8} {:<11} {}",
+                    d.id(),
+                    d.version(),
+                    format!("{:?}", d.doc.status).to_lowercase(),
+                    trigger_kind(&d),
+                    d.doc.campaign_id
+                ),
+                Ok(doc) => println!("{key:<32} {:>7}", doc.version()),
+                Err(e) => println!("{key:<32} {:>7} rejected: {}", "-", e.errors.join(" | ")),
+            }
+        }
+    Ok(())
+}
+
+/// `cvm offers simulate`: one offer against recorded events.
+pub fn simulate_offer(file: &Path, events: &Path, samples: usize) -> anyhow::Result<bool> {
+        let Some(mut docs) = lint_files(&[file.to_owned()])? else { return Ok(false) };
+        let (ConfigDocument::Offer(def), _) = docs.remove(0) else {
+            anyhow::bail!("{} is not an offer document; simulate takes an offer", file.display());
+        };
+        let def = *def;
+        let events = recorded::read(events)?;
+        let sim = simulate::simulate(def, &events, cvm_engine::EngineConfig::default(), samples);
+        print!("{}", sim.render());
+    Ok(true)
+}
+
+/// `cvm offers schema`: the JSON Schema of a document kind.
+pub fn schema(kind: &str) -> anyhow::Result<()> {
+        let file = format!("{kind}.schema.json");
+        let Some((_, schema)) = document::json_schemas().into_iter().find(|(name, _)| *name == file) else {
+            anyhow::bail!("unknown kind {kind:?}; use offer, campaign or policy");
+        };
+        print!("{schema}");
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let health = ops::Health::default();
+    let addr = ops::serve(config.http.listen, health.clone()).await.context("cannot bind the operations endpoint")?;
+    tracing::info!(%addr, "Operations endpoint up.");
+    let pipeline = Pipeline::start(&config, health).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if pipeline.ingest_failed() { break; }
+            }
+        }
+    }
+    tracing::info!("Stopping: committing, draining the outbox, flushing.");
+    pipeline.shutdown(Duration::from_secs(30)).await?;
+    Ok(())
+}
