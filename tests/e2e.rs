@@ -11,9 +11,10 @@ use cvm_engine::{
 };
 use cvm_proto::{
     decode,
-    v1::{AppEvent, AppEventKind, Channel, ConfigStatus, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine},
+    v1::{AppEvent, AppEventKind, Channel, ConfigStatus, Decision, Offer, Outcome, Purchase, PurchaseLine},
 };
 use cvm_synth::{Retailer, RetailerConfig};
+use cvm_testkit::{add_to_cart, consent_at};
 
 use cvm_engine::time::HOUR_MS as HOUR;
 /// 2026-11-01T12:00:00Z: noon, so pushes are outside the default quiet hours.
@@ -29,27 +30,7 @@ fn cart_offer(version: u32, title: &str) -> String {
 }
 
 fn consent(customer: &str) -> Event {
-    Event::Consent(Consent {
-        event_id: format!("consent-{customer}"),
-        customer_id: customer.into(),
-        timestamp_ms: T0,
-        channel: Channel::Push as i32,
-        granted: true,
-        push_token_present: true,
-        ..Default::default()
-    })
-}
-
-fn add_to_cart(id: &str, customer: &str, at: i64) -> Event {
-    Event::App(AppEvent {
-        event_id: id.into(),
-        customer_id: customer.into(),
-        timestamp_ms: at,
-        kind: AppEventKind::AddToCart as i32,
-        sku: "maki".into(),
-        category: "sushi".into(),
-        ..Default::default()
-    })
+    consent_at(customer, T0)
 }
 
 /// The `skip`-th customer in (or out of) the global control group and in
@@ -526,7 +507,7 @@ async fn kafka_pipeline_and_driver_decide_identically() {
     use cvm_engine::{
         driver::{Clock, ScanPacing},
         offers::Trigger,
-        Driver, DriverConfig, Emit, MemoryState, Output, Source,
+        Driver, DriverConfig, MemoryState, Outbound, Output, Source,
     };
     let mut h = Harness::new().await;
     h.config.kafka.watermark_idle_timeout = Duration::from_secs(3600);
@@ -577,7 +558,7 @@ async fn kafka_pipeline_and_driver_decide_identically() {
 
     let key = |d: &Decision| (d.decision_id.clone(), d.outcome(), d.offer_id.clone());
     let mut want: Vec<_> =
-        expected.emits.iter().filter_map(|e| if let Emit::Decision(d) = e { Some(key(d)) } else { None }).collect();
+        expected.emits.iter().filter_map(|e| if let Outbound::Decision(d) = e { Some(key(d)) } else { None }).collect();
     let mut got: Vec<_> = decisions(&h).iter().map(key).collect();
     want.sort();
     got.sort();
@@ -590,8 +571,11 @@ async fn kafka_pipeline_and_driver_decide_identically() {
     assert_eq!(got, want, "decisions differ between the Kafka pipeline and the driver");
     let mut sent_ids: Vec<String> =
         [&t.push.name, &t.stories.name].iter().flat_map(|topic| offers(&h, topic)).map(|o| o.offer_id).collect();
-    let mut want_ids: Vec<String> =
-        expected.emits.iter().filter_map(|e| if let Emit::Offer(o) = e { Some(o.offer_id.clone()) } else { None }).collect();
+    let mut want_ids: Vec<String> = expected
+        .emits
+        .iter()
+        .filter_map(|e| if let Outbound::Offer(o) = e { Some(o.offer_id.clone()) } else { None })
+        .collect();
     sent_ids.sort();
     want_ids.sort();
     assert_eq!(sent_ids, want_ids, "offers differ");

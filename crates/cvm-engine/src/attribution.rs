@@ -23,7 +23,6 @@
 //! The programme as a whole is the campaign `""`: every customer, by whether
 //! they are in the global control group, over all their purchases.
 
-
 use crate::{
     profile::{Exposure, Profile, Totals, MAX_EXPOSURES},
     time::DAY_MS,

@@ -14,23 +14,25 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer, Outcome, Score};
+use cvm_proto::v1::{
+    AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer, Outcome, Score,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    telemetry,
     attribution::{self, Group},
+    catalog::Catalog,
+    events::{Event, EventKind, EventResult},
     features::{EventFacts, Features},
     holdout::{self, GLOBAL_SCOPE},
     ids,
     models::{self, bandit, vector, ArmCounts, ArmKey, ColdStart, ModelSettings, Scorer, Source, Valuation},
-    events::{Event, EventKind, EventResult},
-    catalog::Catalog,
     offers::{OfferDefinition, Trigger},
-    policy::{ContactPolicy, Resolved, Verdict},
+    policy::{ContactPolicy, OfferPolicy, Verdict},
     profile::{contact_hash, Contact, Profile, Response, NO_DECILE},
-    time::DAY_MS,
     score::score,
+    telemetry,
+    time::DAY_MS,
     timers::{Timer, TimerKey, TimerKind},
     StateTxn, StoreError,
 };
@@ -72,7 +74,7 @@ impl Default for EngineConfig {
 
 /// Something to publish, produced by a decision.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Emit {
+pub enum Outbound {
     /// A decision (always emitted when offers were considered).
     Decision(Decision),
     /// An offer to deliver.
@@ -86,14 +88,14 @@ pub enum Emit {
 
 /// The result of [`Engine::process`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct Processed {
+pub struct EventOutput {
     /// What happened to the event.
     pub result: EventResult,
     /// What to publish.
-    pub emits: Vec<Emit>,
+    pub emits: Vec<Outbound>,
 }
 
-impl Processed {
+impl EventOutput {
     fn just(result: EventResult) -> Self {
         Self { result, emits: Vec::new() }
     }
@@ -206,28 +208,28 @@ impl Engine {
         partition: u32,
         event: &Event,
         now_ms: i64,
-    ) -> Result<Processed, StoreError> {
+    ) -> Result<EventOutput, StoreError> {
         if let Some(reason) = event.invalid_reason() {
-            return Ok(Processed::just(EventResult::Invalid(reason)));
+            return Ok(EventOutput::just(EventResult::Invalid(reason)));
         }
         if let Event::App(app) = event {
             if app.customer_id.is_empty() {
                 return Ok(match txn.customer_of_device(partition, &app.device_id)? {
-                    Some(customer_id) => Processed {
+                    Some(customer_id) => EventOutput {
                         result: EventResult::Rekeyed,
-                        emits: vec![Emit::Rekeyed(AppEvent { customer_id, ..app.clone() })],
+                        emits: vec![Outbound::Rekeyed(AppEvent { customer_id, ..app.clone() })],
                     },
-                    None => Processed::just(EventResult::Anonymous),
+                    None => EventOutput::just(EventResult::Anonymous),
                 });
             }
         }
         if let Event::Erase(request) = event {
             // Erasure is idempotent: a repeated request erases (nothing) and confirms again.
             let emits = self.erase(txn, partition, request, now_ms)?;
-            return Ok(Processed { result: EventResult::Applied, emits });
+            return Ok(EventOutput { result: EventResult::Applied, emits });
         }
         if !txn.first_sighting(partition, event.event_id())? {
-            return Ok(Processed::just(EventResult::Duplicate));
+            return Ok(EventOutput::just(EventResult::Duplicate));
         }
         let customer_id = match event {
             Event::Identify(i) => &i.customer_id,
@@ -275,7 +277,7 @@ impl Engine {
             emits = self.decide(txn, partition, &mut profile, customer_id, &cause, facts, &candidates, now_ms)?;
         }
         txn.put_profile(partition, customer_id, profile)?;
-        Ok(Processed { result: EventResult::Applied, emits })
+        Ok(EventOutput { result: EventResult::Applied, emits })
     }
 
     /// Counts the contacts a purchase at `at_ms` converts as bandit
@@ -400,7 +402,7 @@ impl Engine {
         partition: u32,
         timer: &Timer,
         now_ms: i64,
-    ) -> Result<Vec<Emit>, StoreError> {
+    ) -> Result<Vec<Outbound>, StoreError> {
         let key = timer.key();
         if txn.timer_due(partition, &key)? != Some(timer.due_ms) {
             return Ok(Vec::new());
@@ -453,7 +455,7 @@ impl Engine {
         customer_id: &str,
         def: &Arc<OfferDefinition>,
         now_ms: i64,
-    ) -> Result<Vec<Emit>, StoreError> {
+    ) -> Result<Vec<Outbound>, StoreError> {
         if !def.is_live(now_ms) {
             return Ok(Vec::new());
         }
@@ -479,7 +481,7 @@ impl Engine {
         facts: EventFacts<'_>,
         candidates: &[&Arc<OfferDefinition>],
         now_ms: i64,
-    ) -> Result<Vec<Emit>, StoreError> {
+    ) -> Result<Vec<Outbound>, StoreError> {
         let Some(first) = candidates.first() else {
             return Ok(Vec::new());
         };
@@ -528,7 +530,7 @@ impl Engine {
             (eligible, reason, segment, customer)
         };
         if let Some(reason) = ineligible_reason {
-            return Ok(vec![Emit::Decision(Decision {
+            return Ok(vec![Outbound::Decision(Decision {
                 decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
                 outcome: Outcome::Ineligible as i32,
                 reason,
@@ -565,7 +567,7 @@ impl Engine {
                 s.control_propensity * 100.0,
                 s.model_version
             );
-            return Ok(vec![Emit::Decision(Decision {
+            return Ok(vec![Outbound::Decision(Decision {
                 decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
                 outcome: Outcome::NotIncremental as i32,
                 reason,
@@ -624,7 +626,7 @@ impl Engine {
                 reason: format!("in the global control group ({} %)", self.config.global_control_percent),
                 ..base.clone()
             };
-            return Ok(vec![Emit::Decision(with_offer(best, v, d))]);
+            return Ok(vec![Outbound::Decision(with_offer(best, v, d))]);
         }
 
         // A cascade's follow-up channel is held back for the follow-up,
@@ -652,7 +654,7 @@ impl Engine {
             let decision_id = ids::decision_id(&cause.id, channel);
             let decision = Decision { decision_id: decision_id.clone(), channel: channel as i32, ..base.clone() };
             let verdict = |outcome: Outcome, reason: String, (d, v): &(&OfferDefinition, Valuation)| {
-                Emit::Decision(with_offer(d, v, Decision { outcome: outcome as i32, reason, ..decision.clone() }))
+                Outbound::Decision(with_offer(d, v, Decision { outcome: outcome as i32, reason, ..decision.clone() }))
             };
             if !profile.reach.reaches(channel) {
                 let reason = format!("{} not reachable (app, token or consent missing)", channel.as_str_name());
@@ -751,8 +753,8 @@ impl Engine {
                 txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
             }
             let decision = Decision { outcome: Outcome::Treated as i32, offer_id: offer.offer_id.clone(), ..decision };
-            emits.push(Emit::Decision(with_offer(best, valuation, decision)));
-            emits.push(Emit::Offer(offer));
+            emits.push(Outbound::Decision(with_offer(best, valuation, decision)));
+            emits.push(Outbound::Offer(offer));
         }
         Ok(emits)
     }
@@ -781,8 +783,8 @@ impl Engine {
     }
 
     /// The contact policy for `offer`: global, its campaign's and its own.
-    fn resolve<'a>(&'a self, offer: &'a OfferDefinition) -> Resolved<'a> {
-        Resolved {
+    fn resolve<'a>(&'a self, offer: &'a OfferDefinition) -> OfferPolicy<'a> {
+        OfferPolicy {
             global: &self.policy,
             campaign: self.campaign(&offer.doc.campaign_id).policy,
             offer: &offer.doc.contact_policy,
@@ -798,7 +800,7 @@ impl Engine {
         partition: u32,
         request: &EraseRequest,
         now_ms: i64,
-    ) -> Result<Vec<Emit>, StoreError> {
+    ) -> Result<Vec<Outbound>, StoreError> {
         let customer_id = &request.customer_id;
         let profile = txn.profile(partition, customer_id)?;
         let devices = profile.as_ref().map_or(&[][..], |p| p.devices.as_slice());
@@ -812,7 +814,7 @@ impl Engine {
         for key in &timers {
             txn.cancel_timer(partition, key)?;
         }
-        Ok(vec![Emit::Erased(ErasureConfirmation {
+        Ok(vec![Outbound::Erased(ErasureConfirmation {
             request_id: request.request_id.clone(),
             customer_id: customer_id.clone(),
             erased_at_ms: now_ms,

@@ -74,7 +74,7 @@ pub enum EventResult {
     Duplicate,
     /// Anonymous device not yet identified; counted, not applied.
     Anonymous,
-    /// Re-keyed to its customer (see [`Emit::Rekeyed`]).
+    /// Re-keyed to its customer (see [`Outbound::Rekeyed`]).
     Rekeyed,
     /// Cannot be applied; goes to the dead-letter topic with this reason.
     Invalid(&'static str),

@@ -11,7 +11,7 @@
 //! event → [`Profile`] update → [`timers`] set or cancelled → triggered
 //! offers from the [`Catalog`] → [`features`] → eligibility (compiled CEL)
 //! → priority and [`score`] → best offer per channel → contact [`policy`]
-//! (fatigue, caps, gaps, quiet hours) → [`holdout`] → [`Emit`]s for the
+//! (fatigue, caps, gaps, quiet hours) → [`holdout`] → [`Outbound`]s for the
 //! outbox; decisions and purchases feed the [`attribution`] aggregates.
 //! Timers and sweeps enter the same path at "triggered offers".
 //!
@@ -51,13 +51,13 @@ pub mod telemetry;
 pub mod time;
 pub mod timers;
 
+pub use catalog::{Catalog, ConfigDocument};
 pub use driver::{Driver, DriverConfig, Output, Source};
-pub use engine::{Emit, Engine, EngineConfig, Processed};
+pub use engine::{Engine, EngineConfig, EventOutput, Outbound};
+pub use error::StoreError;
 pub use events::{Event, EventKind, EventResult};
 pub use memory::MemoryState;
-pub use catalog::{Catalog, ConfigDocument};
 pub use offers::{OfferDefinition, OfferDocument, OfferError};
 pub use profile::Profile;
-pub use error::StoreError;
 pub use state::StateTxn;
 pub use timers::{Timer, TimerKey, TimerKind};

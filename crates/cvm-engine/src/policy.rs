@@ -5,8 +5,8 @@
 //! config topic). Campaign and offer documents carry a [`PolicyOverride`]:
 //! its caps are *added* and count only that campaign's or offer's contacts;
 //! its other settings *replace* the global ones for that offer (offer over
-//! campaign over global). [`Resolved`] is that merge for one offer, and
-//! [`Resolved::check`] the verdict for one contact, in a fixed order:
+//! campaign over global). [`OfferPolicy`] is that merge for one offer, and
+//! [`OfferPolicy::check`] the verdict for one contact, in a fixed order:
 //!
 //! 1. fatigue: the offer was ignored too often lately → suppressed;
 //! 2. dismiss cooldown: a push was dismissed lately → no push (suppressed);
@@ -326,7 +326,7 @@ pub enum Verdict {
 /// The policy for one offer: global defaults with its campaign's and its own
 /// overrides applied.
 #[derive(Debug, Clone, Copy)]
-pub struct Resolved<'a> {
+pub struct OfferPolicy<'a> {
     /// The global policy.
     pub global: &'a ContactPolicy,
     /// The campaign's settings, if it has a document.
@@ -337,7 +337,7 @@ pub struct Resolved<'a> {
 
 /// Hashed ids of the contact being considered, as stored on [`Contact`]s.
 #[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
+pub struct ContactKey<'a> {
     /// Offer definition id.
     pub offer_id: &'a str,
     /// Campaign id.
@@ -348,7 +348,7 @@ pub struct Subject<'a> {
     pub campaign: u64,
 }
 
-impl Resolved<'_> {
+impl OfferPolicy<'_> {
     fn pick<T: Copy>(&self, f: impl Fn(&PolicyOverride) -> Option<T>, global: T) -> T {
         f(self.offer).or_else(|| self.campaign.and_then(&f)).unwrap_or(global)
     }
@@ -380,7 +380,7 @@ impl Resolved<'_> {
     pub fn check(
         &self,
         profile: &Profile,
-        subject: Subject<'_>,
+        subject: ContactKey<'_>,
         channel: Channel,
         now_ms: i64,
         earlier: usize,

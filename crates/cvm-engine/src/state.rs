@@ -2,9 +2,9 @@
 
 use crate::{
     error::StoreError,
-    stats::{Stats, StatsKey},
     models::{ArmCounts, ArmKey},
     profile::Profile,
+    stats::{Stats, StatsKey},
     timers::{Timer, TimerKey},
 };
 

@@ -31,7 +31,8 @@ pub enum TimerKind {
 
 impl TimerKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [TimerKind; 4] = [TimerKind::Delayed, TimerKind::Inactivity, TimerKind::Cascade, TimerKind::Deferred];
+    pub const ALL: [TimerKind; 4] =
+        [TimerKind::Delayed, TimerKind::Inactivity, TimerKind::Cascade, TimerKind::Deferred];
 
     /// Lower-case name, for ids, logs and metrics.
     pub fn name(self) -> &'static str {

@@ -3,7 +3,7 @@
 mod support;
 
 use cvm_engine::{
-    offers::OfferDefinition, Catalog, Emit, Engine, EngineConfig, Event, EventResult, MemoryState, OfferDocument,
+    offers::OfferDefinition, Catalog, Engine, EngineConfig, Event, EventResult, MemoryState, OfferDocument, Outbound,
     StateTxn,
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Identify, Outcome, Purchase, PurchaseLine};
@@ -129,7 +129,7 @@ fn ineligible_and_unreachable_are_decisions_with_reasons() {
     let strict = with_doc(|d| d.eligibility = Some("has_app && orders_90d >= 2".into()));
     let e = Engine::new(config(0.0), Catalog::new([strict]));
     let out = e.process(&mut s, 0, &add_to_cart("a2", "u1", HOUR), HOUR).unwrap();
-    let Emit::Decision(d) = &out.emits[0] else { panic!() };
+    let Outbound::Decision(d) = &out.emits[0] else { panic!() };
     assert_eq!(d.outcome(), Outcome::Ineligible);
     assert!(d.reason.contains("cart-sushi v3: `orders_90d >= 2` is false"), "{}", d.reason);
     assert_eq!(d.offer_version, 3, "decisions record the offer version");
@@ -181,7 +181,7 @@ fn anonymous_devices_are_rekeyed_once_identified() {
     e.process(&mut s, 0, &id, 0).unwrap();
     let out = e.process(&mut s, 0, &anon, 0).unwrap();
     assert_eq!(out.result, EventResult::Rekeyed);
-    assert!(matches!(&out.emits[..], [Emit::Rekeyed(a)] if a.customer_id == "c9" && a.event_id == "v1"));
+    assert!(matches!(&out.emits[..], [Outbound::Rekeyed(a)] if a.customer_id == "c9" && a.event_id == "v1"));
 }
 
 #[test]

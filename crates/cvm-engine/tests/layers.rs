@@ -58,8 +58,7 @@ fn referenced_modules(code: &str, names: &BTreeMap<String, String>) -> BTreeSet<
                     '}' => depth -= 1,
                     ',' if depth == 0 => item_start = true,
                     c if item_start && (c.is_alphanumeric() || c == '_') => {
-                        let word: String =
-                            tree[j..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                        let word: String = tree[j..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                         items.push(word);
                         item_start = false;
                     }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use cvm_engine::{
     attribution::Group,
-    ConfigDocument,
     policy::{QuietHours, TimeOfDay},
-    Catalog, Engine, EngineConfig, Event, MemoryState, OfferDefinition, StateTxn,
+    Catalog, ConfigDocument, Engine, EngineConfig, Event, MemoryState, OfferDefinition, StateTxn,
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, EraseRequest, Identify, Outcome};
 use support::*;
@@ -422,7 +421,7 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
     let erase =
         Event::Erase(EraseRequest { request_id: "r1".into(), customer_id: "a".into(), timestamp_ms: 101 * DAY });
     let out = e.process(&mut s, 0, &erase, 101 * DAY).unwrap();
-    let [cvm_engine::Emit::Erased(confirmation)] = &out.emits[..] else { panic!("{:?}", out.emits) };
+    let [cvm_engine::Outbound::Erased(confirmation)] = &out.emits[..] else { panic!("{:?}", out.emits) };
     assert!(confirmation.profile_erased);
     assert_eq!((confirmation.timers_removed, confirmation.devices_unlinked), (1, 1));
     assert_eq!(confirmation.request_id, "r1");
@@ -433,5 +432,5 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
     // Nothing fires for the erased customer; a repeated request confirms again.
     assert!(fire_due(&e, &mut s, 102 * DAY).is_empty());
     let again = e.process(&mut s, 0, &erase, 101 * DAY).unwrap();
-    assert!(matches!(&again.emits[..], [cvm_engine::Emit::Erased(c)] if !c.profile_erased));
+    assert!(matches!(&again.emits[..], [cvm_engine::Outbound::Erased(c)] if !c.profile_erased));
 }

@@ -2,7 +2,7 @@
 
 use cvm_engine::{
     attribution::{Group, Stats, StatsKey},
-    Emit, Event,
+    Event, Outbound,
 };
 use cvm_proto::{
     decode, encode,
@@ -70,18 +70,18 @@ pub fn input_message<'t>(topics: &'t Topics, event: &Event) -> (&'t str, Vec<u8>
 }
 
 /// The outbox entry that publishes `emit`.
-pub(crate) fn outbox_entry(topics: &Topics, emit: &Emit) -> OutboxEntry {
+pub(crate) fn outbox_entry(topics: &Topics, emit: &Outbound) -> OutboxEntry {
     let (topic, key, payload) = match emit {
-        Emit::Decision(d) => (&topics.decisions.name, &d.customer_id, encode(topics.decisions.format, d)),
-        Emit::Offer(o) => {
+        Outbound::Decision(d) => (&topics.decisions.name, &d.customer_id, encode(topics.decisions.format, d)),
+        Outbound::Offer(o) => {
             let spec = if o.channel() == Channel::Push { &topics.push } else { &topics.stories };
             (&spec.name, &o.customer_id, encode(spec.format, o))
         }
-        Emit::Rekeyed(e) => {
+        Outbound::Rekeyed(e) => {
             let envelope = AppEnvelope { event: Some(app_envelope::Event::AppEvent(e.clone())) };
             (&topics.app.name, &e.customer_id, encode(topics.app.format, &envelope))
         }
-        Emit::Erased(c) => {
+        Outbound::Erased(c) => {
             let spec = &topics.erasure_confirmations;
             (&spec.name, &c.customer_id, encode(spec.format, c))
         }

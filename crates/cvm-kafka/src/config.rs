@@ -2,8 +2,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use cvm_proto::Format;
 use cvm_engine::driver::Clock;
+use cvm_proto::Format;
 use serde::{Deserialize, Serialize};
 
 /// A topic and the encoding of its messages.

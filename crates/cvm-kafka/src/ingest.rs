@@ -24,8 +24,8 @@ use std::{
 
 use cvm_engine::{
     attribution::{Stats, StatsKey},
-    driver::ScanPacing,
     catalog::LiveCatalog,
+    driver::ScanPacing,
     Driver, DriverConfig, Engine, EventResult, Output, Source,
 };
 use cvm_store::{Batch, Store};
@@ -37,8 +37,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     codec::{dead_letter, decode_event, outbox_entry, stats_entry, Input},
-    meters::{Ingested, Meters, Tally},
     consumer::{consumer, SeekToStoredOffsets},
+    meters::{BatchCounts, Ingested, Meters},
     ClientError, KafkaConfig,
 };
 
@@ -174,10 +174,10 @@ impl Ingest {
         let Self { consumer, applier } = self;
         let store = applier.store.clone();
         let mut batch = store.begin();
-        let mut tally = Tally::default();
+        let mut counts = BatchCounts::default();
         let mut last_offsets: Vec<(String, i32, i64)> = Vec::new();
         let mut deadline = None::<Instant>;
-        while deadline.is_none_or(|d| Instant::now() < d) && tally.messages() < applier.config.batch_max_events {
+        while deadline.is_none_or(|d| Instant::now() < d) && counts.messages() < applier.config.batch_max_events {
             let timeout = deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(Instant::now()));
             let msg = match consumer.poll(timeout) {
                 None => break,
@@ -194,7 +194,7 @@ impl Ingest {
                 applier.driver.begin();
                 deadline = Some(Instant::now() + applier.config.batch_max_wait);
             }
-            applier.handle(&mut batch, &msg, &mut tally)?;
+            applier.handle(&mut batch, &msg, &mut counts)?;
             match last_offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
                 Some(entry) => entry.2 = msg.offset(),
                 None => last_offsets.push((msg.topic().to_owned(), msg.partition(), msg.offset())),
@@ -203,7 +203,7 @@ impl Ingest {
         if last_offsets.is_empty() {
             return Ok(());
         }
-        applier.commit(batch, &tally)?;
+        applier.commit(batch, &counts)?;
         for (topic, partition, offset) in &last_offsets {
             // For lag monitoring only (the stored state is the truth);
             // librdkafka stores the offset after the one given.
@@ -231,22 +231,27 @@ impl Applier {
         let store = self.store.clone();
         let mut batch = store.begin();
         self.driver.begin();
-        let (wall, mut out, mut tally) = (wall_ms(), Output::default(), Tally::default());
+        let (wall, mut out, mut counts) = (wall_ms(), Output::default(), BatchCounts::default());
         let mut changed = self.driver.tick(&mut batch, partitions, wall, &mut out)?;
         let scans = self.driver.advance_scans(&mut batch, partitions, wall, &mut out)?;
         changed |= scans.iter().any(|s| s.changed);
-        tally.scans(scans);
+        counts.scans(scans);
         if !changed {
             (self.on_commit)(&[]);
             return Ok(());
         }
-        self.queue(&mut batch, &out, &mut tally);
-        self.commit(batch, &tally)
+        self.queue(&mut batch, &out, &mut counts);
+        self.commit(batch, &counts)
     }
 
     /// Decodes one message and hands it to the driver; dead-letters what
     /// cannot be decoded or applied.
-    fn handle(&mut self, batch: &mut Batch<'_>, msg: &BorrowedMessage<'_>, tally: &mut Tally) -> Result<(), IngestError> {
+    fn handle(
+        &mut self,
+        batch: &mut Batch<'_>,
+        msg: &BorrowedMessage<'_>,
+        counts: &mut BatchCounts,
+    ) -> Result<(), IngestError> {
         let topics = &self.config.topics;
         let (input, index) = Input::of(topics, msg.topic());
         batch.set_next_offset(msg.topic(), msg.partition(), msg.offset() + 1);
@@ -259,7 +264,7 @@ impl Applier {
             Err(reason) => {
                 warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %reason, "Undecodable event sent to the dead-letter topic.");
                 batch.publish(dead(&reason));
-                tally.ingested(index, Ingested::DeadLettered);
+                counts.ingested(index, Ingested::DeadLettered);
                 return Ok(());
             }
         };
@@ -274,23 +279,23 @@ impl Applier {
             warn!(topic = msg.topic(), offset = msg.offset(), reason, "Invalid event sent to the dead-letter topic.");
             batch.publish(dead(reason));
         }
-        tally.ingested(index, Ingested::of(&result));
-        self.queue(batch, &out, tally);
+        counts.ingested(index, Ingested::of(&result));
+        self.queue(batch, &out, counts);
         self.meters.latency.record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// Queues what the driver produced in the outbox.
-    fn queue(&self, batch: &mut Batch<'_>, out: &Output, tally: &mut Tally) {
-        tally.output(out);
+    fn queue(&self, batch: &mut Batch<'_>, out: &Output, counts: &mut BatchCounts) {
+        counts.output(out);
         for emit in &out.emits {
             batch.publish(outbox_entry(&self.config.topics, emit));
         }
     }
 
     /// Publishes the attribution totals the batch changed on the stats topic
-    /// in the same write, commits, and flushes the tally.
-    fn commit(&mut self, mut batch: Batch<'_>, tally: &Tally) -> Result<(), IngestError> {
+    /// in the same write, commits, and flushes the counts.
+    fn commit(&mut self, mut batch: Batch<'_>, counts: &BatchCounts) -> Result<(), IngestError> {
         let started = Instant::now();
         let totals = batch.stats_totals()?;
         for (partition, key, total) in &totals {
@@ -302,7 +307,7 @@ impl Applier {
         if committed.outbox > 0 {
             self.wake.notify_one();
         }
-        self.meters.flush(tally);
+        self.meters.flush(counts);
         Ok(())
     }
 }

@@ -21,11 +21,11 @@
 mod admin;
 mod codec;
 mod config;
+mod consumer;
 mod ingest;
 mod meters;
 mod offers_topic;
 mod publisher;
-mod consumer;
 
 pub use admin::{ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};

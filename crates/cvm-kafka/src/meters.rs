@@ -1,11 +1,11 @@
 //! The ingest loop's metrics: handles registered once, and a per-batch
-//! tally flushed to them after the batch committed, so a rolled-back batch
+//! counts flushed to them after the batch committed, so a rolled-back batch
 //! counts nothing.
 
 use cvm_engine::{
     driver::ScanReport,
     telemetry::{self, OUTCOMES},
-    Emit, EventResult, Output, TimerKind,
+    EventResult, Outbound, Output, TimerKind,
 };
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 
@@ -63,7 +63,7 @@ impl Meters {
     }
 
     /// Adds a committed batch's counts.
-    pub(crate) fn flush(&self, t: &Tally) {
+    pub(crate) fn flush(&self, t: &BatchCounts) {
         for (i, per_input) in t.ingested.iter().enumerate() {
             for (r, n) in per_input.iter().enumerate().filter(|(_, n)| **n > 0) {
                 self.ingested[i][r].increment(*n);
@@ -99,7 +99,7 @@ impl Meters {
 
 /// Counts of one batch, flushed to the meters after commit.
 #[derive(Default)]
-pub(crate) struct Tally {
+pub(crate) struct BatchCounts {
     ingested: [[u64; 5]; 3],
     outcomes: [u64; OUTCOMES.len()],
     offers: [u64; 3],
@@ -108,7 +108,7 @@ pub(crate) struct Tally {
     scans: Vec<ScanReport>,
 }
 
-impl Tally {
+impl BatchCounts {
     /// One input message of input `input` (purchases 0, app 1, erasure 2).
     pub(crate) fn ingested(&mut self, input: usize, result: Ingested) {
         self.ingested[input][result as usize] += 1;
@@ -123,10 +123,10 @@ impl Tally {
     pub(crate) fn output(&mut self, out: &Output) {
         for emit in &out.emits {
             match emit {
-                Emit::Decision(d) => self.outcomes[d.outcome as usize % OUTCOMES.len()] += 1,
-                Emit::Offer(o) => self.offers[o.channel as usize % 3] += 1,
-                Emit::Rekeyed(_) => {}
-                Emit::Erased(_) => self.erasures += 1,
+                Outbound::Decision(d) => self.outcomes[d.outcome as usize % OUTCOMES.len()] += 1,
+                Outbound::Offer(o) => self.offers[o.channel as usize % 3] += 1,
+                Outbound::Rekeyed(_) => {}
+                Outbound::Erased(_) => self.erasures += 1,
             }
         }
         for (total, n) in self.timers.iter_mut().zip(out.timers_fired) {

@@ -79,7 +79,8 @@ impl OffersReader {
 
     fn apply(&self, msg: &BorrowedMessage<'_>) {
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let status = self.catalog.apply(&key, msg.payload(), now_ms);
         let spec = &self.config.topics.config_status;
         let payload = encode(spec.format, &status);

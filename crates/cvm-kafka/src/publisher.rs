@@ -6,9 +6,9 @@
 
 use std::{sync::Arc, time::Duration};
 
+use cvm_engine::telemetry;
 use cvm_store::Store;
 use futures::future::join_all;
-use cvm_engine::telemetry;
 use metrics::{counter, gauge};
 use rdkafka::{
     message::{Header, OwnedHeaders},
@@ -18,7 +18,7 @@ use rdkafka::{
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use crate::{client_config,  ClientError, KafkaConfig};
+use crate::{client_config, ClientError, KafkaConfig};
 
 /// Entries sent per round.
 const CHUNK: usize = 5_000;

@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use cvm_engine::{
-    time::DAY_MS, Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
+    time::DAY_MS, Catalog, ConfigDocument, Driver, Engine, EngineConfig, Event, MemoryState, OfferDefinition, Outbound,
     Output, Source,
 };
 use cvm_proto::v1::Purchase;
@@ -51,9 +51,9 @@ struct World {
 }
 
 impl World {
-    fn react(&mut self, emits: Vec<Emit>) {
+    fn react(&mut self, emits: Vec<Outbound>) {
         for emit in emits {
-            if let Emit::Offer(offer) = emit {
+            if let Outbound::Offer(offer) = emit {
                 if let Some(p) = self.responder.respond(&offer) {
                     self.responses.insert((p.timestamp_ms, p.event_id.clone()), p);
                 }

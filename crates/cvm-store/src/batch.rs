@@ -210,7 +210,6 @@ impl Batch<'_> {
     }
 }
 
-
 impl TimerQueue for Batch<'_> {
     /// Pending timers of `partition` due at or before `now_ms` as this batch
     /// sees them (committed ones it has not changed, plus those it set),

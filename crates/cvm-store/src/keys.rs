@@ -3,8 +3,8 @@
 //! partition's state is one contiguous range.
 
 use cvm_engine::{
-    driver::SweepProgress,
     attribution::{Group, Stats, StatsKey},
+    driver::SweepProgress,
     models::ArmKey,
     StoreError,
 };

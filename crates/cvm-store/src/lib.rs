@@ -38,9 +38,9 @@ mod batch;
 mod keys;
 mod outbox;
 mod reads;
-mod txn;
 #[cfg(test)]
 mod tests;
+mod txn;
 
 use std::{
     path::{Path, PathBuf},
@@ -229,11 +229,9 @@ impl Store {
         self.db.cf_handle(name).expect("column families are created at open")
     }
 
-
     /// Flushes memtables to disk (used at shutdown so restarts replay little WAL).
     pub fn flush(&self) -> Result<(), StoreError> {
         let cfs: Vec<_> = ALL_CFS.iter().map(|n| self.cf(n)).collect();
         self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default()).map_err(backend)
     }
 }
-

@@ -22,7 +22,6 @@ pub struct OutboxEntry {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-
 impl Store {
     /// Up to `limit` outbox entries with sequence numbers from `from_seq` on,
     /// oldest first. Starting past removed entries keeps the read from

@@ -210,4 +210,3 @@ fn sweep_progress_and_customer_pages() {
     assert_eq!(store.sweep_progress("storm", 2, 5).unwrap(), Some(SweepProgress::After("c1".into())));
     assert_eq!(store.sweep_progress("storm", 3, 5).unwrap(), None, "per version");
 }
-

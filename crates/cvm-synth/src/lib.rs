@@ -10,11 +10,11 @@
 //! time order, one simulated day at a time, so memory stays flat for any
 //! number of days. A [`Responder`] adds how customers react to offers.
 
-mod hidden;
 mod responder;
+mod responsiveness;
 
-pub use hidden::{Responsiveness, TypedResponder};
 pub use responder::{Effect, Responder};
+pub use responsiveness::{Responsiveness, TypedResponder};
 
 use cvm_engine::Event;
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseChannel, PurchaseLine};

@@ -217,64 +217,64 @@ pub fn lint(files: &[PathBuf]) -> anyhow::Result<bool> {
 /// `cvm offers publish`: lint, then publish to the config topic.
 pub fn publish(files: &[PathBuf], brokers: String, topic: String) -> anyhow::Result<bool> {
     let Some(docs) = lint_files(files)? else {
-            println!("nothing published: fix the documents above first");
-            return Ok(false);
-        };
-        let k = kafka_config(brokers, topic);
-        let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.key(), text)).collect();
-        cvm_kafka::publish_documents(&k, &msgs, Duration::from_secs(30))?;
-        println!(
-            "published {} document(s) to {}; engines report acceptance on {}",
-            msgs.len(),
-            k.topics.offers_config,
-            k.topics.config_status.name
-        );
+        println!("nothing published: fix the documents above first");
+        return Ok(false);
+    };
+    let k = kafka_config(brokers, topic);
+    let msgs: Vec<(String, Vec<u8>)> = docs.into_iter().map(|(d, text)| (d.key(), text)).collect();
+    cvm_kafka::publish_documents(&k, &msgs, Duration::from_secs(30))?;
+    println!(
+        "published {} document(s) to {}; engines report acceptance on {}",
+        msgs.len(),
+        k.topics.offers_config,
+        k.topics.config_status.name
+    );
     Ok(true)
 }
 
 /// `cvm offers list`: the documents on the config topic.
 pub fn list(brokers: String, topic: String) -> anyhow::Result<()> {
-        let k = kafka_config(brokers, topic);
-        let docs = cvm_kafka::read_documents(&k, Duration::from_secs(30))?;
-        println!("{:<32} {:>7} {:<8} {:<11} campaign", "key", "version", "status", "trigger");
-        for (key, value) in docs {
-            let Some(value) = value else { continue };
-            match ConfigDocument::parse(&key, &value) {
-                Ok(ConfigDocument::Offer(d)) => println!(
-                    "{:<32} {:>7} {:<8} {:<11} {}",
-                    d.id(),
-                    d.version(),
-                    format!("{:?}", d.doc.status).to_lowercase(),
-                    trigger_kind(&d),
-                    d.doc.campaign_id
-                ),
-                Ok(doc) => println!("{key:<32} {:>7}", doc.version()),
-                Err(e) => println!("{key:<32} {:>7} rejected: {}", "-", e.errors.join(" | ")),
-            }
+    let k = kafka_config(brokers, topic);
+    let docs = cvm_kafka::read_documents(&k, Duration::from_secs(30))?;
+    println!("{:<32} {:>7} {:<8} {:<11} campaign", "key", "version", "status", "trigger");
+    for (key, value) in docs {
+        let Some(value) = value else { continue };
+        match ConfigDocument::parse(&key, &value) {
+            Ok(ConfigDocument::Offer(d)) => println!(
+                "{:<32} {:>7} {:<8} {:<11} {}",
+                d.id(),
+                d.version(),
+                format!("{:?}", d.doc.status).to_lowercase(),
+                trigger_kind(&d),
+                d.doc.campaign_id
+            ),
+            Ok(doc) => println!("{key:<32} {:>7}", doc.version()),
+            Err(e) => println!("{key:<32} {:>7} rejected: {}", "-", e.errors.join(" | ")),
         }
+    }
     Ok(())
 }
 
 /// `cvm offers simulate`: one offer against recorded events.
 pub fn simulate_offer(file: &Path, events: &Path, samples: usize) -> anyhow::Result<bool> {
-        let Some(mut docs) = lint_files(&[file.to_owned()])? else { return Ok(false) };
-        let (ConfigDocument::Offer(def), _) = docs.remove(0) else {
-            anyhow::bail!("{} is not an offer document; simulate takes an offer", file.display());
-        };
-        let def = *def;
-        let events = recorded::read(events)?;
-        let sim = simulate::simulate(def, &events, cvm_engine::EngineConfig::default(), samples);
-        print!("{}", sim.render());
+    let Some(mut docs) = lint_files(&[file.to_owned()])? else { return Ok(false) };
+    let (ConfigDocument::Offer(def), _) = docs.remove(0) else {
+        anyhow::bail!("{} is not an offer document; simulate takes an offer", file.display());
+    };
+    let def = *def;
+    let events = recorded::read(events)?;
+    let sim = simulate::simulate(def, &events, cvm_engine::EngineConfig::default(), samples);
+    print!("{}", sim.render());
     Ok(true)
 }
 
 /// `cvm offers schema`: the JSON Schema of a document kind.
 pub fn schema(kind: &str) -> anyhow::Result<()> {
-        let file = format!("{kind}.schema.json");
-        let Some((_, schema)) = document::json_schemas().into_iter().find(|(name, _)| *name == file) else {
-            anyhow::bail!("unknown kind {kind:?}; use offer, campaign or policy");
-        };
-        print!("{schema}");
+    let file = format!("{kind}.schema.json");
+    let Some((_, schema)) = document::json_schemas().into_iter().find(|(name, _)| *name == file) else {
+        anyhow::bail!("unknown kind {kind:?}; use offer, campaign or policy");
+    };
+    print!("{schema}");
     Ok(())
 }
 

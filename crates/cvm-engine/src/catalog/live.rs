@@ -56,7 +56,13 @@ impl LiveCatalog {
             self.update(|c| c.without_key(key));
             counter!(telemetry::CONFIG_DOCUMENTS, "result" => "deleted").increment(1);
             info!(key, "Config document deleted.");
-            return ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version: 0, errors: vec![], at_ms };
+            return ConfigStatus {
+                offer_definition_id: key.to_owned(),
+                accepted: true,
+                version: 0,
+                errors: vec![],
+                at_ms,
+            };
         };
         let current = self.current();
         let checked = ConfigDocument::parse(key, bytes).and_then(|doc| match current.version_of(key, &doc) {

@@ -15,7 +15,8 @@ use crate::{
     models::{Model, ModelArtifact, Scope, MODEL_KEY_PREFIX},
     offers::{
         campaign::{parse_document, version_problem},
-        CampaignDocument, OfferDefinition, OfferError, PolicyDocument, Status, Trigger, CAMPAIGN_KEY_PREFIX, POLICY_KEY,
+        CampaignDocument, OfferDefinition, OfferError, PolicyDocument, Status, Trigger, CAMPAIGN_KEY_PREFIX,
+        POLICY_KEY,
     },
 };
 

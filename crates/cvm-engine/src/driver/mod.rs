@@ -37,9 +37,9 @@ use std::{collections::HashMap, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    engine::{Emit, Engine},
-    events::{Event, EventResult},
     catalog::Catalog,
+    engine::{Engine, Outbound},
+    events::{Event, EventResult},
     timers::{Timer, TimerKind},
     StateTxn, StoreError,
 };
@@ -111,13 +111,13 @@ pub enum Source {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Output {
     /// What to publish: timers' decisions first, then the event's.
-    pub emits: Vec<Emit>,
+    pub emits: Vec<Outbound>,
     /// Timers fired, by [`TimerKind`] (`kind as usize`).
     pub timers_fired: [u64; TimerKind::ALL.len()],
 }
 
 impl Output {
-    fn fired(&mut self, timer: &Timer, emits: Vec<Emit>) {
+    fn fired(&mut self, timer: &Timer, emits: Vec<Outbound>) {
         self.timers_fired[timer.kind as usize] += 1;
         self.emits.extend(emits);
     }

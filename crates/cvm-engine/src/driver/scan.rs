@@ -161,7 +161,8 @@ impl Driver {
         now: i64,
         out: &mut Output,
     ) -> Result<ScanReport, StoreError> {
-        let mut report = ScanReport { offer_id: def.id().to_owned(), kind, scanned: 0, partitions_done: 0, changed: false };
+        let mut report =
+            ScanReport { offer_id: def.id().to_owned(), kind, scanned: 0, partitions_done: 0, changed: false };
         for &partition in partitions {
             let after = match state.sweep_progress(def.id(), version, partition)? {
                 Some(SweepProgress::Done) => {

@@ -245,12 +245,12 @@ impl ModelArtifact {
 /// An artifact ready to score: standardisation folded into the weights, so a
 /// prediction is one dot product over the raw vector.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Folded {
+pub(crate) struct ScoringWeights {
     intercept: f64,
     weights: Vector,
 }
 
-impl Folded {
+impl ScoringWeights {
     pub(crate) fn new(linear: &Linear, schema: &FeatureSchema) -> Self {
         let mut weights = [0.0; LEN];
         let mut intercept = linear.intercept;

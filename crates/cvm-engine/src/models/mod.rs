@@ -36,7 +36,7 @@ pub use drift::{DriftCheck, DriftMonitor};
 pub use vector::{Vector, FEATURES};
 
 use crate::{features::Features, offers::OfferDefinition, profile::NO_DECILE};
-use artifact::{sigmoid, Folded};
+use artifact::{sigmoid, ScoringWeights};
 
 /// Contributions listed per score.
 const CONTRIBUTIONS: usize = 3;
@@ -102,9 +102,9 @@ impl ModelSettings {
 pub struct Model {
     artifact: ModelArtifact,
     label: String,
-    treated: Folded,
-    control: Option<Folded>,
-    value: Folded,
+    treated: ScoringWeights,
+    control: Option<ScoringWeights>,
+    value: ScoringWeights,
     /// The three models' weights side by side per feature, in single
     /// precision with a zero fourth lane, so that a feature's products are
     /// one SIMD multiplication: [`Model::log_odds_and_value`].
@@ -125,9 +125,9 @@ impl Model {
     pub fn new(artifact: ModelArtifact) -> Self {
         let schema = &artifact.features;
         let series = artifact.reference.iter().map(|h| FEATURES.iter().position(|f| f.0 == h.name)).collect();
-        let treated = Folded::new(&artifact.treated, schema);
-        let control = artifact.control.as_ref().map(|c| Folded::new(c, schema));
-        let value = Folded::new(&artifact.value, schema);
+        let treated = ScoringWeights::new(&artifact.treated, schema);
+        let control = artifact.control.as_ref().map(|c| ScoringWeights::new(c, schema));
+        let value = ScoringWeights::new(&artifact.value, schema);
         let mut fused = [[0.0; 4]; vector::LEN];
         for (i, f) in fused.iter_mut().enumerate() {
             let weights = [treated.slope(i), control.as_ref().map_or(0.0, |c| c.slope(i)), value.slope(i), 0.0];

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     events::EventKind,
     features::{schema, Features},
-    policy::Subject,
+    policy::ContactKey,
     profile::contact_hash,
 };
 
@@ -326,8 +326,8 @@ impl OfferDefinition {
     }
 
     /// The offer as the contact policy sees it: ids and their contact hashes.
-    pub fn subject(&self) -> Subject<'_> {
-        Subject {
+    pub fn subject(&self) -> ContactKey<'_> {
+        ContactKey {
             offer_id: &self.doc.id,
             campaign_id: &self.doc.campaign_id,
             offer: self.offer_hash,

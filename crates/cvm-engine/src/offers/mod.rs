@@ -7,7 +7,7 @@ pub mod campaign;
 pub(crate) mod definition;
 pub mod document;
 
+pub use crate::events::EventKind;
 pub use campaign::{CampaignDocument, PolicyDocument, CAMPAIGN_KEY_PREFIX, POLICY_KEY};
 pub use definition::{OfferDefinition, OfferError};
-pub use crate::events::EventKind;
 pub use document::{ChannelName, OfferDocument, Status, Trigger};

@@ -161,9 +161,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             hist.record(s.elapsed().as_nanos() as u64)?;
             for e in &out.emits {
                 match e {
-                    cvm_engine::Emit::Decision(_) => decisions += 1,
-                    cvm_engine::Emit::Offer(_) => offers += 1,
-                    cvm_engine::Emit::Rekeyed(_) | cvm_engine::Emit::Erased(_) => {}
+                    cvm_engine::Outbound::Decision(_) => decisions += 1,
+                    cvm_engine::Outbound::Offer(_) => offers += 1,
+                    cvm_engine::Outbound::Rekeyed(_) | cvm_engine::Outbound::Erased(_) => {}
                 }
             }
             n += 1;

@@ -48,7 +48,7 @@ pub fn sample_offers() -> Vec<OfferDefinition> {
 mod tests {
     use std::collections::HashMap;
 
-    use cvm_engine::{Driver, Emit, Engine, MemoryState, Output, Source};
+    use cvm_engine::{Driver, Engine, MemoryState, Outbound, Output, Source};
     use cvm_proto::v1::{Channel, Outcome};
     use cvm_synth::{Retailer, RetailerConfig};
 
@@ -74,7 +74,7 @@ mod tests {
             let mut out = Output::default();
             driver.apply(&mut state, 0, Source::Input(0), &e.event, 0, &mut out).unwrap();
             for emit in out.emits {
-                if let Emit::Decision(d) = emit {
+                if let Outbound::Decision(d) = emit {
                     *seen.entry((d.channel(), d.outcome())).or_default() += 1;
                     *triggers.entry(format!("{}/{}", d.offer_definition_id, d.trigger)).or_default() += 1;
                 }

@@ -10,7 +10,7 @@
 use std::{collections::BTreeMap, collections::HashSet, fmt::Write};
 
 use cvm_engine::{
-    driver::Source, time::DAY_MS, Catalog, Driver, Emit, Engine, EngineConfig, Event, MemoryState, OfferDefinition,
+    driver::Source, time::DAY_MS, Catalog, Driver, Engine, EngineConfig, Event, MemoryState, OfferDefinition, Outbound,
     Output,
 };
 use cvm_proto::v1::{Channel, Offer, Outcome};
@@ -46,7 +46,7 @@ pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, sa
     let mut tally = |out: Output, sim: &mut Simulation| {
         for e in out.emits {
             match e {
-                Emit::Decision(d) => {
+                Outbound::Decision(d) => {
                     triggered.insert(d.customer_id.clone());
                     if d.outcome() != Outcome::Ineligible {
                         eligible.insert(d.customer_id.clone());
@@ -54,13 +54,13 @@ pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, sa
                     *sim.outcomes.entry((d.channel, d.outcome)).or_default() += 1;
                     *sim.triggers.entry(d.trigger.clone()).or_default() += 1;
                 }
-                Emit::Offer(o) => {
+                Outbound::Offer(o) => {
                     *sim.offers.entry(o.channel).or_default() += 1;
                     if sim.samples.len() < samples {
                         sim.samples.push(o);
                     }
                 }
-                Emit::Rekeyed(_) | Emit::Erased(_) => {}
+                Outbound::Rekeyed(_) | Outbound::Erased(_) => {}
             }
         }
     };

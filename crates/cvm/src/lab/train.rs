@@ -7,7 +7,7 @@ use std::path::Path;
 
 use cvm_engine::{
     models::{ModelArtifact, Scope},
-    Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, Event, MemoryState, Output, Source,
+    Catalog, ConfigDocument, Driver, Engine, EngineConfig, Event, MemoryState, Outbound, Output, Source,
 };
 use cvm_train::{
     dataset::{self, PurchaseLog, Target},
@@ -34,7 +34,7 @@ pub fn replay_and_train(
         let mut out = Output::default();
         driver.apply(&mut state, 0, Source::Input(0), event, 0, &mut out)?;
         decisions.extend(out.emits.into_iter().filter_map(|e| match e {
-            Emit::Decision(d) => Some(d),
+            Outbound::Decision(d) => Some(d),
             _ => None,
         }));
         if let Event::Purchase(p) = event {

@@ -31,7 +31,7 @@ use std::{
 use cvm_engine::{
     models::{ModelSettings, Scope},
     time::DAY_MS,
-    Catalog, ConfigDocument, Driver, Emit, Engine, EngineConfig, MemoryState, Output, Source,
+    Catalog, ConfigDocument, Driver, Engine, EngineConfig, MemoryState, Outbound, Output, Source,
 };
 use cvm_proto::v1::{Decision, Outcome};
 use cvm_synth::{Responsiveness, Retailer, RetailerConfig, TypedResponder};
@@ -171,7 +171,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
         let mut out = Output::default();
         driver.sweep_everyone(&mut state, &[0], &offer, at, &mut out)?;
         for e in out.emits {
-            let Emit::Decision(d) = e else { continue };
+            let Outbound::Decision(d) = e else { continue };
             let kind = types[d.customer_id.as_str()];
             if i == 2 {
                 *engine_outcomes.entry((kind, d.outcome().as_str_name().to_owned())).or_insert(0) += 1;

@@ -9,7 +9,9 @@ use std::{
 
 use cvm_engine::{
     attribution::{Stats, StatsKey},
-    telemetry::{CAMPAIGN_CONVERTERS, CAMPAIGN_CUSTOMERS, CAMPAIGN_INCREMENTAL_MARGIN, CAMPAIGN_MARGIN, CAMPAIGN_UPLIFT},
+    telemetry::{
+        CAMPAIGN_CONVERTERS, CAMPAIGN_CUSTOMERS, CAMPAIGN_INCREMENTAL_MARGIN, CAMPAIGN_MARGIN, CAMPAIGN_UPLIFT,
+    },
 };
 use cvm_kafka::CommittedStats;
 use cvm_report::Report;
@@ -59,4 +61,3 @@ fn export_report(report: &Report) {
         gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "campaign" => campaign).set(r.incremental_margin_minor.value);
     }
 }
-

@@ -11,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use cvm_engine::Engine;
 use cvm_engine::catalog::LiveCatalog;
+use cvm_engine::Engine;
 use cvm_kafka::{ensure_topics, Ingest, OffersReader, Publisher};
 use cvm_store::Store;
 use tokio::sync::{watch, Notify};
