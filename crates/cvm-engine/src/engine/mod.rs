@@ -1,7 +1,8 @@
 //! Applies one event to state and decides what, if anything, to send; fires
 //! timers; runs sweeps.
 //!
-//! Every decision goes through one path ([`Engine::decide`]): candidates →
+//! Every decision goes through one path (`decide`, in its own module):
+//! candidates →
 //! eligibility → priority and score → global control group → per channel:
 //! reachability → contact policy (fatigue, cooldown, caps, gap, quiet hours;
 //! a blocked offer yields to the next candidate) → campaign holdout → render.
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cvm_proto::v1::{
-    AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer, Outcome, Score,
+    AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,20 +26,16 @@ use crate::{
     events::{Event, EventKind, EventResult},
     features::{EventFacts, Features},
     holdout::{self, GLOBAL_SCOPE},
-    ids,
-    models::{self, bandit, vector, ArmCounts, ArmKey, ColdStart, ModelSettings, Scorer, Source, Valuation},
+    models::{vector, ArmCounts, ArmKey, ModelSettings},
     offers::{OfferDefinition, Trigger},
-    policy::{ContactPolicy, OfferPolicy, Verdict},
-    profile::{contact_hash, Contact, Profile, Response, NO_DECILE},
-    score::score,
+    policy::{ContactPolicy, OfferPolicy},
+    profile::{Profile, NO_DECILE},
     telemetry,
     time::DAY_MS,
     timers::{Timer, TimerKey, TimerKind},
     StateTxn, StoreError,
 };
 
-/// Candidates listed in a decision.
-const SCORES_IN_DECISION: usize = 5;
 
 /// Settings of the decision core.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,21 +98,11 @@ impl EventOutput {
     }
 }
 
-/// What a decision is about: where its id comes from and what it records.
-struct Cause<'a> {
-    /// Seed of the decision ids (an event id, or a timer's or sweep's identity).
-    id: String,
-    /// The event recorded as the decision's cause.
-    event_id: &'a str,
-    /// `"event"`, `"delayed"`, `"inactivity"`, `"cascade"` or `"sweep"`.
-    trigger: &'static str,
-    /// For cascades: the decision followed up.
-    parent_decision_id: &'a str,
-    /// Channels allowed (cascades are restricted to their follow-up channel).
-    channels: &'a [Channel],
-}
-
 const ALL_CHANNELS: [Channel; 2] = [Channel::Push, Channel::Stories];
+
+mod decide;
+
+use decide::{Cause, Context, DecisionTrigger};
 
 /// The decision core. Cheap to clone; the catalog is shared.
 #[derive(Debug, Clone)]
@@ -270,11 +257,12 @@ impl Engine {
             let cause = Cause {
                 id: event.event_id().to_owned(),
                 event_id: event.event_id(),
-                trigger: "event",
+                trigger: DecisionTrigger::Event,
                 parent_decision_id: "",
                 channels: &ALL_CHANNELS,
             };
-            emits = self.decide(txn, partition, &mut profile, customer_id, &cause, facts, &candidates, now_ms)?;
+            let ctx = Context::new(self, partition, customer_id, &cause, facts, now_ms);
+            emits = self.decide(txn, &mut profile, &ctx, &candidates)?;
         }
         txn.put_profile(partition, customer_id, profile)?;
         Ok(EventOutput { result: EventResult::Applied, emits })
@@ -436,11 +424,12 @@ impl Engine {
                 timer.due_ms
             ),
             event_id: &timer.cause_event_id,
-            trigger: timer.kind.name(),
+            trigger: DecisionTrigger::from(timer.kind),
             parent_decision_id: &timer.parent_decision_id,
             channels,
         };
-        let emits = self.decide(txn, partition, &mut profile, &timer.customer_id, &cause, facts, &[def], now_ms)?;
+        let ctx = Context::new(self, partition, &timer.customer_id, &cause, facts, now_ms);
+        let emits = self.decide(txn, &mut profile, &ctx, &[def])?;
         txn.put_profile(partition, &timer.customer_id, profile)?;
         Ok(emits)
     }
@@ -463,299 +452,11 @@ impl Engine {
             return Ok(Vec::new());
         };
         let id = format!("sweep\x1f{}\x1f{}\x1f{customer_id}", def.id(), def.version());
-        let cause = Cause { id, event_id: "", trigger: "sweep", parent_decision_id: "", channels: &ALL_CHANNELS };
-        let emits =
-            self.decide(txn, partition, &mut profile, customer_id, &cause, EventFacts::default(), &[def], now_ms)?;
+        let cause =
+            Cause { id, event_id: "", trigger: DecisionTrigger::Sweep, parent_decision_id: "", channels: &ALL_CHANNELS };
+        let ctx = Context::new(self, partition, customer_id, &cause, EventFacts::default(), now_ms);
+        let emits = self.decide(txn, &mut profile, &ctx, &[def])?;
         txn.put_profile(partition, customer_id, profile)?;
-        Ok(emits)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
-        &self,
-        txn: &mut impl StateTxn,
-        partition: u32,
-        profile: &mut Profile,
-        customer_id: &str,
-        cause: &Cause<'_>,
-        facts: EventFacts<'_>,
-        candidates: &[&Arc<OfferDefinition>],
-        now_ms: i64,
-    ) -> Result<Vec<Outbound>, StoreError> {
-        let Some(first) = candidates.first() else {
-            return Ok(Vec::new());
-        };
-        let base = Decision {
-            customer_id: customer_id.to_owned(),
-            event_id: cause.event_id.to_owned(),
-            decided_at_ms: now_ms,
-            parent_decision_id: cause.parent_decision_id.to_owned(),
-            trigger: cause.trigger.to_owned(),
-            ..Default::default()
-        };
-        // Inside the exploration budget, bandits draw from their posteriors
-        // and uplift models do not hold offers back.
-        let settings = &self.config.models;
-        let exploring =
-            holdout::is_held_out(&self.config.holdout_salt, "explore", &cause.id, settings.exploration_percent);
-        let (eligible, ineligible_reason, segment, customer) = {
-            let features = Features::compute(profile, facts, now_ms);
-            let customer = models::Customer::of(&features);
-            let segment = bandit::segment(&features);
-            let mut eligible: Vec<(&OfferDefinition, Valuation)> = Vec::with_capacity(candidates.len());
-            for d in candidates.iter().filter(|d| d.eligible(&features)) {
-                let discount = d.discount(profile.offer_contacts_since(d.subject().offer, i64::MIN));
-                let rules = || score(d, &features, &discount, now_ms);
-                let scorer = match self.catalog.model_for(d) {
-                    Some(m) if m.monitor().drifted() => Scorer::Drifted(m),
-                    Some(m) => Scorer::Model(m),
-                    None if settings.cold_start == ColdStart::Bandit => Scorer::Bandit {
-                        counts: txn.arm(partition, &ArmKey { offer: d.subject().offer, segment })?,
-                        explore: exploring,
-                        seed: xxhash_rust::xxh3::xxh3_64_with_seed(cause.id.as_bytes(), d.subject().offer),
-                    },
-                    None => Scorer::Rules,
-                };
-                eligible.push((d.as_ref(), models::value(d, &features, &customer, discount, rules, scorer)));
-            }
-            let reason = eligible.is_empty().then(|| {
-                format!(
-                    "none of {} offer(s) eligible; {} v{}: `{}` is false",
-                    candidates.len(),
-                    first.id(),
-                    first.version(),
-                    first.failing_clause(&features).unwrap_or("eligibility")
-                )
-            });
-            (eligible, reason, segment, customer)
-        };
-        if let Some(reason) = ineligible_reason {
-            return Ok(vec![Outbound::Decision(Decision {
-                decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
-                outcome: Outcome::Ineligible as i32,
-                reason,
-                offer_definition_id: first.id().to_owned(),
-                offer_version: first.version(),
-                campaign_id: first.doc.campaign_id.clone(),
-                ..base
-            })]);
-        }
-        // Candidates come in id order, so their position breaks ties by id.
-        let mut order: Vec<u128> = eligible
-            .iter()
-            .enumerate()
-            .map(|(i, (d, v))| models::ranking_key(d.doc.priority, v.value, i as u32))
-            .collect();
-        order.sort_unstable();
-        let mut slots: Vec<Option<(&OfferDefinition, Valuation)>> = eligible.into_iter().map(Some).collect();
-        let mut eligible: Vec<(&OfferDefinition, Valuation)> =
-            order.iter().map(|k| slots[(*k as u32) as usize].take().expect("each position once")).collect();
-        let scores: Vec<Score> = eligible
-            .iter()
-            .take(SCORES_IN_DECISION)
-            .map(|(d, v)| v.score(d, self.catalog.model_for(d).map(AsRef::as_ref), &customer))
-            .collect();
-        if !exploring && eligible.iter().all(|(_, v)| v.not_incremental) {
-            let (best, v) = &eligible[0];
-            self.observe_drift(best, &v.vector(&customer));
-            let s = &scores[0];
-            let reason = format!(
-                "not incremental: expected value {:.2} <= 0 (uplift {:+.1} pp: {:.1} % if contacted, {:.1} % if not; model {})",
-                s.score / 100.0,
-                s.uplift * 100.0,
-                s.propensity * 100.0,
-                s.control_propensity * 100.0,
-                s.model_version
-            );
-            return Ok(vec![Outbound::Decision(Decision {
-                decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
-                outcome: Outcome::NotIncremental as i32,
-                reason,
-                campaign_id: best.doc.campaign_id.clone(),
-                offer_definition_id: best.doc.id.clone(),
-                offer_version: best.doc.version,
-                model_version: s.model_version.clone(),
-                scores,
-                ..base
-            })]);
-        }
-        if !exploring {
-            eligible.retain(|(_, v)| !v.not_incremental);
-        }
-        let with_offer = |d: &OfferDefinition, v: &Valuation, decision: Decision| {
-            let acted =
-                [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal].contains(&decision.outcome());
-            let model = self.catalog.model_for(d).filter(|_| v.source.is_model() || v.source == Source::RulesDrift);
-            let fallback = (v.source == Source::RulesDrift).then(|| {
-                let m = model.expect("a drifted source has a model");
-                format!("rule priority: model {} drifted ({})", m.label(), m.monitor().reason())
-            });
-            let reason = match (fallback, decision.reason.is_empty()) {
-                (Some(f), true) => f,
-                (Some(f), false) => format!("{}; {f}", decision.reason),
-                (None, _) => decision.reason.clone(),
-            };
-            Decision {
-                campaign_id: d.doc.campaign_id.clone(),
-                offer_definition_id: d.doc.id.clone(),
-                offer_version: d.doc.version,
-                scores: scores.clone(),
-                model_version: model.map_or(String::new(), |m| m.label().to_owned()),
-                model_features: if acted { v.vector(&customer).to_vec() } else { Vec::new() },
-                reason,
-                ..decision
-            }
-        };
-
-        if self.in_global_control(customer_id) {
-            let (best, v) = &eligible[0];
-            self.observe_drift(best, &v.vector(&customer));
-            let window_ms = self.campaign(&best.doc.campaign_id).window_ms;
-            attribution::expose(
-                txn,
-                partition,
-                profile,
-                &best.doc.campaign_id,
-                Group::GlobalControl,
-                now_ms,
-                window_ms,
-            )?;
-            let d = Decision {
-                decision_id: ids::decision_id(&cause.id, Channel::Unspecified),
-                outcome: Outcome::HoldoutGlobal as i32,
-                reason: format!("in the global control group ({} %)", self.config.global_control_percent),
-                ..base.clone()
-            };
-            return Ok(vec![Outbound::Decision(with_offer(best, v, d))]);
-        }
-
-        // A cascade's follow-up channel is held back for the follow-up,
-        // unless the push cannot reach the customer at all.
-        let push_reachable = profile.reach.push();
-        let offers_on = |d: &OfferDefinition, channel: Channel| {
-            let held_for_cascade = cause.trigger != "cascade"
-                && d.doc.cascade.as_ref().is_some_and(|c| c.to.channel() == channel)
-                && push_reachable;
-            d.channels().any(|c| c == channel) && !held_for_cascade
-        };
-        // Channels whose best offer ranks higher go first, so when both
-        // compete for the last slot of a cross-channel cap, the higher
-        // expected value wins (ties: push before stories).
-        let mut channels: Vec<(usize, Channel)> = cause
-            .channels
-            .iter()
-            .filter_map(|&ch| eligible.iter().position(|(d, _)| offers_on(d, ch)).map(|rank| (rank, ch)))
-            .collect();
-        channels.sort_by_key(|&(rank, ch)| (rank, ch as i32));
-        let earlier = profile.contacts.len();
-        let mut emits = Vec::new();
-        let mut observed = false;
-        for (first, channel) in channels {
-            let decision_id = ids::decision_id(&cause.id, channel);
-            let decision = Decision { decision_id: decision_id.clone(), channel: channel as i32, ..base.clone() };
-            let verdict = |outcome: Outcome, reason: String, (d, v): &(&OfferDefinition, Valuation)| {
-                Outbound::Decision(with_offer(d, v, Decision { outcome: outcome as i32, reason, ..decision.clone() }))
-            };
-            if !profile.reach.reaches(channel) {
-                let reason = format!("{} not reachable (app, token or consent missing)", channel.as_str_name());
-                emits.push(verdict(Outcome::Unreachable, reason, &eligible[first]));
-                continue;
-            }
-            // The best offer the policy allows; a blocked one yields to the next.
-            let mut blocked: Option<(&(&OfferDefinition, Valuation), Outcome, String)> = None;
-            let mut chosen = None;
-            for candidate in eligible[first..].iter().filter(|(d, _)| offers_on(d, channel)) {
-                let d = candidate.0;
-                match self.resolve(d).check(profile, d.subject(), channel, now_ms, earlier) {
-                    Verdict::Block { outcome, reason, suppressed_until_ms } => {
-                        if let Some(until) = suppressed_until_ms {
-                            profile.suppress(d.subject().offer, until, now_ms);
-                        }
-                        blocked.get_or_insert((candidate, outcome, reason));
-                    }
-                    other => {
-                        chosen = Some((candidate, other));
-                        break;
-                    }
-                }
-            }
-            let best = match chosen {
-                None => {
-                    let (d, outcome, reason) = blocked.expect("the channel has at least one candidate");
-                    emits.push(verdict(outcome, reason, d));
-                    continue;
-                }
-                Some((candidate @ (d, _), Verdict::Defer { until_ms, reason })) => {
-                    let key = TimerKey::new(customer_id, TimerKind::Deferred, d.id());
-                    let timer = Timer::new(key, until_ms, d.id(), cause.event_id, facts);
-                    txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
-                    emits.push(verdict(Outcome::Deferred, reason, candidate));
-                    continue;
-                }
-                Some((candidate, _)) => candidate,
-            };
-            let (best, valuation) = (best.0, &best.1);
-            if !observed {
-                self.observe_drift(best, &valuation.vector(&customer));
-                observed = true;
-            }
-            let campaign_id = &best.doc.campaign_id;
-            let campaign = self.campaign(campaign_id);
-            if holdout::is_held_out(&self.config.holdout_salt, campaign_id, customer_id, campaign.holdout_percent) {
-                let group = Group::CampaignControl;
-                attribution::expose(txn, partition, profile, campaign_id, group, now_ms, campaign.window_ms)?;
-                let reason = format!("in the holdout of campaign {campaign_id} ({} %)", campaign.holdout_percent);
-                emits.push(verdict(Outcome::HoldoutCampaign, reason, &(best, valuation.clone())));
-                continue;
-            }
-            attribution::expose(txn, partition, profile, campaign_id, Group::Treated, now_ms, campaign.window_ms)?;
-            let subject = best.subject();
-            attribution::contact(txn, partition, campaign_id, best.doc.economics.contact_cost_minor, now_ms)?;
-            let offer = {
-                let features = Features::compute(profile, facts, now_ms);
-                let discount = valuation.discount;
-                Offer {
-                    offer_id: ids::offer_id(&decision_id, best.id(), best.version()),
-                    decision_id: decision_id.clone(),
-                    customer_id: customer_id.to_owned(),
-                    campaign_id: campaign_id.clone(),
-                    offer_definition_id: best.doc.id.clone(),
-                    offer_version: best.doc.version,
-                    channel: channel as i32,
-                    content: Some(best.render(channel, &features, &discount)),
-                    discount: Some(discount),
-                    created_at_ms: now_ms,
-                    expires_at_ms: now_ms + best.doc.ttl.as_millis() as i64,
-                }
-            };
-            profile.record_contact(Contact {
-                at_ms: now_ms,
-                channel: channel as i32,
-                offer: subject.offer,
-                campaign: subject.campaign,
-                sent: contact_hash(&offer.offer_id),
-                respond_by_ms: offer.expires_at_ms,
-                response: Response::None,
-                convert_by_ms: now_ms + campaign.window_ms,
-                converted: false,
-                segment,
-                decile: valuation.decile,
-            });
-            txn.add_arm(partition, &ArmKey { offer: subject.offer, segment }, ArmCounts { trials: 1, successes: 0 })?;
-            if valuation.decile != NO_DECILE {
-                metrics::counter!(telemetry::MODEL_CONTACTS, "offer" => best.id().to_owned(), "decile" => valuation.decile.to_string())
-                    .increment(1);
-            }
-            if let (Channel::Push, Some(cascade)) = (channel, &best.doc.cascade) {
-                let key = TimerKey::new(customer_id, TimerKind::Cascade, &offer.offer_id);
-                let due = now_ms + cascade.after.as_millis() as i64;
-                let timer = Timer::new(key, due, best.id(), cause.event_id, facts);
-                txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
-            }
-            let decision = Decision { outcome: Outcome::Treated as i32, offer_id: offer.offer_id.clone(), ..decision };
-            emits.push(Outbound::Decision(with_offer(best, valuation, decision)));
-            emits.push(Outbound::Offer(offer));
-        }
         Ok(emits)
     }
 
