@@ -155,7 +155,7 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     /// Every problem with the settings, as `path: problem; fix`.
-    pub fn validate(&self, prefix: &str) -> Vec<String> {
+    pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut errors = Vec::new();
         if self.brokers.trim().is_empty() {
             errors.push(format!("{prefix}.brokers: is empty; set host:port of at least one broker"));

@@ -97,6 +97,17 @@ impl Default for StoreConfig {
     }
 }
 
+impl StoreConfig {
+    /// Every problem serde cannot see, as `path: problem; fix`.
+    pub fn problems(&self, path: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.block_cache_mb == 0 || self.write_buffer_mb == 0 {
+            errors.push(format!("{path}: block_cache_mb and write_buffer_mb must be positive"));
+        }
+        errors
+    }
+}
+
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

@@ -329,7 +329,11 @@ impl Engine {
             .iter()
             .filter_map(|&ch| {
                 let push_reachable = profile.reach.push();
-                ranking.eligible.iter().position(|(d, _)| Self::offers_on(ctx, push_reachable, d, ch)).map(|rank| (rank, ch))
+                ranking
+                    .eligible
+                    .iter()
+                    .position(|(d, _)| Self::offers_on(ctx, push_reachable, d, ch))
+                    .map(|rank| (rank, ch))
             })
             .collect();
         channels.sort_by_key(|&(rank, ch)| (rank, ch as i32));

@@ -15,9 +15,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use cvm_proto::v1::{
-    AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer,
-};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -36,7 +34,6 @@ use crate::{
     StateTxn, StoreError,
 };
 
-
 /// Settings of the decision core.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,6 +51,30 @@ pub struct EngineConfig {
     pub contact_policy: ContactPolicy,
     /// Model scoring, exploration and drift.
     pub models: ModelSettings,
+}
+
+impl EngineConfig {
+    /// Every problem serde cannot see, as `path: problem; fix`.
+    pub fn problems(&self, path: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        if !(0.0..=50.0).contains(&self.global_control_percent) {
+            errors.push(format!("{path}.global_control_percent: must be between 0 and 50"));
+        }
+        if self.holdout_salt.is_empty() {
+            errors.push(format!(
+                "{path}.holdout_salt: is empty; set any fixed string (changing it reshuffles control groups)"
+            ));
+        }
+        if !(0.0..=50.0).contains(&self.default_holdout_percent) {
+            errors.push(format!("{path}.default_holdout_percent: must be between 0 and 50"));
+        }
+        if self.default_attribution_window.is_zero() {
+            errors.push(format!("{path}.default_attribution_window: is zero; use e.g. \"7d\""));
+        }
+        errors.extend(self.contact_policy.problems(&format!("{path}.contact_policy")));
+        errors.extend(self.models.problems(&format!("{path}.models")));
+        errors
+    }
 }
 
 impl Default for EngineConfig {
@@ -452,8 +473,13 @@ impl Engine {
             return Ok(Vec::new());
         };
         let id = format!("sweep\x1f{}\x1f{}\x1f{customer_id}", def.id(), def.version());
-        let cause =
-            Cause { id, event_id: "", trigger: DecisionTrigger::Sweep, parent_decision_id: "", channels: &ALL_CHANNELS };
+        let cause = Cause {
+            id,
+            event_id: "",
+            trigger: DecisionTrigger::Sweep,
+            parent_decision_id: "",
+            channels: &ALL_CHANNELS,
+        };
         let ctx = Context::new(self, partition, customer_id, &cause, EventFacts::default(), now_ms);
         let emits = self.decide(txn, &mut profile, &ctx, &[def])?;
         txn.put_profile(partition, customer_id, profile)?;

@@ -139,40 +139,31 @@ impl Config {
         let origin = if overrides.is_empty() { origin } else { format!("{origin} + CVM__ environment") };
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| ConfigError::Field { origin, field: e.path().to_string(), message: e.inner().to_string() })?;
-        config.validate()?;
-        Ok(config)
+        match config.problems() {
+            errors if errors.is_empty() => Ok(config),
+            errors => Err(ConfigError::Invalid(errors)),
+        }
     }
 
-    /// Every problem serde cannot see, with field paths.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut errors = self.kafka.validate("kafka");
-        if !(0.0..=50.0).contains(&self.engine.global_control_percent) {
-            errors.push("engine.global_control_percent: must be between 0 and 50".into());
+    /// Every problem serde cannot see, as `path: problem; fix`. Each
+    /// section checks itself the same way (`problems(path)`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut errors = self.kafka.problems("kafka");
+        errors.extend(self.engine.problems("engine"));
+        errors.extend(self.store.problems("store"));
+        errors.extend(self.model_dir.problems("model_dir"));
+        errors
+    }
+}
+
+impl ModelDirConfig {
+    /// Every problem, as `path: problem; fix`.
+    pub fn problems(&self, path: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.poll_interval.is_zero() {
+            errors.push(format!("{path}.poll_interval: is zero; use e.g. \"10s\""));
         }
-        if self.engine.holdout_salt.is_empty() {
-            errors.push(
-                "engine.holdout_salt: is empty; set any fixed string (changing it reshuffles control groups)".into(),
-            );
-        }
-        if !(0.0..=50.0).contains(&self.engine.default_holdout_percent) {
-            errors.push("engine.default_holdout_percent: must be between 0 and 50".into());
-        }
-        if self.engine.default_attribution_window.is_zero() {
-            errors.push("engine.default_attribution_window: is zero; use e.g. \"7d\"".into());
-        }
-        errors.extend(self.engine.contact_policy.problems("engine.contact_policy"));
-        errors.extend(self.engine.models.problems("engine.models"));
-        if self.model_dir.poll_interval.is_zero() {
-            errors.push("model_dir.poll_interval: is zero; use e.g. \"10s\"".into());
-        }
-        if self.store.block_cache_mb == 0 || self.store.write_buffer_mb == 0 {
-            errors.push("store: block_cache_mb and write_buffer_mb must be positive".into());
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(errors))
-        }
+        errors
     }
 }
 
@@ -242,6 +233,7 @@ mod tests {
         assert_eq!(c.engine, EngineConfig::default());
         assert_eq!(c.store.path, StoreConfig::default().path);
         assert_eq!(c.kafka.batch_max_wait, KafkaConfig::default().batch_max_wait);
+        assert_eq!(c.kafka.watermark_idle_timeout, KafkaConfig::default().watermark_idle_timeout);
         assert_eq!(c.model_dir, ModelDirConfig::default());
     }
 
