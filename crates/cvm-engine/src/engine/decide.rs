@@ -156,8 +156,9 @@ struct Ranking<'c> {
 
 /// What the contact policy allows on one channel.
 enum Arbitration<'r, 'c> {
-    /// Nothing goes out; the decision says why.
-    Verdict(Outbound),
+    /// Nothing goes out (unreachable, capped, suppressed); the decision about
+    /// `candidate` says why.
+    Withhold { candidate: &'r (&'c OfferDefinition, Valuation), outcome: Outcome, reason: String },
     /// The best allowed offer waits for the end of quiet hours.
     Defer { candidate: &'r (&'c OfferDefinition, Valuation), until_ms: i64, reason: String },
     /// The best allowed offer goes to treatment.
@@ -208,7 +209,10 @@ impl Engine {
         let mut observed = false;
         for (first, channel) in self.channel_order(profile, ctx, &ranking) {
             match self.arbitrate(profile, ctx, &ranking, first, channel, earlier) {
-                Arbitration::Verdict(outbound) => emits.push(outbound),
+                Arbitration::Withhold { candidate: (d, v), outcome, reason } => {
+                    let decision = self.on_channel(ctx, channel, outcome, reason);
+                    emits.push(Outbound::Decision(self.annotate(&ranking, d, v, decision)));
+                }
                 Arbitration::Defer { candidate: (d, v), until_ms, reason } => {
                     let decision_id = ids::decision_id(&ctx.cause.id, channel);
                     let key = TimerKey::new(ctx.customer_id, TimerKind::Deferred, d.id());
@@ -352,13 +356,13 @@ impl Engine {
         channel: Channel,
         earlier: usize,
     ) -> Arbitration<'r, 'c> {
-        let verdict = |outcome: Outcome, reason: String, (d, v): &(&OfferDefinition, Valuation)| {
-            let decision = self.on_channel(ctx, channel, outcome, reason);
-            Arbitration::Verdict(Outbound::Decision(self.annotate(ranking, d, v, decision)))
-        };
         if !profile.reach.reaches(channel) {
             let reason = format!("{} not reachable (app, token or consent missing)", channel.as_str_name());
-            return verdict(Outcome::Unreachable, reason, &ranking.eligible[first]);
+            return Arbitration::Withhold {
+                candidate: &ranking.eligible[first],
+                outcome: Outcome::Unreachable,
+                reason,
+            };
         }
         let mut blocked: Option<(&(&OfferDefinition, Valuation), Outcome, String)> = None;
         let push_reachable = profile.reach.push();
@@ -377,7 +381,7 @@ impl Engine {
             }
         }
         let (candidate, outcome, reason) = blocked.expect("the channel has at least one candidate");
-        verdict(outcome, reason, candidate)
+        Arbitration::Withhold { candidate, outcome, reason }
     }
 
     /// Treats the customer with `best` on `channel`: the campaign holdout
