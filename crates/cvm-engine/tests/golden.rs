@@ -48,7 +48,7 @@ fn cart_add_sends_push_and_story_then_caps_the_second_push() {
     let e = engine(5.0);
     let c = customer(false);
     let mut s = MemoryState::default();
-    e.process(&mut s, 0, &consent(&c), 0).unwrap();
+    apply(&e, &mut s, &consent(&c), 0);
     let bought_sushi = Event::Purchase(Purchase {
         event_id: "p0".into(),
         customer_id: c.clone(),
@@ -61,9 +61,9 @@ fn cart_add_sends_push_and_story_then_caps_the_second_push() {
         }],
         ..Default::default()
     });
-    assert!(e.process(&mut s, 0, &bought_sushi, 0).unwrap().emits.is_empty(), "no offer is triggered by purchases");
+    assert!(apply(&e, &mut s, &bought_sushi, 0).emits.is_empty(), "no offer is triggered by purchases");
 
-    let first = e.process(&mut s, 0, &add_to_cart("a1", &c, HOUR), HOUR).unwrap();
+    let first = apply(&e, &mut s, &add_to_cart("a1", &c, HOUR), HOUR);
     assert_eq!(decisions(&first.emits), vec![(Channel::Push, Outcome::Treated), (Channel::Stories, Outcome::Treated)]);
     let sent = offers(&first.emits);
     assert_eq!(sent.len(), 2);
@@ -74,12 +74,12 @@ fn cart_add_sends_push_and_story_then_caps_the_second_push() {
     assert_eq!(sent[0].expires_at_ms, HOUR + 48 * HOUR);
 
     // Two hours later: push is capped (1 a day), stories still have room (5 a day).
-    let second = e.process(&mut s, 0, &add_to_cart("a2", &c, 3 * HOUR), 3 * HOUR).unwrap();
+    let second = apply(&e, &mut s, &add_to_cart("a2", &c, 3 * HOUR), 3 * HOUR);
     assert_eq!(decisions(&second.emits), vec![(Channel::Push, Outcome::Capped), (Channel::Stories, Outcome::Treated)]);
     assert!(offers(&second.emits).iter().all(|o| o.channel() == Channel::Stories));
 
     // A day later the push window has slid past the first contact.
-    let third = e.process(&mut s, 0, &add_to_cart("a3", &c, 26 * HOUR), 26 * HOUR).unwrap();
+    let third = apply(&e, &mut s, &add_to_cart("a3", &c, 26 * HOUR), 26 * HOUR);
     assert_eq!(decisions(&third.emits)[0], (Channel::Push, Outcome::Treated));
 }
 
@@ -88,8 +88,8 @@ fn global_control_gets_a_decision_and_no_offer() {
     let e = engine(5.0);
     let c = customer(true);
     let mut s = MemoryState::default();
-    e.process(&mut s, 0, &consent(&c), 0).unwrap();
-    let out = e.process(&mut s, 0, &add_to_cart("a1", &c, HOUR), HOUR).unwrap();
+    apply(&e, &mut s, &consent(&c), 0);
+    let out = apply(&e, &mut s, &add_to_cart("a1", &c, HOUR), HOUR);
     assert_eq!(decisions(&out.emits), vec![(Channel::Unspecified, Outcome::HoldoutGlobal)]);
     assert!(offers(&out.emits).is_empty());
     let profile = s.profile(0, &c).unwrap().unwrap();
@@ -105,8 +105,8 @@ fn campaign_holdout_is_per_campaign() {
     for i in 0..400 {
         let c = format!("h{i}");
         let mut s = MemoryState::default();
-        e.process(&mut s, 0, &consent(&c), 0).unwrap();
-        let out = e.process(&mut s, 0, &add_to_cart(&format!("x{i}"), &c, HOUR), HOUR).unwrap();
+        apply(&e, &mut s, &consent(&c), 0);
+        let out = apply(&e, &mut s, &add_to_cart(&format!("x{i}"), &c, HOUR), HOUR);
         let (_, outcome) = decisions(&out.emits)[0];
         *outcomes.entry(outcome).or_insert(0) += 1;
     }
@@ -120,7 +120,7 @@ fn ineligible_and_unreachable_are_decisions_with_reasons() {
     let e = engine(0.0);
     let mut s = MemoryState::default();
     // Without consent the push channel is unreachable; stories work once the app is used.
-    let out = e.process(&mut s, 0, &add_to_cart("a1", "u1", HOUR), HOUR).unwrap();
+    let out = apply(&e, &mut s, &add_to_cart("a1", "u1", HOUR), HOUR);
     assert_eq!(
         decisions(&out.emits),
         vec![(Channel::Push, Outcome::Unreachable), (Channel::Stories, Outcome::Treated)]
@@ -128,7 +128,7 @@ fn ineligible_and_unreachable_are_decisions_with_reasons() {
 
     let strict = with_doc(|d| d.eligibility = Some("has_app && orders_90d >= 2".into()));
     let e = Engine::new(config(0.0), Catalog::new([strict]));
-    let out = e.process(&mut s, 0, &add_to_cart("a2", "u1", HOUR), HOUR).unwrap();
+    let out = apply(&e, &mut s, &add_to_cart("a2", "u1", HOUR), HOUR);
     let Outbound::Decision(d) = &out.emits[0] else { panic!() };
     assert_eq!(d.outcome(), Outcome::Ineligible);
     assert!(d.reason.contains("cart-sushi v3: `orders_90d >= 2` is false"), "{}", d.reason);
@@ -152,12 +152,12 @@ fn replayed_events_are_not_applied_twice_and_ids_are_deterministic() {
         }],
         ..Default::default()
     });
-    assert_eq!(e.process(&mut s, 0, &buy, HOUR).unwrap().result, EventResult::Applied);
-    assert_eq!(e.process(&mut s, 0, &buy, HOUR).unwrap().result, EventResult::Duplicate);
+    assert_eq!(apply(&e, &mut s, &buy, HOUR).result, EventResult::Applied);
+    assert_eq!(apply(&e, &mut s, &buy, HOUR).result, EventResult::Duplicate);
     assert_eq!(s.profile(0, "c").unwrap().unwrap().lifetime_orders, 1);
 
     // The same event decided on two fresh states yields identical output.
-    let run = || e.process(&mut MemoryState::default(), 0, &add_to_cart("same", "c", HOUR), HOUR).unwrap().emits;
+    let run = || apply(&e, &mut MemoryState::default(), &add_to_cart("same", "c", HOUR), HOUR).emits;
     assert_eq!(run(), run());
 }
 
@@ -171,15 +171,15 @@ fn anonymous_devices_are_rekeyed_once_identified() {
         kind: AppEventKind::ProductView as i32,
         ..Default::default()
     });
-    assert_eq!(e.process(&mut s, 0, &anon, 0).unwrap().result, EventResult::Anonymous);
+    assert_eq!(apply(&e, &mut s, &anon, 0).result, EventResult::Anonymous);
     let id = Event::Identify(Identify {
         event_id: "i1".into(),
         device_id: "d1".into(),
         customer_id: "c9".into(),
         timestamp_ms: 0,
     });
-    e.process(&mut s, 0, &id, 0).unwrap();
-    let out = e.process(&mut s, 0, &anon, 0).unwrap();
+    apply(&e, &mut s, &id, 0);
+    let out = apply(&e, &mut s, &anon, 0);
     assert_eq!(out.result, EventResult::Rekeyed);
     assert!(matches!(&out.emits[..], [Outbound::Rekeyed(a)] if a.customer_id == "c9" && a.event_id == "v1"));
 }
@@ -190,7 +190,7 @@ fn invalid_events_are_reported_not_applied() {
     let mut s = MemoryState::default();
     let no_id = Event::Purchase(Purchase { customer_id: "c".into(), ..Default::default() });
     assert!(
-        matches!(e.process(&mut s, 0, &no_id, 0).unwrap().result, EventResult::Invalid(r) if r.contains("event_id"))
+        matches!(apply(&e, &mut s, &no_id, 0).result, EventResult::Invalid(r) if r.contains("event_id"))
     );
     assert_eq!(s.profile_count(), 0);
 }

@@ -40,7 +40,7 @@ fn engine(docs: Vec<ConfigDocument>, models: ModelSettings) -> Engine {
 
 /// A new customer (never bought: recency ln 366) opens the app; their decision.
 fn open(engine: &Engine, state: &mut MemoryState, customer: &str, at: i64) -> Decision {
-    engine.process(state, 0, &consent(customer), at).unwrap();
+    apply(engine, state, &consent(customer), at);
     let emits =
         engine.process(state, 0, &app(&format!("open-{customer}-{at}"), customer, at, AppEventKind::AppOpen, ""), at);
     decision_list(&emits.unwrap().emits)[0].clone()
@@ -133,7 +133,7 @@ fn the_bandit_learns_from_conversions_which_offer_converts() {
         let draw = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64;
         if draw < rate {
             let bought = purchase(&format!("buy-{customer}"), &customer, at + HOUR, "sushi");
-            engine.process(&mut state, 0, &bought, at + HOUR).unwrap();
+            apply(&engine, &mut state, &bought, at + HOUR);
         }
         if i >= 1_300 && d.offer_definition_id == "b" {
             late_b += 1;

@@ -63,7 +63,7 @@ fn in_zone(customer: &str, zone: &str, offset_minutes: i32, at: i64) -> Event {
 
 /// Opens the app at `at` and returns (channel, outcome, reason, offer definition) per decision.
 fn open(e: &Engine, s: &mut MemoryState, customer: &str, at: i64) -> Vec<(Channel, Outcome, String, String)> {
-    let out = e.process(s, 0, &open_app(&format!("open-{customer}-{at}"), customer, at), at).unwrap();
+    let out = apply(e, s, &open_app(&format!("open-{customer}-{at}"), customer, at), at);
     decision_list(&out.emits)
         .iter()
         .map(|d| (d.channel(), d.outcome(), d.reason.clone(), d.offer_definition_id.clone()))
@@ -75,7 +75,7 @@ fn outcome_on(decisions: &[(Channel, Outcome, String, String)], channel: Channel
 }
 
 fn ready(e: &Engine, s: &mut MemoryState, customer: &str) {
-    e.process(s, 0, &consent(customer), 0).unwrap();
+    apply(e, s, &consent(customer), 0);
 }
 
 #[test]
@@ -214,10 +214,10 @@ fn an_opened_offer_is_not_fatiguing() {
     let mut s = MemoryState::default();
     ready(&e, &mut s, "a");
     for day in [0, 3] {
-        let out = e.process(&mut s, 0, &open_app(&format!("x{day}"), "a", NOON + day * DAY), NOON + day * DAY).unwrap();
+        let out = apply(&e, &mut s, &open_app(&format!("x{day}"), "a", NOON + day * DAY), NOON + day * DAY);
         let push = offers(&out.emits).into_iter().find(|o| o.channel() == Channel::Push).unwrap().offer_id.clone();
         let opened = push_open(&format!("po{day}"), "a", NOON + day * DAY + HOUR, &push);
-        e.process(&mut s, 0, &opened, NOON + day * DAY + HOUR).unwrap();
+        apply(&e, &mut s, &opened, NOON + day * DAY + HOUR);
     }
     let d = open(&e, &mut s, "a", NOON + 6 * DAY);
     assert_eq!(outcome_on(&d, Channel::Push), Outcome::Treated, "{d:?}");
@@ -235,7 +235,7 @@ fn a_dismissed_push_cools_push_down_but_not_stories() {
         kind: AppEventKind::PushDismiss as i32,
         ..Default::default()
     });
-    e.process(&mut s, 0, &dismiss, NOON).unwrap();
+    apply(&e, &mut s, &dismiss, NOON);
     let d = open(&e, &mut s, "a", NOON + 2 * DAY);
     let push = d.iter().find(|x| x.0 == Channel::Push).unwrap();
     assert_eq!(push.1, Outcome::Suppressed);
@@ -251,8 +251,8 @@ fn quiet_hours_are_local_and_a_deferred_push_fires_in_the_morning() {
     let mut s = MemoryState::default();
     // 02:00 UTC: night in Berlin (UTC+1, 03:00), afternoon in Tokyo (UTC+9, 11:00).
     let at = 100 * DAY + 2 * HOUR;
-    e.process(&mut s, 0, &in_zone("berlin", "Europe/Berlin", 60, 0), 0).unwrap();
-    e.process(&mut s, 0, &in_zone("tokyo", "Asia/Tokyo", 540, 0), 0).unwrap();
+    apply(&e, &mut s, &in_zone("berlin", "Europe/Berlin", 60, 0), 0);
+    apply(&e, &mut s, &in_zone("tokyo", "Asia/Tokyo", 540, 0), 0);
     let d = open(&e, &mut s, "tokyo", at);
     assert_eq!(outcome_on(&d, Channel::Push), Outcome::Treated, "{d:?}");
     let d = open(&e, &mut s, "berlin", at);
@@ -288,7 +288,7 @@ fn revoked_consent_stops_the_next_push_including_a_deferred_one() {
         push_token_present: true,
         ..Default::default()
     });
-    e.process(&mut s, 0, &revoke, night + HOUR).unwrap();
+    apply(&e, &mut s, &revoke, night + HOUR);
     let fired = fire_due(&e, &mut s, 101 * DAY + 8 * HOUR);
     assert_eq!(decisions(&fired), [(Channel::Push, Outcome::Unreachable)]);
     assert!(offers(&fired).is_empty());
@@ -377,9 +377,9 @@ fn purchases_are_attributed_to_open_episodes_of_both_groups() {
     for x in [&t, &c] {
         ready(&e, &mut s, x);
         open(&e, &mut s, x, NOON);
-        e.process(&mut s, 0, &purchase(&format!("buy-{x}"), x, NOON + DAY, "sushi"), NOON + DAY).unwrap();
+        apply(&e, &mut s, &purchase(&format!("buy-{x}"), x, NOON + DAY, "sushi"), NOON + DAY);
         // After the 7-day window: counted for the programme only.
-        e.process(&mut s, 0, &purchase(&format!("late-{x}"), x, NOON + 8 * DAY, "sushi"), NOON + 8 * DAY).unwrap();
+        apply(&e, &mut s, &purchase(&format!("late-{x}"), x, NOON + 8 * DAY, "sushi"), NOON + 8 * DAY);
     }
     let total = |campaign: &str, group: Group| {
         s.stats().iter().filter(|(k, _)| k.campaign_id == campaign && k.group == group).fold(
@@ -413,14 +413,14 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
         device_id: "d1".into(),
         timestamp_ms: 0,
     });
-    e.process(&mut s, 0, &id, 0).unwrap();
+    apply(&e, &mut s, &id, 0);
     // A deferred push leaves a pending timer.
     assert_eq!(outcome_on(&open(&e, &mut s, "a", 100 * DAY + 23 * HOUR), Channel::Push), Outcome::Deferred);
     assert_eq!(s.pending_timers(), 1);
     let stats_before = s.stats();
     let erase =
         Event::Erase(EraseRequest { request_id: "r1".into(), customer_id: "a".into(), timestamp_ms: 101 * DAY });
-    let out = e.process(&mut s, 0, &erase, 101 * DAY).unwrap();
+    let out = apply(&e, &mut s, &erase, 101 * DAY);
     let [cvm_engine::Outbound::Erased(confirmation)] = &out.emits[..] else { panic!("{:?}", out.emits) };
     assert!(confirmation.profile_erased);
     assert_eq!((confirmation.timers_removed, confirmation.devices_unlinked), (1, 1));
@@ -431,6 +431,6 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
     assert_eq!(s.stats(), stats_before, "anonymous aggregates stay");
     // Nothing fires for the erased customer; a repeated request confirms again.
     assert!(fire_due(&e, &mut s, 102 * DAY).is_empty());
-    let again = e.process(&mut s, 0, &erase, 101 * DAY).unwrap();
+    let again = apply(&e, &mut s, &erase, 101 * DAY);
     assert!(matches!(&again.emits[..], [cvm_engine::Outbound::Erased(c)] if !c.profile_erased));
 }

@@ -32,7 +32,7 @@ economics: { margin_per_redemption_minor: 500 }
 "#;
 
 fn ready(engine: &Engine, state: &mut MemoryState, customer: &str) {
-    engine.process(state, 0, &consent(customer), 0).unwrap();
+    apply(engine, state, &consent(customer), 0);
 }
 
 #[test]
@@ -42,9 +42,9 @@ fn event_trigger_filter_narrows_the_candidates() {
         .replace("  after: 2h\n  cancel_on: purchase\n", "")]);
     let mut s = MemoryState::default();
     ready(&e, &mut s, "c1");
-    let wine = e.process(&mut s, 0, &app("w", "c1", HOUR, AppEventKind::AddToCart, "wine"), HOUR).unwrap();
+    let wine = apply(&e, &mut s, &app("w", "c1", HOUR, AppEventKind::AddToCart, "wine"), HOUR);
     assert!(wine.emits.is_empty(), "the filter keeps wine carts out");
-    let sushi = e.process(&mut s, 0, &add_to_cart("s", "c1", HOUR), HOUR).unwrap();
+    let sushi = apply(&e, &mut s, &add_to_cart("s", "c1", HOUR), HOUR);
     assert_eq!(decisions(&sushi.emits), [(Channel::Push, Outcome::Treated)]);
 }
 
@@ -54,10 +54,10 @@ fn abandoned_cart_fires_after_the_delay_unless_a_purchase_cancels_it() {
     let mut s = MemoryState::default();
     for c in ["keeps", "buys"] {
         ready(&e, &mut s, c);
-        assert!(e.process(&mut s, 0, &add_to_cart(&format!("a-{c}"), c, HOUR), HOUR).unwrap().emits.is_empty());
+        assert!(apply(&e, &mut s, &add_to_cart(&format!("a-{c}"), c, HOUR), HOUR).emits.is_empty());
     }
     assert_eq!(s.pending_timers(), 2);
-    e.process(&mut s, 0, &purchase("p", "buys", 2 * HOUR, "sushi"), 2 * HOUR).unwrap();
+    apply(&e, &mut s, &purchase("p", "buys", 2 * HOUR, "sushi"), 2 * HOUR);
     assert_eq!(s.pending_timers(), 1, "the purchase cancels the wait");
 
     assert!(fire_due(&e, &mut s, 3 * HOUR - 1).is_empty(), "not due before 2 h");
@@ -75,8 +75,8 @@ fn a_new_trigger_event_restarts_the_wait() {
     let e = engine(&[ABANDONED_CART]);
     let mut s = MemoryState::default();
     ready(&e, &mut s, "c");
-    e.process(&mut s, 0, &add_to_cart("a1", "c", HOUR), HOUR).unwrap();
-    e.process(&mut s, 0, &add_to_cart("a2", "c", 2 * HOUR), 2 * HOUR).unwrap();
+    apply(&e, &mut s, &add_to_cart("a1", "c", HOUR), HOUR);
+    apply(&e, &mut s, &add_to_cart("a2", "c", 2 * HOUR), 2 * HOUR);
     assert_eq!(s.pending_timers(), 1);
     assert!(fire_due(&e, &mut s, 3 * HOUR + 1).is_empty());
     assert_eq!(decision_list(&fire_due(&e, &mut s, 4 * HOUR))[0].event_id, "a2");
@@ -99,9 +99,9 @@ fn inactivity_fires_n_days_after_the_last_purchase_and_moves_with_new_ones() {
     let e = engine(&[LAPSED]);
     let mut s = MemoryState::default();
     ready(&e, &mut s, "c");
-    e.process(&mut s, 0, &app("o", "c", 0, AppEventKind::AppOpen, ""), 0).unwrap();
-    e.process(&mut s, 0, &purchase("p1", "c", DAY, "sushi"), DAY).unwrap();
-    e.process(&mut s, 0, &purchase("p2", "c", 10 * DAY, "sushi"), 10 * DAY).unwrap();
+    apply(&e, &mut s, &app("o", "c", 0, AppEventKind::AppOpen, ""), 0);
+    apply(&e, &mut s, &purchase("p1", "c", DAY, "sushi"), DAY);
+    apply(&e, &mut s, &purchase("p2", "c", 10 * DAY, "sushi"), 10 * DAY);
     assert_eq!(s.pending_timers(), 1, "one inactivity timer per customer and offer");
     assert!(fire_due(&e, &mut s, 31 * DAY).is_empty(), "the second purchase moved the check");
     let fired = fire_due(&e, &mut s, 40 * DAY);
@@ -128,10 +128,10 @@ fn sweep_decides_each_known_customer_once_with_stable_ids() {
     let mut s = MemoryState::default();
     for c in ["a", "b", "c"] {
         ready(&e, &mut s, c);
-        e.process(&mut s, 0, &app(&format!("o-{c}"), c, HOUR, AppEventKind::AppOpen, ""), HOUR).unwrap();
+        apply(&e, &mut s, &app(&format!("o-{c}"), c, HOUR, AppEventKind::AppOpen, ""), HOUR);
     }
-    e.process(&mut s, 0, &purchase("p", "a", HOUR, "sushi"), HOUR).unwrap();
-    e.process(&mut s, 0, &purchase("q", "b", HOUR, "wine"), HOUR).unwrap();
+    apply(&e, &mut s, &purchase("p", "a", HOUR, "sushi"), HOUR);
+    apply(&e, &mut s, &purchase("q", "b", HOUR, "wine"), HOUR);
     let def: Arc<OfferDefinition> = e.catalog().sweeps()[0].clone();
     let run = |state: &mut MemoryState| {
         let customers: Vec<String> = state.profiles(0).into_iter().map(|(c, _)| c).collect();
@@ -166,7 +166,7 @@ cascade: { after: 4h, to: stories }
 /// back for the follow-up.
 fn pushed(e: &Engine, s: &mut MemoryState, c: &str) -> cvm_proto::v1::Offer {
     ready(e, s, c);
-    let out = e.process(s, 0, &app(&format!("v-{c}"), c, HOUR, AppEventKind::ProductView, "shoes"), HOUR).unwrap();
+    let out = apply(e, s, &app(&format!("v-{c}"), c, HOUR, AppEventKind::ProductView, "shoes"), HOUR);
     assert_eq!(decisions(&out.emits), [(Channel::Push, Outcome::Treated)]);
     offers(&out.emits)[0].clone()
 }
@@ -193,7 +193,7 @@ fn opening_the_push_cancels_the_cascade() {
     let e = engine(&[PUSH_THEN_STORY]);
     let mut s = MemoryState::default();
     let push = pushed(&e, &mut s, "c");
-    e.process(&mut s, 0, &push_open("open", "c", 2 * HOUR, &push.offer_id), 2 * HOUR).unwrap();
+    apply(&e, &mut s, &push_open("open", "c", 2 * HOUR, &push.offer_id), 2 * HOUR);
     assert_eq!(s.pending_timers(), 0);
     assert!(fire_due(&e, &mut s, 5 * HOUR).is_empty());
 }
@@ -202,7 +202,7 @@ fn opening_the_push_cancels_the_cascade() {
 fn without_push_the_story_goes_out_at_once() {
     let e = engine(&[PUSH_THEN_STORY]);
     let mut s = MemoryState::default();
-    let out = e.process(&mut s, 0, &app("v", "c", HOUR, AppEventKind::ProductView, "shoes"), HOUR).unwrap();
+    let out = apply(&e, &mut s, &app("v", "c", HOUR, AppEventKind::ProductView, "shoes"), HOUR);
     assert_eq!(decisions(&out.emits), [(Channel::Push, Outcome::Unreachable), (Channel::Stories, Outcome::Treated)]);
     assert_eq!(s.pending_timers(), 0);
 }
@@ -226,7 +226,7 @@ fn timers_of_a_deleted_or_paused_offer_do_nothing() {
     let e = engine(&[ABANDONED_CART]);
     let mut s = MemoryState::default();
     ready(&e, &mut s, "c");
-    e.process(&mut s, 0, &add_to_cart("a", "c", HOUR), HOUR).unwrap();
+    apply(&e, &mut s, &add_to_cart("a", "c", HOUR), HOUR);
     let mut gone = e.clone();
     gone.set_catalog(Arc::new(e.catalog().without("abandoned-cart")));
     assert!(fire_due(&gone, &mut s, 4 * HOUR).is_empty());
@@ -240,12 +240,12 @@ fn cancellation_follows_event_time_when_topics_interleave() {
     let mut s = MemoryState::default();
     ready(&e, &mut s, "c");
     // The purchase (2 h) is applied before the cart add (1 h) it follows.
-    e.process(&mut s, 0, &purchase("p", "c", 2 * HOUR, "sushi"), 2 * HOUR).unwrap();
-    e.process(&mut s, 0, &add_to_cart("a", "c", HOUR), HOUR).unwrap();
+    apply(&e, &mut s, &purchase("p", "c", 2 * HOUR, "sushi"), 2 * HOUR);
+    apply(&e, &mut s, &add_to_cart("a", "c", HOUR), HOUR);
     assert_eq!(s.pending_timers(), 0, "the cart was bought after it was filled");
     // A purchase older than the cart add does not cancel its wait.
-    e.process(&mut s, 0, &add_to_cart("b", "c", 5 * HOUR), 5 * HOUR).unwrap();
-    e.process(&mut s, 0, &purchase("q", "c", 4 * HOUR, "sushi"), 4 * HOUR).unwrap();
+    apply(&e, &mut s, &add_to_cart("b", "c", 5 * HOUR), 5 * HOUR);
+    apply(&e, &mut s, &purchase("q", "c", 4 * HOUR, "sushi"), 4 * HOUR);
     assert_eq!(s.pending_timers(), 1);
 }
 
@@ -254,9 +254,9 @@ fn customers_lapsed_before_an_inactivity_offer_is_published_are_backfilled() {
     let before = engine(&[]);
     let mut s = MemoryState::default();
     ready(&before, &mut s, "c");
-    before.process(&mut s, 0, &app("o", "c", 0, AppEventKind::AppOpen, ""), 0).unwrap();
-    before.process(&mut s, 0, &purchase("p1", "c", DAY, "sushi"), DAY).unwrap();
-    before.process(&mut s, 0, &purchase("p2", "c", 2 * DAY, "sushi"), 2 * DAY).unwrap();
+    apply(&before, &mut s, &app("o", "c", 0, AppEventKind::AppOpen, ""), 0);
+    apply(&before, &mut s, &purchase("p1", "c", DAY, "sushi"), DAY);
+    apply(&before, &mut s, &purchase("p2", "c", 2 * DAY, "sushi"), 2 * DAY);
     assert_eq!(s.pending_timers(), 0, "no inactivity offer yet");
 
     let after = engine(&[LAPSED]);

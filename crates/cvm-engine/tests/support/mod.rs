@@ -1,14 +1,27 @@
-//! The shared test kit, plus firing timers through the driver.
+//! The shared test kit, plus applying events and firing timers through the
+//! driver the ingest loop uses.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub use cvm_testkit::*;
 
-use cvm_engine::{MemoryState, Outbound};
+use cvm_engine::{
+    driver::{Clock, ScanPacing},
+    Driver, DriverConfig, Engine, Event, EventOutput, MemoryState, Outbound, Output, Source,
+};
 
-/// Fires every timer of partition 0 due by `now`, through the driver the
-/// ingest loop uses (event time: each at its own due time).
-pub fn fire_due(engine: &cvm_engine::Engine, state: &mut MemoryState, now: i64) -> Vec<Outbound> {
-    let mut out = cvm_engine::Output::default();
-    cvm_engine::Driver::replay(engine.clone()).fire_through(state, 0, now, &mut out).unwrap();
+/// Applies `event` to partition 0 at `at` through the driver (on the wall
+/// clock, here `at`: no timer fires before the event).
+pub fn apply(engine: &Engine, state: &mut MemoryState, event: &Event, at: i64) -> EventOutput {
+    let config = DriverConfig { clock: Clock::Wall, inputs: 2, idle_timeout_ms: 0, pacing: ScanPacing::Rate };
+    let mut out = Output::default();
+    let result = Driver::new(engine.clone(), config).apply(state, 0, Source::Input(0), event, at, &mut out).unwrap();
+    EventOutput { result, emits: out.emits }
+}
+
+/// Fires every timer of partition 0 due by `now`, through the driver (event
+/// time: each at its own due time, cascades due already included).
+pub fn fire_due(engine: &Engine, state: &mut MemoryState, now: i64) -> Vec<Outbound> {
+    let mut out = Output::default();
+    Driver::replay(engine.clone()).fire_through(state, 0, now, &mut out).unwrap();
     out.emits
 }
