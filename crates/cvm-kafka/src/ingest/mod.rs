@@ -19,28 +19,30 @@
 use std::{
     sync::atomic::{AtomicBool, Ordering},
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
+
+mod applier;
 
 use cvm_engine::{
     attribution::{Stats, StatsKey},
     catalog::LiveCatalog,
     driver::ScanPacing,
-    Driver, DriverConfig, Engine, EventResult, Output, Source,
+    Driver, DriverConfig, Engine,
 };
-use cvm_store::{Batch, Store};
+use cvm_store::Store;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
-    message::{BorrowedMessage, Message},
+    message::Message,
 };
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
-    codec::{dead_letter, decode_event, outbox_entry, stats_entry, Input},
     consumer::{consumer, SeekToStoredOffsets},
-    meters::{BatchCounts, Ingested, Meters},
+    meters::{BatchCounts, Meters},
     ClientError, KafkaConfig,
 };
+use applier::{Applier, InputMessage};
 
 /// The ingest loop had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -76,28 +78,10 @@ pub struct Ingest {
     applier: Applier,
 }
 
-/// Everything but the consumer: takes messages into a batch through the
-/// driver and commits. (Apart from the consumer, because a polled message
-/// borrows it while the applier changes.)
-struct Applier {
-    store: Store,
-    driver: Driver,
-    catalog: LiveCatalog,
-    catalog_generation: u64,
-    config: KafkaConfig,
-    wake: Arc<tokio::sync::Notify>,
-    meters: Meters,
-    on_commit: CommittedStats,
-}
-
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ingest").field("group", &self.applier.config.group_id).finish()
     }
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Ingest {
@@ -194,7 +178,7 @@ impl Ingest {
                 applier.driver.begin();
                 deadline = Some(Instant::now() + applier.config.batch_max_wait);
             }
-            applier.handle(&mut batch, &msg, &mut counts)?;
+            applier.handle(&mut batch, &InputMessage::of(&msg), &mut counts)?;
             match last_offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
                 Some(entry) => entry.2 = msg.offset(),
                 None => last_offsets.push((msg.topic().to_owned(), msg.partition(), msg.offset())),
@@ -209,105 +193,6 @@ impl Ingest {
             // librdkafka stores the offset after the one given.
             let _ = consumer.store_offset(topic, *partition, *offset);
         }
-        Ok(())
-    }
-}
-
-impl Applier {
-    /// Swaps in a reloaded catalog, if there is one.
-    fn refresh_catalog(&mut self) {
-        let snapshot = self.catalog.snapshot();
-        if snapshot.generation != self.catalog_generation {
-            debug!(generation = snapshot.generation, offers = snapshot.catalog.all().len(), "Catalog reloaded.");
-            self.catalog_generation = snapshot.generation;
-            self.driver.set_catalog(snapshot.catalog);
-        }
-    }
-
-    /// Lets the driver fire due timers and advance sweeps over `partitions`;
-    /// commits if that did anything.
-    fn maintain(&mut self, partitions: &[u32]) -> Result<(), IngestError> {
-        self.refresh_catalog();
-        let store = self.store.clone();
-        let mut batch = store.begin();
-        self.driver.begin();
-        let (wall, mut out, mut counts) = (wall_ms(), Output::default(), BatchCounts::default());
-        let mut changed = self.driver.tick(&mut batch, partitions, wall, &mut out)?;
-        let scans = self.driver.advance_scans(&mut batch, partitions, wall, &mut out)?;
-        changed |= scans.iter().any(|s| s.changed);
-        counts.scans(scans);
-        if !changed {
-            (self.on_commit)(&[]);
-            return Ok(());
-        }
-        self.queue(&mut batch, &out, &mut counts);
-        self.commit(batch, &counts)
-    }
-
-    /// Decodes one message and hands it to the driver; dead-letters what
-    /// cannot be decoded or applied.
-    fn handle(
-        &mut self,
-        batch: &mut Batch<'_>,
-        msg: &BorrowedMessage<'_>,
-        counts: &mut BatchCounts,
-    ) -> Result<(), IngestError> {
-        let topics = &self.config.topics;
-        let (input, index) = Input::of(topics, msg.topic());
-        batch.set_next_offset(msg.topic(), msg.partition(), msg.offset() + 1);
-        let started = Instant::now();
-        let dead = |reason: &str| {
-            dead_letter(topics, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.payload(), reason)
-        };
-        let event = match decode_event(topics, input, msg.payload()) {
-            Ok(e) => e,
-            Err(reason) => {
-                warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), %reason, "Undecodable event sent to the dead-letter topic.");
-                batch.publish(dead(&reason));
-                counts.ingested(index, Ingested::DeadLettered);
-                return Ok(());
-            }
-        };
-        let source = match input {
-            Input::Purchases => Source::Input(0),
-            Input::App => Source::Input(1),
-            Input::Erasure => Source::Side,
-        };
-        let mut out = Output::default();
-        let result = self.driver.apply(batch, msg.partition() as u32, source, &event, wall_ms(), &mut out)?;
-        if let EventResult::Invalid(reason) = result {
-            warn!(topic = msg.topic(), offset = msg.offset(), reason, "Invalid event sent to the dead-letter topic.");
-            batch.publish(dead(reason));
-        }
-        counts.ingested(index, Ingested::of(&result));
-        self.queue(batch, &out, counts);
-        self.meters.latency.record(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// Queues what the driver produced in the outbox.
-    fn queue(&self, batch: &mut Batch<'_>, out: &Output, counts: &mut BatchCounts) {
-        counts.output(out);
-        for emit in &out.emits {
-            batch.publish(outbox_entry(&self.config.topics, emit));
-        }
-    }
-
-    /// Publishes the attribution totals the batch changed on the stats topic
-    /// in the same write, commits, and flushes the counts.
-    fn commit(&mut self, mut batch: Batch<'_>, counts: &BatchCounts) -> Result<(), IngestError> {
-        let started = Instant::now();
-        let totals = batch.stats_totals()?;
-        for (partition, key, total) in &totals {
-            batch.publish(stats_entry(&self.config.topics, *partition, key, total));
-        }
-        let committed = batch.commit()?;
-        self.meters.commit.record(started.elapsed().as_secs_f64());
-        (self.on_commit)(&totals);
-        if committed.outbox > 0 {
-            self.wake.notify_one();
-        }
-        self.meters.flush(counts);
         Ok(())
     }
 }
