@@ -336,9 +336,11 @@ async fn run_sweep(brokers: &str, config: &Config, pipeline: &Pipeline) -> anyho
 /// the history, or later where purchases caused by offers came in up to two
 /// days after it), so its pushes wait for the end of quiet hours. In event
 /// time the clock of a partition only moves with its events: anonymous app
-/// opens on every partition at 08:05 UTC three days after the history let
-/// every deferred push and pending timer fire. They change no state (their
-/// devices are unknown).
+/// opens on every partition at 08:05 UTC three days after the history move
+/// the app topic there, and since the purchases topic has gone quiet, the
+/// partition's watermark follows once that topic has been idle for
+/// `kafka.watermark_idle_timeout`; then every deferred push and pending
+/// timer fires. The opens change no state (their devices are unknown).
 fn next_morning(
     brokers: &str,
     topics: &cvm_kafka::Topics,
