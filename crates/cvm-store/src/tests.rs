@@ -210,3 +210,24 @@ fn sweep_progress_and_customer_pages() {
     assert_eq!(store.sweep_progress("storm", 2, 5).unwrap(), Some(SweepProgress::After("c1".into())));
     assert_eq!(store.sweep_progress("storm", 3, 5).unwrap(), None, "per version");
 }
+
+#[test]
+fn scan_progress_written_by_an_older_version_moves_to_its_column_family_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        // How stores before the `scans` family kept it: in `offsets`, prefixed 0xff.
+        let old_key = [&[0xff][..], &scan_key("storm", 2, 5)].concat();
+        store.db.put_cf(store.cf(CF_OFFSETS), old_key, encode_progress(&SweepProgress::After("c9".into()))).unwrap();
+        store.db.put_cf(store.cf(CF_OFFSETS), offset_key("cvm.events.app", 5), 42i64.to_be_bytes()).unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.sweep_progress("storm", 2, 5).unwrap(), Some(SweepProgress::After("c9".into())));
+    assert_eq!(store.next_offset("cvm.events.app", 5).unwrap(), Some(42), "offsets are left alone");
+    let leftovers = store
+        .db
+        .iterator_cf(store.cf(CF_OFFSETS), IteratorMode::Start)
+        .filter(|r| r.as_ref().unwrap().0.first() == Some(&0xff))
+        .count();
+    assert_eq!(leftovers, 0, "the old keys are gone, so the move happens once");
+}

@@ -114,6 +114,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     config.kafka.brokers.clone_from(&brokers);
     config.kafka.create_topics = false;
     config.kafka.clock = cvm_kafka::Clock::EventTime;
+    // One producer writes both topics in time order and the in-process broker
+    // has no lag: a purchases topic quiet for a second has ended, and the
+    // watermark need not wait the production default for it.
+    config.kafka.watermark_idle_timeout = Duration::from_secs(1);
     config.http.listen = opts.http;
     for t in config.kafka.topics.all() {
         mock.create_topic(t, PARTITIONS, 1).with_context(|| format!("creating topic {t}"))?;
