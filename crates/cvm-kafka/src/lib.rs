@@ -58,6 +58,12 @@ pub enum ClientError {
     },
 }
 
+/// Wall-clock milliseconds since the epoch: the edge's clock (the decision
+/// core never reads one).
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The client config shared by every client: brokers plus raw overrides.
 pub(crate) fn client_config(cfg: &KafkaConfig, overrides: &std::collections::BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();

@@ -20,7 +20,7 @@ use rdkafka::{
 };
 use tracing::{info, warn};
 
-use crate::{client_config, ClientError, KafkaConfig};
+use crate::{client_config, wall_ms, ClientError, KafkaConfig};
 
 /// The config-topic reader.
 pub struct OffersReader {
@@ -79,9 +79,7 @@ impl OffersReader {
 
     fn apply(&self, msg: &BorrowedMessage<'_>) {
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
-        let now_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let status = self.catalog.apply(&key, msg.payload(), now_ms);
+        let status = self.catalog.apply(&key, msg.payload(), wall_ms());
         let spec = &self.config.topics.config_status;
         let payload = encode(spec.format, &status);
         if let Err((e, _)) = self.producer.send(BaseRecord::to(&spec.name).key(&key).payload(&payload)) {

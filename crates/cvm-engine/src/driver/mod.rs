@@ -245,7 +245,6 @@ impl Driver {
             return Ok(());
         }
         while self.fire_page(state, partition, until_ms, TIMERS_PER_TICK, out)? > 0 {}
-        state.take_earliest_set(partition);
         self.next_due.insert(partition, state.earliest_due(partition)?);
         Ok(())
     }

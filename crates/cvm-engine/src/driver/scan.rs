@@ -176,33 +176,52 @@ impl Driver {
                 continue;
             }
             report.changed = true;
-            let mut progress = SweepProgress::After(after);
-            while let (SweepProgress::After(after), true) = (&progress, budget > 0) {
-                let page = budget.min(SCAN_PAGE);
-                let customers = state.customers_after(partition, after, page)?;
-                for customer in &customers {
-                    match kind {
-                        ScanKind::Sweep => out.emits.extend(self.engine.sweep(state, partition, customer, def, now)?),
-                        ScanKind::InactivityBackfill => {
-                            self.engine.schedule_inactivity(state, partition, customer, def)?;
-                        }
-                    }
-                }
-                budget -= customers.len();
-                report.scanned += customers.len();
-                progress = match customers.last() {
-                    Some(last) if customers.len() == page => SweepProgress::After(last.clone()),
-                    _ => {
-                        report.partitions_done += 1;
-                        info!(offer = def.id(), scan = kind.name(), partition, "Scan finished a partition.");
-                        SweepProgress::Done
-                    }
-                };
+            let (visited, progress) = self.visit(state, partition, def, kind, after, budget, now, out)?;
+            budget -= visited;
+            report.scanned += visited;
+            if progress == SweepProgress::Done {
+                report.partitions_done += 1;
+                info!(offer = def.id(), scan = kind.name(), partition, "Scan finished a partition.");
             }
-            self.learn_timers_set(state, partition);
             state.set_sweep_progress(def.id(), version, partition, progress);
         }
         Ok(report)
+    }
+
+    /// Visits up to `budget` customers of `partition` after `after`, a page
+    /// at a time, for `kind`; returns how many and where that leaves the scan.
+    #[allow(clippy::too_many_arguments)]
+    fn visit<S: StateTxn + TimerQueue + ProfileScan>(
+        &mut self,
+        state: &mut S,
+        partition: u32,
+        def: &std::sync::Arc<OfferDefinition>,
+        kind: ScanKind,
+        after: String,
+        budget: usize,
+        now: i64,
+        out: &mut Output,
+    ) -> Result<(usize, SweepProgress), StoreError> {
+        let (mut visited, mut progress) = (0, SweepProgress::After(after));
+        while let (SweepProgress::After(after), true) = (&progress, visited < budget) {
+            let page = (budget - visited).min(SCAN_PAGE);
+            let customers = state.customers_after(partition, after, page)?;
+            for customer in &customers {
+                match kind {
+                    ScanKind::Sweep => out.emits.extend(self.engine.sweep(state, partition, customer, def, now)?),
+                    ScanKind::InactivityBackfill => {
+                        self.engine.schedule_inactivity(state, partition, customer, def)?;
+                    }
+                }
+            }
+            visited += customers.len();
+            progress = match customers.last() {
+                Some(last) if customers.len() == page => SweepProgress::After(last.clone()),
+                _ => SweepProgress::Done,
+            };
+        }
+        self.learn_timers_set(state, partition);
+        Ok((visited, progress))
     }
 }
 
@@ -222,19 +241,7 @@ impl Driver {
         let mut visited = 0;
         for &partition in partitions {
             self.fire_through(state, partition, at_ms, out)?;
-            let mut after = String::new();
-            loop {
-                let customers = state.customers_after(partition, &after, SCAN_PAGE)?;
-                for customer in &customers {
-                    out.emits.extend(self.engine.sweep(state, partition, customer, def, at_ms)?);
-                }
-                visited += customers.len();
-                match customers.last() {
-                    Some(last) if customers.len() == SCAN_PAGE => after = last.clone(),
-                    _ => break,
-                }
-            }
-            self.learn_timers_set(state, partition);
+            visited += self.visit(state, partition, def, ScanKind::Sweep, String::new(), usize::MAX, at_ms, out)?.0;
         }
         Ok(visited)
     }

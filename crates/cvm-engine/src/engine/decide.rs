@@ -40,14 +40,9 @@ const SCORES_IN_DECISION: usize = 5;
 pub(super) enum DecisionTrigger {
     /// An event arrived.
     Event,
-    /// A delayed trigger's wait ended.
-    Delayed,
-    /// A customer lapsed.
-    Inactivity,
-    /// A push went unopened; the follow-up.
-    Cascade,
-    /// A push deferred out of quiet hours.
-    Deferred,
+    /// A durable timer fired: a delayed trigger's wait ended, a customer
+    /// lapsed, a push went unopened (the cascade) or quiet hours ended.
+    Timer(TimerKind),
     /// A sweep reached the customer.
     Sweep,
 }
@@ -57,22 +52,8 @@ impl DecisionTrigger {
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::Event => "event",
-            Self::Delayed => "delayed",
-            Self::Inactivity => "inactivity",
-            Self::Cascade => "cascade",
-            Self::Deferred => "deferred",
+            Self::Timer(kind) => kind.name(),
             Self::Sweep => "sweep",
-        }
-    }
-}
-
-impl From<TimerKind> for DecisionTrigger {
-    fn from(kind: TimerKind) -> Self {
-        match kind {
-            TimerKind::Delayed => Self::Delayed,
-            TimerKind::Inactivity => Self::Inactivity,
-            TimerKind::Cascade => Self::Cascade,
-            TimerKind::Deferred => Self::Deferred,
         }
     }
 }
@@ -178,16 +159,8 @@ impl Engine {
             return Ok(Vec::new());
         };
         let mut ranking = match self.rank(txn, profile, ctx, candidates)? {
-            Some(ranking) => ranking,
-            None => {
-                let features = Features::compute(profile, ctx.facts, ctx.now_ms);
-                let reason = format!(
-                    "none of {} offer(s) eligible; {} v{}: `{}` is false",
-                    candidates.len(),
-                    first.id(),
-                    first.version(),
-                    first.failing_clause(&features).unwrap_or("eligibility")
-                );
+            Ok(ranking) => ranking,
+            Err(reason) => {
                 return Ok(vec![Outbound::Decision(ctx.unspecified(Outcome::Ineligible, reason, first))]);
             }
         };
@@ -234,14 +207,15 @@ impl Engine {
     }
 
     /// The eligible candidates valued and ranked: priority (the marketers'
-    /// tier) first, then expected value, then id. `None` if none is eligible.
+    /// tier) first, then expected value, then id; or, if none is eligible,
+    /// why (the first candidate's failing clause).
     fn rank<'c>(
         &self,
         txn: &mut impl StateTxn,
         profile: &Profile,
         ctx: &Context<'_>,
         candidates: &[&'c Arc<OfferDefinition>],
-    ) -> Result<Option<Ranking<'c>>, StoreError> {
+    ) -> Result<Result<Ranking<'c>, String>, StoreError> {
         let settings = &self.config.models;
         let features = Features::compute(profile, ctx.facts, ctx.now_ms);
         let customer = models::Customer::of(&features);
@@ -262,8 +236,14 @@ impl Engine {
             };
             eligible.push((d.as_ref(), models::value(d, &features, &customer, discount, rules, scorer)));
         }
-        if eligible.is_empty() {
-            return Ok(None);
+        if let ([], Some(first)) = (eligible.as_slice(), candidates.first()) {
+            return Ok(Err(format!(
+                "none of {} offer(s) eligible; {} v{}: `{}` is false",
+                candidates.len(),
+                first.id(),
+                first.version(),
+                first.failing_clause(&features).unwrap_or("eligibility")
+            )));
         }
         // Candidates come in id order, so their position breaks ties by id.
         let mut order: Vec<u128> = eligible
@@ -280,7 +260,7 @@ impl Engine {
             .take(SCORES_IN_DECISION)
             .map(|(d, v)| v.score(d, self.catalog.model_for(d).map(AsRef::as_ref), &customer))
             .collect();
-        Ok(Some(Ranking { eligible, scores, customer, segment }))
+        Ok(Ok(Ranking { eligible, scores, customer, segment }))
     }
 
     /// When an uplift model expects no candidate to pay (outside the
@@ -317,7 +297,7 @@ impl Engine {
     /// follow-up channel is held back for the follow-up, unless the push
     /// cannot reach the customer at all.
     fn offers_on(ctx: &Context<'_>, push_reachable: bool, offer: &OfferDefinition, channel: Channel) -> bool {
-        let held_for_cascade = ctx.cause.trigger != DecisionTrigger::Cascade
+        let held_for_cascade = ctx.cause.trigger != DecisionTrigger::Timer(TimerKind::Cascade)
             && offer.doc.cascade.as_ref().is_some_and(|c| c.to.channel() == channel)
             && push_reachable;
         offer.channels().any(|c| c == channel) && !held_for_cascade

@@ -445,7 +445,7 @@ impl Engine {
                 timer.due_ms
             ),
             event_id: &timer.cause_event_id,
-            trigger: DecisionTrigger::from(timer.kind),
+            trigger: DecisionTrigger::Timer(timer.kind),
             parent_decision_id: &timer.parent_decision_id,
             channels,
         };

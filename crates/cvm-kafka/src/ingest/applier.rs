@@ -2,10 +2,7 @@
 //! into a batch through the driver (dead letters for what cannot be
 //! applied), and the commit that publishes stats totals with the state.
 
-use std::{
-    sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Instant};
 
 use cvm_engine::{catalog::LiveCatalog, Driver, EventResult, Output, Source};
 use cvm_store::{Batch, Store};
@@ -16,12 +13,8 @@ use super::{CommittedStats, IngestError};
 use crate::{
     codec::{dead_letter, decode_event, outbox_entry, stats_entry, Input},
     meters::{BatchCounts, Ingested, Meters},
-    KafkaConfig,
+    wall_ms, KafkaConfig,
 };
-
-pub(super) fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// An input message as the applier needs it (a Kafka message, or a test's).
 #[derive(Debug, Clone, Copy)]
