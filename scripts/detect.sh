@@ -25,7 +25,8 @@ cvm_find_libclang() {
     done
   done
   [ -n "$found" ] || return 1
-  compgen -G "$root/usr/lib/llvm-*/lib/clang/*/include/stddef.h" >/dev/null \
+  { [ -n "${LIBCLANG_PATH:-}" ] && compgen -G "$root$LIBCLANG_PATH/clang/*/include/stddef.h" >/dev/null; } \
+    || compgen -G "$root/usr/lib/llvm-*/lib/clang/*/include/stddef.h" >/dev/null \
     || compgen -G "$root/usr/lib*/clang/*/include/stddef.h" >/dev/null \
     || compgen -G "$root/usr/local/llvm*/lib/clang/*/include/stddef.h" >/dev/null \
     || return 1

@@ -31,8 +31,9 @@ check "versioned libclang only (libclang1-14 with headers)" found \
   "$(layout versioned usr/lib/x86_64-linux-gnu/libclang-14.so.14.0.6 $headers)"
 check "suffix-versioned libclang.so.1" found "$(layout suffixed usr/lib/llvm-14/lib/libclang.so.1 $headers)"
 check "libclang without clang's builtin headers" missing "$(layout no-headers usr/lib/llvm-14/lib/libclang.so)"
-root="$(layout custom opt/llvm/lib/libclang.so $headers)"
-LIBCLANG_PATH=/opt/llvm/lib check "LIBCLANG_PATH" found "$root"
+root="$(layout custom opt/llvm/lib/libclang.so opt/llvm/lib/clang/17/include/stddef.h)"
+LIBCLANG_PATH=/opt/llvm/lib check "LIBCLANG_PATH with its own headers" found "$root"
+LIBCLANG_PATH=/opt/llvm/lib check "LIBCLANG_PATH library without builtin headers" missing "$(layout elsewhere opt/llvm/lib/libclang.so)"
 
 # The packages asked of apt follow from the same detection.
 root="$(layout bare usr/lib/x86_64-linux-gnu/libclang-cpp.so.14 usr/bin/cc usr/bin/make)"
