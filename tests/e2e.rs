@@ -529,7 +529,13 @@ async fn kafka_pipeline_and_driver_decide_identically() {
     let idle_timeout_ms = HOUR;
     let mut driver = Driver::new(
         engine,
-        DriverConfig { clock: Clock::EventTime, inputs: 2, idle_timeout_ms, pacing: ScanPacing::Rate },
+        DriverConfig {
+            clock: Clock::EventTime,
+            inputs: 2,
+            idle_timeout_ms,
+            pacing: ScanPacing::Rate,
+            timers_per_batch: usize::MAX,
+        },
     );
     let mut state = MemoryState::default();
     let mut expected = Output::default();

@@ -23,6 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&files, &[&root])?;
 
     let descriptor_bytes = std::fs::read(&descriptor_path)?;
-    pbjson_build::Builder::new().register_descriptors(&descriptor_bytes)?.build(&[".cvm.v1"])?;
+    // Unknown JSON fields are ignored, as protobuf ignores unknown fields: a
+    // producer that adds a field must not dead-letter every message.
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptor_bytes)?
+        .ignore_unknown_fields()
+        .build(&[".cvm.v1"])?;
     Ok(())
 }

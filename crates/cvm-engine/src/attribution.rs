@@ -39,9 +39,9 @@ fn key(campaign_id: &str, group: Group, at_ms: i64) -> StatsKey {
 }
 
 fn add(totals: &mut Totals, p: &Totals) {
-    totals.orders += p.orders;
-    totals.revenue_minor += p.revenue_minor;
-    totals.margin_minor += p.margin_minor;
+    totals.orders = totals.orders.saturating_add(p.orders);
+    totals.revenue_minor = totals.revenue_minor.saturating_add(p.revenue_minor);
+    totals.margin_minor = totals.margin_minor.saturating_add(p.margin_minor);
 }
 
 /// Counts a new customer in the programme comparison.
@@ -73,7 +73,7 @@ pub(crate) fn expose(
         campaign_id: campaign_id.to_owned(),
         group,
         start_ms: now_ms,
-        until_ms: now_ms + window_ms,
+        until_ms: now_ms.saturating_add(window_ms),
         totals: Totals::default(),
     });
     if profile.exposures.len() > MAX_EXPOSURES {

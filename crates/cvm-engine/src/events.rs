@@ -4,6 +4,8 @@
 
 use cvm_proto::v1::{AppEvent, AppEventKind, Consent, EraseRequest, Identify, Purchase};
 use schemars::JsonSchema;
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// An input event.
@@ -43,25 +45,86 @@ impl Event {
             Event::Erase(e) => e.timestamp_ms,
         }
     }
+}
 
-    /// Why the event cannot be applied, if it cannot.
-    pub(crate) fn invalid_reason(&self) -> Option<&'static str> {
-        if self.event_id().is_empty() {
-            return Some("event_id (request_id for erasure) is empty; producers must give every event a unique id");
-        }
+/// Why an event was refused (see [`crate::validation`]): the `cvm.error.code` header and the `reason`
+/// label of the dead-letter counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The payload is not a message of the topic's type and format.
+    Undecodable,
+    /// A field the kind needs is empty.
+    MissingField,
+    /// The timestamp is outside the accepted window.
+    TimestampOutOfWindow,
+    /// A price or cost is negative or too large.
+    AmountOutOfRange,
+    /// A quantity is too large.
+    QuantityOutOfRange,
+    /// A purchase has no lines or too many.
+    LineCount,
+    /// An id or text is too long.
+    TooLong,
+    /// An enum value this version does not know.
+    UnknownEnum,
+    /// A number outside its meaningful range (e.g. a UTC offset).
+    OutOfRange,
+    /// Processing the event failed (a bug): it is set aside, not retried.
+    ProcessingFailed,
+}
+
+impl Reason {
+    /// Every reason, for meters registered up front.
+    pub const ALL: [Reason; 10] = [
+        Reason::Undecodable,
+        Reason::MissingField,
+        Reason::TimestampOutOfWindow,
+        Reason::AmountOutOfRange,
+        Reason::QuantityOutOfRange,
+        Reason::LineCount,
+        Reason::TooLong,
+        Reason::UnknownEnum,
+        Reason::OutOfRange,
+        Reason::ProcessingFailed,
+    ];
+
+    /// The machine-readable code, e.g. `timestamp_out_of_window`.
+    pub fn code(self) -> &'static str {
         match self {
-            Event::Purchase(p) if p.customer_id.is_empty() => Some("purchase without customer_id"),
-            Event::Purchase(p) if p.lines.is_empty() => Some("purchase without lines"),
-            Event::App(a) if a.customer_id.is_empty() && a.device_id.is_empty() => {
-                Some("app event without customer_id or device_id")
-            }
-            Event::Identify(i) if i.customer_id.is_empty() || i.device_id.is_empty() => {
-                Some("identify needs both customer_id and device_id")
-            }
-            Event::Consent(c) if c.customer_id.is_empty() => Some("consent without customer_id"),
-            Event::Erase(e) if e.customer_id.is_empty() => Some("erase request without customer_id"),
-            _ => None,
+            Reason::Undecodable => "undecodable",
+            Reason::MissingField => "missing_field",
+            Reason::TimestampOutOfWindow => "timestamp_out_of_window",
+            Reason::AmountOutOfRange => "amount_out_of_range",
+            Reason::QuantityOutOfRange => "quantity_out_of_range",
+            Reason::LineCount => "line_count",
+            Reason::TooLong => "too_long",
+            Reason::UnknownEnum => "unknown_enum",
+            Reason::OutOfRange => "out_of_range",
+            Reason::ProcessingFailed => "processing_failed",
         }
+    }
+}
+
+/// A refused event: the reason's code and a sentence for the person who
+/// reads the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What kind of problem.
+    pub reason: Reason,
+    /// Which field, which value, what is accepted.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection for `reason` saying `detail`.
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.code(), self.detail)
     }
 }
 
@@ -76,8 +139,8 @@ pub enum EventResult {
     Anonymous,
     /// Re-keyed to its customer (see [`Outbound::Rekeyed`]).
     Rekeyed,
-    /// Cannot be applied; goes to the dead-letter topic with this reason.
-    Invalid(&'static str),
+    /// Refused by validation; goes to the dead-letter topic with the reason.
+    Invalid(Rejection),
 }
 
 /// An event kind, as written in documents.

@@ -131,7 +131,8 @@ impl<'a> EventFacts<'a> {
     pub fn of(event: &'a Event) -> Self {
         match event {
             Event::Purchase(p) => {
-                let line_total = |l: &cvm_proto::v1::PurchaseLine| l.unit_price_minor * i64::from(l.quantity.max(1));
+                let line_total =
+                    |l: &cvm_proto::v1::PurchaseLine| l.unit_price_minor.saturating_mul(i64::from(l.quantity.max(1)));
                 let main = p.lines.iter().max_by_key(|l| line_total(l));
                 EventFacts {
                     kind: Some(EventKind::Purchase),
@@ -168,7 +169,7 @@ pub struct Features<'a> {
 }
 
 fn days_between(from_ms: i64, to_ms: i64) -> f64 {
-    ((to_ms - from_ms).max(0) / DAY_MS) as f64
+    (to_ms.saturating_sub(from_ms).max(0) / DAY_MS) as f64
 }
 
 impl<'a> Features<'a> {
@@ -182,7 +183,7 @@ impl<'a> Features<'a> {
         );
         let major = |minor: i64| minor as f64 / 100.0;
         let per_order = |minor: i64, orders: u32| if orders == 0 { 0.0 } else { major(minor) / f64::from(orders) };
-        let local_ms = now_ms + i64::from(profile.utc_offset_minutes) * 60_000;
+        let local_ms = now_ms.saturating_add(i64::from(profile.utc_offset_minutes) * 60_000);
         let week_ms = 7 * DAY_MS;
         // 1970-01-01 was a Thursday (weekday 4).
         let weekday = ((local_ms.rem_euclid(week_ms) / DAY_MS + 3) % 7) + 1;
@@ -209,7 +210,10 @@ impl<'a> Features<'a> {
         set(Num::CLV_12M, profile.clv_12m_minor(now_ms) / 100.0);
         set(Num::CART_LINES, profile.cart.len() as f64);
         set(Num::CART_UNITS, profile.cart.iter().map(|l| f64::from(l.quantity)).sum());
-        set(Num::CONTACTS_7D, profile.contacts.iter().filter(|c| c.at_ms > now_ms - week_ms).count() as f64);
+        set(
+            Num::CONTACTS_7D,
+            profile.contacts.iter().filter(|c| c.at_ms > now_ms.saturating_sub(week_ms)).count() as f64,
+        );
         set(Num::LOCAL_HOUR, (local_ms.rem_euclid(DAY_MS) / HOUR_MS) as f64);
         set(Num::LOCAL_WEEKDAY, weekday as f64);
         set(Num::EVENT_AMOUNT, major(event.amount_minor));

@@ -50,6 +50,7 @@ pub mod stats;
 pub mod telemetry;
 pub mod time;
 pub mod timers;
+pub mod validation;
 
 pub use catalog::{Catalog, ConfigDocument};
 pub use driver::{Driver, DriverConfig, Output, Source};
@@ -61,3 +62,4 @@ pub use offers::{OfferDefinition, OfferDocument, OfferError};
 pub use profile::Profile;
 pub use state::StateTxn;
 pub use timers::{Timer, TimerKey, TimerKind};
+pub use validation::{InputLimits, Reason, Rejection};

@@ -24,7 +24,10 @@ use cvm_proto::v1::{Channel, Outcome};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::profile::{Contact, Profile};
+use crate::{
+    profile::{Contact, Profile, MAX_CONTACTS},
+    time::{duration_problem, millis},
+};
 
 const MINUTE_MS: i64 = 60_000;
 const MINUTES_PER_DAY: i64 = 24 * 60;
@@ -211,7 +214,9 @@ impl ContactPolicy {
     pub fn problems(&self, path: &str) -> Vec<String> {
         let mut out = caps_problems(&self.caps, &format!("{path}.caps"));
         out.extend(fatigue_problems(&self.fatigue, &format!("{path}.fatigue")));
-        if self.default_utc_offset_minutes.abs() > 14 * 60 {
+        out.extend(duration_problem(&format!("{path}.min_gap"), self.min_gap));
+        out.extend(duration_problem(&format!("{path}.dismiss_cooldown"), self.dismiss_cooldown));
+        if self.default_utc_offset_minutes.unsigned_abs() > 14 * 60 {
             out.push(format!("{path}.default_utc_offset_minutes: must be within ±840 (UTC-14 to UTC+14)"));
         }
         out
@@ -235,8 +240,8 @@ impl ContactPolicy {
 
     /// How long contact history must be kept for these caps and fatigue.
     pub fn horizon_ms(&self) -> i64 {
-        let caps = self.caps.iter().map(|c| c.window.as_millis() as i64).max().unwrap_or(0);
-        caps.max((self.fatigue.within + self.fatigue.suppress_for).as_millis() as i64)
+        let caps = self.caps.iter().map(|c| millis(c.window)).max().unwrap_or(0);
+        caps.max(millis(self.fatigue.within).saturating_add(millis(self.fatigue.suppress_for)))
     }
 }
 
@@ -274,6 +279,8 @@ impl PolicyOverride {
         if let Some(f) = &self.fatigue {
             out.extend(fatigue_problems(f, &format!("{path}.fatigue")));
         }
+        out.extend(self.min_gap.and_then(|d| duration_problem(&format!("{path}.min_gap"), d)));
+        out.extend(self.dismiss_cooldown.and_then(|d| duration_problem(&format!("{path}.dismiss_cooldown"), d)));
         out
     }
 }
@@ -281,6 +288,13 @@ impl PolicyOverride {
 fn caps_problems(caps: &[CapRule], path: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, cap) in caps.iter().enumerate() {
+        if cap.max as usize > MAX_CONTACTS {
+            out.push(format!(
+                "{path}[{i}].max: is {}; a profile keeps its last {MAX_CONTACTS} contacts, so a larger cap could not be counted; use at most {MAX_CONTACTS}",
+                cap.max
+            ));
+        }
+        out.extend(duration_problem(&format!("{path}[{i}].window"), cap.window));
         if cap.max == 0 {
             out.push(format!("{path}[{i}].max: is 0; pause the offer or campaign instead of capping it at zero"));
         }
@@ -296,6 +310,8 @@ fn fatigue_problems(f: &Fatigue, path: &str) -> Vec<String> {
     if f.ignored > 0 && (f.within.is_zero() || f.suppress_for.is_zero()) {
         out.push(format!("{path}: within and suppress_for must be positive (or set ignored: 0 to turn fatigue off)"));
     }
+    out.extend(duration_problem(&format!("{path}.within"), f.within));
+    out.extend(duration_problem(&format!("{path}.suppress_for"), f.suppress_for));
     out
 }
 
@@ -394,7 +410,7 @@ impl OfferPolicy<'_> {
             };
         }
         if channel == Channel::Push {
-            let cooldown = self.dismiss_cooldown().as_millis() as i64;
+            let cooldown = millis(self.dismiss_cooldown());
             if profile.last_push_dismiss_ms.is_some_and(|t| cooldown > 0 && now_ms < t + cooldown) {
                 let reason =
                     format!("dismiss cooldown: a push was dismissed within {}", human(self.dismiss_cooldown()));
@@ -422,7 +438,7 @@ impl OfferPolicy<'_> {
             let reason = format!("{scope}: {} {counted} in {}", rule.max, human(rule.window));
             return block(Outcome::Capped, reason);
         }
-        let gap = self.min_gap().as_millis() as i64;
+        let gap = millis(self.min_gap());
         if gap > 0 && profile.contacts[..earlier.min(profile.contacts.len())].iter().any(|c| c.at_ms > now_ms - gap) {
             return block(Outcome::Capped, format!("min gap: a contact within {}", human(self.min_gap())));
         }
@@ -453,7 +469,7 @@ fn breached_cap<'r>(
     counted: impl Fn(&Contact) -> bool,
 ) -> Option<&'r CapRule> {
     rules.iter().filter(|r| r.channel.applies_to(channel)).find(|rule| {
-        let since = now_ms - rule.window.as_millis() as i64;
+        let since = now_ms.saturating_sub(millis(rule.window));
         let used =
             profile.contacts.iter().filter(|c| c.at_ms > since && rule.channel.counts(c.channel) && counted(c)).count();
         used >= rule.max as usize
@@ -473,11 +489,11 @@ fn fatigued_until(profile: &Profile, offer: u64, rule: Fatigue, now_ms: i64) -> 
         profile.contacts.iter().filter(|c| c.offer == offer).filter_map(|c| c.ignored_at(now_ms)).collect();
     ignored.sort_unstable();
     let n = rule.ignored as usize;
-    let within = rule.within.as_millis() as i64;
+    let within = millis(rule.within);
     ignored
         .windows(n)
         .filter(|w| w[n - 1] - w[0] <= within)
-        .map(|w| w[n - 1] + rule.suppress_for.as_millis() as i64)
+        .map(|w| w[n - 1].saturating_add(millis(rule.suppress_for)))
         .filter(|&until| until > now_ms)
         .max()
 }

@@ -317,23 +317,26 @@ impl Profile {
         self.touch(p.timestamp_ms);
         self.respond(&p.offer_id, Response::Redeemed, p.timestamp_ms);
         self.last_purchase_ms = Some(self.last_purchase_ms.map_or(p.timestamp_ms, |t| t.max(p.timestamp_ms)));
-        self.lifetime_orders += 1;
+        self.lifetime_orders = self.lifetime_orders.saturating_add(1);
         let day = day_of(p.timestamp_ms);
         let (mut revenue, mut margin) = (0i64, 0i64);
         for line in &p.lines {
             let q = i64::from(line.quantity.max(1));
-            let line_revenue = line.unit_price_minor * q;
-            revenue += line_revenue;
-            margin += (line.unit_price_minor - line.unit_cost_minor) * q;
+            // Validation bounds prices, costs and quantities so that these
+            // fit; saturating keeps a missed case from panicking.
+            let line_revenue = line.unit_price_minor.saturating_mul(q);
+            revenue = revenue.saturating_add(line_revenue);
+            margin =
+                margin.saturating_add(line.unit_price_minor.saturating_sub(line.unit_cost_minor).saturating_mul(q));
             self.add_affinity(&line.category, line_revenue as f64, day);
             self.cart.retain(|c| c.sku != line.sku);
         }
         match self.days.binary_search_by_key(&day, |d| d.day) {
             Ok(i) => {
                 let d = &mut self.days[i];
-                d.orders += 1;
-                d.revenue_minor += revenue;
-                d.margin_minor += margin;
+                d.orders = d.orders.saturating_add(1);
+                d.revenue_minor = d.revenue_minor.saturating_add(revenue);
+                d.margin_minor = d.margin_minor.saturating_add(margin);
             }
             Err(i) => self.days.insert(i, DayTotals { day, orders: 1, revenue_minor: revenue, margin_minor: margin }),
         }
@@ -370,7 +373,7 @@ impl Profile {
                 let qty = e.quantity.max(1);
                 match self.cart.iter_mut().find(|c| c.sku == e.sku) {
                     Some(line) => {
-                        line.quantity += qty;
+                        line.quantity = line.quantity.saturating_add(qty);
                         line.added_ms = e.timestamp_ms;
                     }
                     None => {
@@ -426,7 +429,7 @@ impl Profile {
 
     /// Records `contact`, forgetting contacts older than a year.
     pub fn record_contact(&mut self, contact: Contact) {
-        self.contacts.retain(|c| c.at_ms > contact.at_ms - HISTORY_DAYS * DAY_MS);
+        self.contacts.retain(|c| c.at_ms > contact.at_ms.saturating_sub(HISTORY_DAYS * DAY_MS));
         self.contacts.push(contact);
         if self.contacts.len() > MAX_CONTACTS {
             self.contacts.remove(0);
@@ -504,16 +507,16 @@ impl Profile {
     pub fn window(&self, now_ms: i64, days: i64) -> WindowTotals {
         let first = day_of(now_ms) - days as i32;
         self.days.iter().filter(|d| d.day > first).fold(WindowTotals::default(), |mut t, d| {
-            t.orders += d.orders;
-            t.revenue_minor += d.revenue_minor;
-            t.margin_minor += d.margin_minor;
+            t.orders = t.orders.saturating_add(d.orders);
+            t.revenue_minor = t.revenue_minor.saturating_add(d.revenue_minor);
+            t.margin_minor = t.margin_minor.saturating_add(d.margin_minor);
             t
         })
     }
 
     /// Whole days since the last purchase, or `None` if the customer never bought.
     pub fn days_since_last_purchase(&self, now_ms: i64) -> Option<f64> {
-        self.last_purchase_ms.map(|t| ((now_ms - t).max(0) / DAY_MS) as f64)
+        self.last_purchase_ms.map(|t| (now_ms.saturating_sub(t).max(0) / DAY_MS) as f64)
     }
 
     /// Expected margin of the next 12 months, minor units: the customer's
@@ -530,9 +533,9 @@ impl Profile {
         if year.orders == 0 {
             return 0.0;
         }
-        let observed_days = ((now_ms - self.first_seen_ms).max(0) as f64 / DAY_MS as f64).clamp(1.0, 365.0);
+        let observed_days = (now_ms.saturating_sub(self.first_seen_ms).max(0) as f64 / DAY_MS as f64).clamp(1.0, 365.0);
         let rate = (f64::from(year.orders) + 1.0 / 6.0) / (observed_days + 10.0);
-        let silent_gaps = ((now_ms - last).max(0) as f64 / DAY_MS as f64) * rate;
+        let silent_gaps = (now_ms.saturating_sub(last).max(0) as f64 / DAY_MS as f64) * rate;
         let alive = 1.0 / (1.0 + (silent_gaps / 3.0).powi(2));
         let margin_per_order = year.margin_minor.max(0) as f64 / f64::from(year.orders);
         alive * rate * 365.0 * margin_per_order

@@ -46,20 +46,25 @@ pub struct Stats {
 impl Stats {
     /// Adds `other` into `self`.
     pub fn add(&mut self, other: &Stats) {
-        self.customers += other.customers;
-        self.converters += other.converters;
-        self.orders += other.orders;
-        self.revenue_minor += other.revenue_minor;
-        self.margin_minor += other.margin_minor;
-        self.revenue_sq += other.revenue_sq;
-        self.margin_sq += other.margin_sq;
-        self.contacts += other.contacts;
-        self.contact_cost_minor += other.contact_cost_minor;
+        // Saturating: sums of bounded inputs fit, but a stats message read
+        // back from the topic is input too.
+        self.customers = self.customers.saturating_add(other.customers);
+        self.converters = self.converters.saturating_add(other.converters);
+        self.orders = self.orders.saturating_add(other.orders);
+        self.revenue_minor = self.revenue_minor.saturating_add(other.revenue_minor);
+        self.margin_minor = self.margin_minor.saturating_add(other.margin_minor);
+        self.revenue_sq = self.revenue_sq.saturating_add(other.revenue_sq);
+        self.margin_sq = self.margin_sq.saturating_add(other.margin_sq);
+        self.contacts = self.contacts.saturating_add(other.contacts);
+        self.contact_cost_minor = self.contact_cost_minor.saturating_add(other.contact_cost_minor);
     }
 
     /// The delta of adding purchase `p` to an episode whose totals were `before`.
     pub(crate) fn purchase(before: &Totals, p: &Totals) -> Self {
-        let sq = |x: i64, d: i64| 2 * i128::from(x) * i128::from(d) + i128::from(d) * i128::from(d);
+        let sq = |x: i64, d: i64| {
+            let (x, d) = (i128::from(x), i128::from(d));
+            (2 * x).saturating_mul(d).saturating_add(d * d)
+        };
         Stats {
             converters: u64::from(before.orders == 0),
             orders: 1,

@@ -33,7 +33,8 @@ pub const EVENTS_INGESTED: &str = "cvm_events_ingested_total";
 pub const DECISIONS: &str = "cvm_decisions_total";
 /// Counter: offers by `channel`.
 pub const OFFERS: &str = "cvm_offers_total";
-/// Counter: messages sent to the dead-letter topic, by source `topic`.
+/// Counter: messages sent to the dead-letter topic, by source `topic` and
+/// `reason` (a [`crate::Reason`] code).
 pub const DLQ: &str = "cvm_dlq_total";
 /// Histogram: time to apply and decide one event, seconds.
 pub const EVENT_PROCESSING: &str = "cvm_event_processing_seconds";
@@ -87,7 +88,7 @@ pub fn describe() {
     describe_counter!(EVENTS_INGESTED, "Input messages by topic and result.");
     describe_counter!(DECISIONS, "Decisions by outcome.");
     describe_counter!(OFFERS, "Offers sent, by channel.");
-    describe_counter!(DLQ, "Messages sent to the dead-letter topic, by source topic.");
+    describe_counter!(DLQ, "Messages sent to the dead-letter topic, by source topic and reason code.");
     describe_histogram!(EVENT_PROCESSING, Unit::Seconds, "Time to apply and decide one event.");
     describe_histogram!(BATCH_COMMIT, Unit::Seconds, "Time to commit one batch to RocksDB.");
     describe_gauge!(OUTBOX_DEPTH, "Entries waiting in the outbox.");

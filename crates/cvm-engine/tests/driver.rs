@@ -31,7 +31,13 @@ fn driver(inputs: usize) -> Driver {
     let engine = Engine::new(config(0.0), Catalog::new([def]));
     Driver::new(
         engine,
-        DriverConfig { clock: Clock::EventTime, inputs, idle_timeout_ms: IDLE_MS, pacing: ScanPacing::Unlimited },
+        DriverConfig {
+            clock: Clock::EventTime,
+            inputs,
+            idle_timeout_ms: IDLE_MS,
+            pacing: ScanPacing::Unlimited,
+            timers_per_batch: usize::MAX,
+        },
     )
 }
 

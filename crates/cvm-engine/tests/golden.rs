@@ -189,6 +189,6 @@ fn invalid_events_are_reported_not_applied() {
     let e = engine(0.0);
     let mut s = MemoryState::default();
     let no_id = Event::Purchase(Purchase { customer_id: "c".into(), ..Default::default() });
-    assert!(matches!(apply(&e, &mut s, &no_id, 0).result, EventResult::Invalid(r) if r.contains("event_id")));
+    assert!(matches!(apply(&e, &mut s, &no_id, 0).result, EventResult::Invalid(r) if r.detail.contains("event_id")));
     assert_eq!(s.profile_count(), 0);
 }

@@ -14,6 +14,7 @@ use std::{
 const LAYERS: &[&[&str]] = &[
     &["error", "ids", "holdout", "telemetry", "time"],
     &["events"],
+    &["validation"],
     &["profile"],
     &["features", "policy"],
     &["timers", "offers"],

@@ -41,7 +41,12 @@ fn engine_with(config: EngineConfig, catalog: Catalog) -> Engine {
 
 /// No global control group, no campaign holdouts, the default policy.
 fn plain() -> EngineConfig {
-    EngineConfig { global_control_percent: 0.0, default_holdout_percent: 0.0, ..Default::default() }
+    EngineConfig {
+        global_control_percent: 0.0,
+        default_holdout_percent: 0.0,
+        input: epoch_input(),
+        ..Default::default()
+    }
 }
 
 fn open_app(id: &str, customer: &str, at: i64) -> Event {

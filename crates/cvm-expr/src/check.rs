@@ -85,7 +85,57 @@ pub fn compile_formula(source: &str, schema: &Schema) -> Result<Formula, ExprErr
     }
 }
 
+/// The longest expression accepted, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 4_096;
+/// The deepest nesting of brackets accepted: `((x))` is 2.
+pub const MAX_NESTING: usize = 32;
+
+/// Refuses what the parser cannot take safely, before it recurses: the
+/// generated parser recurses once per bracket, so 20,000 nested
+/// parentheses overflow the stack (an abort, which `catch_unwind` cannot
+/// catch). Long flat chains (`a || b || …`) are loops, bounded by the size.
+fn check_bounds(source: &str) -> Result<(), ExprError> {
+    let fail = |message: String, hint: &str| Err(ExprError { problems: vec![Problem { message, hint: hint.into() }] });
+    if source.len() > MAX_EXPRESSION_BYTES {
+        return fail(
+            format!("the expression is {} bytes; at most {MAX_EXPRESSION_BYTES} are accepted", source.len()),
+            "split the rule: put shared conditions in the campaign, or compute a feature",
+        );
+    }
+    let (mut depth, mut deepest, mut quote, mut escaped) = (0usize, 0usize, None::<char>, false);
+    for c in source.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '"' | '\'' => quote = Some(c),
+                '(' | '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    if deepest > MAX_NESTING {
+        return fail(
+            format!("brackets are nested {deepest} deep; at most {MAX_NESTING} are accepted"),
+            "remove redundant parentheses; `&&` and `||` chains need none",
+        );
+    }
+    Ok(())
+}
+
 fn parse(source: &str) -> Result<IdedExpr, ExprError> {
+    check_bounds(source)?;
     if source.trim().is_empty() {
         return Err(ExprError {
             problems: vec![Problem {
@@ -650,6 +700,19 @@ mod tests {
     fn reports_every_problem_at_once() {
         let err = compile_predicate("orders_9d > 1 && revenu_90d > 2.0", &schema()).unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_expressions_are_refused_before_parsing() {
+        let deep = |n: usize| format!("{}x{} > 1", "(".repeat(n), ")".repeat(n));
+        assert!(problems(&deep(20_000)).contains("40005 bytes"), "{}", problems(&deep(20_000)));
+        assert!(problems(&deep(2_000)).contains("nested 2000 deep"), "{}", problems(&deep(2_000)));
+        let at_limit = format!("{}orders_90d{} > 1", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
+        assert!(holds(&at_limit), "{MAX_NESTING} levels still compile");
+        let long = vec!["orders_90d > 1"; 1_000].join(" || ");
+        assert!(problems(&long).contains("bytes; at most"));
+        let in_string = format!("event.category == \"{}\" || orders_90d > 2", "(".repeat(100));
+        assert!(holds(&in_string), "brackets in strings do not count");
     }
 
     #[test]

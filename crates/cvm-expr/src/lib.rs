@@ -29,6 +29,8 @@ mod check;
 mod eval;
 mod schema;
 
-pub use check::{compile_formula, compile_predicate, quiet_parser_panics, ExprError, Problem};
+pub use check::{
+    compile_formula, compile_predicate, quiet_parser_panics, ExprError, Problem, MAX_EXPRESSION_BYTES, MAX_NESTING,
+};
 pub use eval::{Formula, Predicate};
 pub use schema::{Env, Schema, Type, VariableDoc};

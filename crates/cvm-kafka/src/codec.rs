@@ -2,7 +2,7 @@
 
 use cvm_engine::{
     attribution::{Group, Stats, StatsKey},
-    Event, Outbound,
+    Event, Outbound, Rejection,
 };
 use cvm_proto::{
     decode, encode,
@@ -13,8 +13,10 @@ use cvm_store::OutboxEntry;
 
 use crate::Topics;
 
-/// Header carrying the reason a message was dead-lettered.
+/// Header carrying why a message was dead-lettered, for people.
 pub(crate) const ERROR_HEADER: &str = "cvm.error";
+/// Header carrying the machine-readable reason code (see [`cvm_engine::Reason::code`]).
+pub(crate) const ERROR_CODE_HEADER: &str = "cvm.error.code";
 
 /// Which input a topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,14 +142,15 @@ pub(crate) fn dead_letter(
     offset: i64,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-    reason: &str,
+    rejection: &Rejection,
 ) -> OutboxEntry {
     OutboxEntry {
         topic: topics.dlq.clone(),
         key: key.unwrap_or_default().to_vec(),
         payload: payload.unwrap_or_default().to_vec(),
         headers: vec![
-            (ERROR_HEADER.into(), reason.as_bytes().to_vec()),
+            (ERROR_HEADER.into(), rejection.detail.as_bytes().to_vec()),
+            (ERROR_CODE_HEADER.into(), rejection.reason.code().as_bytes().to_vec()),
             ("cvm.source.topic".into(), source.as_bytes().to_vec()),
             ("cvm.source.partition".into(), partition.to_string().into_bytes()),
             ("cvm.source.offset".into(), offset.to_string().into_bytes()),

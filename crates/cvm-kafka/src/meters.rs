@@ -5,7 +5,7 @@
 use cvm_engine::{
     driver::ScanReport,
     telemetry::{self, OUTCOMES},
-    EventResult, Outbound, Output, TimerKind,
+    EventResult, Outbound, Output, Reason, TimerKind,
 };
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 
@@ -24,7 +24,7 @@ pub(crate) enum Ingested {
 impl Ingested {
     const LABELS: [&'static str; 5] = ["applied", "duplicate", "anonymous", "rekeyed", "dlq"];
 
-    /// The result of an event the engine took; invalid ones are dead-lettered.
+    /// The result of an event the engine took (invalid ones are dead-lettered).
     pub(crate) fn of(result: &EventResult) -> Self {
         match result {
             EventResult::Applied => Ingested::Applied,
@@ -40,7 +40,8 @@ impl Ingested {
 pub(crate) struct Meters {
     /// Per input (purchases, app, erasure) × result.
     ingested: [[Counter; 5]; 3],
-    dlq: [Counter; 3],
+    /// Per input × reason.
+    dlq: [[Counter; Reason::ALL.len()]; 3],
     outcomes: [Counter; OUTCOMES.len()],
     offers: [Counter; 3],
     pub(crate) latency: Histogram,
@@ -54,7 +55,8 @@ impl Meters {
             ingested: topics.clone().map(|t| {
                 Ingested::LABELS.map(|r| counter!(telemetry::EVENTS_INGESTED, "topic" => t.clone(), "result" => r))
             }),
-            dlq: topics.map(|t| counter!(telemetry::DLQ, "topic" => t)),
+            dlq: topics
+                .map(|t| Reason::ALL.map(|r| counter!(telemetry::DLQ, "topic" => t.clone(), "reason" => r.code()))),
             outcomes: OUTCOMES.map(|o| counter!(telemetry::DECISIONS, "outcome" => telemetry::outcome_label(o))),
             offers: ["unspecified", "push", "stories"].map(|c| counter!(telemetry::OFFERS, "channel" => c)),
             latency: histogram!(telemetry::EVENT_PROCESSING),
@@ -68,9 +70,10 @@ impl Meters {
             for (r, n) in per_input.iter().enumerate().filter(|(_, n)| **n > 0) {
                 self.ingested[i][r].increment(*n);
             }
-            let dead = per_input[Ingested::DeadLettered as usize];
-            if dead > 0 {
-                self.dlq[i].increment(dead);
+        }
+        for (counters, per_reason) in self.dlq.iter().zip(&t.dead_lettered) {
+            for (counter, n) in counters.iter().zip(per_reason).filter(|(_, n)| **n > 0) {
+                counter.increment(*n);
             }
         }
         for (counter, n) in self.outcomes.iter().zip(t.outcomes) {
@@ -101,6 +104,7 @@ impl Meters {
 #[derive(Default)]
 pub(crate) struct BatchCounts {
     ingested: [[u64; 5]; 3],
+    dead_lettered: [[u64; Reason::ALL.len()]; 3],
     outcomes: [u64; OUTCOMES.len()],
     offers: [u64; 3],
     timers: [u64; TimerKind::ALL.len()],
@@ -114,9 +118,11 @@ impl BatchCounts {
         self.ingested[input][result as usize] += 1;
     }
 
-    /// Input messages counted so far.
-    pub(crate) fn messages(&self) -> usize {
-        self.ingested.iter().flatten().sum::<u64>() as usize
+    /// One input message of input `input` dead-lettered for `reason`.
+    pub(crate) fn dead_lettered(&mut self, input: usize, reason: Reason) {
+        self.ingested(input, Ingested::DeadLettered);
+        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.dead_lettered[input][i] += 1;
     }
 
     /// What the driver produced.

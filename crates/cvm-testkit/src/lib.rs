@@ -5,18 +5,30 @@
 
 use cvm_engine::{
     policy::{QuietHours, TimeOfDay},
-    EngineConfig, Event, Outbound,
+    EngineConfig, Event, InputLimits, Outbound,
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Decision, Offer, Outcome, Purchase, PurchaseLine};
 
 pub use cvm_engine::time::{DAY_MS as DAY, HOUR_MS as HOUR, MINUTE_MS as MINUTE};
 
 /// The default configuration without quiet hours and campaign holdouts, for
-/// tests about other things (their clocks start at midnight UTC).
+/// tests about other things (their clocks start at the epoch, so events
+/// from 1970 are accepted).
 pub fn config(global_control_percent: f64) -> EngineConfig {
     let mut c = EngineConfig { global_control_percent, default_holdout_percent: 0.0, ..Default::default() };
     c.contact_policy.quiet_hours = QuietHours { from: TimeOfDay::new(0, 0), to: TimeOfDay::new(0, 0) };
+    c.input = epoch_input();
     c
+}
+
+/// Input limits for scripted clocks that start at the epoch: any event
+/// time from 1970 on, up to ten years from the partition's clock.
+pub fn epoch_input() -> InputLimits {
+    InputLimits {
+        earliest_timestamp_ms: 0,
+        max_event_age: std::time::Duration::from_secs(3_650 * 86_400),
+        ..InputLimits::default()
+    }
 }
 
 /// Push consent with a push token, granted at the epoch.

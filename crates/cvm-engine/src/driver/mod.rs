@@ -41,6 +41,7 @@ use crate::{
     engine::{Engine, Outbound},
     events::{Event, EventResult},
     timers::{Timer, TimerKind},
+    validation::{validate, TimeWindow},
     StateTxn, StoreError,
 };
 
@@ -72,18 +73,32 @@ pub struct DriverConfig {
     pub idle_timeout_ms: i64,
     /// How fast profile scans (sweeps, inactivity backfills) may go.
     pub pacing: ScanPacing,
+    /// The most timers events may fire between two [`Driver::begin`]s (one
+    /// transaction): a watermark that jumps over a day of due timers must
+    /// not make one batch unbounded. The rest fire in later ticks and
+    /// batches, each still at its own due time.
+    pub timers_per_batch: usize,
 }
 
 impl DriverConfig {
     /// A replay of one recorded stream: event time, one input, scans run to
     /// the end at once.
     pub fn replay() -> Self {
-        Self { clock: Clock::EventTime, inputs: 1, idle_timeout_ms: 0, pacing: ScanPacing::Unlimited }
+        Self {
+            clock: Clock::EventTime,
+            inputs: 1,
+            idle_timeout_ms: 0,
+            pacing: ScanPacing::Unlimited,
+            timers_per_batch: usize::MAX,
+        }
     }
 }
 
 /// Timers fired per partition per [`Driver::tick`]; the rest wait for the next.
 pub const TIMERS_PER_TICK: usize = 2_000;
+
+/// A default for [`DriverConfig::timers_per_batch`] at the Kafka edge.
+pub const TIMERS_PER_BATCH: usize = 20_000;
 
 /// Pending timers in due order, as the transaction sees them.
 pub trait TimerQueue {
@@ -132,6 +147,8 @@ pub struct Driver {
     /// Per partition, no pending timer is due before this; learned lazily,
     /// valid for the current transaction only.
     next_due: HashMap<u32, Option<i64>>,
+    /// Timers events may still fire in this transaction.
+    timer_budget: usize,
     scans: scan::Scans,
 }
 
@@ -143,6 +160,7 @@ impl Driver {
             watermarks: Watermarks::new(config.inputs, config.idle_timeout_ms),
             config,
             next_due: HashMap::new(),
+            timer_budget: config.timers_per_batch,
             scans: scan::Scans::default(),
         }
     }
@@ -166,6 +184,7 @@ impl Driver {
     /// last one's pending timers may have been committed or thrown away.
     pub fn begin(&mut self) {
         self.next_due.clear();
+        self.timer_budget = self.config.timers_per_batch;
     }
 
     /// The clock of `partition` at wall time `wall_ms`: the wall time, or
@@ -178,8 +197,11 @@ impl Driver {
     }
 
     /// Applies one decoded event of `partition` read from `source` at wall
-    /// time `wall_ms`. In event time, the timers its arrival lets the
-    /// watermark pass fire first.
+    /// time `wall_ms`: validates it against the engine's
+    /// [`InputLimits`](crate::InputLimits) and the partition's clock, drops
+    /// it if seen before, and only then — in event time — lets it move the
+    /// watermark and fires the timers that lets pass, before the event.
+    /// An invalid or repeated event does not move time.
     pub fn apply<S: StateTxn + TimerQueue>(
         &mut self,
         state: &mut S,
@@ -189,6 +211,17 @@ impl Driver {
         wall_ms: i64,
         out: &mut Output,
     ) -> Result<EventResult, StoreError> {
+        let limits = &self.engine.config().input;
+        let window = match self.config.clock {
+            Clock::Wall => TimeWindow::around_wall(limits, wall_ms),
+            Clock::EventTime => TimeWindow::around_event_time(limits, self.watermarks.latest(partition)),
+        };
+        if let Err(rejection) = validate(event, limits, window) {
+            return Ok(EventResult::Invalid(rejection));
+        }
+        if !self.engine.admit(state, partition, event)? {
+            return Ok(EventResult::Duplicate);
+        }
         let now = match self.config.clock {
             Clock::Wall => wall_ms,
             Clock::EventTime => {
@@ -201,7 +234,7 @@ impl Driver {
                 event.timestamp_ms()
             }
         };
-        let processed = self.engine.process(state, partition, event, now)?;
+        let processed = self.engine.apply_admitted(state, partition, event, now)?;
         self.learn_timers_set(state, partition);
         out.emits.extend(processed.emits);
         Ok(processed.result)
@@ -228,8 +261,9 @@ impl Driver {
     }
 
     /// Fires every timer of `partition` due by `until_ms`, including those
-    /// that firing sets (cascades) when they are due already. Replays call
-    /// it to let time pass after the last event.
+    /// that firing sets (cascades) when they are due already, within what is
+    /// left of [`DriverConfig::timers_per_batch`]. Replays call it to let
+    /// time pass after the last event.
     pub fn fire_through<S: StateTxn + TimerQueue>(
         &mut self,
         state: &mut S,
@@ -244,7 +278,13 @@ impl Driver {
         if hint.is_none_or(|due| due > until_ms) {
             return Ok(());
         }
-        while self.fire_page(state, partition, until_ms, TIMERS_PER_TICK, out)? > 0 {}
+        while self.timer_budget > 0 {
+            let fired = self.fire_page(state, partition, until_ms, TIMERS_PER_TICK.min(self.timer_budget), out)?;
+            if fired == 0 {
+                break;
+            }
+            self.timer_budget -= fired;
+        }
         self.next_due.insert(partition, state.earliest_due(partition)?);
         Ok(())
     }

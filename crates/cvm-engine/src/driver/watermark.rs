@@ -51,6 +51,13 @@ impl Watermarks {
         }
     }
 
+    /// The latest event time read on `partition` from any input, if any:
+    /// the centre of the window a new event's time must fall in.
+    pub fn latest(&self, partition: u32) -> Option<i64> {
+        let clock = self.partitions.get(&partition)?;
+        clock.inputs.iter().flatten().map(|(at, _)| *at).max()
+    }
+
     /// The watermark of `partition` at wall time `wall_ms`, if it has one.
     pub fn get(&mut self, partition: u32, wall_ms: i64) -> Option<i64> {
         let idle = self.idle_timeout_ms;

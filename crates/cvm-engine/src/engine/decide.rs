@@ -28,6 +28,7 @@ use crate::{
     profile::{contact_hash, Contact, Profile, Response, NO_DECILE},
     score::score,
     telemetry,
+    time::millis,
     timers::{Timer, TimerKey, TimerKind},
     StateTxn, StoreError,
 };
@@ -405,7 +406,7 @@ impl Engine {
                 content: Some(best.render(channel, &features, &discount)),
                 discount: Some(discount),
                 created_at_ms: now_ms,
-                expires_at_ms: now_ms + best.doc.ttl.as_millis() as i64,
+                expires_at_ms: now_ms.saturating_add(millis(best.doc.ttl)),
             }
         };
         let key = best.subject();
@@ -430,7 +431,7 @@ impl Engine {
         }
         if let (Channel::Push, Some(cascade)) = (channel, &best.doc.cascade) {
             let key = TimerKey::new(ctx.customer_id, TimerKind::Cascade, &offer.offer_id);
-            let due = now_ms + cascade.after.as_millis() as i64;
+            let due = now_ms.saturating_add(millis(cascade.after));
             let timer = Timer::new(key, due, best.id(), ctx.cause.event_id, ctx.facts);
             txn.set_timer(partition, Timer { parent_decision_id: decision_id.clone(), ..timer })?;
         }

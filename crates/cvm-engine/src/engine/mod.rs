@@ -29,8 +29,9 @@ use crate::{
     policy::{ContactPolicy, OfferPolicy},
     profile::{Profile, NO_DECILE},
     telemetry,
-    time::DAY_MS,
+    time::{duration_problem, millis, DAY_MS},
     timers::{Timer, TimerKey, TimerKind},
+    validation::InputLimits,
     StateTxn, StoreError,
 };
 
@@ -51,6 +52,8 @@ pub struct EngineConfig {
     pub contact_policy: ContactPolicy,
     /// Model scoring, exploration and drift.
     pub models: ModelSettings,
+    /// Bounds every input event is validated against ([`crate::validation`]).
+    pub input: InputLimits,
 }
 
 impl EngineConfig {
@@ -71,8 +74,10 @@ impl EngineConfig {
         if self.default_attribution_window.is_zero() {
             errors.push(format!("{path}.default_attribution_window: is zero; use e.g. \"7d\""));
         }
+        errors.extend(duration_problem(&format!("{path}.default_attribution_window"), self.default_attribution_window));
         errors.extend(self.contact_policy.problems(&format!("{path}.contact_policy")));
         errors.extend(self.models.problems(&format!("{path}.models")));
+        errors.extend(self.input.problems(&format!("{path}.input")));
         errors
     }
 }
@@ -86,6 +91,7 @@ impl Default for EngineConfig {
             default_attribution_window: Duration::from_secs(7 * 86_400),
             contact_policy: ContactPolicy::default(),
             models: ModelSettings::default(),
+            input: InputLimits::default(),
         }
     }
 }
@@ -167,12 +173,12 @@ impl Engine {
         match self.catalog.campaign(campaign_id) {
             Some(c) => CampaignSettings {
                 holdout_percent: c.holdout_percent,
-                window_ms: c.attribution_window.as_millis() as i64,
+                window_ms: millis(c.attribution_window),
                 policy: Some(&c.contact_policy),
             },
             None => CampaignSettings {
                 holdout_percent: self.config.default_holdout_percent,
-                window_ms: self.config.default_attribution_window.as_millis() as i64,
+                window_ms: millis(self.config.default_attribution_window),
                 policy: None,
             },
         }
@@ -210,6 +216,10 @@ impl Engine {
     /// Applies `event` (read from `partition`) and decides at `now_ms`:
     /// offers the event triggers are decided now; delayed triggers,
     /// inactivity checks and cascades are scheduled or cancelled as timers.
+    /// The event must have passed [`crate::validation`] (the [`Driver`]
+    /// validates; generated input may come here directly).
+    ///
+    /// [`Driver`]: crate::Driver
     pub fn process(
         &self,
         txn: &mut impl StateTxn,
@@ -217,9 +227,31 @@ impl Engine {
         event: &Event,
         now_ms: i64,
     ) -> Result<EventOutput, StoreError> {
-        if let Some(reason) = event.invalid_reason() {
-            return Ok(EventOutput::just(EventResult::Invalid(reason)));
+        if !self.admit(txn, partition, event)? {
+            return Ok(EventOutput::just(EventResult::Duplicate));
         }
+        self.apply_admitted(txn, partition, event, now_ms)
+    }
+
+    /// Marks `event` as seen; `false` if it was seen before (a replay, to be
+    /// ignored). Anonymous app events and erase requests are not tracked:
+    /// the first is re-keyed and comes back, the second is idempotent.
+    pub fn admit(&self, txn: &mut impl StateTxn, partition: u32, event: &Event) -> Result<bool, StoreError> {
+        match event {
+            Event::App(app) if app.customer_id.is_empty() => Ok(true),
+            Event::Erase(_) => Ok(true),
+            _ => txn.first_sighting(partition, event.event_id()),
+        }
+    }
+
+    /// [`Engine::process`] after [`Engine::admit`] said the event is new.
+    pub fn apply_admitted(
+        &self,
+        txn: &mut impl StateTxn,
+        partition: u32,
+        event: &Event,
+        now_ms: i64,
+    ) -> Result<EventOutput, StoreError> {
         if let Event::App(app) = event {
             if app.customer_id.is_empty() {
                 return Ok(match txn.customer_of_device(partition, &app.device_id)? {
@@ -235,9 +267,6 @@ impl Engine {
             // Erasure is idempotent: a repeated request erases (nothing) and confirms again.
             let emits = self.erase(txn, partition, request, now_ms)?;
             return Ok(EventOutput { result: EventResult::Applied, emits });
-        }
-        if !txn.first_sighting(partition, event.event_id())? {
-            return Ok(EventOutput::just(EventResult::Duplicate));
         }
         let customer_id = match event {
             Event::Identify(i) => &i.customer_id,
@@ -341,7 +370,10 @@ impl Engine {
             for d in self.catalog.inactivity() {
                 if let Trigger::Inactivity { days } = d.doc.trigger {
                     let last = profile.last_purchase_ms.unwrap_or(p.timestamp_ms);
-                    txn.set_timer(partition, timer(TimerKind::Inactivity, d, last + i64::from(days) * DAY_MS))?;
+                    txn.set_timer(
+                        partition,
+                        timer(TimerKind::Inactivity, d, last.saturating_add(i64::from(days) * DAY_MS)),
+                    )?;
                 }
             }
         }
@@ -355,7 +387,7 @@ impl Engine {
         for d in cancelling {
             if let Trigger::Delayed { after, .. } = d.doc.trigger {
                 let key = TimerKey::new(customer_id, TimerKind::Delayed, d.id());
-                let started = txn.timer_due(partition, &key)?.map(|due| due - after.as_millis() as i64);
+                let started = txn.timer_due(partition, &key)?.map(|due| due.saturating_sub(millis(after)));
                 if started.is_some_and(|s| s <= now_ms) && d.cancels(kind, features) {
                     txn.cancel_timer(partition, &key)?;
                 }
@@ -367,7 +399,7 @@ impl Engine {
                     && kind != EventKind::Purchase
                     && profile.last_purchase_ms.is_some_and(|t| t >= now_ms);
                 if d.is_live(now_ms) && d.passes_filter(features) && !already_bought {
-                    let due = now_ms + after.as_millis() as i64;
+                    let due = now_ms.saturating_add(millis(after));
                     txn.set_timer(partition, timer(TimerKind::Delayed, d, due))?;
                 }
             }

@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::OfferError;
-use crate::policy::PolicyOverride;
+use crate::{policy::PolicyOverride, time::duration_problem};
 
 /// Config-topic key prefix of campaign documents.
 pub const CAMPAIGN_KEY_PREFIX: &str = "campaign/";
@@ -87,8 +87,47 @@ impl CampaignDocument {
         if self.attribution_window.is_zero() {
             out.push("attribution_window: is zero; purchases could never be attributed; use e.g. \"7d\"".into());
         }
+        out.extend(duration_problem("attribution_window", self.attribution_window));
         out
     }
+}
+
+/// The largest config document accepted, in bytes (a trained model is tens
+/// of kilobytes; an offer a few hundred bytes).
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of `[` and `{` a document may have: real documents
+/// nest three or four deep; the YAML scanner slows down quadratically with
+/// depth, so a megabyte of brackets would stall the config reader.
+pub const MAX_DOCUMENT_NESTING: usize = 64;
+
+/// Refuses a document larger than [`MAX_DOCUMENT_BYTES`] or nested deeper
+/// than [`MAX_DOCUMENT_NESTING`] before it is parsed.
+pub(crate) fn check_document_size(key: &str, bytes: &[u8]) -> Result<(), OfferError> {
+    let fail = |message: String| Err(OfferError { id: key.to_owned(), errors: vec![message] });
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return fail(format!(
+            "document: is {} bytes; at most {MAX_DOCUMENT_BYTES} are accepted; split it into several documents",
+            bytes.len()
+        ));
+    }
+    // Brackets inside quoted strings (CEL lists, say) count too: an
+    // over-estimate that real documents stay far below.
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in bytes {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_DOCUMENT_NESTING {
+        return fail(format!("document: brackets are nested {deepest} deep; at most {MAX_DOCUMENT_NESTING}"));
+    }
+    Ok(())
 }
 
 /// The problem with a document version, if it has one.
@@ -100,6 +139,7 @@ pub(crate) fn version_problem(version: u32) -> Option<String> {
 /// field paths in errors; `key` names it in errors.
 pub(crate) fn parse_document<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, OfferError> {
     let fail = |msg: String| OfferError { id: key.to_owned(), errors: vec![msg] };
+    check_document_size(key, bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|e| fail(format!("document: not UTF-8 ({e}); save it as UTF-8")))?;
     let hint = "fix the document (schemas: schema/) and publish it again";
     let at = |path: String| if path == "." { "document".to_owned() } else { path };

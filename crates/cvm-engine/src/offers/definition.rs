@@ -17,6 +17,7 @@ use crate::{
     features::{schema, Features},
     policy::ContactKey,
     profile::contact_hash,
+    time::duration_problem,
 };
 
 /// A rejected offer document: every problem found, with its field path.
@@ -83,6 +84,14 @@ impl Template {
                 Part::Discount => out.push_str(discount),
                 Part::Variable(slot, ty) => out.push_str(&features.display_slot(*slot, *ty)),
             }
+            if out.len() > MAX_RENDERED_BYTES {
+                let mut end = MAX_RENDERED_BYTES;
+                while !out.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.truncate(end);
+                break;
+            }
         }
         out
     }
@@ -127,6 +136,12 @@ fn rfc3339_ms(text: &str) -> Result<i64, String> {
         .map_err(|e| format!("{text:?} is not an RFC 3339 UTC time ({e}); write e.g. \"2026-11-27T18:00:00Z\""))
 }
 
+/// The longest template accepted, in bytes.
+pub const MAX_TEMPLATE_BYTES: usize = 1_024;
+/// The longest text a rendered template may produce, in bytes: variables
+/// (a favourite category, say) come from input and are cut here.
+pub const MAX_RENDERED_BYTES: usize = 2_048;
+
 /// Collects problems while a document is compiled.
 struct Problems(Vec<String>);
 
@@ -149,6 +164,10 @@ impl Problems {
     fn template(&mut self, path: &str, text: &str, required: bool) -> Template {
         if required && text.trim().is_empty() {
             self.add(path, "is empty; write the text the customer sees");
+        }
+        if text.len() > MAX_TEMPLATE_BYTES {
+            self.add(path, format_args!("is {} bytes; at most {MAX_TEMPLATE_BYTES}", text.len()));
+            return Template::default();
         }
         Template::parse(text).unwrap_or_else(|e| {
             self.add(path, e);
@@ -200,10 +219,11 @@ impl OfferDefinition {
                 if after.is_zero() {
                     p.add("trigger.after", "is zero; use kind: event for immediate offers");
                 }
+                p.0.extend(duration_problem("trigger.after", *after));
             }
             Trigger::Inactivity { days } => {
-                if *days == 0 {
-                    p.add("trigger.days", "must be at least 1");
+                if !(1..=3_650).contains(days) {
+                    p.add("trigger.days", "must be between 1 and 3650");
                 }
             }
             Trigger::Sweep { rate_per_second, .. } => {
@@ -280,6 +300,7 @@ impl OfferDefinition {
         if doc.ttl.is_zero() {
             p.add("ttl", "is zero; offers need a validity, e.g. \"48h\"");
         }
+        p.0.extend(duration_problem("ttl", doc.ttl));
         if let Some(c) = &doc.cascade {
             if doc.channels.push.is_none() {
                 p.add("cascade", "follows up an unopened push, but the offer has no push content");
@@ -294,6 +315,7 @@ impl OfferDefinition {
             if c.after.is_zero() {
                 p.add("cascade.after", "is zero; give the customer time to open the push, e.g. \"4h\"");
             }
+            p.0.extend(duration_problem("cascade.after", c.after));
         }
         if !p.0.is_empty() {
             return Err(OfferError { id: doc.id, errors: p.0 });
@@ -504,6 +526,51 @@ ttl: 48h
             assert!(e.contains(needle), "missing {needle:?} in\n{e}");
         }
         assert_eq!(e.lines().count(), 4, "{e}");
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_with_their_limit_not_a_crash() {
+        let deep = format!("{}days_since_last_purchase{} > 1", "(".repeat(20_000), ")".repeat(20_000));
+        let e = errors(
+            &SAMPLE_YAML
+                .replace("days_since_last_purchase >= 21 && category_share(\"sushi\") >= 0.2", &format!("'{deep}'")),
+        );
+        assert!(e.starts_with("eligibility: the expression is 40028 bytes; at most 4096"), "{e}");
+        let nested = format!("{}x{} > 1", "(".repeat(100), ")".repeat(100));
+        let e = errors(
+            &SAMPLE_YAML
+                .replace("days_since_last_purchase >= 21 && category_share(\"sushi\") >= 0.2", &format!("'{nested}'")),
+        );
+        assert!(e.contains("nested 100 deep"), "{e}");
+        let e =
+            errors(&format!("{SAMPLE_YAML}contact_policy: {{ caps: [{{ channel: push, max: 65, window: 7d }}] }}\n"));
+        assert!(e.contains("contact_policy.caps[0].max: is 65; a profile keeps its last 64 contacts"), "{e}");
+        let e = errors(&SAMPLE_YAML.replace("ttl: 48h", "ttl: 40000d"));
+        assert!(e.contains("ttl: is longer than 3650d"), "{e}");
+        let e = errors(&SAMPLE_YAML.replace("off tonight", &"x".repeat(MAX_TEMPLATE_BYTES)));
+        assert!(e.contains("channels.push.body: is 1037 bytes; at most 1024"), "{e}");
+        let yaml_bomb = format!("id: {}{}", "[".repeat(400_000), "]".repeat(400_000));
+        assert!(errors(&yaml_bomb).contains("nested 400000 deep"), "refused before the YAML scanner sees it");
+        let mut indented = String::from("id:\n");
+        for depth in 1..1_200 {
+            indented.push_str(&format!("{}a{depth}:\n", " ".repeat(depth)));
+        }
+        assert!(
+            indented.len() < 1 << 20 && !errors(&indented).is_empty(),
+            "deep block nesting: the parser's recursion limit"
+        );
+        let huge = format!("{SAMPLE_YAML}#{}", " ".repeat(super::super::MAX_DOCUMENT_BYTES));
+        assert!(errors(&huge).contains("at most 1048576 are accepted"));
+    }
+
+    #[test]
+    fn rendered_text_is_cut_at_its_limit() {
+        let def = OfferDefinition::parse("k", SAMPLE_YAML.as_bytes()).unwrap();
+        let mut profile = Profile::default();
+        profile.categories.push(CategoryAffinity { category: "é".repeat(3_000), score: 1.0, as_of_day: 0 });
+        let features = Features::compute(&profile, EventFacts::default(), 0);
+        let content = def.render(Channel::Push, &features, &def.discount(0));
+        assert!(content.title.len() <= MAX_RENDERED_BYTES && content.title.len() > MAX_RENDERED_BYTES - 2);
     }
 
     #[test]

@@ -8,6 +8,6 @@ pub(crate) mod definition;
 pub mod document;
 
 pub use crate::events::EventKind;
-pub use campaign::{CampaignDocument, PolicyDocument, CAMPAIGN_KEY_PREFIX, POLICY_KEY};
-pub use definition::{OfferDefinition, OfferError};
+pub use campaign::{CampaignDocument, PolicyDocument, CAMPAIGN_KEY_PREFIX, MAX_DOCUMENT_BYTES, POLICY_KEY};
+pub use definition::{OfferDefinition, OfferError, MAX_RENDERED_BYTES, MAX_TEMPLATE_BYTES};
 pub use document::{ChannelName, OfferDocument, Status, Trigger};

@@ -12,7 +12,13 @@ use cvm_engine::{
 /// Applies `event` to partition 0 at `at` through the driver (on the wall
 /// clock, here `at`: no timer fires before the event).
 pub fn apply(engine: &Engine, state: &mut MemoryState, event: &Event, at: i64) -> EventOutput {
-    let config = DriverConfig { clock: Clock::Wall, inputs: 2, idle_timeout_ms: 0, pacing: ScanPacing::Rate };
+    let config = DriverConfig {
+        clock: Clock::Wall,
+        inputs: 2,
+        idle_timeout_ms: 0,
+        pacing: ScanPacing::Rate,
+        timers_per_batch: usize::MAX,
+    };
     let mut out = Output::default();
     let result = Driver::new(engine.clone(), config).apply(state, 0, Source::Input(0), event, at, &mut out).unwrap();
     EventOutput { result, emits: out.emits }

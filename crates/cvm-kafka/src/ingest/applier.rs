@@ -1,13 +1,27 @@
-//! The testable part of the ingest loop: one decoded-or-not input message
-//! into a batch through the driver (dead letters for what cannot be
+//! The testable part of the ingest loop: a batch of input messages through
+//! the driver into one RocksDB write (dead letters for what cannot be
 //! applied), and the commit that publishes stats totals with the state.
+//!
+//! **A poison message costs one message.** Decoding and validation refuse
+//! bad input with a reason; if applying an event fails anyway — a bug that
+//! panics — the batch so far is thrown away (a panic may leave it half
+//! written), rebuilt from the messages before the failing one, and the
+//! failing one goes to the dead-letter topic with reason
+//! `processing_failed`. Its offset is committed with the rest, so a restart
+//! does not meet it again. A failing state store is not a message's fault:
+//! it stops the batch (nothing is committed) and the loop.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    collections::HashSet,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
+    time::Instant,
+};
 
-use cvm_engine::{catalog::LiveCatalog, Driver, EventResult, Output, Source};
+use cvm_engine::{catalog::LiveCatalog, Driver, EventResult, Output, Reason, Rejection, Source};
 use cvm_store::{Batch, Store};
 use rdkafka::message::{BorrowedMessage, Message};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::{CommittedStats, IngestError};
 use crate::{
@@ -16,24 +30,25 @@ use crate::{
     wall_ms, KafkaConfig,
 };
 
-/// An input message as the applier needs it (a Kafka message, or a test's).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct InputMessage<'a> {
-    pub(super) topic: &'a str,
+/// An input message as the applier needs it, owned: a batch is kept until
+/// it commits, so that it can be rebuilt without a message that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct InputMessage {
+    pub(super) topic: String,
     pub(super) partition: i32,
     pub(super) offset: i64,
-    pub(super) key: Option<&'a [u8]>,
-    pub(super) payload: Option<&'a [u8]>,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) payload: Option<Vec<u8>>,
 }
 
-impl<'a> InputMessage<'a> {
-    pub(super) fn of(msg: &'a BorrowedMessage<'_>) -> Self {
+impl InputMessage {
+    pub(super) fn of(msg: &BorrowedMessage<'_>) -> Self {
         Self {
-            topic: msg.topic(),
+            topic: msg.topic().to_owned(),
             partition: msg.partition(),
             offset: msg.offset(),
-            key: msg.key(),
-            payload: msg.payload(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
         }
     }
 }
@@ -50,6 +65,17 @@ pub(super) struct Applier {
     pub(super) wake: Arc<tokio::sync::Notify>,
     pub(super) meters: Meters,
     pub(super) on_commit: CommittedStats,
+    /// Test-only fault injection: applying a message this returns true for panics.
+    #[cfg(test)]
+    pub(super) fault: Option<fn(&InputMessage) -> bool>,
+}
+
+/// Why applying one message failed.
+enum Failure {
+    /// A panic while applying it (its message).
+    Panicked(String),
+    /// The store failed: not the message's fault; the batch stops.
+    Store(IngestError),
 }
 
 impl Applier {
@@ -83,26 +109,77 @@ impl Applier {
         self.commit(batch, &counts)
     }
 
+    /// Applies `messages` in one write and commits it; see the module docs
+    /// for what happens when one of them fails.
+    pub(super) fn apply_batch(&mut self, messages: &[InputMessage]) -> Result<(), IngestError> {
+        // Swap in a reloaded catalog when a batch starts, so an event
+        // produced after an offer update is decided with it.
+        self.refresh_catalog();
+        let store = self.store.clone();
+        let mut failed: HashSet<usize> = HashSet::new();
+        'rebuild: loop {
+            let mut batch = store.begin();
+            self.driver.begin();
+            let mut counts = BatchCounts::default();
+            for (i, msg) in messages.iter().enumerate() {
+                if failed.contains(&i) {
+                    let detail = "applying the event failed (a bug; the engine logged the panic at this offset)";
+                    self.dead_letter(&mut batch, msg, &Rejection::new(Reason::ProcessingFailed, detail), &mut counts);
+                    continue;
+                }
+                match self.handle(&mut batch, msg, &mut counts) {
+                    Ok(()) => {}
+                    Err(Failure::Store(e)) => return Err(e),
+                    Err(Failure::Panicked(panic)) => {
+                        error!(topic = %msg.topic, partition = msg.partition, offset = msg.offset, %panic,
+                            "Applying an event failed; it goes to the dead-letter topic and the batch is rebuilt without it.");
+                        failed.insert(i);
+                        continue 'rebuild;
+                    }
+                }
+            }
+            return self.commit(batch, &counts);
+        }
+    }
+
     /// Decodes one message and hands it to the driver; dead-letters what
-    /// cannot be decoded or applied.
-    pub(super) fn handle(
+    /// cannot be decoded or is refused by validation.
+    fn handle(&mut self, batch: &mut Batch<'_>, msg: &InputMessage, counts: &mut BatchCounts) -> Result<(), Failure> {
+        let started = Instant::now();
+        let applied = catch_unwind(AssertUnwindSafe(|| self.apply_one(batch, msg, counts)));
+        match applied {
+            Ok(Ok(())) => {
+                self.meters.latency.record(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Failure::Store(e)),
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(Failure::Panicked(text))
+            }
+        }
+    }
+
+    fn apply_one(
         &mut self,
         batch: &mut Batch<'_>,
-        msg: &InputMessage<'_>,
+        msg: &InputMessage,
         counts: &mut BatchCounts,
     ) -> Result<(), IngestError> {
-        let topics = &self.config.topics;
-        let (input, index) = Input::of(topics, msg.topic);
-        batch.set_next_offset(msg.topic, msg.partition, msg.offset + 1);
-        let started = Instant::now();
-        let dead =
-            |reason: &str| dead_letter(topics, msg.topic, msg.partition, msg.offset, msg.key, msg.payload, reason);
-        let event = match decode_event(topics, input, msg.payload) {
+        #[cfg(test)]
+        if self.fault.is_some_and(|fault| fault(msg)) {
+            panic!("injected fault at offset {}", msg.offset);
+        }
+        let (input, index) = Input::of(&self.config.topics, &msg.topic);
+        batch.set_next_offset(&msg.topic, msg.partition, msg.offset + 1);
+        let event = match decode_event(&self.config.topics, input, msg.payload.as_deref()) {
             Ok(e) => e,
-            Err(reason) => {
-                warn!(topic = msg.topic, partition = msg.partition, offset = msg.offset, %reason, "Undecodable event sent to the dead-letter topic.");
-                batch.publish(dead(&reason));
-                counts.ingested(index, Ingested::DeadLettered);
+            Err(detail) => {
+                self.dead_letter(batch, msg, &Rejection::new(Reason::Undecodable, detail), counts);
                 return Ok(());
             }
         };
@@ -113,14 +190,33 @@ impl Applier {
         };
         let mut out = Output::default();
         let result = self.driver.apply(batch, msg.partition as u32, source, &event, wall_ms(), &mut out)?;
-        if let EventResult::Invalid(reason) = result {
-            warn!(topic = msg.topic, offset = msg.offset, reason, "Invalid event sent to the dead-letter topic.");
-            batch.publish(dead(reason));
+        if let EventResult::Invalid(rejection) = &result {
+            self.dead_letter(batch, msg, rejection, counts);
+            return Ok(());
         }
         counts.ingested(index, Ingested::of(&result));
         self.queue(batch, &out, counts);
-        self.meters.latency.record(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Sends `msg` to the dead-letter topic, unchanged, with `rejection` in
+    /// its headers; counts it by reason.
+    fn dead_letter(&self, batch: &mut Batch<'_>, msg: &InputMessage, rejection: &Rejection, counts: &mut BatchCounts) {
+        let topics = &self.config.topics;
+        warn!(topic = %msg.topic, partition = msg.partition, offset = msg.offset, reason = rejection.reason.code(),
+            detail = %rejection.detail, "Event sent to the dead-letter topic.");
+        batch.set_next_offset(&msg.topic, msg.partition, msg.offset + 1);
+        batch.publish(dead_letter(
+            topics,
+            &msg.topic,
+            msg.partition,
+            msg.offset,
+            msg.key.as_deref(),
+            msg.payload.as_deref(),
+            rejection,
+        ));
+        let (_, index) = Input::of(topics, &msg.topic);
+        counts.dead_lettered(index, rejection.reason);
     }
 
     /// Queues what the driver produced in the outbox.
@@ -160,7 +256,7 @@ mod tests {
         Catalog, DriverConfig, Engine, EngineConfig, Event, OfferDefinition,
     };
     use cvm_proto::v1::Purchase;
-    use cvm_store::StoreConfig;
+    use cvm_store::{OutboxEntry, StoreConfig};
     use cvm_testkit::{add_to_cart, consent_at};
 
     use super::*;
@@ -188,7 +284,13 @@ economics: { margin_per_redemption_minor: 500 }
         let def = OfferDefinition::parse("cart", CART_OFFER.as_bytes()).unwrap();
         let driver = Driver::new(
             Engine::new(engine_config, Catalog::new([def])),
-            DriverConfig { clock: Clock::Wall, inputs: 2, idle_timeout_ms: 0, pacing: ScanPacing::Rate },
+            DriverConfig {
+                clock: Clock::Wall,
+                inputs: 2,
+                idle_timeout_ms: 0,
+                pacing: ScanPacing::Rate,
+                timers_per_batch: usize::MAX,
+            },
         );
         let config = KafkaConfig::default();
         Applier {
@@ -200,15 +302,27 @@ economics: { margin_per_redemption_minor: 500 }
             config,
             wake: Arc::new(tokio::sync::Notify::new()),
             on_commit: Box::new(move |totals| committed.lock().unwrap().push(totals.len())),
+            fault: None,
         }
     }
 
-    fn message<'a>(topic: &'a str, offset: i64, payload: &'a [u8]) -> InputMessage<'a> {
-        InputMessage { topic, partition: 1, offset, key: Some(b"c1"), payload: Some(payload) }
+    fn message(topic: &str, offset: i64, payload: &[u8]) -> InputMessage {
+        InputMessage {
+            topic: topic.to_owned(),
+            partition: 1,
+            offset,
+            key: Some(b"c1".to_vec()),
+            payload: Some(payload.to_vec()),
+        }
     }
 
     fn outbox_topics(store: &Store) -> Vec<String> {
         store.outbox_peek(0, 100).unwrap().into_iter().map(|(_, e)| e.topic).collect()
+    }
+
+    fn header(entry: &OutboxEntry, name: &str) -> String {
+        let (_, v) = entry.headers.iter().find(|(k, _)| k == name).unwrap();
+        String::from_utf8(v.clone()).unwrap()
     }
 
     #[test]
@@ -217,30 +331,57 @@ economics: { margin_per_redemption_minor: 500 }
         let mut a = applier(dir.path(), Arc::default());
         let topics = a.config.topics.clone();
         let store = a.store.clone();
-        let mut batch = store.begin();
-        let mut counts = BatchCounts::default();
-        a.handle(&mut batch, &message(&topics.purchases.name, 7, b"\xff garbage"), &mut counts).unwrap();
         let (topic, no_lines) = input_message(
             &topics,
-            &Event::Purchase(Purchase { event_id: "p1".into(), customer_id: "c1".into(), ..Default::default() }),
+            &Event::Purchase(Purchase {
+                event_id: "p1".into(),
+                customer_id: "c1".into(),
+                timestamp_ms: wall_ms(),
+                ..Default::default()
+            }),
         );
-        a.handle(&mut batch, &message(topic, 8, &no_lines), &mut counts).unwrap();
-        assert_eq!(counts.messages(), 2);
-        assert!(store.outbox_peek(0, 10).unwrap().is_empty(), "nothing is visible before the commit");
-        a.commit(batch, &counts).unwrap();
+        a.apply_batch(&[message(&topics.purchases.name, 7, b"\xff garbage"), message(topic, 8, &no_lines)]).unwrap();
 
         let dead = store.outbox_peek(0, 10).unwrap();
         assert_eq!(dead.len(), 2, "{dead:?}");
-        let header = |i: usize, name: &str| {
-            let (_, v) = dead[i].1.headers.iter().find(|(k, _)| k == name).unwrap();
-            String::from_utf8(v.clone()).unwrap()
-        };
         assert!(dead.iter().all(|(_, e)| e.topic == topics.dlq));
-        assert!(!header(0, "cvm.error").is_empty());
-        assert_eq!(header(0, "cvm.source.offset"), "7");
-        assert_eq!(header(1, "cvm.error"), "purchase without lines");
+        assert_eq!(header(&dead[0].1, "cvm.error.code"), "undecodable");
+        assert!(header(&dead[0].1, "cvm.error").contains("Purchase"));
+        assert_eq!(header(&dead[0].1, "cvm.source.offset"), "7");
+        assert_eq!(header(&dead[1].1, "cvm.error.code"), "line_count");
         assert_eq!(dead[1].1.payload, no_lines, "the message goes to the DLQ unchanged");
         assert_eq!(store.next_offset(&topics.purchases.name, 1).unwrap(), Some(9), "both are consumed");
+    }
+
+    #[test]
+    fn a_message_that_panics_is_dead_lettered_and_the_rest_of_its_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = applier(dir.path(), Arc::default());
+        a.fault = Some(|m| m.offset == 1);
+        let topics = a.config.topics.clone();
+        let store = a.store.clone();
+        let events =
+            [consent_at("c1", wall_ms()), add_to_cart("a1", "c1", wall_ms()), add_to_cart("a2", "c1", wall_ms())];
+        let messages: Vec<InputMessage> = events
+            .iter()
+            .enumerate()
+            .map(|(offset, e)| {
+                let (topic, payload) = input_message(&topics, e);
+                message(topic, offset as i64, &payload)
+            })
+            .collect();
+        a.apply_batch(&messages).unwrap();
+
+        let out = store.outbox_peek(0, 100).unwrap();
+        let dead: Vec<_> = out.iter().filter(|(_, e)| e.topic == topics.dlq).collect();
+        assert_eq!(dead.len(), 1, "only the failing message: {out:?}");
+        assert_eq!(header(&dead[0].1, "cvm.error.code"), "processing_failed");
+        assert_eq!(header(&dead[0].1, "cvm.source.offset"), "1");
+        assert_eq!(dead[0].1.payload, messages[1].payload.clone().unwrap());
+        let pushes = out.iter().filter(|(_, e)| e.topic == topics.push.name).count();
+        assert_eq!(pushes, 1, "the cart after the failing one is decided, once (the batch was rebuilt, not doubled)");
+        assert_eq!(store.next_offset(&topics.app.name, 1).unwrap(), Some(3), "all three are consumed");
+        assert!(store.profile(1, "c1").unwrap().is_some(), "the consent before it is kept");
     }
 
     #[test]
@@ -250,13 +391,14 @@ economics: { margin_per_redemption_minor: 500 }
         let mut a = applier(dir.path(), committed.clone());
         let topics = a.config.topics.clone();
         let store = a.store.clone();
-        let mut batch = store.begin();
-        let mut counts = BatchCounts::default();
-        for (offset, event) in [(0, consent_at("c1", wall_ms())), (1, add_to_cart("a1", "c1", wall_ms()))] {
-            let (topic, payload) = input_message(&topics, &event);
-            a.handle(&mut batch, &message(topic, offset, &payload), &mut counts).unwrap();
-        }
-        a.commit(batch, &counts).unwrap();
+        let messages: Vec<InputMessage> = [(0, consent_at("c1", wall_ms())), (1, add_to_cart("a1", "c1", wall_ms()))]
+            .iter()
+            .map(|(offset, event)| {
+                let (topic, payload) = input_message(&topics, event);
+                message(topic, *offset, &payload)
+            })
+            .collect();
+        a.apply_batch(&messages).unwrap();
 
         let mut out = outbox_topics(&store);
         out.sort();

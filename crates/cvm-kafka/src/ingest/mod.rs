@@ -27,19 +27,16 @@ mod applier;
 use cvm_engine::{
     attribution::{Stats, StatsKey},
     catalog::LiveCatalog,
-    driver::ScanPacing,
+    driver::{ScanPacing, TIMERS_PER_BATCH},
     Driver, DriverConfig, Engine,
 };
 use cvm_store::Store;
-use rdkafka::{
-    consumer::{BaseConsumer, Consumer},
-    message::Message,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use tracing::{info, warn};
 
 use crate::{
     consumer::{consumer, SeekToStoredOffsets},
-    meters::{BatchCounts, Meters},
+    meters::Meters,
     ClientError, KafkaConfig,
 };
 use applier::{Applier, InputMessage};
@@ -104,6 +101,7 @@ impl Ingest {
                 inputs: 2,
                 idle_timeout_ms: config.watermark_idle_timeout.as_millis().try_into().unwrap_or(i64::MAX),
                 pacing: ScanPacing::Rate,
+                timers_per_batch: TIMERS_PER_BATCH,
             },
         );
         let snapshot = catalog.snapshot();
@@ -117,6 +115,8 @@ impl Ingest {
             config: config.clone(),
             wake,
             on_commit,
+            #[cfg(test)]
+            fault: None,
         };
         Ok(Self { consumer, applier })
     }
@@ -156,42 +156,35 @@ impl Ingest {
     /// Polls up to a batch of messages, applies them and commits.
     fn run_batch(&mut self) -> Result<(), IngestError> {
         let Self { consumer, applier } = self;
-        let store = applier.store.clone();
-        let mut batch = store.begin();
-        let mut counts = BatchCounts::default();
-        let mut last_offsets: Vec<(String, i32, i64)> = Vec::new();
+        let mut messages: Vec<InputMessage> = Vec::new();
         let mut deadline = None::<Instant>;
-        while deadline.is_none_or(|d| Instant::now() < d) && counts.messages() < applier.config.batch_max_events {
+        while deadline.is_none_or(|d| Instant::now() < d) && messages.len() < applier.config.batch_max_events {
             let timeout = deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(Instant::now()));
-            let msg = match consumer.poll(timeout) {
+            match consumer.poll(timeout) {
                 None => break,
                 Some(Err(e)) => {
                     warn!(error = %e, "Consumer error; retrying.");
                     break;
                 }
-                Some(Ok(msg)) => msg,
-            };
-            if deadline.is_none() {
-                // Swap in a reloaded catalog when a batch starts, so an event
-                // produced after an offer update is decided with it.
-                applier.refresh_catalog();
-                applier.driver.begin();
-                deadline = Some(Instant::now() + applier.config.batch_max_wait);
+                Some(Ok(msg)) => messages.push(InputMessage::of(&msg)),
             }
-            applier.handle(&mut batch, &InputMessage::of(&msg), &mut counts)?;
-            match last_offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
-                Some(entry) => entry.2 = msg.offset(),
-                None => last_offsets.push((msg.topic().to_owned(), msg.partition(), msg.offset())),
-            }
+            deadline.get_or_insert_with(|| Instant::now() + applier.config.batch_max_wait);
         }
-        if last_offsets.is_empty() {
+        if messages.is_empty() {
             return Ok(());
         }
-        applier.commit(batch, &counts)?;
-        for (topic, partition, offset) in &last_offsets {
+        applier.apply_batch(&messages)?;
+        let mut last_offsets: Vec<(&str, i32, i64)> = Vec::new();
+        for m in &messages {
+            match last_offsets.iter_mut().find(|(t, p, _)| *t == m.topic && *p == m.partition) {
+                Some(entry) => entry.2 = entry.2.max(m.offset),
+                None => last_offsets.push((&m.topic, m.partition, m.offset)),
+            }
+        }
+        for (topic, partition, offset) in last_offsets {
             // For lag monitoring only (the stored state is the truth);
             // librdkafka stores the offset after the one given.
-            let _ = consumer.store_offset(topic, *partition, *offset);
+            let _ = consumer.store_offset(topic, partition, offset);
         }
         Ok(())
     }

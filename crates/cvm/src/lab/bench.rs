@@ -6,7 +6,7 @@
 use std::{path::PathBuf, time::Instant};
 
 use cvm_engine::{
-    driver::{Clock, ScanPacing},
+    driver::{Clock, ScanPacing, TIMERS_PER_BATCH},
     Driver, DriverConfig, Engine, EngineConfig, Event, Output, Profile, Source, StateTxn,
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseLine};
@@ -143,7 +143,13 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let engine = Engine::new(EngineConfig::default(), sample_catalog());
     let mut driver = Driver::new(
         engine,
-        DriverConfig { clock: Clock::Wall, inputs: 1, idle_timeout_ms: 0, pacing: ScanPacing::Rate },
+        DriverConfig {
+            clock: Clock::Wall,
+            inputs: 1,
+            idle_timeout_ms: 0,
+            pacing: ScanPacing::Rate,
+            timers_per_batch: TIMERS_PER_BATCH,
+        },
     );
     let mut hist = Histogram::<u64>::new(3)?;
     let (mut decisions, mut offers) = (0u64, 0u64);
