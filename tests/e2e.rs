@@ -377,7 +377,7 @@ async fn published_documents_are_listed_latest_first_and_tombstones_as_deleted()
     cvm_kafka::publish_documents(&k, &[("abandoned-cart".to_owned(), v(2))], Duration::from_secs(10)).unwrap();
     h.send_raw(&k.topics.offers_config, "storm", None);
     h.flush();
-    let listed = cvm_kafka::read_documents(&k, Duration::from_secs(10)).unwrap();
+    let listed = cvm_kafka::read_documents(&k, Duration::from_secs(10)).unwrap().values;
     let keys: Vec<&str> = listed.iter().map(|(key, _)| key.as_str()).collect();
     assert_eq!(keys, ["abandoned-cart", "storm"]);
     let live = OfferDefinition::parse("abandoned-cart", listed[0].1.as_deref().unwrap()).unwrap();

@@ -110,7 +110,8 @@ impl Harness {
                 config.kafka.create_topics = false;
             }
             Broker::External(b) => {
-                cvm_kafka::ensure_topics(b, &config.kafka.topics.all(), PARTITIONS).await.expect("create topics");
+                config.kafka.brokers.clone_from(b);
+                cvm_kafka::ensure_topics(&config.kafka).await.expect("create topics");
             }
         }
         let producer = ClientConfig::new()

@@ -40,11 +40,16 @@ pub const DLQ: &str = "cvm_dlq_total";
 pub const EVENT_PROCESSING: &str = "cvm_event_processing_seconds";
 /// Histogram: time to commit one batch to RocksDB, seconds.
 pub const BATCH_COMMIT: &str = "cvm_batch_commit_seconds";
+/// Gauge: 1 while ingest is paused because the outbox is over its bound.
+pub const INGEST_PAUSED: &str = "cvm_ingest_paused";
 /// Gauge: entries waiting in the outbox.
 pub const OUTBOX_DEPTH: &str = "cvm_outbox_depth";
 /// Counter: messages acknowledged by the broker, by `topic`.
 pub const PUBLISHED: &str = "cvm_published_total";
-/// Counter: publish attempts that failed (they are retried).
+/// Counter: failed publish attempts, by `kind`: `retried` (the entry stays
+/// in the outbox), `fatal` (the producer was rebuilt), or why an entry was
+/// parked (`message_too_large`, `unknown_topic`, `not_authorized`,
+/// `invalid_record`).
 pub const PUBLISH_ERRORS: &str = "cvm_publish_errors_total";
 /// Counter: offer documents read, by `result` (accepted, rejected, deleted).
 pub const CONFIG_DOCUMENTS: &str = "cvm_config_documents_total";
@@ -88,12 +93,13 @@ pub fn describe() {
     describe_counter!(EVENTS_INGESTED, "Input messages by topic and result.");
     describe_counter!(DECISIONS, "Decisions by outcome.");
     describe_counter!(OFFERS, "Offers sent, by channel.");
+    describe_gauge!(INGEST_PAUSED, "1 while ingest is paused because the outbox is over its bound.");
     describe_counter!(DLQ, "Messages sent to the dead-letter topic, by source topic and reason code.");
     describe_histogram!(EVENT_PROCESSING, Unit::Seconds, "Time to apply and decide one event.");
     describe_histogram!(BATCH_COMMIT, Unit::Seconds, "Time to commit one batch to RocksDB.");
     describe_gauge!(OUTBOX_DEPTH, "Entries waiting in the outbox.");
     describe_counter!(PUBLISHED, "Messages acknowledged by the broker, by topic.");
-    describe_counter!(PUBLISH_ERRORS, "Failed publish attempts (retried).");
+    describe_counter!(PUBLISH_ERRORS, "Failed publish attempts, by kind (retried, fatal, or why an entry was parked).");
     describe_counter!(CONFIG_DOCUMENTS, "Offer documents read, by result.");
     describe_gauge!(OFFERS_ACTIVE, "Offers in the live catalog.");
     describe_counter!(TIMERS_FIRED, "Durable timers fired, by kind.");

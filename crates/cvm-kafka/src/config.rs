@@ -115,6 +115,13 @@ pub struct KafkaConfig {
     /// Partitions of topics created by cvm. Input topics must be
     /// co-partitioned: same count, keyed by customer id.
     pub partitions: i32,
+    /// Replication factor of topics created by cvm (3 on a production
+    /// cluster; 1 for a single broker).
+    pub replication_factor: i32,
+    /// When this many entries wait in the outbox (the broker is down or
+    /// slow), ingest pauses its partitions and `/readyz` says so; it
+    /// resumes below half of it. Bounds memory and disk during an outage.
+    pub outbox_max_entries: u64,
     /// Most events applied in one RocksDB batch.
     pub batch_max_events: usize,
     /// Longest a batch waits to fill up.
@@ -142,6 +149,8 @@ impl Default for KafkaConfig {
             topics: Topics::default(),
             create_topics: true,
             partitions: 8,
+            replication_factor: 1,
+            outbox_max_entries: 200_000,
             batch_max_events: 2_000,
             batch_max_wait: Duration::from_millis(20),
             clock: Clock::Wall,
@@ -165,6 +174,14 @@ impl KafkaConfig {
         }
         if self.partitions < 1 {
             errors.push(format!("{prefix}.partitions: must be at least 1"));
+        }
+        if self.replication_factor < 1 {
+            errors.push(format!("{prefix}.replication_factor: must be at least 1"));
+        }
+        if self.outbox_max_entries < 2 * self.batch_max_events as u64 {
+            errors.push(format!(
+                "{prefix}.outbox_max_entries: must be at least twice batch_max_events, or ingest would stop at every batch"
+            ));
         }
         if self.batch_max_events == 0 {
             errors.push(format!("{prefix}.batch_max_events: must be at least 1"));

@@ -27,12 +27,12 @@ mod meters;
 mod offers_topic;
 mod publisher;
 
-pub use admin::{ensure_topics, AdminError};
+pub use admin::{check_co_partitioned, ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};
 pub use config::{KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use cvm_engine::driver::Clock;
 pub use ingest::{CommittedStats, Ingest, IngestError};
-pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, OffersReader};
+pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, LatestValues, OffersReader};
 pub use publisher::Publisher;
 
 use rdkafka::ClientConfig;

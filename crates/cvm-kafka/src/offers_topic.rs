@@ -49,20 +49,23 @@ impl OffersReader {
         Ok(Self { consumer, producer, catalog, config: config.clone() })
     }
 
-    /// Assigns every partition from the beginning and reads up to the end, so
-    /// the engine starts with every offer published so far. Returns the number
-    /// of documents read.
-    pub fn catch_up(&mut self, timeout: Duration) -> Result<usize, rdkafka::error::KafkaError> {
+    /// Assigns every partition from the beginning and reads up to the end
+    /// (see [`read_to_end`]), so the engine starts with every offer
+    /// published so far. Returns whether the end was reached before
+    /// `timeout`; the pipeline calls it again until it was, and is not
+    /// ready meanwhile.
+    pub fn catch_up(&mut self, timeout: Duration) -> Result<bool, rdkafka::error::KafkaError> {
         let mut read = 0;
-        let remaining = read_to_end(&self.consumer, &self.config.topics.offers_config, timeout, |msg| {
+        let unread = read_to_end(&self.consumer, &self.config.topics.offers_config, timeout, |msg| {
             self.apply(msg);
             read += 1;
         })?;
-        if !remaining.is_empty() {
-            warn!(?remaining, "Config topic not fully read before the timeout; continuing live.");
+        if unread.is_empty() {
+            info!(documents = read, offers = self.catalog.current().all().len(), "Offer catalog loaded.");
+        } else {
+            warn!(documents = read, ?unread, "Config topic not read to its end yet; still loading (not ready).");
         }
-        info!(documents = read, offers = self.catalog.current().all().len(), "Offer catalog loaded.");
-        Ok(read)
+        Ok(unread.is_empty())
     }
 
     /// Follows the topic until `stop` is set.
@@ -108,34 +111,71 @@ pub fn publish_documents(
         .map_err(|source| ClientError::Request { action: "publish", source })
 }
 
-/// Assigns every partition of `topic` from the beginning and hands each
-/// message to `on_message` until the end (the high watermarks read at the
-/// start) or `timeout`; returns the partitions left unread, with their ends.
+/// How long an end must hold before it is believed: some brokers (tansu)
+/// report a high watermark behind their log for a moment after a write.
+const END_SETTLE: Duration = Duration::from_millis(500);
+
+/// Reads every partition of `topic` from the beginning to its end, handing
+/// each message to `on_message`; returns the partitions not read to their
+/// end before `timeout`, as (partition, position, end) — empty when complete.
+///
+/// One high watermark is not trusted: once the position reaches it, the
+/// reader keeps polling for [`END_SETTLE`] and asks for the watermarks
+/// again; only an end that holds twice counts. Positions come from the
+/// consumer, which also steps over transaction markers and compacted gaps.
 fn read_to_end(
     consumer: &BaseConsumer,
     topic: &str,
     timeout: Duration,
     mut on_message: impl FnMut(&BorrowedMessage<'_>),
-) -> Result<Vec<(i32, i64)>, rdkafka::error::KafkaError> {
+) -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {
     let deadline = Instant::now() + timeout;
     let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = Vec::new();
-    for p in md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())) {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-        if high > low {
-            remaining.push((p, high));
-        }
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    while !remaining.is_empty() && Instant::now() < deadline {
-        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) {
-            on_message(&msg);
-            remaining.retain(|(p, high)| !(*p == msg.partition() && msg.offset() + 1 >= *high));
+    let ends = |timeout: Duration| -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {
+        let mut out = Vec::with_capacity(partitions.len());
+        let positions = consumer.position()?;
+        for p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+            let position = match positions.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o.max(low),
+                _ => low,
+            };
+            out.push((*p, position, high));
+        }
+        Ok(out)
+    };
+    let unread = |state: &[(i32, i64, i64)]| state.iter().filter(|(_, pos, end)| pos < end).copied().collect::<Vec<_>>();
+    let mut held = 0;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let state = ends(remaining.min(Duration::from_secs(5)))?;
+        let left = unread(&state);
+        if left.is_empty() {
+            held += 1;
+            if held >= 2 {
+                return Ok(Vec::new());
+            }
+        } else {
+            held = 0;
+        }
+        if remaining.is_zero() {
+            return Ok(left);
+        }
+        // Read for a while (or let an end settle), then look again.
+        let until = Instant::now() + if left.is_empty() { END_SETTLE } else { Duration::from_secs(1) };
+        while Instant::now() < until.min(deadline) {
+            if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(50)) {
+                on_message(&msg);
+                held = 0;
+            }
         }
     }
-    Ok(remaining)
 }
 
 /// A document on the config topic: its key and value (`None` = deleted).
@@ -143,24 +183,31 @@ pub type KeyedDocument = (String, Option<Vec<u8>>);
 
 /// Reads the whole config topic and returns the latest document per key,
 /// as the engine would see it.
-pub fn read_documents(config: &KafkaConfig, timeout: Duration) -> Result<Vec<KeyedDocument>, ClientError> {
+pub fn read_documents(config: &KafkaConfig, timeout: Duration) -> Result<LatestValues, ClientError> {
     read_latest(config, &config.topics.offers_config, timeout)
+}
+
+/// The latest value per key of a compacted topic, and whether the topic
+/// was read to its end (if not, what is shown may be incomplete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestValues {
+    /// In key order; `None` = deleted.
+    pub values: Vec<KeyedDocument>,
+    /// Partitions not read to their end: (partition, position, end).
+    pub unread: Vec<(i32, i64, i64)>,
 }
 
 /// Reads a compacted topic to its end and returns the latest value per key
 /// (`None` = deleted), in key order.
-pub fn read_latest(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<KeyedDocument>, ClientError> {
+pub fn read_latest(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<LatestValues, ClientError> {
     let mut cc = client_config(config, &config.consumer);
     cc.set("group.id", format!("{}-reader", config.group_id)).set("enable.auto.commit", "false");
     let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
     let mut latest = std::collections::BTreeMap::new();
-    let remaining = read_to_end(&consumer, topic, timeout, |msg| {
+    let unread = read_to_end(&consumer, topic, timeout, |msg| {
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
         latest.insert(key, msg.payload().filter(|v| !v.is_empty()).map(<[u8]>::to_vec));
     })
     .map_err(|source| ClientError::Request { action: "compacted topic read", source })?;
-    if !remaining.is_empty() {
-        warn!(topic, ?remaining, "Topic not read to the end before the timeout; the result is incomplete.");
-    }
-    Ok(latest.into_iter().collect())
+    Ok(LatestValues { values: latest.into_iter().collect(), unread })
 }

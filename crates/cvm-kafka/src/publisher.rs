@@ -2,15 +2,28 @@
 //!
 //! Entries are removed only after the broker acknowledged them; a failed send
 //! stays in the outbox and is retried after a back-off, so a broker outage
-//! delays offers but loses none.
+//! delays offers but loses none. Two kinds of failure are not retried:
+//! - an entry the broker will never take (message too large, unknown topic,
+//!   not authorized) is **parked** — moved to the store's parked entries
+//!   with the reason, counted and logged — so it cannot block everything
+//!   behind it;
+//! - a fatal error of the idempotent producer (its sequence state is lost)
+//!   **rebuilds the producer**; the entries it failed are sent again.
+//!
+//! At shutdown it drains for at most the drain deadline; what is left stays
+//! in the outbox for the next start.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use cvm_engine::telemetry;
-use cvm_store::Store;
+use cvm_store::{OutboxEntry, Store};
 use futures::future::join_all;
 use metrics::{counter, gauge};
 use rdkafka::{
+    error::{KafkaError, RDKafkaErrorCode},
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
@@ -23,9 +36,44 @@ use crate::{client_config, ClientError, KafkaConfig};
 /// Entries sent per round.
 const CHUNK: usize = 5_000;
 
+/// How long shutdown waits for the outbox to drain.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What to do about a failed send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendFailure {
+    /// Try again later (broker down, timeout, leader change, …).
+    Retry,
+    /// The broker will never accept this entry: park it with this reason.
+    Permanent(&'static str),
+    /// The producer is unusable: build a new one, then retry.
+    Fatal,
+}
+
+impl SendFailure {
+    fn of(e: &KafkaError) -> Self {
+        use RDKafkaErrorCode as C;
+        match e.rdkafka_error_code() {
+            Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
+                Self::Permanent("message_too_large")
+            }
+            Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::InvalidTopic) => {
+                Self::Permanent("unknown_topic")
+            }
+            Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::TransactionalIdAuthorizationFailed) => {
+                Self::Permanent("not_authorized")
+            }
+            Some(C::InvalidRecord | C::InvalidMessage) => Self::Permanent("invalid_record"),
+            Some(C::Fatal) => Self::Fatal,
+            _ => Self::Retry,
+        }
+    }
+}
+
 /// The outbox publisher.
 pub struct Publisher {
     producer: FutureProducer,
+    config: KafkaConfig,
     store: Store,
     wake: Arc<Notify>,
 }
@@ -39,6 +87,10 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// Creates the producer (idempotent, lz4, short linger).
     pub fn new(config: &KafkaConfig, store: Store, wake: Arc<Notify>) -> Result<Self, ClientError> {
+        Ok(Self { producer: Self::producer(config)?, config: config.clone(), store, wake })
+    }
+
+    fn producer(config: &KafkaConfig) -> Result<FutureProducer, ClientError> {
         let mut cc = client_config(config, &std::collections::BTreeMap::new());
         cc.set("enable.idempotence", "true")
             .set("linger.ms", "5")
@@ -47,14 +99,18 @@ impl Publisher {
         for (k, v) in &config.producer {
             cc.set(k, v);
         }
-        let producer = cc.create().map_err(|source| ClientError::Create { role: "producer", source })?;
-        Ok(Self { producer, store, wake })
+        cc.create().map_err(|source| ClientError::Create { role: "producer", source })
     }
 
-    /// Publishes until `drain` turns true and the outbox is empty.
-    pub async fn run(self, mut drain: watch::Receiver<bool>) {
+    /// Publishes until `drain` turns true and the outbox is empty (or the
+    /// drain deadline has passed).
+    pub async fn run(mut self, mut drain: watch::Receiver<bool>) {
         let mut next = 0u64;
+        let mut drain_deadline = None::<Instant>;
         loop {
+            if drain_deadline.is_none() && *drain.borrow() {
+                drain_deadline = Some(Instant::now() + DRAIN_DEADLINE);
+            }
             let entries = match self.store.outbox_peek(next, CHUNK) {
                 Ok(e) => e,
                 Err(e) => {
@@ -64,9 +120,10 @@ impl Publisher {
                 }
             };
             let first = entries.first().map_or(self.store.outbox_next_seq(), |(s, _)| *s);
-            gauge!(telemetry::OUTBOX_DEPTH).set(self.store.outbox_next_seq().saturating_sub(first) as f64);
+            self.store.note_outbox_head(first);
+            gauge!(telemetry::OUTBOX_DEPTH).set(self.store.outbox_pending() as f64);
             if entries.is_empty() {
-                if *drain.borrow() {
+                if drain_deadline.is_some() {
                     break;
                 }
                 tokio::select! {
@@ -76,45 +133,84 @@ impl Publisher {
                 }
                 continue;
             }
-            let sends = entries.iter().map(|(seq, e)| {
-                let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
-                for (k, v) in &e.headers {
-                    headers = headers.insert(Header { key: k, value: Some(v) });
-                }
-                let record = FutureRecord::to(&e.topic).key(&e.key).payload(&e.payload).headers(headers);
-                let fut = self.producer.send(record, Timeout::Never);
-                async move { (*seq, &e.topic, fut.await) }
-            });
-            let mut delivered = Vec::with_capacity(entries.len());
-            let mut failed = 0;
-            for (seq, topic, result) in join_all(sends).await {
-                match result {
-                    Ok(_) => {
-                        counter!(telemetry::PUBLISHED, "topic" => topic.clone()).increment(1);
-                        delivered.push(seq);
-                    }
-                    Err((e, _)) => {
-                        failed += 1;
-                        if failed == 1 {
-                            warn!(error = %e, topic, "Publish failed; the entry stays in the outbox.");
-                        }
-                    }
-                }
+            if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+                warn!(left = self.store.outbox_pending(), "Drain deadline passed; the rest stays in the outbox for the next start.");
+                break;
             }
-            if let Err(e) = self.store.outbox_remove(delivered.iter().copied()) {
-                warn!(error = %e, "Cannot remove delivered entries; they will be re-sent with the same ids.");
-            }
-            if failed > 0 {
-                counter!(telemetry::PUBLISH_ERRORS).increment(failed);
+            let retry = self.send(&entries).await;
+            if retry {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 next = first; // retry from the oldest undelivered entry
             } else {
                 next = entries.last().map_or(next, |(s, _)| s + 1);
             }
         }
-        if let Err(e) = self.producer.flush(Duration::from_secs(10)) {
+        if let Err(e) = self.producer.flush(Duration::from_secs(5)) {
             warn!(error = %e, "Producer flush at shutdown failed.");
         }
-        info!("Publisher drained.");
+        info!("Publisher stopped.");
+    }
+
+    /// Sends `entries`, removes the delivered, parks the undeliverable;
+    /// returns whether some must be retried.
+    async fn send(&mut self, entries: &[(u64, OutboxEntry)]) -> bool {
+        let sends = entries.iter().map(|(seq, e)| {
+            let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
+            for (k, v) in &e.headers {
+                headers = headers.insert(Header { key: k, value: Some(v) });
+            }
+            let record = FutureRecord::to(&e.topic).key(&e.key).payload(&e.payload).headers(headers);
+            let fut = self.producer.send(record, Timeout::Never);
+            async move { (*seq, e, fut.await) }
+        });
+        let mut delivered = Vec::with_capacity(entries.len());
+        let (mut retry, mut fatal) = (0u64, false);
+        for (seq, entry, result) in join_all(sends).await {
+            let e = match result {
+                Ok(_) => {
+                    counter!(telemetry::PUBLISHED, "topic" => entry.topic.clone()).increment(1);
+                    delivered.push(seq);
+                    continue;
+                }
+                Err((e, _)) => e,
+            };
+            match SendFailure::of(&e) {
+                SendFailure::Permanent(reason) => {
+                    warn!(error = %e, topic = %entry.topic, seq, reason, "The broker will not accept this entry; parked.");
+                    counter!(telemetry::PUBLISH_ERRORS, "kind" => reason).increment(1);
+                    if let Err(e) = self.store.outbox_park(seq, entry.clone(), &e.to_string()) {
+                        warn!(error = %e, seq, "Cannot park the entry; it will be tried again.");
+                        retry += 1;
+                    }
+                }
+                SendFailure::Fatal => {
+                    fatal = true;
+                    retry += 1;
+                }
+                SendFailure::Retry => {
+                    if retry == 0 {
+                        warn!(error = %e, topic = %entry.topic, "Publish failed; the entry stays in the outbox.");
+                    }
+                    retry += 1;
+                }
+            }
+        }
+        if retry > 0 {
+            counter!(telemetry::PUBLISH_ERRORS, "kind" => "retried").increment(retry);
+        }
+        if let Err(e) = self.store.outbox_remove(delivered.iter().copied()) {
+            warn!(error = %e, "Cannot remove delivered entries; they will be re-sent with the same ids.");
+        }
+        if fatal {
+            counter!(telemetry::PUBLISH_ERRORS, "kind" => "fatal").increment(1);
+            match Self::producer(&self.config) {
+                Ok(p) => {
+                    warn!("Fatal producer error; the producer was rebuilt and the entries are sent again.");
+                    self.producer = p;
+                }
+                Err(e) => warn!(error = %e, "Fatal producer error and no new producer; retrying."),
+            }
+        }
+        retry > 0
     }
 }

@@ -19,8 +19,20 @@ pub(crate) const CF_TIMER_INDEX: &str = "timer_index";
 pub(crate) const CF_STATS: &str = "stats";
 pub(crate) const CF_ARMS: &str = "arms";
 pub(crate) const CF_SCANS: &str = "scans";
-pub(crate) const ALL_CFS: [&str; 10] =
-    [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_OFFSETS, CF_OUTBOX, CF_TIMERS, CF_TIMER_INDEX, CF_STATS, CF_ARMS, CF_SCANS];
+pub(crate) const CF_PARKED: &str = "parked";
+pub(crate) const ALL_CFS: [&str; 11] = [
+    CF_PROFILES,
+    CF_EVENTS,
+    CF_DEVICES,
+    CF_OFFSETS,
+    CF_OUTBOX,
+    CF_TIMERS,
+    CF_TIMER_INDEX,
+    CF_STATS,
+    CF_ARMS,
+    CF_SCANS,
+    CF_PARKED,
+];
 
 pub(crate) fn arm_key(partition: u32, key: &ArmKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(13);

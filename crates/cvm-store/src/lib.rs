@@ -126,6 +126,8 @@ pub enum OpenError {
 pub struct Store {
     db: Arc<DB>,
     next_outbox_seq: Arc<AtomicU64>,
+    /// The oldest entry the publisher has not delivered yet, as it last saw it.
+    outbox_head: Arc<AtomicU64>,
     write_opts: Arc<WriteOptions>,
     path: PathBuf,
 }
@@ -200,19 +202,21 @@ impl Store {
         let db = DB::open_cf_descriptors(&db_opts, &config.path, ALL_CFS.map(cf_opts))
             .map_err(|source| OpenError::Open { path: config.path.clone(), source })?;
         migrate_scan_progress(&db).map_err(|source| OpenError::Open { path: config.path.clone(), source })?;
-        let next_seq = {
+        let (first_seq, next_seq) = {
             let cf = db.cf_handle(CF_OUTBOX).expect("created above");
-            let mut it = db.iterator_cf(cf, IteratorMode::End);
-            match it.next() {
-                Some(Ok((k, _))) => u64::from_be_bytes(k[..8].try_into().expect("outbox keys are 8 bytes")) + 1,
-                _ => 0,
-            }
+            let seq_at = |mode| match db.iterator_cf(cf, mode).next() {
+                Some(Ok((k, _))) => Some(u64::from_be_bytes(k[..8].try_into().expect("outbox keys are 8 bytes"))),
+                _ => None,
+            };
+            let next = seq_at(IteratorMode::End).map_or(0, |last| last + 1);
+            (seq_at(IteratorMode::Start).unwrap_or(next), next)
         };
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(config.sync_writes);
         Ok(Self {
             db: Arc::new(db),
             next_outbox_seq: Arc::new(AtomicU64::new(next_seq)),
+            outbox_head: Arc::new(AtomicU64::new(first_seq)),
             write_opts: Arc::new(write_opts),
             path: config.path.clone(),
         })
@@ -221,11 +225,15 @@ impl Store {
     /// Opens an existing store read-only, e.g. beside a running engine for
     /// `cvm report`: it sees what was committed when it was opened.
     pub fn open_read_only(path: &Path) -> Result<Self, OpenError> {
-        let db = DB::open_cf_for_read_only(&Options::default(), path, ALL_CFS, false)
-            .map_err(|source| OpenError::Open { path: path.to_owned(), source })?;
+        let open_error = |source| OpenError::Open { path: path.to_owned(), source };
+        // The column families the store has: one written by an older
+        // version may lack newer ones, which then read as empty.
+        let cfs = DB::list_cf(&Options::default(), path).map_err(open_error)?;
+        let db = DB::open_cf_for_read_only(&Options::default(), path, cfs, false).map_err(open_error)?;
         Ok(Self {
             db: Arc::new(db),
             next_outbox_seq: Arc::new(AtomicU64::new(0)),
+            outbox_head: Arc::new(AtomicU64::new(0)),
             write_opts: Arc::new(WriteOptions::default()),
             path: path.to_owned(),
         })

@@ -7,7 +7,11 @@ use cvm_engine::StoreError;
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use crate::{backend, keys::CF_OUTBOX, Store};
+use crate::{
+    backend,
+    keys::{CF_OUTBOX, CF_PARKED},
+    Store,
+};
 
 /// A message waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +52,44 @@ impl Store {
             wb.delete_cf(self.cf(CF_OUTBOX), s.to_be_bytes());
         }
         self.db.write_opt(wb, &self.write_opts).map_err(backend)
+    }
+
+    /// Moves the entry `seq` out of the outbox into the parked entries, with
+    /// `reason` as its `cvm.parked.reason` header, in one write: for an
+    /// entry the broker will never accept (too large, unknown topic, not
+    /// authorized), which retrying would only repeat forever.
+    pub fn outbox_park(&self, seq: u64, mut entry: OutboxEntry, reason: &str) -> Result<(), StoreError> {
+        entry.headers.push(("cvm.parked.reason".into(), reason.as_bytes().to_vec()));
+        let value = postcard::to_allocvec(&entry).map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
+        let mut wb = WriteBatch::default();
+        wb.delete_cf(self.cf(CF_OUTBOX), seq.to_be_bytes());
+        wb.put_cf(self.cf(CF_PARKED), seq.to_be_bytes(), value);
+        self.db.write_opt(wb, &self.write_opts).map_err(backend)
+    }
+
+    /// Up to `limit` parked entries, oldest first, with their sequence numbers.
+    pub fn parked(&self, limit: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(CF_PARKED), IteratorMode::Start)
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                let seq = u64::from_be_bytes(k[..8].try_into().map_err(|_| StoreError::Corrupt { what: "parked key", detail: format!("{} bytes", k.len()) })?);
+                let entry = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt { what: "parked entry", detail: e.to_string() })?;
+                Ok((seq, entry))
+            })
+            .collect()
+    }
+
+    /// Records the oldest entry not yet delivered, as the publisher sees it,
+    /// so that [`Store::outbox_pending`] needs no scan over tombstones.
+    pub fn note_outbox_head(&self, seq: u64) {
+        self.outbox_head.store(seq, Ordering::SeqCst);
+    }
+
+    /// Entries committed but not yet delivered (from the publisher's last note).
+    pub fn outbox_pending(&self) -> u64 {
+        self.outbox_next_seq().saturating_sub(self.outbox_head.load(Ordering::SeqCst))
     }
 
     /// The sequence number the next outbox entry will get.

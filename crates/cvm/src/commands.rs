@@ -64,7 +64,9 @@ pub fn report(source: ReportSource, format: ReportFormat, out: Option<PathBuf>) 
         ReportSource::Topic { brokers, topic } => {
             let k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
             let mut stats = Vec::new();
-            for (key, value) in cvm_kafka::read_latest(&k, &topic, Duration::from_secs(60))? {
+            let latest = cvm_kafka::read_latest(&k, &topic, Duration::from_secs(60))?;
+            warn_if_incomplete(&topic, &latest);
+            for (key, value) in latest.values {
                 let Some(value) = value else { continue };
                 let decoded = cvm_kafka::decode_stats(&k.topics, &value)
                     .map_err(|e| anyhow::anyhow!("{topic} message {key:?} is unreadable: {e}"))?;
@@ -232,10 +234,23 @@ pub fn publish(files: &[PathBuf], brokers: String, topic: String) -> anyhow::Res
     Ok(true)
 }
 
+/// Says on stderr when a topic was not read to its end, so what is shown may
+/// be incomplete.
+fn warn_if_incomplete(topic: &str, latest: &cvm_kafka::LatestValues) {
+    for (partition, position, end) in &latest.unread {
+        eprintln!(
+            "warning: {topic} partition {partition} was read to offset {position} of {end} before the timeout; \
+             what is shown may be incomplete"
+        );
+    }
+}
+
 /// `cvm offers list`: the documents on the config topic.
 pub fn list(brokers: String, topic: String) -> anyhow::Result<()> {
     let k = kafka_config(brokers, topic);
     let docs = cvm_kafka::read_documents(&k, Duration::from_secs(30))?;
+    warn_if_incomplete(&k.topics.offers_config, &docs);
+    let docs = docs.values;
     println!("{:<32} {:>7} {:<8} {:<11} campaign", "key", "version", "status", "trigger");
     for (key, value) in docs {
         let Some(value) = value else { continue };

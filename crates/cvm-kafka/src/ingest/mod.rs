@@ -73,6 +73,8 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
 pub struct Ingest {
     consumer: BaseConsumer<SeekToStoredOffsets>,
     applier: Applier,
+    /// Set while ingest is paused because the outbox is full.
+    paused: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -83,7 +85,8 @@ impl std::fmt::Debug for Ingest {
 
 impl Ingest {
     /// Creates the consumer. `wake` is notified after every commit that
-    /// added outbox entries; `on_commit` sees every commit's stats totals.
+    /// added outbox entries; `on_commit` sees every commit's stats totals;
+    /// `paused` is set while the outbox is over its bound (for `/readyz`).
     pub fn new(
         config: &KafkaConfig,
         store: Store,
@@ -91,6 +94,7 @@ impl Ingest {
         catalog: LiveCatalog,
         wake: Arc<tokio::sync::Notify>,
         on_commit: CommittedStats,
+        paused: Arc<AtomicBool>,
     ) -> Result<Self, IngestError> {
         let consumer = consumer(config, &store)?;
         let mut driver = Driver::new(
@@ -118,7 +122,7 @@ impl Ingest {
             #[cfg(test)]
             fault: None,
         };
-        Ok(Self { consumer, applier })
+        Ok(Self { consumer, applier, paused })
     }
 
     /// Runs until `stop` is set; the batch in progress is committed first.
@@ -132,14 +136,48 @@ impl Ingest {
         info!(group = %self.applier.config.group_id, ?topics, "Ingest started.");
         let mut last_maintenance = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            let paused = self.backpressure();
             self.run_batch()?;
-            if last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
+            // Timers and sweeps add to the outbox too: they wait while it is full.
+            if !paused && last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                 self.applier.maintain(&self.owned_partitions())?;
                 last_maintenance = Instant::now();
             }
         }
         info!("Ingest stopped.");
         Ok(())
+    }
+
+    /// Pauses every assigned partition while the outbox holds more than
+    /// `outbox_max_entries` (again on every call: a rebalance may have
+    /// assigned new ones), resumes below half of it; returns whether paused.
+    fn backpressure(&mut self) -> bool {
+        let pending = self.applier.store.outbox_pending();
+        let bound = self.applier.config.outbox_max_entries;
+        let was_paused = self.paused.load(Ordering::Relaxed);
+        let paused = if was_paused { pending > bound / 2 } else { pending > bound };
+        if paused != was_paused {
+            if paused {
+                warn!(pending, bound, "Outbox over its bound (is the broker taking offers?); ingest paused.");
+            } else {
+                info!(pending, "Outbox drained; ingest resumed.");
+            }
+            self.paused.store(paused, Ordering::Relaxed);
+            metrics::gauge!(cvm_engine::telemetry::INGEST_PAUSED).set(f64::from(u8::from(paused)));
+        }
+        if let Ok(assignment) = self.consumer.assignment() {
+            let result = if paused {
+                self.consumer.pause(&assignment)
+            } else if was_paused {
+                self.consumer.resume(&assignment)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                warn!(error = %e, paused, "Cannot pause or resume the input partitions.");
+            }
+        }
+        paused
     }
 
     /// The partitions this instance owns (the same numbers on every input topic).
@@ -155,7 +193,7 @@ impl Ingest {
 
     /// Polls up to a batch of messages, applies them and commits.
     fn run_batch(&mut self) -> Result<(), IngestError> {
-        let Self { consumer, applier } = self;
+        let Self { consumer, applier, .. } = self;
         let mut messages: Vec<InputMessage> = Vec::new();
         let mut deadline = None::<Instant>;
         while deadline.is_none_or(|d| Instant::now() < d) && messages.len() < applier.config.batch_max_events {

@@ -47,7 +47,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([0, 0, 0, 0], 9898)) }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9898)) }
     }
 }
 

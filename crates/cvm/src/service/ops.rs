@@ -51,6 +51,8 @@ pub fn metrics_handle() -> PrometheusHandle {
 pub struct Health {
     live: Arc<AtomicBool>,
     ready: Arc<AtomicBool>,
+    /// Set by the ingest loop while the outbox is over its bound.
+    ingest_paused: Arc<AtomicBool>,
 }
 
 impl Health {
@@ -62,9 +64,23 @@ impl Health {
     pub fn set_ready(&self, v: bool) {
         self.ready.store(v, Ordering::SeqCst);
     }
-    /// Whether ready.
+    /// Whether ready: started, and ingest not paused.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.not_ready_reason().is_none()
+    }
+    /// The flag the ingest loop sets while paused by backpressure.
+    pub fn ingest_paused_flag(&self) -> Arc<AtomicBool> {
+        self.ingest_paused.clone()
+    }
+    /// Why not ready, if not.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if !self.ready.load(Ordering::SeqCst) {
+            Some("starting: the config topic is not read to its end yet, or stopping\n")
+        } else if self.ingest_paused.load(Ordering::SeqCst) {
+            Some("ingest paused: the outbox is over kafka.outbox_max_entries; the broker is not taking offers\n")
+        } else {
+            None
+        }
     }
 }
 
@@ -89,7 +105,8 @@ pub async fn serve(addr: SocketAddr, health: Health) -> std::io::Result<SocketAd
         .route(
             "/readyz",
             get(|State(h): State<Health>| async move {
-                status(h.is_ready(), "starting: offers loading or no partitions yet\n")
+                let reason = h.not_ready_reason();
+                status(reason.is_none(), reason.unwrap_or_default())
             }),
         )
         .with_state(health);

@@ -13,7 +13,7 @@ use std::{
 
 use cvm_engine::catalog::LiveCatalog;
 use cvm_engine::Engine;
-use cvm_kafka::{ensure_topics, Ingest, OffersReader, Publisher};
+use cvm_kafka::{check_co_partitioned, ensure_topics, Ingest, OffersReader, Publisher};
 use cvm_store::Store;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info};
@@ -63,17 +63,30 @@ impl Pipeline {
     pub async fn start(config: &Config, health: Health) -> Result<Self, PipelineError> {
         let k = &config.kafka;
         if k.create_topics {
-            ensure_topics(&k.brokers, &k.topics.all(), k.partitions).await?;
+            ensure_topics(k).await?;
         }
+        let checked = k.clone();
+        tokio::task::spawn_blocking(move || check_co_partitioned(&checked)).await.expect("check does not panic")?;
         let store = Store::open(&config.store)?;
         let catalog = LiveCatalog::default();
         let stop = Arc::new(AtomicBool::new(false));
 
-        let mut reader = OffersReader::new(k, catalog.clone())?;
-        let reader = tokio::task::spawn_blocking(move || reader.catch_up(Duration::from_secs(30)).map(|_| reader))
+        let reader = OffersReader::new(k, catalog.clone())?;
+        // Not ready, and no event decided, before every document published
+        // so far is loaded: a partial catalog would decide with offers missing.
+        let mut reader = reader;
+        loop {
+            let (done, back) = tokio::task::spawn_blocking(move || {
+                let done = reader.catch_up(Duration::from_secs(30));
+                (done, reader)
+            })
             .await
-            .expect("catch-up does not panic")
-            .map_err(PipelineError::Offers)?;
+            .expect("catch-up does not panic");
+            reader = back;
+            if done.map_err(PipelineError::Offers)? {
+                break;
+            }
+        }
         let offers = {
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -100,7 +113,7 @@ impl Pipeline {
 
         let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default());
         let gauges = crate::service::gauges::campaign_gauges(store.clone());
-        let ingest = Ingest::new(k, store.clone(), engine, catalog.clone(), wake, gauges)?;
+        let ingest = Ingest::new(k, store.clone(), engine, catalog.clone(), wake, gauges, health.ingest_paused_flag())?;
         let ingest = {
             let stop = stop.clone();
             let health = health.clone();
