@@ -14,7 +14,7 @@ cargo test --locked --workspace --no-fail-fast
 
 source scripts/tansu.sh
 echo "==> end-to-end suite against tansu"
-cargo test --locked -p cvm-e2e --test e2e --no-fail-fast
+cargo test --locked -p cvm-e2e --test e2e --test hostile --no-fail-fast
 # The broker is not needed further; stopping it here also keeps it out of the benchmarks.
 kill "$TANSU_PID" 2>/dev/null || true
 wait "$TANSU_PID" 2>/dev/null || true

@@ -394,9 +394,10 @@ async fn broker_round_trip_keeps_every_message_of_a_batch() {
         h.send_raw(&topic, &format!("k{}", i % 3), Some(format!("m{i}").as_bytes()));
     }
     h.flush();
-    let mut got: Vec<String> = h.read_all(&topic).into_iter().map(|r| String::from_utf8(r.payload).unwrap()).collect();
+    let mut got: Vec<(String, String)> =
+        h.read_all(&topic).into_iter().map(|r| (r.key, String::from_utf8(r.payload).unwrap())).collect();
     got.sort();
-    let mut want: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    let mut want: Vec<(String, String)> = (0..50).map(|i| (format!("k{}", i % 3), format!("m{i}"))).collect();
     want.sort();
     assert_eq!(got, want);
 }
@@ -535,6 +536,7 @@ async fn kafka_pipeline_and_driver_decide_identically() {
             idle_timeout_ms,
             pacing: ScanPacing::Rate,
             timers_per_batch: usize::MAX,
+            real_wall_clock: false,
         },
     );
     let mut state = MemoryState::default();

@@ -16,7 +16,7 @@
 //! | field | rule |
 //! |---|---|
 //! | `event_id` / `request_id`, `customer_id`, `device_id` | present where the kind needs them; at most `max_id_bytes` |
-//! | `timestamp_ms` | from `earliest_timestamp_ms` (2000-01-01) to before 2100-01-01, and inside the window around the partition's clock (see [`TimeWindow`]) |
+//! | `timestamp_ms` | from `earliest_timestamp_ms` (2000-01-01) to before 2100-01-01, and inside the window around the partition's clock: at most `max_event_age` before it, at most `max_event_lead` after the wall clock (see [`TimeWindow`]) |
 //! | purchase lines | 1 to `max_lines`; `quantity` ≤ `max_quantity` (0 means 1); unit price and cost in 0..=`max_amount_minor` |
 //! | `sku`, `category`, `store_id`, `currency`, `offer_id`, `query`, `time_zone` | at most `max_text_bytes` |
 //! | enums (`kind`, `channel`) | a value this version knows (an unknown app event kind or channel is refused, not guessed) |
@@ -42,8 +42,8 @@ const MAX_UTC_OFFSET_MINUTES: u32 = 18 * 60;
 #[serde(deny_unknown_fields, default)]
 pub struct InputLimits {
     /// How far an event may lie before the partition's clock (on the wall
-    /// clock: before now; in event time: before the latest event read on
-    /// the partition; also how far after it, in event time).
+    /// clock: before now; in event time: before the partition's watermark;
+    /// in a replay also how far after the latest event read).
     #[serde(with = "humantime_serde")]
     pub max_event_age: Duration,
     /// How far after the wall clock an event may lie (clock skew of
@@ -134,18 +134,25 @@ impl TimeWindow {
         )
     }
 
-    /// In event time: within `max_event_age` either way of the latest event
-    /// time read on the partition (`None` before the first: any plausible
-    /// time). Recorded history has gaps (nights, weekends), so the wall
-    /// clock's short lead would refuse a replay's next morning.
-    pub fn around_event_time(limits: &InputLimits, latest_ms: Option<i64>) -> Self {
-        match latest_ms {
-            Some(latest) => {
-                let age = millis(limits.max_event_age);
-                Self::clamped(limits, latest.saturating_sub(age), latest.saturating_add(age))
-            }
-            None => Self::anytime(limits),
-        }
+    /// In event time: from `max_event_age` before the `latest` event time
+    /// read on the partition (from any input; none before the first); up
+    /// to `max_event_lead` after the real wall clock where there is one
+    /// (the Kafka edge), else up to `max_event_age` after `latest` (a
+    /// replay of recorded history, whose first event is taken as it is).
+    ///
+    /// Only a real clock can bound the future safely: a window centred on
+    /// the events alone lets the first one decide — a stale first event
+    /// would refuse every current one after it, a far-future one would
+    /// refuse everything else and fire every timer.
+    pub fn in_event_time(limits: &InputLimits, latest_ms: Option<i64>, wall_ms: Option<i64>) -> Self {
+        let age = millis(limits.max_event_age);
+        let from = latest_ms.map_or(i64::MIN, |l| l.saturating_sub(age));
+        let to = match (wall_ms, latest_ms) {
+            (Some(wall), _) => wall.saturating_add(millis(limits.max_event_lead)),
+            (None, Some(latest)) => latest.saturating_add(age),
+            (None, None) => i64::MAX,
+        };
+        Self::clamped(limits, from, to)
     }
 
     /// Any plausible time: from `earliest_timestamp_ms` to before 2100.
@@ -419,13 +426,20 @@ mod tests {
     }
 
     #[test]
-    fn event_time_windows_follow_the_partition_and_start_open() {
+    fn event_time_windows_follow_the_partition_and_the_real_clock() {
         let limits = InputLimits::default();
-        let open = TimeWindow::around_event_time(&limits, None);
-        assert_eq!((open.from_ms, open.to_ms), (EARLIEST_MS, LATEST_MS - 1));
-        let w = TimeWindow::around_event_time(&limits, Some(NOW));
-        assert_eq!(w.to_ms - NOW, 30 * 86_400_000, "history has nights and weekends: a month either way");
-        assert_eq!(NOW - w.from_ms, 30 * 86_400_000);
+        let month = 30 * 86_400_000;
+        let open = TimeWindow::in_event_time(&limits, None, None);
+        assert_eq!((open.from_ms, open.to_ms), (EARLIEST_MS, LATEST_MS - 1), "a replay takes its first event as it is");
+        let replay = TimeWindow::in_event_time(&limits, Some(NOW), None);
+        assert_eq!((replay.from_ms, replay.to_ms), (NOW - month, NOW + month), "nights and weekends fit");
+        let stale_first = TimeWindow::in_event_time(&limits, Some(NOW - 12 * month), Some(NOW));
+        assert!(
+            (stale_first.from_ms..=stale_first.to_ms).contains(&NOW),
+            "a stale first event does not lock out the present"
+        );
+        let live = TimeWindow::in_event_time(&limits, None, Some(NOW));
+        assert_eq!(live.to_ms, NOW + 3_600_000, "the future is bounded by the real clock from the first event on");
         let near_max = TimeWindow::around_wall(&limits, i64::MAX);
         assert_eq!(near_max.to_ms, LATEST_MS - 1, "saturates and clamps");
     }

@@ -37,6 +37,7 @@ fn driver(inputs: usize) -> Driver {
             idle_timeout_ms: IDLE_MS,
             pacing: ScanPacing::Unlimited,
             timers_per_batch: usize::MAX,
+            real_wall_clock: false,
         },
     )
 }

@@ -83,8 +83,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), AdminError> {
 pub fn check_co_partitioned(config: &KafkaConfig) -> Result<(), AdminError> {
     let brokers = &config.brokers;
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(kafka)?;
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(kafka)?;
     let t = &config.topics;
     let mut counts = Vec::new();
     for topic in [&t.purchases.name, &t.app.name, &t.erasure.name] {

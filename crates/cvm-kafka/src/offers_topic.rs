@@ -150,7 +150,8 @@ fn read_to_end(
         }
         Ok(out)
     };
-    let unread = |state: &[(i32, i64, i64)]| state.iter().filter(|(_, pos, end)| pos < end).copied().collect::<Vec<_>>();
+    let unread =
+        |state: &[(i32, i64, i64)]| state.iter().filter(|(_, pos, end)| pos < end).copied().collect::<Vec<_>>();
     let mut held = 0;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());

@@ -57,12 +57,10 @@ impl SendFailure {
             Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
                 Self::Permanent("message_too_large")
             }
-            Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::InvalidTopic) => {
-                Self::Permanent("unknown_topic")
-            }
-            Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::TransactionalIdAuthorizationFailed) => {
-                Self::Permanent("not_authorized")
-            }
+            Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::InvalidTopic) => Self::Permanent("unknown_topic"),
+            Some(
+                C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::TransactionalIdAuthorizationFailed,
+            ) => Self::Permanent("not_authorized"),
             Some(C::InvalidRecord | C::InvalidMessage) => Self::Permanent("invalid_record"),
             Some(C::Fatal) => Self::Fatal,
             _ => Self::Retry,
@@ -134,7 +132,10 @@ impl Publisher {
                 continue;
             }
             if drain_deadline.is_some_and(|d| Instant::now() >= d) {
-                warn!(left = self.store.outbox_pending(), "Drain deadline passed; the rest stays in the outbox for the next start.");
+                warn!(
+                    left = self.store.outbox_pending(),
+                    "Drain deadline passed; the rest stays in the outbox for the next start."
+                );
                 break;
             }
             let retry = self.send(&entries).await;

@@ -60,7 +60,8 @@ impl Store {
     /// authorized), which retrying would only repeat forever.
     pub fn outbox_park(&self, seq: u64, mut entry: OutboxEntry, reason: &str) -> Result<(), StoreError> {
         entry.headers.push(("cvm.parked.reason".into(), reason.as_bytes().to_vec()));
-        let value = postcard::to_allocvec(&entry).map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
+        let value = postcard::to_allocvec(&entry)
+            .map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
         let mut wb = WriteBatch::default();
         wb.delete_cf(self.cf(CF_OUTBOX), seq.to_be_bytes());
         wb.put_cf(self.cf(CF_PARKED), seq.to_be_bytes(), value);
@@ -74,8 +75,13 @@ impl Store {
             .take(limit)
             .map(|item| {
                 let (k, v) = item.map_err(backend)?;
-                let seq = u64::from_be_bytes(k[..8].try_into().map_err(|_| StoreError::Corrupt { what: "parked key", detail: format!("{} bytes", k.len()) })?);
-                let entry = postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt { what: "parked entry", detail: e.to_string() })?;
+                let seq =
+                    u64::from_be_bytes(k[..8].try_into().map_err(|_| StoreError::Corrupt {
+                        what: "parked key",
+                        detail: format!("{} bytes", k.len()),
+                    })?);
+                let entry = postcard::from_bytes(&v)
+                    .map_err(|e| StoreError::Corrupt { what: "parked entry", detail: e.to_string() })?;
                 Ok((seq, entry))
             })
             .collect()

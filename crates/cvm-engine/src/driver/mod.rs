@@ -78,6 +78,11 @@ pub struct DriverConfig {
     /// not make one batch unbounded. The rest fire in later ticks and
     /// batches, each still at its own due time.
     pub timers_per_batch: usize,
+    /// In event time, whether the `wall_ms` given is the real wall clock,
+    /// which then bounds how far ahead events may lie (`max_event_lead`):
+    /// true at the Kafka edge; false in replays of recorded history, whose
+    /// events may lie anywhere in time (and whose callers pass no wall time).
+    pub real_wall_clock: bool,
 }
 
 impl DriverConfig {
@@ -90,6 +95,7 @@ impl DriverConfig {
             idle_timeout_ms: 0,
             pacing: ScanPacing::Unlimited,
             timers_per_batch: usize::MAX,
+            real_wall_clock: false,
         }
     }
 }
@@ -214,7 +220,11 @@ impl Driver {
         let limits = &self.engine.config().input;
         let window = match self.config.clock {
             Clock::Wall => TimeWindow::around_wall(limits, wall_ms),
-            Clock::EventTime => TimeWindow::around_event_time(limits, self.watermarks.latest(partition)),
+            Clock::EventTime => TimeWindow::in_event_time(
+                limits,
+                self.watermarks.latest(partition),
+                self.config.real_wall_clock.then_some(wall_ms),
+            ),
         };
         if let Err(rejection) = validate(event, limits, window) {
             return Ok(EventResult::Invalid(rejection));

@@ -94,7 +94,7 @@ impl CampaignDocument {
 
 /// The largest config document accepted, in bytes (a trained model is tens
 /// of kilobytes; an offer a few hundred bytes).
-pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+pub const MAX_DOCUMENT_BYTES: usize = 512 << 10;
 
 /// The deepest nesting of `[` and `{` a document may have: real documents
 /// nest three or four deep; the YAML scanner slows down quadratically with

@@ -552,15 +552,15 @@ ttl: 48h
         let yaml_bomb = format!("id: {}{}", "[".repeat(400_000), "]".repeat(400_000));
         assert!(errors(&yaml_bomb).contains("nested 400000 deep"), "refused before the YAML scanner sees it");
         let mut indented = String::from("id:\n");
-        for depth in 1..1_200 {
+        for depth in 1..1_000 {
             indented.push_str(&format!("{}a{depth}:\n", " ".repeat(depth)));
         }
         assert!(
-            indented.len() < 1 << 20 && !errors(&indented).is_empty(),
+            indented.len() < 512 << 10 && !errors(&indented).is_empty(),
             "deep block nesting: the parser's recursion limit"
         );
         let huge = format!("{SAMPLE_YAML}#{}", " ".repeat(super::super::MAX_DOCUMENT_BYTES));
-        assert!(errors(&huge).contains("at most 1048576 are accepted"));
+        assert!(errors(&huge).contains("at most 524288 are accepted"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub fn apply(engine: &Engine, state: &mut MemoryState, event: &Event, at: i64) -
         idle_timeout_ms: 0,
         pacing: ScanPacing::Rate,
         timers_per_batch: usize::MAX,
+        real_wall_clock: true,
     };
     let mut out = Output::default();
     let result = Driver::new(engine.clone(), config).apply(state, 0, Source::Input(0), event, at, &mut out).unwrap();

@@ -290,6 +290,7 @@ economics: { margin_per_redemption_minor: 500 }
                 idle_timeout_ms: 0,
                 pacing: ScanPacing::Rate,
                 timers_per_batch: usize::MAX,
+                real_wall_clock: true,
             },
         );
         let config = KafkaConfig::default();

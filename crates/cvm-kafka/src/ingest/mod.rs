@@ -106,6 +106,7 @@ impl Ingest {
                 idle_timeout_ms: config.watermark_idle_timeout.as_millis().try_into().unwrap_or(i64::MAX),
                 pacing: ScanPacing::Rate,
                 timers_per_batch: TIMERS_PER_BATCH,
+                real_wall_clock: true,
             },
         );
         let snapshot = catalog.snapshot();

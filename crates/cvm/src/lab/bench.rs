@@ -149,6 +149,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             idle_timeout_ms: 0,
             pacing: ScanPacing::Rate,
             timers_per_batch: TIMERS_PER_BATCH,
+            real_wall_clock: true,
         },
     );
     let mut hist = Histogram::<u64>::new(3)?;

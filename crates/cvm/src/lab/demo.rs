@@ -118,6 +118,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // has no lag: a purchases topic quiet for a second has ended, and the
     // watermark need not wait the production default for it.
     config.kafka.watermark_idle_timeout = Duration::from_secs(1);
+    // The simulated history has fixed dates, which may lie after today: the
+    // demo accepts events up to ten years ahead of the wall clock.
+    config.engine.input.max_event_lead = cvm_engine::time::MAX_DURATION;
     config.http.listen = opts.http;
     for t in config.kafka.topics.all() {
         mock.create_topic(t, PARTITIONS, 1).with_context(|| format!("creating topic {t}"))?;
