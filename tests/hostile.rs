@@ -243,7 +243,7 @@ async fn every_malformed_event_is_dead_lettered_with_its_reason_and_the_engine_g
     }
     // A message whose dead-letter copy the producer refuses: parked, not retried forever.
     h.send_raw(&t.purchases.name, "oversized", Some(&vec![0xff; 300_000]));
-    h.send(&"after-oversized".to_owned(), &consent_at("after-oversized", T0 + HOUR_AFTER));
+    h.send("after-oversized", &consent_at("after-oversized", T0 + HOUR_AFTER));
     h.flush();
     h.wait_consumed(&pipeline, 2 * i64::from(cvm_e2e::PARTITIONS) + 3 * cases.len() as i64 + 2).await;
     h.wait_idle(&pipeline).await;
@@ -366,7 +366,7 @@ async fn broken_documents_are_rejected_on_the_status_topic_and_the_engine_restar
     let pipeline = h.start().await;
     assert_eq!(pipeline.catalog().current().all().len(), 1);
     h.send(
-        &"after".to_owned(),
+        "after",
         &Event::App(AppEvent {
             event_id: "after".into(),
             customer_id: "after".into(),
