@@ -12,6 +12,9 @@ scripts/test-detect.sh
 echo "==> cargo test (in-process broker)"
 cargo test --locked --workspace --no-fail-fast
 
+echo "==> fuzzing hostile input: property tests, 20,000 cases per property, corpus first"
+PROPTEST_CASES=20000 cargo test --locked --workspace --test fuzz
+
 source scripts/tansu.sh
 echo "==> end-to-end suite against tansu"
 cargo test --locked -p cvm-e2e --test e2e --test hostile --no-fail-fast
