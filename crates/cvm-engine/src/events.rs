@@ -139,6 +139,9 @@ pub enum EventResult {
     Anonymous,
     /// Re-keyed to its customer (see [`Outbound::Rekeyed`]).
     Rekeyed,
+    /// The customer was erased recently: an event still on its way is
+    /// dropped rather than re-create them.
+    Erased,
     /// Refused by validation; goes to the dead-letter topic with the reason.
     Invalid(Rejection),
 }

@@ -19,6 +19,7 @@ use crate::{
 pub struct MemoryState {
     profiles: HashMap<(u32, String), Profile>,
     seen: HashSet<(u32, String)>,
+    erased: HashSet<(u32, String)>,
     devices: HashMap<(u32, String), String>,
     timers: BTreeMap<(u32, Vec<u8>), Timer>,
     stats: HashMap<(u32, StatsKey), Stats>,
@@ -85,6 +86,13 @@ impl StateTxn for MemoryState {
     }
     fn first_sighting(&mut self, partition: u32, event_id: &str) -> Result<bool, StoreError> {
         Ok(self.seen.insert((partition, event_id.to_owned())))
+    }
+    fn mark_erased(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError> {
+        self.erased.insert((partition, customer_id.to_owned()));
+        Ok(())
+    }
+    fn was_erased(&mut self, partition: u32, customer_id: &str) -> Result<bool, StoreError> {
+        Ok(self.erased.contains(&(partition, customer_id.to_owned())))
     }
     fn customer_of_device(&mut self, partition: u32, device_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self.devices.get(&(partition, device_id.to_owned())).cloned())

@@ -484,13 +484,14 @@ impl Profile {
     }
 
     /// Links a device to this customer.
-    pub fn add_device(&mut self, device_id: &str) {
+    pub fn add_device(&mut self, device_id: &str) -> Option<String> {
         if !self.devices.iter().any(|d| d == device_id) {
             self.devices.push(device_id.to_owned());
             if self.devices.len() > MAX_DEVICES {
-                self.devices.remove(0);
+                return Some(self.devices.remove(0));
             }
         }
+        None
     }
 
     /// The customer's offset from UTC in minutes, or `default` when their

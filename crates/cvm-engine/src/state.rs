@@ -39,6 +39,12 @@ pub trait StateTxn {
     fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError>;
     /// Removes the link of `device_id` to its customer.
     fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError>;
+    /// Marks `customer_id` as erased just now, for as long as applied event
+    /// ids are remembered (`store.dedup_retention`), so that events still
+    /// on their way on other topics do not re-create the customer.
+    fn mark_erased(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError>;
+    /// Whether `customer_id` was erased within that time.
+    fn was_erased(&mut self, partition: u32, customer_id: &str) -> Result<bool, StoreError>;
     /// Adds `delta` to the attribution aggregate `key` of `partition`.
     fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError>;
     /// What bandit arm `key` of `partition` has seen.

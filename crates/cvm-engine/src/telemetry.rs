@@ -27,7 +27,7 @@ pub fn outcome_label(o: Outcome) -> String {
 }
 
 /// Counter: input messages by `topic` and `result` (applied, duplicate,
-/// anonymous, rekeyed, dlq).
+/// anonymous, rekeyed, dlq, erased).
 pub const EVENTS_INGESTED: &str = "cvm_events_ingested_total";
 /// Counter: decisions by `outcome`.
 pub const DECISIONS: &str = "cvm_decisions_total";

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cvm_engine::{
     attribution::Group,
     policy::{QuietHours, TimeOfDay},
-    Catalog, ConfigDocument, Engine, EngineConfig, Event, MemoryState, OfferDefinition, StateTxn,
+    Catalog, ConfigDocument, Engine, EngineConfig, Event, EventResult, MemoryState, OfferDefinition, StateTxn,
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, EraseRequest, Identify, Outcome};
 use support::*;
@@ -412,13 +412,16 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
     let e = engine_with(plain(), Catalog::new([offer("o", "c", 0, 500, "")]));
     let mut s = MemoryState::default();
     ready(&e, &mut s, "a");
-    let id = Event::Identify(Identify {
-        event_id: "i".into(),
-        customer_id: "a".into(),
-        device_id: "d1".into(),
-        timestamp_ms: 0,
-    });
-    apply(&e, &mut s, &id, 0);
+    // More devices than a profile lists: the oldest links go as new ones come.
+    for d in 1..=12 {
+        let id = Event::Identify(Identify {
+            event_id: format!("i{d}"),
+            customer_id: "a".into(),
+            device_id: format!("d{d}"),
+            timestamp_ms: 0,
+        });
+        apply(&e, &mut s, &id, 0);
+    }
     // A deferred push leaves a pending timer.
     assert_eq!(outcome_on(&open(&e, &mut s, "a", 100 * DAY + 23 * HOUR), Channel::Push), Outcome::Deferred);
     assert_eq!(s.pending_timers(), 1);
@@ -428,11 +431,24 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
     let out = apply(&e, &mut s, &erase, 101 * DAY);
     let [cvm_engine::Outbound::Erased(confirmation)] = &out.emits[..] else { panic!("{:?}", out.emits) };
     assert!(confirmation.profile_erased);
-    assert_eq!((confirmation.timers_removed, confirmation.devices_unlinked), (1, 1));
+    assert_eq!((confirmation.timers_removed, confirmation.devices_unlinked), (1, 8));
     assert_eq!(confirmation.request_id, "r1");
     assert!(s.profile(0, "a").unwrap().is_none());
     assert_eq!(s.pending_timers(), 0);
-    assert!(!s.device_linked(0, "d1"));
+    for d in 1..=12 {
+        assert!(!s.device_linked(0, &format!("d{d}")), "device d{d} is unlinked");
+    }
+    // Events still on their way do not bring the customer back.
+    let lagging = app("late", "a", 101 * DAY + HOUR, AppEventKind::AppOpen, "");
+    assert_eq!(apply(&e, &mut s, &lagging, 101 * DAY + HOUR).result, EventResult::Erased);
+    let late_login = Event::Identify(Identify {
+        event_id: "late-login".into(),
+        customer_id: "a".into(),
+        device_id: "d1".into(),
+        timestamp_ms: 101 * DAY + HOUR,
+    });
+    assert_eq!(apply(&e, &mut s, &late_login, 101 * DAY + HOUR).result, EventResult::Erased);
+    assert!(s.profile(0, "a").unwrap().is_none() && !s.device_linked(0, "d1"));
     assert_eq!(s.stats(), stats_before, "anonymous aggregates stay");
     // Nothing fires for the erased customer; a repeated request confirms again.
     assert!(fire_due(&e, &mut s, 102 * DAY).is_empty());

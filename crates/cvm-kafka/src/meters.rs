@@ -19,10 +19,11 @@ pub(crate) enum Ingested {
     Anonymous,
     Rekeyed,
     DeadLettered,
+    Erased,
 }
 
 impl Ingested {
-    const LABELS: [&'static str; 5] = ["applied", "duplicate", "anonymous", "rekeyed", "dlq"];
+    const LABELS: [&'static str; 6] = ["applied", "duplicate", "anonymous", "rekeyed", "dlq", "erased"];
 
     /// The result of an event the engine took (invalid ones are dead-lettered).
     pub(crate) fn of(result: &EventResult) -> Self {
@@ -32,6 +33,7 @@ impl Ingested {
             EventResult::Anonymous => Ingested::Anonymous,
             EventResult::Rekeyed => Ingested::Rekeyed,
             EventResult::Invalid(_) => Ingested::DeadLettered,
+            EventResult::Erased => Ingested::Erased,
         }
     }
 }
@@ -39,7 +41,7 @@ impl Ingested {
 /// Metric handles, registered once.
 pub(crate) struct Meters {
     /// Per input (purchases, app, erasure) × result.
-    ingested: [[Counter; 5]; 3],
+    ingested: [[Counter; Ingested::LABELS.len()]; 3],
     /// Per input × reason.
     dlq: [[Counter; Reason::ALL.len()]; 3],
     outcomes: [Counter; OUTCOMES.len()],
@@ -103,7 +105,7 @@ impl Meters {
 /// Counts of one batch, flushed to the meters after commit.
 #[derive(Default)]
 pub(crate) struct BatchCounts {
-    ingested: [[u64; 5]; 3],
+    ingested: [[u64; Ingested::LABELS.len()]; 3],
     dead_lettered: [[u64; Reason::ALL.len()]; 3],
     outcomes: [u64; OUTCOMES.len()],
     offers: [u64; 3],

@@ -23,9 +23,11 @@ impl Store {
             store: self,
             profiles: HashMap::new(),
             seen: HashSet::new(),
+            erased: HashSet::new(),
             devices: HashMap::new(),
             offsets: HashMap::new(),
             outbox: Vec::new(),
+            outbox_dropped: Vec::new(),
             timers: HashMap::new(),
             earliest_set: HashMap::new(),
             sweeps: HashMap::new(),
@@ -43,10 +45,14 @@ pub struct Batch<'s> {
     /// Profiles written (`None`: erased).
     pub(crate) profiles: HashMap<(u32, String), Option<Profile>>,
     pub(crate) seen: HashSet<(u32, String)>,
+    /// Customers erased in this batch (markers; see `StateTxn::mark_erased`).
+    pub(crate) erased: HashSet<(u32, String)>,
     /// Device links written (`None`: removed).
     pub(crate) devices: HashMap<(u32, String), Option<String>>,
     pub(crate) offsets: HashMap<(String, i32), i64>,
     pub(crate) outbox: Vec<OutboxEntry>,
+    /// Committed outbox entries to delete unpublished (see [`Batch::drop_outbox`]).
+    pub(crate) outbox_dropped: Vec<u64>,
     pub(crate) timers: HashMap<(u32, Vec<u8>), TimerChange>,
     /// Per partition, the earliest due time set since it was last taken.
     pub(crate) earliest_set: HashMap<u32, i64>,
@@ -153,6 +159,25 @@ impl Batch<'_> {
         Ok(self.arms.get_mut(&map_key).expect("inserted above"))
     }
 
+    /// Drops the messages for `topics` keyed `key` that are not published
+    /// yet — this batch's, and those committed but still in the outbox — so
+    /// that an erased customer's pending offers are not sent. (One the
+    /// publisher has in flight may still go out.) Returns how many.
+    pub fn drop_outbox(&mut self, key: &[u8], topics: &[&str]) -> Result<usize, StoreError> {
+        let matches = |e: &OutboxEntry| e.key == key && topics.contains(&e.topic.as_str());
+        let before = self.outbox.len();
+        self.outbox.retain(|e| !matches(e));
+        let mut dropped = before - self.outbox.len();
+        let head = self.store.outbox_head.load(Ordering::SeqCst);
+        for (seq, entry) in self.store.outbox_peek(head, usize::MAX)? {
+            if matches(&entry) {
+                self.outbox_dropped.push(seq);
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Writes everything atomically.
     pub fn commit(mut self) -> Result<Committed, StoreError> {
         self.stats_totals()?;
@@ -167,6 +192,9 @@ impl Batch<'_> {
         }
         for (p, e) in &self.seen {
             wb.put_cf(s.cf(CF_EVENTS), partition_key(*p, e), stamp);
+        }
+        for (p, c) in &self.erased {
+            wb.put_cf(s.cf(CF_EVENTS), erased_key(*p, c), stamp);
         }
         for ((p, d), c) in &self.devices {
             match c {
@@ -199,6 +227,9 @@ impl Batch<'_> {
         }
         for (key, progress) in &self.sweeps {
             wb.put_cf(s.cf(CF_SCANS), key, encode_progress(progress));
+        }
+        for seq in &self.outbox_dropped {
+            wb.delete_cf(s.cf(CF_OUTBOX), seq.to_be_bytes());
         }
         let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);
         for (i, entry) in self.outbox.iter().enumerate() {

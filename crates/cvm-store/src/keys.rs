@@ -49,6 +49,16 @@ pub(crate) fn partition_key(partition: u32, id: &str) -> Vec<u8> {
     k
 }
 
+/// The key of an erasure marker in the events column family: the partition,
+/// then 0xFF (never a byte of UTF-8, so never an event id's), then the customer.
+pub(crate) fn erased_key(partition: u32, customer_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + customer_id.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.push(0xff);
+    k.extend_from_slice(customer_id.as_bytes());
+    k
+}
+
 pub(crate) fn timer_key(partition: u32, due_ms: i64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(12 + key.len());
     k.extend_from_slice(&partition.to_be_bytes());

@@ -103,6 +103,19 @@ impl StateTxn for Batch<'_> {
         Ok(pending)
     }
 
+    fn mark_erased(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError> {
+        self.erased.insert((partition, customer_id.to_owned()));
+        Ok(())
+    }
+
+    fn was_erased(&mut self, partition: u32, customer_id: &str) -> Result<bool, StoreError> {
+        if self.erased.contains(&(partition, customer_id.to_owned())) {
+            return Ok(true);
+        }
+        let key = erased_key(partition, customer_id);
+        Ok(self.store.db.get_pinned_cf(self.store.cf(CF_EVENTS), key).map_err(backend)?.is_some())
+    }
+
     fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError> {
         self.profiles.insert((partition, customer_id.to_owned()), None);
         Ok(())

@@ -276,6 +276,9 @@ impl Engine {
             Event::Erase(_) => unreachable!("handled above"),
         };
         let stored = txn.profile(partition, customer_id)?;
+        if stored.is_none() && txn.was_erased(partition, customer_id)? {
+            return Ok(EventOutput::just(EventResult::Erased));
+        }
         if stored.is_none() {
             attribution::new_customer(txn, partition, self.programme_group(customer_id), event.timestamp_ms())?;
         }
@@ -291,7 +294,13 @@ impl Engine {
             Event::Consent(c) => profile.apply_consent(c),
             Event::Identify(i) => {
                 txn.link_device(partition, &i.device_id, &i.customer_id)?;
-                profile.add_device(&i.device_id);
+                // A profile lists its last MAX_DEVICES devices; an older one is
+                // unlinked, so that every link can be found (and erased) from it.
+                if let Some(dropped) = profile.add_device(&i.device_id) {
+                    if txn.customer_of_device(partition, &dropped)?.as_deref() == Some(customer_id) {
+                        txn.unlink_device(partition, &dropped)?;
+                    }
+                }
             }
             Event::Erase(_) => unreachable!("handled above"),
         }
@@ -573,6 +582,7 @@ impl Engine {
         for key in &timers {
             txn.cancel_timer(partition, key)?;
         }
+        txn.mark_erased(partition, customer_id)?;
         Ok(vec![Outbound::Erased(ErasureConfirmation {
             request_id: request.request_id.clone(),
             customer_id: customer_id.clone(),

@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use cvm_engine::{catalog::LiveCatalog, Driver, EventResult, Output, Reason, Rejection, Source};
+use cvm_engine::{catalog::LiveCatalog, Driver, EventResult, Outbound, Output, Reason, Rejection, Source};
 use cvm_store::{Batch, Store};
 use rdkafka::message::{BorrowedMessage, Message};
 use tracing::{debug, error, warn};
@@ -195,7 +195,33 @@ impl Applier {
             return Ok(());
         }
         counts.ingested(index, Ingested::of(&result));
+        if let Some(customer) = erased_customer(&out) {
+            self.drop_pending_contacts(batch, &customer, &mut out)?;
+        }
         self.queue(batch, &out, counts);
+        Ok(())
+    }
+
+    /// Drops what would still contact an erased customer: decisions and
+    /// offers waiting in the outbox, and those timers produced in this very
+    /// call (they fired before the erasure request in event time).
+    fn drop_pending_contacts(
+        &self,
+        batch: &mut Batch<'_>,
+        customer: &str,
+        out: &mut Output,
+    ) -> Result<(), IngestError> {
+        let t = &self.config.topics;
+        let topics = [t.push.name.as_str(), t.stories.name.as_str(), t.decisions.name.as_str()];
+        let dropped = batch.drop_outbox(customer.as_bytes(), &topics)?;
+        out.emits.retain(|e| match e {
+            Outbound::Decision(d) => d.customer_id != customer,
+            Outbound::Offer(o) => o.customer_id != customer,
+            Outbound::Rekeyed(_) | Outbound::Erased(_) => true,
+        });
+        if dropped > 0 {
+            debug!(dropped, "Unpublished contacts of an erased customer dropped.");
+        }
         Ok(())
     }
 
@@ -244,6 +270,14 @@ impl Applier {
         self.meters.flush(counts);
         Ok(())
     }
+}
+
+/// The customer an erasure in `out` confirms, if any.
+fn erased_customer(out: &Output) -> Option<String> {
+    out.emits.iter().find_map(|e| match e {
+        Outbound::Erased(c) => Some(c.customer_id.clone()),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -383,6 +417,51 @@ economics: { margin_per_redemption_minor: 500 }
         assert_eq!(pushes, 1, "the cart after the failing one is decided, once (the batch was rebuilt, not doubled)");
         assert_eq!(store.next_offset(&topics.app.name, 1).unwrap(), Some(3), "all three are consumed");
         assert!(store.profile(1, "c1").unwrap().is_some(), "the consent before it is kept");
+    }
+
+    #[test]
+    fn an_erasure_drops_the_customers_unpublished_offers_and_keeps_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = applier(dir.path(), Arc::default());
+        let topics = a.config.topics.clone();
+        let store = a.store.clone();
+        let now = wall_ms();
+        let to_messages = |events: &[Event], first: i64| -> Vec<InputMessage> {
+            events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let (topic, payload) = input_message(&topics, e);
+                    message(topic, first + i as i64, &payload)
+                })
+                .collect()
+        };
+        let carts =
+            [consent_at("c1", now), add_to_cart("a1", "c1", now), consent_at("c2", now), add_to_cart("a2", "c2", now)];
+        a.apply_batch(&to_messages(&carts, 0)).unwrap();
+        let keyed = |key: &str, topic: &str| {
+            store
+                .outbox_peek(0, 100)
+                .unwrap()
+                .iter()
+                .filter(|(_, e)| e.key == key.as_bytes() && e.topic == topic)
+                .count()
+        };
+        assert_eq!((keyed("c1", &topics.push.name), keyed("c2", &topics.push.name)), (1, 1));
+
+        let erase = Event::Erase(cvm_proto::v1::EraseRequest {
+            request_id: "r".into(),
+            customer_id: "c1".into(),
+            timestamp_ms: now,
+        });
+        a.apply_batch(&to_messages(&[erase], 4)).unwrap();
+        assert_eq!(
+            keyed("c1", &topics.push.name) + keyed("c1", &topics.decisions.name),
+            0,
+            "c1's pending contacts are gone"
+        );
+        assert_eq!(keyed("c2", &topics.push.name), 1, "another customer's offer stays");
+        assert_eq!(keyed("c1", &topics.erasure_confirmations.name), 1, "the erasure is confirmed");
     }
 
     #[test]
