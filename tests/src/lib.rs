@@ -101,6 +101,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         config.store.path = dir.path().join("state");
         config.store.block_cache_mb = 16;
+        config.store.memtable_budget_mb = 8;
         config.store.write_buffer_mb = 8;
         match &broker {
             Broker::Mock(m) => {

@@ -51,7 +51,7 @@ use std::{
 use cvm_engine::StoreError;
 use rocksdb::{
     compaction_filter::Decision as FilterDecision, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,
-    IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    IteratorMode, Options, WriteBatch, WriteBufferManager, WriteOptions, DB,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,8 +67,14 @@ use keys::*;
 pub struct StoreConfig {
     /// Directory of the database.
     pub path: PathBuf,
-    /// Block cache shared by all column families, MiB.
+    /// RocksDB's memory budget, MiB: one block cache shared by every column
+    /// family, which is also charged for the memtables (see
+    /// `memtable_budget_mb`), index and filter blocks. The process needs
+    /// this plus roughly 300 MiB (librdkafka queues, batches, the runtime).
     pub block_cache_mb: usize,
+    /// Of that budget, the most all memtables together may hold, MiB; when
+    /// reached, the largest is flushed.
+    pub memtable_budget_mb: usize,
     /// Size of one memtable, MiB.
     pub write_buffer_mb: usize,
     /// Memtables per column family before writes stall.
@@ -88,6 +94,7 @@ impl Default for StoreConfig {
             path: PathBuf::from("data/cvm"),
             // Sized for a few million profiles on a small machine.
             block_cache_mb: 256,
+            memtable_budget_mb: 128,
             write_buffer_mb: 64,
             max_write_buffers: 3,
             bloom_bits_per_key: 10.0,
@@ -103,6 +110,11 @@ impl StoreConfig {
         let mut errors = Vec::new();
         if self.block_cache_mb == 0 || self.write_buffer_mb == 0 {
             errors.push(format!("{path}: block_cache_mb and write_buffer_mb must be positive"));
+        }
+        if self.memtable_budget_mb == 0 || self.memtable_budget_mb > self.block_cache_mb {
+            errors.push(format!(
+                "{path}.memtable_budget_mb: must be positive and at most block_cache_mb (the memtables are charged to it)"
+            ));
         }
         errors
     }
@@ -196,6 +208,10 @@ impl Store {
             ColumnFamilyDescriptor::new(name, o)
         };
         let mut db_opts = Options::default();
+        // One budget: memtables are charged to the block cache.
+        let memtables =
+            WriteBufferManager::new_write_buffer_manager_with_cache(config.memtable_budget_mb << 20, false, cache.clone());
+        db_opts.set_write_buffer_manager(&memtables);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);

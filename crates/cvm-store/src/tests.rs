@@ -12,7 +12,7 @@ use super::*;
 use cvm_proto::v1::{Purchase, PurchaseLine};
 
 fn open(dir: &Path) -> Store {
-    Store::open(&StoreConfig { path: dir.to_owned(), block_cache_mb: 8, write_buffer_mb: 4, ..Default::default() })
+    Store::open(&StoreConfig { path: dir.to_owned(), block_cache_mb: 8, memtable_budget_mb: 4, write_buffer_mb: 4, ..Default::default() })
         .unwrap()
 }
 
