@@ -17,7 +17,7 @@ PROPTEST_CASES=20000 cargo test --locked --workspace --test fuzz
 
 source scripts/tansu.sh
 echo "==> end-to-end suite against tansu"
-cargo test --locked -p cvm-e2e --test e2e --test hostile --no-fail-fast
+CVM_TANSU="$TANSU" cargo test --locked -p cvm-e2e --test e2e --test hostile --no-fail-fast
 # The broker is not needed further; stopping it here also keeps it out of the benchmarks.
 kill "$TANSU_PID" 2>/dev/null || true
 wait "$TANSU_PID" 2>/dev/null || true

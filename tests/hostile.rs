@@ -439,3 +439,143 @@ async fn a_broker_that_refuses_offers_pauses_ingest_at_the_outbox_bound_then_eve
     assert_eq!(carts.len(), customers as usize, "every cart add was decided and published");
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }
+
+/// A tansu broker this test owns, storing in SQLite so that it keeps its
+/// topics across a kill and restart.
+struct OwnBroker {
+    binary: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnBroker {
+    fn start(binary: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Self::spawn(binary, dir.path(), port);
+        Self { binary: binary.to_owned(), dir, port, child }
+    }
+
+    fn spawn(binary: &str, dir: &std::path::Path, port: u16) -> std::process::Child {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(binary)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return child;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tansu did not listen on {port}");
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    fn restart(&mut self) {
+        self.child = Self::spawn(&self.binary, self.dir.path(), self.port);
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok());
+    kb.unwrap_or(0) / 1024
+}
+
+/// The broker is killed (SIGKILL) while the engine works through a
+/// backlog, and restarted on its storage while a producer keeps sending:
+/// ingest pauses at the outbox bound and is not ready, then recovers fully
+/// and no event is lost. Runs when `CVM_TANSU` names a tansu binary (the
+/// test script sets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_killed_and_restarted_under_load_pauses_ingest_then_nothing_is_lost() {
+    let Ok(binary) = std::env::var("CVM_TANSU") else {
+        eprintln!("skipped: set CVM_TANSU to a tansu binary (scripts/test.sh does)");
+        return;
+    };
+    let mut broker = OwnBroker::start(&binary);
+    let mut h = Harness::on(cvm_e2e::Broker::External(broker.bootstrap())).await;
+    let bound = 400;
+    h.config.kafka.outbox_max_entries = bound;
+    h.config.kafka.producer.insert("message.timeout.ms".into(), "300000".into());
+    let t = h.topics().clone();
+    h.send_raw(&t.offers_config, "cart", Some(CART_OFFER.as_bytes()));
+    let (backlog, more) = (2_000, 500);
+    let wave = |h: &Harness, from: i64, to: i64| {
+        for i in from..to {
+            let c = format!("c{i}");
+            h.send(&c, &consent_at(&c, T0 + i));
+            h.send(&c, &add_to_cart(&format!("cart-{i}"), &c, T0 + i + 1));
+        }
+    };
+    wave(&h, 0, backlog);
+    h.flush();
+    let health = cvm::service::ops::Health::default();
+    let pipeline = h.start_with(health.clone()).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while h.consumed(&pipeline) < 100 {
+        assert!(std::time::Instant::now() < deadline, "nothing consumed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    broker.kill();
+    let mut peak_outbox = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while health.not_ready_reason().is_none_or(|r| !r.contains("paused")) {
+        peak_outbox = peak_outbox.max(pipeline.store().outbox_pending());
+        assert!(std::time::Instant::now() < deadline, "ingest never paused (outbox {peak_outbox})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More load while the broker is down: the producer holds it.
+    wave(&h, backlog, backlog + more);
+    for _ in 0..100 {
+        peak_outbox = peak_outbox.max(pipeline.store().outbox_pending());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!health.is_ready());
+    assert!(
+        peak_outbox < bound + 4 * h.config.kafka.batch_max_events as u64,
+        "the outbox stays bounded: {peak_outbox}"
+    );
+
+    broker.restart();
+    h.flush();
+    let sent = 2 * (backlog + more);
+    h.wait_consumed(&pipeline, sent).await;
+    h.wait_idle(&pipeline).await;
+    assert!(health.is_ready() && !pipeline.ingest_failed(), "recovered");
+    let decided: Vec<Decision> =
+        h.read_all(&t.decisions.name).iter().map(|r| decode(t.decisions.format, &r.payload).unwrap()).collect();
+    let mut carts: Vec<&str> = decided.iter().map(|d| d.event_id.as_str()).filter(|e| e.starts_with("cart-")).collect();
+    carts.sort_unstable();
+    carts.dedup();
+    assert_eq!(carts.len(), (backlog + more) as usize, "every cart add was decided and published");
+    eprintln!(
+        "outage: peak outbox {peak_outbox} entries (bound {bound}), peak RSS of the test process {} MiB",
+        peak_rss_mib()
+    );
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}

@@ -73,7 +73,11 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new() -> Self {
-        let broker = Broker::start();
+        Self::on(Broker::start()).await
+    }
+
+    /// A harness on `broker`, e.g. one the test starts and stops itself.
+    pub async fn on(broker: Broker) -> Self {
         let prefix = format!("t{:08x}", rand::rng().random::<u32>());
         let mut config = Config::default();
         config.kafka.brokers = broker.bootstrap();

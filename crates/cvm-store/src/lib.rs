@@ -209,8 +209,11 @@ impl Store {
         };
         let mut db_opts = Options::default();
         // One budget: memtables are charged to the block cache.
-        let memtables =
-            WriteBufferManager::new_write_buffer_manager_with_cache(config.memtable_budget_mb << 20, false, cache.clone());
+        let memtables = WriteBufferManager::new_write_buffer_manager_with_cache(
+            config.memtable_budget_mb << 20,
+            false,
+            cache.clone(),
+        );
         db_opts.set_write_buffer_manager(&memtables);
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);

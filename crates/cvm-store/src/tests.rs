@@ -12,8 +12,14 @@ use super::*;
 use cvm_proto::v1::{Purchase, PurchaseLine};
 
 fn open(dir: &Path) -> Store {
-    Store::open(&StoreConfig { path: dir.to_owned(), block_cache_mb: 8, memtable_budget_mb: 4, write_buffer_mb: 4, ..Default::default() })
-        .unwrap()
+    Store::open(&StoreConfig {
+        path: dir.to_owned(),
+        block_cache_mb: 8,
+        memtable_budget_mb: 4,
+        write_buffer_mb: 4,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 fn bought(p: &mut Profile, at: i64) {

@@ -310,8 +310,13 @@ economics: { margin_per_redemption_minor: 500 }
     /// An applier on the wall clock with one cart offer, no control groups
     /// and no quiet hours; `committed` records the stats totals of each commit.
     fn applier(dir: &std::path::Path, committed: Arc<Mutex<Vec<usize>>>) -> Applier {
-        let store_config =
-            StoreConfig { path: dir.join("state"), block_cache_mb: 8, memtable_budget_mb: 4, write_buffer_mb: 4, ..Default::default() };
+        let store_config = StoreConfig {
+            path: dir.join("state"),
+            block_cache_mb: 8,
+            memtable_budget_mb: 4,
+            write_buffer_mb: 4,
+            ..Default::default()
+        };
         let mut engine_config =
             EngineConfig { global_control_percent: 0.0, default_holdout_percent: 0.0, ..Default::default() };
         engine_config.contact_policy.quiet_hours = QuietHours { from: TimeOfDay::new(0, 0), to: TimeOfDay::new(0, 0) };
