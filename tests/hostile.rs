@@ -459,7 +459,7 @@ impl OwnBroker {
 
     fn spawn(binary: &str, dir: &std::path::Path, port: u16) -> std::process::Child {
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(binary)
+        let mut child = std::process::Command::new(binary)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(dir)
@@ -473,6 +473,8 @@ impl OwnBroker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("tansu did not listen on {port}");
     }
 
@@ -493,6 +495,7 @@ impl OwnBroker {
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
