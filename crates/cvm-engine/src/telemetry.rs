@@ -56,6 +56,8 @@ pub const CONFIG_DOCUMENTS: &str = "cvm_config_documents_total";
 /// Gauge: active offers in the catalog.
 pub const OFFERS_ACTIVE: &str = "cvm_offers_active";
 
+/// Counter: timers whose firing failed (a bug) and that were cancelled.
+pub const TIMERS_FAILED: &str = "cvm_timers_failed_total";
 /// Counter: timers fired, by `kind` (delayed, inactivity, cascade, deferred).
 pub const TIMERS_FIRED: &str = "cvm_timers_fired_total";
 /// Counter: customers visited by a profile scan, by `offer` and `scan`
@@ -94,6 +96,7 @@ pub fn describe() {
     describe_counter!(DECISIONS, "Decisions by outcome.");
     describe_counter!(OFFERS, "Offers sent, by channel.");
     describe_gauge!(INGEST_PAUSED, "1 while ingest is paused because the outbox is over its bound.");
+    describe_counter!(TIMERS_FAILED, "Timers whose firing failed (a bug) and that were cancelled.");
     describe_counter!(DLQ, "Messages sent to the dead-letter topic, by source topic and reason code.");
     describe_histogram!(EVENT_PROCESSING, Unit::Seconds, "Time to apply and decide one event.");
     describe_histogram!(BATCH_COMMIT, Unit::Seconds, "Time to commit one batch to RocksDB.");

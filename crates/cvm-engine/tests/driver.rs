@@ -105,3 +105,115 @@ fn replays_are_deterministic_and_each_timer_fires_once() {
     assert_eq!(ids.len(), first.len(), "a customer was decided twice: {first:?}");
     assert!(first.len() >= 30, "timers due before the last event fired: {}", first.len());
 }
+
+/// A store whose profile writes for one customer panic once armed: a bug
+/// that only shows when a timer of that customer fires.
+struct PanicsOnWrite {
+    inner: MemoryState,
+    customer: &'static str,
+    armed: bool,
+}
+
+mod faulty {
+    use cvm_engine::{
+        driver::TimerQueue,
+        models::{ArmCounts, ArmKey},
+        stats::{Stats, StatsKey},
+        timers::{Timer, TimerKey},
+        Profile, StateTxn, StoreError,
+    };
+
+    use super::PanicsOnWrite;
+
+    impl StateTxn for PanicsOnWrite {
+        fn profile(&mut self, p: u32, c: &str) -> Result<Option<Profile>, StoreError> {
+            self.inner.profile(p, c)
+        }
+        fn put_profile(&mut self, p: u32, c: &str, profile: Profile) -> Result<(), StoreError> {
+            assert!(!(self.armed && c == self.customer), "injected fault writing {c}");
+            self.inner.put_profile(p, c, profile)
+        }
+        fn first_sighting(&mut self, p: u32, e: &str) -> Result<bool, StoreError> {
+            self.inner.first_sighting(p, e)
+        }
+        fn customer_of_device(&mut self, p: u32, d: &str) -> Result<Option<String>, StoreError> {
+            self.inner.customer_of_device(p, d)
+        }
+        fn link_device(&mut self, p: u32, d: &str, c: &str) -> Result<(), StoreError> {
+            self.inner.link_device(p, d, c)
+        }
+        fn set_timer(&mut self, p: u32, t: Timer) -> Result<(), StoreError> {
+            self.inner.set_timer(p, t)
+        }
+        fn timer_due(&mut self, p: u32, k: &TimerKey) -> Result<Option<i64>, StoreError> {
+            self.inner.timer_due(p, k)
+        }
+        fn cancel_timer(&mut self, p: u32, k: &TimerKey) -> Result<bool, StoreError> {
+            self.inner.cancel_timer(p, k)
+        }
+        fn timers_of(&mut self, p: u32, c: &str) -> Result<Vec<TimerKey>, StoreError> {
+            self.inner.timers_of(p, c)
+        }
+        fn delete_profile(&mut self, p: u32, c: &str) -> Result<(), StoreError> {
+            self.inner.delete_profile(p, c)
+        }
+        fn unlink_device(&mut self, p: u32, d: &str) -> Result<(), StoreError> {
+            self.inner.unlink_device(p, d)
+        }
+        fn mark_erased(&mut self, p: u32, c: &str) -> Result<(), StoreError> {
+            self.inner.mark_erased(p, c)
+        }
+        fn was_erased(&mut self, p: u32, c: &str) -> Result<bool, StoreError> {
+            self.inner.was_erased(p, c)
+        }
+        fn add_stats(&mut self, p: u32, k: StatsKey, d: &Stats) -> Result<(), StoreError> {
+            self.inner.add_stats(p, k, d)
+        }
+        fn arm(&mut self, p: u32, k: &ArmKey) -> Result<ArmCounts, StoreError> {
+            self.inner.arm(p, k)
+        }
+        fn add_arm(&mut self, p: u32, k: &ArmKey, d: ArmCounts) -> Result<(), StoreError> {
+            self.inner.add_arm(p, k, d)
+        }
+    }
+
+    impl TimerQueue for PanicsOnWrite {
+        fn due_timers(&mut self, p: u32, now: i64, limit: usize) -> Result<Vec<Timer>, StoreError> {
+            self.inner.due_timers(p, now, limit)
+        }
+        fn earliest_due(&mut self, p: u32) -> Result<Option<i64>, StoreError> {
+            self.inner.earliest_due(p)
+        }
+        fn take_earliest_set(&mut self, p: u32) -> Option<i64> {
+            self.inner.take_earliest_set(p)
+        }
+    }
+}
+
+#[test]
+fn a_timer_whose_firing_panics_is_named_so_that_it_can_be_cancelled() {
+    let mut d = driver(1);
+    let mut state = PanicsOnWrite { inner: MemoryState::default(), customer: "c", armed: false };
+    let mut out = Output::default();
+    d.apply(&mut state, 0, Source::Input(0), &consent("c"), 0, &mut out).unwrap();
+    d.apply(&mut state, 0, Source::Input(0), &add_to_cart("cart", "c", HOUR), 0, &mut out).unwrap();
+    assert_eq!(d.take_failed_timer(), None, "nothing failed yet");
+
+    state.armed = true;
+    let fired = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.fire_through(&mut state, 0, 10 * HOUR, &mut Output::default())
+    }));
+    assert!(fired.is_err(), "the injected fault panics inside the timer's firing");
+    let (partition, key) = d.take_failed_timer().expect("the failing timer is named");
+    assert_eq!((partition, key.customer_id.as_str(), key.subject.as_str()), (0, "c", "abandoned-cart"));
+    assert_eq!(d.take_failed_timer(), None, "taken once");
+
+    // The caller drops the transaction and cancels it (MemoryState has no
+    // rollback: the timer was taken already); time goes on without it.
+    use cvm_engine::StateTxn;
+    state.cancel_timer(partition, &key).unwrap();
+    d.begin();
+    let mut later = Output::default();
+    d.fire_through(&mut state, 0, 10 * HOUR, &mut later).unwrap();
+    assert!(later.emits.is_empty() && d.take_failed_timer().is_none());
+}

@@ -40,7 +40,7 @@ use crate::{
     catalog::Catalog,
     engine::{Engine, Outbound},
     events::{Event, EventResult},
-    timers::{Timer, TimerKind},
+    timers::{Timer, TimerKey, TimerKind},
     validation::{validate, TimeWindow},
     StateTxn, StoreError,
 };
@@ -155,6 +155,9 @@ pub struct Driver {
     next_due: HashMap<u32, Option<i64>>,
     /// Timers events may still fire in this transaction.
     timer_budget: usize,
+    /// The timer being fired, until its firing returns: if it panics, the
+    /// caller learns which one through [`Driver::take_failed_timer`].
+    firing: Option<(u32, TimerKey)>,
     scans: scan::Scans,
 }
 
@@ -167,6 +170,7 @@ impl Driver {
             config,
             next_due: HashMap::new(),
             timer_budget: config.timers_per_batch,
+            firing: None,
             scans: scan::Scans::default(),
         }
     }
@@ -184,6 +188,13 @@ impl Driver {
     /// Swaps in a reloaded catalog.
     pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
         self.engine.set_catalog(catalog);
+    }
+
+    /// The timer whose firing did not return (it panicked), if any: the
+    /// caller drops the transaction and cancels this timer in the next, so
+    /// a bug costs one timer, not a crash loop.
+    pub fn take_failed_timer(&mut self) -> Option<(u32, TimerKey)> {
+        self.firing.take()
     }
 
     /// Call when a new transaction starts: what the driver learned of the
@@ -316,8 +327,10 @@ impl Driver {
                 Clock::EventTime => timer.due_ms,
                 Clock::Wall => now,
             };
-            let emits = self.engine.fire(state, partition, timer, at)?;
-            out.fired(timer, emits);
+            self.firing = Some((partition, timer.key()));
+            let fired = self.engine.fire(state, partition, timer, at);
+            self.firing = None;
+            out.fired(timer, fired?);
         }
         if !due.is_empty() {
             self.learn_timers_set(state, partition);

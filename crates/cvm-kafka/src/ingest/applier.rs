@@ -8,8 +8,10 @@
 //! written), rebuilt from the messages before the failing one, and the
 //! failing one goes to the dead-letter topic with reason
 //! `processing_failed`. Its offset is committed with the rest, so a restart
-//! does not meet it again. A failing state store is not a message's fault:
-//! it stops the batch (nothing is committed) and the loop.
+//! does not meet it again. A timer whose firing panics (between batches, or
+//! before an event in event time) is cancelled instead. A failing state
+//! store is not a message's fault: it stops the batch (nothing is
+//! committed) and the loop.
 
 use std::{
     collections::HashSet,
@@ -18,7 +20,10 @@ use std::{
     time::Instant,
 };
 
-use cvm_engine::{catalog::LiveCatalog, Driver, EventResult, Outbound, Output, Reason, Rejection, Source};
+use cvm_engine::{
+    catalog::LiveCatalog, telemetry, Driver, EventResult, Outbound, Output, Reason, Rejection, Source, StateTxn,
+};
+use metrics::counter;
 use cvm_store::{Batch, Store};
 use rdkafka::message::{BorrowedMessage, Message};
 use tracing::{debug, error, warn};
@@ -90,23 +95,51 @@ impl Applier {
     }
 
     /// Lets the driver fire due timers and advance sweeps over `partitions`;
-    /// commits if that did anything.
+    /// commits if that did anything. A timer whose firing panics is
+    /// cancelled (and counted) instead, and the next pass goes on.
     pub(super) fn maintain(&mut self, partitions: &[u32]) -> Result<(), IngestError> {
         self.refresh_catalog();
         let store = self.store.clone();
         let mut batch = store.begin();
         self.driver.begin();
         let (wall, mut out, mut counts) = (wall_ms(), Output::default(), BatchCounts::default());
-        let mut changed = self.driver.tick(&mut batch, partitions, wall, &mut out)?;
-        let scans = self.driver.advance_scans(&mut batch, partitions, wall, &mut out)?;
-        changed |= scans.iter().any(|s| s.changed);
-        counts.scans(scans);
+        let pass = catch_unwind(AssertUnwindSafe(|| -> Result<bool, IngestError> {
+            let mut changed = self.driver.tick(&mut batch, partitions, wall, &mut out)?;
+            let scans = self.driver.advance_scans(&mut batch, partitions, wall, &mut out)?;
+            changed |= scans.iter().any(|s| s.changed);
+            counts.scans(scans);
+            Ok(changed)
+        }));
+        let changed = match pass {
+            Ok(changed) => changed?,
+            Err(panic) => {
+                drop(batch);
+                return self.cancel_failed_timer(&panic_text(&*panic));
+            }
+        };
         if !changed {
             (self.on_commit)(&[]);
             return Ok(());
         }
         self.queue(&mut batch, &out, &mut counts);
         self.commit(batch, &counts)
+    }
+
+    /// After a panic outside any message: cancels the timer that was firing
+    /// in a write of its own (if it was a timer; a scan that panics is
+    /// tried again on the next pass).
+    fn cancel_failed_timer(&mut self, panic: &str) -> Result<(), IngestError> {
+        let Some((partition, key)) = self.driver.take_failed_timer() else {
+            error!(%panic, "A profile scan failed; it is tried again on the next pass.");
+            return Ok(());
+        };
+        error!(%panic, partition, kind = key.kind.name(), "A timer failed to fire; it is cancelled.");
+        let store = self.store.clone();
+        let mut batch = store.begin();
+        batch.cancel_timer(partition, &key)?;
+        batch.commit()?;
+        counter!(telemetry::TIMERS_FAILED).increment(1);
+        Ok(())
     }
 
     /// Applies `messages` in one write and commits it; see the module docs
@@ -117,10 +150,14 @@ impl Applier {
         self.refresh_catalog();
         let store = self.store.clone();
         let mut failed: HashSet<usize> = HashSet::new();
+        let mut failed_timers = Vec::new();
         'rebuild: loop {
             let mut batch = store.begin();
             self.driver.begin();
             let mut counts = BatchCounts::default();
+            for (partition, key) in &failed_timers {
+                batch.cancel_timer(*partition, key)?;
+            }
             for (i, msg) in messages.iter().enumerate() {
                 if failed.contains(&i) {
                     let detail = "applying the event failed (a bug; the engine logged the panic at this offset)";
@@ -131,9 +168,17 @@ impl Applier {
                     Ok(()) => {}
                     Err(Failure::Store(e)) => return Err(e),
                     Err(Failure::Panicked(panic)) => {
-                        error!(topic = %msg.topic, partition = msg.partition, offset = msg.offset, %panic,
-                            "Applying an event failed; it goes to the dead-letter topic and the batch is rebuilt without it.");
-                        failed.insert(i);
+                        // A timer the event let fire may be what failed, not the event.
+                        if let Some((partition, key)) = self.driver.take_failed_timer() {
+                            error!(%panic, partition, kind = key.kind.name(),
+                                "A timer failed to fire; it is cancelled and the batch is rebuilt without it.");
+                            counter!(telemetry::TIMERS_FAILED).increment(1);
+                            failed_timers.push((partition, key));
+                        } else {
+                            error!(topic = %msg.topic, partition = msg.partition, offset = msg.offset, %panic,
+                                "Applying an event failed; it goes to the dead-letter topic and the batch is rebuilt without it.");
+                            failed.insert(i);
+                        }
                         continue 'rebuild;
                     }
                 }
@@ -153,14 +198,7 @@ impl Applier {
                 Ok(())
             }
             Ok(Err(e)) => Err(Failure::Store(e)),
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(Failure::Panicked(text))
-            }
+            Err(panic) => Err(Failure::Panicked(panic_text(&*panic))),
         }
     }
 
@@ -270,6 +308,15 @@ impl Applier {
         self.meters.flush(counts);
         Ok(())
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// The customer an erasure in `out` confirms, if any.
