@@ -27,8 +27,8 @@ use std::time::Duration;
 use cvm_proto::v1::{AppEventKind, Channel, PurchaseChannel};
 use serde::{Deserialize, Serialize};
 
-use crate::events::Event;
 pub use crate::events::{Reason, Rejection};
+use crate::{events::Event, time::millis};
 
 /// The default earliest timestamp accepted: 2000-01-01T00:00:00Z.
 pub const EARLIEST_MS: i64 = 946_684_800_000;
@@ -163,10 +163,6 @@ impl TimeWindow {
     fn clamped(limits: &InputLimits, from_ms: i64, to_ms: i64) -> Self {
         Self { from_ms: from_ms.max(limits.earliest_timestamp_ms), to_ms: to_ms.min(LATEST_MS - 1) }
     }
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Checks `event` against `limits` and `window`; see the module docs.

@@ -8,10 +8,9 @@ use rdkafka::{
     client::DefaultClientContext,
     consumer::{BaseConsumer, Consumer},
     error::RDKafkaErrorCode,
-    ClientConfig,
 };
 
-use crate::KafkaConfig;
+use crate::{client_config, KafkaConfig};
 
 /// Topics could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +50,7 @@ pub enum AdminError {
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), AdminError> {
     let brokers = &config.brokers;
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(kafka)?;
+    let admin: AdminClient<DefaultClientContext> = client_config(config, &config.producer).create().map_err(kafka)?;
     let t = &config.topics;
     let compacted = [t.offers_config.as_str(), t.stats.name.as_str(), t.config_status.name.as_str()];
     let new: Vec<NewTopic<'_>> = t
@@ -83,7 +81,7 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), AdminError> {
 pub fn check_co_partitioned(config: &KafkaConfig) -> Result<(), AdminError> {
     let brokers = &config.brokers;
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().map_err(kafka)?;
+    let consumer: BaseConsumer = client_config(config, &config.consumer).create().map_err(kafka)?;
     let t = &config.topics;
     let mut counts = Vec::new();
     for topic in [&t.purchases.name, &t.app.name, &t.erasure.name] {

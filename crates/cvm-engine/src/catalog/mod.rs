@@ -14,7 +14,7 @@ use crate::{
     events::EventKind,
     models::{Model, ModelArtifact, Scope, MODEL_KEY_PREFIX},
     offers::{
-        campaign::{check_document_size, parse_document, version_problem},
+        campaign::{check_document_bounds, parse_document, version_problem},
         CampaignDocument, OfferDefinition, OfferError, PolicyDocument, Status, Trigger, CAMPAIGN_KEY_PREFIX,
         POLICY_KEY,
     },
@@ -69,7 +69,7 @@ impl ConfigDocument {
     /// Parses a document from a file: its `kind` field (`campaign`,
     /// `contact_policy`, or none for an offer) says which it is.
     pub fn parse_file(name: &str, bytes: &[u8]) -> Result<Self, OfferError> {
-        check_document_size(name, bytes)?;
+        check_document_bounds(name, bytes)?;
         #[derive(Deserialize)]
         struct Peek {
             #[serde(default)]

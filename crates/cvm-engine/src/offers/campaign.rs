@@ -103,7 +103,7 @@ pub const MAX_DOCUMENT_NESTING: usize = 64;
 
 /// Refuses a document larger than [`MAX_DOCUMENT_BYTES`] or nested deeper
 /// than [`MAX_DOCUMENT_NESTING`] before it is parsed.
-pub(crate) fn check_document_size(key: &str, bytes: &[u8]) -> Result<(), OfferError> {
+pub(crate) fn check_document_bounds(key: &str, bytes: &[u8]) -> Result<(), OfferError> {
     let fail = |message: String| Err(OfferError { id: key.to_owned(), errors: vec![message] });
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return fail(format!(
@@ -139,7 +139,7 @@ pub(crate) fn version_problem(version: u32) -> Option<String> {
 /// field paths in errors; `key` names it in errors.
 pub(crate) fn parse_document<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, OfferError> {
     let fail = |msg: String| OfferError { id: key.to_owned(), errors: vec![msg] };
-    check_document_size(key, bytes)?;
+    check_document_bounds(key, bytes)?;
     let text = std::str::from_utf8(bytes).map_err(|e| fail(format!("document: not UTF-8 ({e}); save it as UTF-8")))?;
     let hint = "fix the document (schemas: schema/) and publish it again";
     let at = |path: String| if path == "." { "document".to_owned() } else { path };

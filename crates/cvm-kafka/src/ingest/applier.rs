@@ -23,8 +23,8 @@ use std::{
 use cvm_engine::{
     catalog::LiveCatalog, telemetry, Driver, EventResult, Outbound, Output, Reason, Rejection, Source, StateTxn,
 };
-use metrics::counter;
 use cvm_store::{Batch, Store};
+use metrics::counter;
 use rdkafka::message::{BorrowedMessage, Message};
 use tracing::{debug, error, warn};
 

@@ -166,14 +166,16 @@ impl Ingest {
             self.paused.store(paused, Ordering::Relaxed);
             metrics::gauge!(cvm_engine::telemetry::INGEST_PAUSED).set(f64::from(u8::from(paused)));
         }
-        if let Ok(assignment) = self.consumer.assignment() {
-            let result = if paused {
-                self.consumer.pause(&assignment)
-            } else if was_paused {
-                self.consumer.resume(&assignment)
-            } else {
-                Ok(())
-            };
+        // The assignment is read only while paused or resuming: this runs
+        // before every batch.
+        if paused || was_paused {
+            let result = self.consumer.assignment().and_then(|assignment| {
+                if paused {
+                    self.consumer.pause(&assignment)
+                } else {
+                    self.consumer.resume(&assignment)
+                }
+            });
             if let Err(e) = result {
                 warn!(error = %e, paused, "Cannot pause or resume the input partitions.");
             }
