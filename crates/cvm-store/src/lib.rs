@@ -111,6 +111,10 @@ impl StoreConfig {
         if self.block_cache_mb == 0 || self.write_buffer_mb == 0 {
             errors.push(format!("{path}: block_cache_mb and write_buffer_mb must be positive"));
         }
+        // MiB are shifted into bytes at open: a size beyond 1 TiB is a typo, and would overflow.
+        if self.block_cache_mb > 1 << 20 || self.write_buffer_mb > 1 << 20 {
+            errors.push(format!("{path}: block_cache_mb and write_buffer_mb must be at most 1048576 (1 TiB)"));
+        }
         if self.memtable_budget_mb == 0 || self.memtable_budget_mb > self.block_cache_mb {
             errors.push(format!(
                 "{path}.memtable_budget_mb: must be positive and at most block_cache_mb (the memtables are charged to it)"

@@ -220,6 +220,21 @@ mod tests {
     }
 
     #[test]
+    fn extreme_values_are_refused_with_their_path_not_a_panic() {
+        let err = parse(
+            "[store]\nblock_cache_mb = 9223372036854775807\nmemtable_budget_mb = 1\n\
+             [engine.input]\nmax_event_age = \"0s\"\nmax_lines = 0\n\
+             [engine.contact_policy]\ndefault_utc_offset_minutes = -2147483648\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(errors) = err else { panic!("{err}") };
+        for path in ["store:", "engine.input.max_event_age:", "engine.input.max_lines:", "default_utc_offset_minutes:"]
+        {
+            assert!(errors.iter().any(|e| e.contains(path)), "{path} missing in {errors:?}");
+        }
+    }
+
+    #[test]
     fn managed_librdkafka_options_are_refused() {
         let err = parse("[kafka.consumer]\n\"enable.auto.offset.store\" = \"true\"\n").unwrap_err();
         assert!(err.to_string().contains("managed by cvm"), "{err}");
