@@ -88,7 +88,13 @@ pub(crate) fn outbox_entry(topics: &Topics, emit: &Outbound) -> OutboxEntry {
             (&spec.name, &c.customer_id, encode(spec.format, c))
         }
     };
-    OutboxEntry { topic: topic.clone(), key: key.as_bytes().to_vec(), payload, headers: Vec::new() }
+    OutboxEntry {
+        topic: topic.clone(),
+        key: key.as_bytes().to_vec(),
+        payload,
+        headers: Vec::new(),
+        ..Default::default()
+    }
 }
 
 /// The outbox entry that republishes the attribution sums of `key` in `partition`.
@@ -113,6 +119,7 @@ pub(crate) fn stats_entry(topics: &Topics, partition: u32, key: &StatsKey, s: &S
         key: format!("{partition}/{}/{}/{}", key.group.name(), key.day, key.campaign_id).into_bytes(),
         payload: encode(topics.stats.format, &message),
         headers: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -155,6 +162,7 @@ pub(crate) fn dead_letter(
             ("cvm.source.partition".into(), partition.to_string().into_bytes()),
             ("cvm.source.offset".into(), offset.to_string().into_bytes()),
         ],
+        ..Default::default()
     }
 }
 

@@ -160,7 +160,13 @@ impl Publisher {
             for (k, v) in &e.headers {
                 headers = headers.insert(Header { key: k, value: Some(v) });
             }
-            let record = FutureRecord::to(&e.topic).key(&e.key).payload(&e.payload).headers(headers);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&e.topic).key(&e.key[..]).headers(headers);
+            if !e.tombstone {
+                record = record.payload(&e.payload[..]);
+            }
+            if let Some(partition) = e.partition {
+                record = record.partition(partition);
+            }
             let fut = self.producer.send(record, Timeout::Never);
             async move { (*seq, e, fut.await) }
         });

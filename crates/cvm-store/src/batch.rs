@@ -14,7 +14,12 @@ use cvm_engine::{
 };
 use rocksdb::{IteratorMode, WriteBatch};
 
-use crate::{backend, keys::*, now_ms, OutboxEntry, Store};
+use crate::{
+    backend,
+    changelog::{trailing_partition, Changes},
+    keys::*,
+    now_ms, OutboxEntry, Store,
+};
 
 impl Store {
     /// Starts a batch of state work.
@@ -87,8 +92,10 @@ impl std::fmt::Debug for Batch<'_> {
 pub struct Committed {
     /// Profiles written.
     pub profiles: usize,
-    /// Outbox entries added.
+    /// The batch's own outbox entries added.
     pub outbox: usize,
+    /// Changelog records (and markers) added to the outbox.
+    pub changelog: usize,
 }
 
 impl Batch<'_> {
@@ -178,66 +185,100 @@ impl Batch<'_> {
         Ok(dropped)
     }
 
-    /// Writes everything atomically.
+    /// Writes everything atomically: state, offsets, the outbox and — with
+    /// a changelog topic — each touched partition's changes and commit
+    /// marker, queued after the batch's own messages.
     pub fn commit(mut self) -> Result<Committed, StoreError> {
         self.stats_totals()?;
         let s = self.store;
-        let mut wb = WriteBatch::default();
+        let mut w =
+            Writes { wb: WriteBatch::default(), changes: s.changelog.is_some().then(Changes::default), store: s };
         let stamp = now_ms().to_be_bytes();
         for ((p, c), profile) in &self.profiles {
             match profile {
-                Some(profile) => wb.put_cf(s.cf(CF_PROFILES), partition_key(*p, c), profile.encode()),
-                None => wb.delete_cf(s.cf(CF_PROFILES), partition_key(*p, c)),
+                Some(profile) => w.put(*p, CF_PROFILES, &partition_key(*p, c), &profile.encode()),
+                None => w.delete(*p, CF_PROFILES, &partition_key(*p, c)),
             }
         }
         for (p, e) in &self.seen {
-            wb.put_cf(s.cf(CF_EVENTS), partition_key(*p, e), stamp);
+            // De-duplication ids stay local (see the changelog module).
+            w.wb.put_cf(s.cf(CF_EVENTS), partition_key(*p, e), stamp);
         }
         for (p, c) in &self.erased {
-            wb.put_cf(s.cf(CF_EVENTS), erased_key(*p, c), stamp);
+            w.put(*p, CF_EVENTS, &erased_key(*p, c), &stamp);
         }
         for ((p, d), c) in &self.devices {
             match c {
-                Some(c) => wb.put_cf(s.cf(CF_DEVICES), partition_key(*p, d), c.as_bytes()),
-                None => wb.delete_cf(s.cf(CF_DEVICES), partition_key(*p, d)),
+                Some(c) => w.put(*p, CF_DEVICES, &partition_key(*p, d), c.as_bytes()),
+                None => w.delete(*p, CF_DEVICES, &partition_key(*p, d)),
             }
         }
         for ((p, key), total) in &self.stats {
-            wb.put_cf(s.cf(CF_STATS), stats_key(*p, key), postcard::to_stdvec(total).expect("stats serialize"));
+            w.put(*p, CF_STATS, &stats_key(*p, key), &postcard::to_stdvec(total).expect("stats serialize"));
         }
         for ((p, key), (counts, changed)) in &self.arms {
             if *changed {
-                wb.put_cf(s.cf(CF_ARMS), arm_key(*p, key), postcard::to_stdvec(counts).expect("arm serialize"));
+                w.put(*p, CF_ARMS, &arm_key(*p, key), &postcard::to_stdvec(counts).expect("arm serialize"));
             }
         }
         for ((t, p), o) in &self.offsets {
-            wb.put_cf(s.cf(CF_OFFSETS), offset_key(t, *p), o.to_be_bytes());
+            w.put(*p as u32, CF_OFFSETS, &offset_key(t, *p), &o.to_be_bytes());
         }
         for ((p, key), change) in &self.timers {
             if let Some(due) = change.committed_due {
-                wb.delete_cf(s.cf(CF_TIMERS), timer_key(*p, due, key));
+                w.delete(*p, CF_TIMERS, &timer_key(*p, due, key));
             }
             match &change.next {
                 Some(t) => {
-                    wb.put_cf(s.cf(CF_TIMERS), timer_key(*p, t.due_ms, key), t.encode());
-                    wb.put_cf(s.cf(CF_TIMER_INDEX), timer_index_key(*p, key), t.due_ms.to_be_bytes());
+                    w.put(*p, CF_TIMERS, &timer_key(*p, t.due_ms, key), &t.encode());
+                    w.put(*p, CF_TIMER_INDEX, &timer_index_key(*p, key), &t.due_ms.to_be_bytes());
                 }
-                None => wb.delete_cf(s.cf(CF_TIMER_INDEX), timer_index_key(*p, key)),
+                None => w.delete(*p, CF_TIMER_INDEX, &timer_index_key(*p, key)),
             }
         }
         for (key, progress) in &self.sweeps {
-            wb.put_cf(s.cf(CF_SCANS), key, encode_progress(progress));
+            let partition = trailing_partition(key).expect("scan keys end with the partition");
+            w.put(partition, CF_SCANS, key, &encode_progress(progress));
         }
+        let Writes { mut wb, changes, .. } = w;
         for seq in &self.outbox_dropped {
             wb.delete_cf(s.cf(CF_OUTBOX), seq.to_be_bytes());
         }
+        let own = self.outbox.len();
+        if let (Some(changes), Some(topic)) = (changes, s.changelog.as_deref()) {
+            self.outbox.extend(changes.into_entries(topic, s.writer));
+        }
+        let _in_sequence = s.commit_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);
         for (i, entry) in self.outbox.iter().enumerate() {
             let value = postcard::to_stdvec(entry).expect("outbox entries always serialize");
             wb.put_cf(s.cf(CF_OUTBOX), (first_seq + i as u64).to_be_bytes(), value);
         }
         s.db.write_opt(wb, &s.write_opts).map_err(backend)?;
-        Ok(Committed { profiles: self.profiles.len(), outbox: self.outbox.len() })
+        Ok(Committed { profiles: self.profiles.len(), outbox: own, changelog: self.outbox.len() - own })
+    }
+}
+
+/// A commit's `WriteBatch`, and its changes by partition for the changelog.
+struct Writes<'s> {
+    wb: WriteBatch,
+    changes: Option<Changes>,
+    store: &'s Store,
+}
+
+impl Writes<'_> {
+    fn put(&mut self, partition: u32, cf: &str, key: &[u8], value: &[u8]) {
+        self.wb.put_cf(self.store.cf(cf), key, value);
+        if let Some(c) = &mut self.changes {
+            c.put(partition, cf, key, value);
+        }
+    }
+
+    fn delete(&mut self, partition: u32, cf: &str, key: &[u8]) {
+        self.wb.delete_cf(self.store.cf(cf), key);
+        if let Some(c) = &mut self.changes {
+            c.delete(partition, cf, key);
+        }
     }
 }
 

@@ -18,7 +18,8 @@
 //! - `events`: `partition ‖ event_id` → wall-clock ms when applied; entries
 //!   older than `dedup_retention` are dropped by a compaction filter
 //! - `devices`: `partition ‖ device_id` → customer_id
-//! - `offsets`: `topic ‖ 0 ‖ partition` → next offset to consume (`i64` BE)
+//! - `offsets`: `topic ‖ 0 ‖ partition` → next offset to consume (`i64` BE);
+//!   also `0xFE ‖ "writer"` → this store's id in the changelog
 //! - `outbox`: sequence (`u64` BE) → [`OutboxEntry`]
 //! - `timers`: `partition ‖ due_ms (u64 BE) ‖ timer key` → [`Timer`], so the
 //!   due timers of a partition are a prefix scan in time order
@@ -30,11 +31,15 @@
 //!   a batch sums its deltas in memory and adds them at commit
 //! - `arms`: `partition ‖ segment ‖ offer hash` → bandit [`ArmCounts`]
 //!
+//! With a changelog topic set, every commit also queues its changes for it,
+//! so a partition's state can be restored elsewhere (`changelog` module).
+//!
 //! Modules: `keys` encodes keys, `reads` holds the committed-state reads,
 //! `outbox` the publisher's side, `batch` the pending work and its atomic
 //! commit, `txn` the decision core's `StateTxn` view of a batch.
 
 mod batch;
+mod changelog;
 mod keys;
 mod outbox;
 mod reads;
@@ -43,8 +48,9 @@ mod tests;
 mod txn;
 
 use std::{
+    hash::{BuildHasher, Hasher},
     path::{Path, PathBuf},
-    sync::{atomic::AtomicU64, Arc},
+    sync::{atomic::AtomicU64, Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -56,6 +62,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 pub use batch::{Batch, Committed};
+pub use changelog::{commit_marker, ChangelogRecord};
 pub use cvm_engine::driver::SweepProgress;
 pub use outbox::OutboxEntry;
 
@@ -146,6 +153,15 @@ pub struct Store {
     outbox_head: Arc<AtomicU64>,
     write_opts: Arc<WriteOptions>,
     path: PathBuf,
+    /// The changelog topic commits are queued for (see [`Store::with_changelog`]).
+    changelog: Option<Arc<str>>,
+    /// This store's id in the changelog's commit markers.
+    writer: u64,
+    /// Held while a commit takes outbox sequence numbers and writes, so
+    /// that commits of several workers enter the outbox in sequence order
+    /// (the publisher reads it in order and must not step over a gap that
+    /// a slower commit fills later).
+    commit_lock: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,6 +196,21 @@ fn migrate_scan_progress(db: &DB) -> Result<(), rocksdb::Error> {
         db.write(wb)?;
     }
     Ok(())
+}
+
+/// The store's writer id, made (random) and kept the first time it is opened.
+fn writer_id(db: &DB, write_opts: &WriteOptions) -> Result<u64, rocksdb::Error> {
+    let offsets = db.cf_handle(CF_OFFSETS).expect("created");
+    if let Some(v) = db.get_cf(offsets, changelog::WRITER_KEY)? {
+        if let Ok(bytes) = v.as_slice().try_into() {
+            return Ok(u64::from_be_bytes(bytes));
+        }
+    }
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ms());
+    let id = hasher.finish();
+    db.put_cf_opt(offsets, changelog::WRITER_KEY, id.to_be_bytes(), write_opts)?;
+    Ok(id)
 }
 
 impl Store {
@@ -236,12 +267,17 @@ impl Store {
         };
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(config.sync_writes);
+        let writer =
+            writer_id(&db, &write_opts).map_err(|source| OpenError::Open { path: config.path.clone(), source })?;
         Ok(Self {
             db: Arc::new(db),
             next_outbox_seq: Arc::new(AtomicU64::new(next_seq)),
             outbox_head: Arc::new(AtomicU64::new(first_seq)),
             write_opts: Arc::new(write_opts),
             path: config.path.clone(),
+            changelog: None,
+            writer,
+            commit_lock: Arc::default(),
         })
     }
 
@@ -259,7 +295,17 @@ impl Store {
             outbox_head: Arc::new(AtomicU64::new(0)),
             write_opts: Arc::new(WriteOptions::default()),
             path: path.to_owned(),
+            changelog: None,
+            writer: 0,
+            commit_lock: Arc::default(),
         })
+    }
+
+    /// Queues every commit's changes for the changelog `topic` too (see
+    /// the `changelog` module). Set before the store is cloned.
+    pub fn with_changelog(mut self, topic: &str) -> Self {
+        self.changelog = Some(topic.into());
+        self
     }
 
     /// Directory of the database.

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// A message waiting to be published.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OutboxEntry {
     /// Destination topic.
     pub topic: String,
@@ -24,6 +24,32 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
     /// Message headers.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to write to; `None`: the producer's (by key hash).
+    /// Changelog records name the partition whose state they are.
+    pub partition: Option<i32>,
+    /// Send a null value (a tombstone of a compacted topic), not `payload`.
+    pub tombstone: bool,
+}
+
+/// The entry layout before changelog records (four fields), still read
+/// from the outbox of a store written by an older version.
+#[derive(Deserialize)]
+struct OutboxEntryV0 {
+    topic: String,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl OutboxEntry {
+    /// Decodes a stored entry, of this layout or the one before.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        postcard::from_bytes(bytes).or_else(|e| {
+            let old: OutboxEntryV0 = postcard::from_bytes(bytes)
+                .map_err(|_| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
+            Ok(Self { topic: old.topic, key: old.key, payload: old.payload, headers: old.headers, ..Self::default() })
+        })
+    }
 }
 
 impl Store {
@@ -38,9 +64,7 @@ impl Store {
             .map(|r| {
                 let (k, v) = r.map_err(backend)?;
                 let seq = u64::from_be_bytes(k[..8].try_into().expect("outbox keys are 8 bytes"));
-                let entry = postcard::from_bytes(&v)
-                    .map_err(|e| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
-                Ok((seq, entry))
+                Ok((seq, OutboxEntry::decode(&v)?))
             })
             .collect()
     }
@@ -80,9 +104,7 @@ impl Store {
                         what: "parked key",
                         detail: format!("{} bytes", k.len()),
                     })?);
-                let entry = postcard::from_bytes(&v)
-                    .map_err(|e| StoreError::Corrupt { what: "parked entry", detail: e.to_string() })?;
-                Ok((seq, entry))
+                Ok((seq, OutboxEntry::decode(&v)?))
             })
             .collect()
     }

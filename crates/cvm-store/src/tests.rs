@@ -48,7 +48,13 @@ fn batch_reads_its_own_writes_and_commits_atomically() {
     assert!(b.first_sighting(3, "e1").unwrap());
     assert!(!b.first_sighting(3, "e1").unwrap(), "duplicate inside one batch");
     b.set_next_offset("cvm.events.purchases", 3, 42);
-    b.publish(OutboxEntry { topic: "t".into(), key: b"k".to_vec(), payload: b"v".to_vec(), headers: vec![] });
+    b.publish(OutboxEntry {
+        topic: "t".into(),
+        key: b"k".to_vec(),
+        payload: b"v".to_vec(),
+        headers: vec![],
+        ..Default::default()
+    });
     // Nothing is visible before commit.
     assert_eq!(store.profile(3, "c1").unwrap(), None);
     assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), None);
@@ -86,6 +92,7 @@ fn state_outbox_and_offsets_survive_reopen() {
                 key: vec![i],
                 payload: vec![i],
                 headers: vec![("h".into(), vec![1])],
+                ..Default::default()
             });
         }
         b.link_device(1, "d", "c").unwrap();
@@ -102,7 +109,7 @@ fn state_outbox_and_offsets_survive_reopen() {
     assert_eq!(store.outbox_depth(0).unwrap(), 2);
     // New entries continue the sequence after a reopen.
     let mut b = store.begin();
-    b.publish(OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![] });
+    b.publish(OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![], ..Default::default() });
     b.commit().unwrap();
     assert_eq!(store.outbox_peek(0, 10).unwrap().last().unwrap().0, 3);
     assert_eq!(store.profiles().count(), 1);
@@ -236,4 +243,116 @@ fn scan_progress_written_by_an_older_version_moves_to_its_column_family_on_open(
         .filter(|r| r.as_ref().unwrap().0.first() == Some(&0xff))
         .count();
     assert_eq!(leftovers, 0, "the old keys are gone, so the move happens once");
+}
+
+fn changelog_of(store: &Store, topic: &str) -> Vec<(u64, OutboxEntry)> {
+    store.outbox_peek(0, usize::MAX).unwrap().into_iter().filter(|(_, e)| e.topic == topic).collect()
+}
+
+#[test]
+fn a_commit_queues_each_partitions_changes_after_its_own_messages_then_a_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).with_changelog("log");
+    let mut b = store.begin();
+    let mut p = Profile::default();
+    bought(&mut p, 1);
+    b.put_profile(3, "c1", p.clone()).unwrap();
+    b.put_profile(4, "c2", p).unwrap();
+    b.link_device(4, "d", "c2").unwrap();
+    b.set_next_offset("in", 3, 10);
+    b.publish(OutboxEntry { topic: "offers".into(), key: b"c1".to_vec(), ..Default::default() });
+    let committed = b.commit().unwrap();
+    assert_eq!(
+        (committed.outbox, committed.changelog),
+        (1, 2 + 1 + 3),
+        "p3: profile, offset, marker; p4: profile, device, marker"
+    );
+
+    let all = store.outbox_peek(0, usize::MAX).unwrap();
+    assert_eq!(all[0].1.topic, "offers", "the batch's own messages go first");
+    let log = changelog_of(&store, "log");
+    for partition in [3, 4] {
+        let mine: Vec<_> = log.iter().filter(|(_, e)| e.partition == Some(partition)).collect();
+        let (_, last) = mine.last().unwrap();
+        assert_eq!(
+            commit_marker(&last.key, Some(&last.payload)),
+            Some(store.writer_id()),
+            "the marker closes partition {partition}"
+        );
+        assert!(mine[..mine.len() - 1].iter().all(|(_, e)| commit_marker(&e.key, Some(&e.payload)).is_none()));
+    }
+
+    // A delete is a tombstone.
+    let mut b = store.begin();
+    b.unlink_device(4, "d").unwrap();
+    b.commit().unwrap();
+    let log = changelog_of(&store, "log");
+    let tombstones: Vec<_> = log.iter().filter(|(_, e)| e.tombstone).collect();
+    assert_eq!(tombstones.len(), 1);
+    assert_eq!(tombstones[0].1.partition, Some(4));
+}
+
+#[test]
+fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = open(&dir.path().join("a")).with_changelog("log");
+    let mut b = writer.begin();
+    let mut p = Profile::default();
+    bought(&mut p, 1);
+    b.put_profile(2, "c1", p.clone()).unwrap();
+    b.put_profile(2, "c2", p.clone()).unwrap();
+    b.put_profile(5, "other", p.clone()).unwrap();
+    b.set_timer(2, timer("c1", 500)).unwrap();
+    b.set_next_offset("in", 2, 7);
+    b.set_sweep_progress("sweep", 1, 2, SweepProgress::After("c1".into()));
+    b.commit().unwrap();
+    let mut b = writer.begin();
+    b.delete_profile(2, "c2").unwrap();
+    b.set_next_offset("in", 2, 8);
+    b.commit().unwrap();
+
+    // The reader has stale state of its own in partition 2, and other partitions.
+    let reader = open(&dir.path().join("b")).with_changelog("log");
+    let mut b = reader.begin();
+    b.put_profile(2, "stale", p.clone()).unwrap();
+    b.put_profile(9, "kept", p.clone()).unwrap();
+    b.set_next_offset("in", 2, 3);
+    b.set_next_offset("in", 9, 4);
+    b.commit().unwrap();
+    assert!(reader.drop_unpublished_changelog(2).unwrap() > 0, "its own unpublished history of 2 is dropped");
+    assert!(changelog_of(&reader, "log").iter().all(|(_, e)| e.partition != Some(2)));
+
+    let records: Vec<ChangelogRecord> = changelog_of(&writer, "log")
+        .into_iter()
+        .filter(|(_, e)| e.partition == Some(2))
+        .map(|(_, e)| (e.key, (!e.tombstone).then_some(e.payload)))
+        .collect();
+    reader.wipe_partition(2).unwrap();
+    assert_eq!(reader.apply_changelog(&records).unwrap(), 0);
+
+    assert_eq!(reader.profile(2, "c1").unwrap(), Some(p.clone()));
+    assert_eq!(reader.profile(2, "c2").unwrap(), None, "deleted by the writer");
+    assert_eq!(reader.profile(2, "stale").unwrap(), None, "the reader's own history of 2 is gone");
+    assert_eq!(reader.profile(9, "kept").unwrap(), Some(p), "other partitions are untouched");
+    assert_eq!(reader.next_offset("in", 2).unwrap(), Some(8));
+    assert_eq!(reader.next_offset("in", 9).unwrap(), Some(4));
+    assert_eq!(reader.due_timers(2, 1_000, 10).unwrap().len(), 1);
+    assert_eq!(reader.sweep_progress("sweep", 1, 2).unwrap(), Some(SweepProgress::After("c1".into())));
+    assert_eq!(reader.profile(5, "other").unwrap(), None, "only partition 2 was restored");
+    assert_ne!(reader.writer_id(), writer.writer_id());
+}
+
+#[test]
+fn an_outbox_written_before_changelog_records_is_still_read() {
+    #[derive(serde::Serialize)]
+    struct Old {
+        topic: String,
+        key: Vec<u8>,
+        payload: Vec<u8>,
+        headers: Vec<(String, Vec<u8>)>,
+    }
+    let bytes =
+        postcard::to_stdvec(&Old { topic: "t".into(), key: vec![1], payload: vec![2], headers: vec![] }).unwrap();
+    let e = OutboxEntry::decode(&bytes).unwrap();
+    assert_eq!((e.topic.as_str(), e.key, e.payload, e.partition, e.tombstone), ("t", vec![1], vec![2], None, false));
 }

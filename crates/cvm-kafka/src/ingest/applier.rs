@@ -302,7 +302,7 @@ impl Applier {
         let committed = batch.commit()?;
         self.meters.commit.record(started.elapsed().as_secs_f64());
         (self.on_commit)(&totals);
-        if committed.outbox > 0 {
+        if committed.outbox + committed.changelog > 0 {
             self.wake.notify_one();
         }
         self.meters.flush(counts);

@@ -1,0 +1,201 @@
+//! The changelog: every committed change of a partition's state, also
+//! queued in the outbox for a compacted Kafka topic, so that the state of a
+//! partition follows it to whichever instance owns it next (as Kafka
+//! Streams' changelog topics do).
+//!
+//! A commit queues, after its own messages (offers first: a crash between
+//! the two re-sends an offer under its id rather than losing it), one
+//! record per key it wrote in each partition it touched — key
+//! `family code ‖ RocksDB key`, value the RocksDB value, a tombstone for a
+//! delete — and then that partition's **commit marker** (key `0xFF`, value
+//! the writer's id). Records of one commit are contiguous in their
+//! partition, so a reader applies what precedes the last marker and
+//! ignores a tail after it: the half-published commit of an instance that
+//! died, whose input the next owner reads again.
+//!
+//! Not changelogged: the outbox and parked entries (this instance's own
+//! queue) and the de-duplication ids (a restored partition resumes at the
+//! exact input offsets of its last complete commit, so nothing is applied
+//! twice; only a duplicate whose two copies straddle a failover is not
+//! recognised). Erasure markers are changelogged: an erased customer stays
+//! erased on any owner.
+
+use std::collections::BTreeMap;
+
+use cvm_engine::StoreError;
+use rocksdb::{IteratorMode, WriteBatch};
+
+use crate::{backend, keys::*, OutboxEntry, Store};
+
+/// The key of a commit marker.
+const MARKER: [u8; 1] = [0xff];
+
+/// Column families in the changelog, with their codes (stable: they are
+/// the first byte of every changelog key on the broker).
+const FAMILIES: [(u8, &str); 9] = [
+    (1, CF_PROFILES),
+    (2, CF_EVENTS),
+    (3, CF_DEVICES),
+    (4, CF_OFFSETS),
+    (5, CF_TIMERS),
+    (6, CF_TIMER_INDEX),
+    (7, CF_STATS),
+    (8, CF_ARMS),
+    (9, CF_SCANS),
+];
+
+fn code_of(cf: &str) -> u8 {
+    FAMILIES.iter().find(|(_, name)| *name == cf).map(|(code, _)| *code).expect("a changelogged column family")
+}
+
+fn family_of(code: u8) -> Option<&'static str> {
+    FAMILIES.iter().find(|(c, _)| *c == code).map(|(_, name)| *name)
+}
+
+/// A changelog record as read back: key and value (`None`: a tombstone).
+pub type ChangelogRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// The writer named by `record`, if it is a commit marker.
+pub fn commit_marker(key: &[u8], value: Option<&[u8]>) -> Option<u64> {
+    (key == MARKER).then(|| value.and_then(|v| v.try_into().ok()).map_or(0, u64::from_be_bytes))
+}
+
+/// The writes of one commit, by partition, in the order they are published.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    by_partition: BTreeMap<u32, Vec<ChangelogRecord>>,
+}
+
+impl Changes {
+    pub(crate) fn put(&mut self, partition: u32, cf: &str, key: &[u8], value: &[u8]) {
+        self.record(partition, cf, key, Some(value.to_vec()));
+    }
+
+    pub(crate) fn delete(&mut self, partition: u32, cf: &str, key: &[u8]) {
+        self.record(partition, cf, key, None);
+    }
+
+    fn record(&mut self, partition: u32, cf: &str, key: &[u8], value: Option<Vec<u8>>) {
+        let mut k = Vec::with_capacity(1 + key.len());
+        k.push(code_of(cf));
+        k.extend_from_slice(key);
+        self.by_partition.entry(partition).or_default().push((k, value));
+    }
+
+    /// The outbox entries for `topic`: each partition's records, then its marker.
+    pub(crate) fn into_entries(self, topic: &str, writer: u64) -> Vec<OutboxEntry> {
+        let mut out = Vec::new();
+        for (partition, records) in self.by_partition {
+            let partition = Some(partition as i32);
+            for (key, value) in records {
+                let tombstone = value.is_none();
+                let payload = value.unwrap_or_default();
+                out.push(OutboxEntry {
+                    topic: topic.to_owned(),
+                    key,
+                    payload,
+                    partition,
+                    tombstone,
+                    ..Default::default()
+                });
+            }
+            out.push(OutboxEntry {
+                topic: topic.to_owned(),
+                key: MARKER.to_vec(),
+                payload: writer.to_be_bytes().to_vec(),
+                partition,
+                ..Default::default()
+            });
+        }
+        out
+    }
+}
+
+/// The partition a key of an offsets or scans record belongs to: its last four bytes.
+pub(crate) fn trailing_partition(key: &[u8]) -> Option<u32> {
+    let tail: [u8; 4] = key.get(key.len().checked_sub(4)?..)?.try_into().ok()?;
+    Some(u32::from_be_bytes(tail))
+}
+
+impl Store {
+    /// Deletes everything the changelog holds for `partition` — and its
+    /// de-duplication ids, which belong to the history being replaced —
+    /// before the partition is restored from another writer's changelog.
+    pub fn wipe_partition(&self, partition: u32) -> Result<(), StoreError> {
+        // Kafka partitions are non-negative `i32`s: `partition + 1` fits.
+        let (from, to) = (partition.to_be_bytes(), partition.saturating_add(1).to_be_bytes());
+        let mut wb = WriteBatch::default();
+        for cf in [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_TIMERS, CF_TIMER_INDEX, CF_STATS, CF_ARMS] {
+            wb.delete_range_cf(self.cf(cf), from, to);
+        }
+        for cf in [CF_OFFSETS, CF_SCANS] {
+            for r in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                let (k, _) = r.map_err(backend)?;
+                if k.first() != Some(&WRITER_KEY[0]) && trailing_partition(&k) == Some(partition) {
+                    wb.delete_cf(self.cf(cf), k);
+                }
+            }
+        }
+        self.db.write_opt(wb, &self.write_opts).map_err(backend)
+    }
+
+    /// Writes changelog records into the store as they are (markers are
+    /// skipped); returns how many records were not understood (a family
+    /// code this version does not know), which are skipped too.
+    pub fn apply_changelog(&self, records: &[ChangelogRecord]) -> Result<usize, StoreError> {
+        let mut wb = WriteBatch::default();
+        let mut unknown = 0;
+        for (key, value) in records {
+            let Some((code, rocks_key)) = key.split_first() else {
+                unknown += 1;
+                continue;
+            };
+            if commit_marker(key, value.as_deref()).is_some() {
+                continue;
+            }
+            let Some(cf) = family_of(*code) else {
+                unknown += 1;
+                continue;
+            };
+            match value {
+                Some(v) => wb.put_cf(self.cf(cf), rocks_key, v),
+                None => wb.delete_cf(self.cf(cf), rocks_key),
+            }
+        }
+        self.db.write_opt(wb, &self.write_opts).map_err(backend)?;
+        Ok(unknown)
+    }
+
+    /// Removes the changelog records of `partition` still waiting in the
+    /// outbox: when another writer's history replaces this instance's,
+    /// publishing them would interleave two histories on the changelog.
+    /// Returns how many.
+    pub fn drop_unpublished_changelog(&self, partition: u32) -> Result<usize, StoreError> {
+        let Some(topic) = self.changelog.as_deref() else { return Ok(0) };
+        let head = self.outbox_head.load(std::sync::atomic::Ordering::SeqCst);
+        let mut wb = WriteBatch::default();
+        let mut dropped = 0;
+        for (seq, entry) in self.outbox_peek(head, usize::MAX)? {
+            if entry.topic == topic && entry.partition == Some(partition as i32) {
+                wb.delete_cf(self.cf(CF_OUTBOX), seq.to_be_bytes());
+                dropped += 1;
+            }
+        }
+        self.db.write_opt(wb, &self.write_opts).map_err(backend)?;
+        Ok(dropped)
+    }
+
+    /// The changelog topic commits are queued for, if any.
+    pub fn changelog_topic(&self) -> Option<&str> {
+        self.changelog.as_deref()
+    }
+
+    /// This store's writer id, in the commit markers it queues: random,
+    /// made when the store was created, kept with it.
+    pub fn writer_id(&self) -> u64 {
+        self.writer
+    }
+}
+
+/// The offsets-family key of the writer id (`0xFE` never starts a topic name).
+pub(crate) const WRITER_KEY: [u8; 7] = [0xfe, b'w', b'r', b'i', b't', b'e', b'r'];
