@@ -89,6 +89,26 @@ pub const MODEL_CONVERSIONS: &str = "cvm_model_conversions_total";
 pub const MODEL_PSI: &str = "cvm_model_psi";
 /// Gauge: 1 while a model has drifted and its decisions fall back to rules, by `model`.
 pub const MODEL_DRIFTED: &str = "cvm_model_drifted";
+/// Counter: gaps in an input partition's offsets (a message whose offset is
+/// past the one expected), by `topic`. Inputs are not compacted, so a gap
+/// means records the broker did not deliver (or a transactional producer's
+/// commit markers, which also take offsets).
+pub const INPUT_OFFSET_GAPS: &str = "cvm_input_offset_gaps_total";
+/// Counter: offsets stepped over in those gaps, by `topic`.
+pub const INPUT_OFFSETS_SKIPPED: &str = "cvm_input_offsets_skipped_total";
+/// Counter: partitions gained, by `restore` (`current`: local state was the
+/// latest; `empty`: nothing in the changelog; `restored`: rebuilt from it).
+pub const PARTITIONS_ASSIGNED: &str = "cvm_partitions_assigned_total";
+/// Gauge: partitions this instance owns.
+pub const PARTITIONS_OWNED: &str = "cvm_partitions_owned";
+/// Counter: rebalances this instance's consumers took part in.
+pub const REBALANCES: &str = "cvm_rebalances_total";
+/// Gauge: partitions being restored from the changelog now.
+pub const RESTORING_PARTITIONS: &str = "cvm_restoring_partitions";
+/// Counter: changelog records read while restoring partitions.
+pub const RESTORE_RECORDS: &str = "cvm_restore_records_total";
+/// Counter: changelog reads that failed during a restore (it is retried).
+pub const RESTORE_FAILURES: &str = "cvm_restore_failures_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -121,6 +141,14 @@ pub fn describe() {
     describe_counter!(MODEL_CONVERSIONS, "Conversions of model-scored contacts, by offer and predicted decile.");
     describe_gauge!(MODEL_PSI, "Population stability index of a model input, by model and series.");
     describe_gauge!(MODEL_DRIFTED, "1 while a model has drifted and falls back to rules, by model.");
+    describe_counter!(INPUT_OFFSET_GAPS, "Gaps in an input partition's offsets, by topic.");
+    describe_counter!(INPUT_OFFSETS_SKIPPED, "Input offsets stepped over in gaps, by topic.");
+    describe_counter!(PARTITIONS_ASSIGNED, "Partitions gained, by restore outcome (current, empty, restored).");
+    describe_gauge!(PARTITIONS_OWNED, "Input partitions this instance owns.");
+    describe_counter!(REBALANCES, "Rebalances this instance's consumers took part in.");
+    describe_gauge!(RESTORING_PARTITIONS, "Partitions being restored from the changelog now.");
+    describe_counter!(RESTORE_RECORDS, "Changelog records read while restoring partitions.");
+    describe_counter!(RESTORE_FAILURES, "Changelog reads that failed during a restore (retried).");
 }
 
 #[cfg(test)]

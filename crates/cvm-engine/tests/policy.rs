@@ -278,6 +278,27 @@ fn quiet_hours_are_local_and_a_deferred_push_fires_in_the_morning() {
 }
 
 #[test]
+fn two_deferrals_to_the_same_morning_are_two_decisions_with_two_ids() {
+    let e = engine_with(plain(), Catalog::new([offer("o", "c", 0, 500, "")]));
+    let mut fired_ids = Vec::new();
+    // The same customer, offer and due time; deferred by two different decisions.
+    for parent in ["deferred-by-a", "deferred-by-b"] {
+        let mut s = MemoryState::default();
+        ready(&e, &mut s, "a");
+        let morning = 101 * DAY + 8 * HOUR;
+        let key = cvm_engine::TimerKey::new("a", cvm_engine::TimerKind::Deferred, "o");
+        let timer = cvm_engine::Timer::new(key, morning, "o", "cause", Default::default());
+        s.set_timer(0, cvm_engine::Timer { parent_decision_id: parent.into(), ..timer }).unwrap();
+        let fired = fire_due(&e, &mut s, morning);
+        let d = decision_list(&fired);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].parent_decision_id, parent);
+        fired_ids.push(d[0].decision_id.clone());
+    }
+    assert_ne!(fired_ids[0], fired_ids[1], "the id derives from the cause, not from customer, offer and due time");
+}
+
+#[test]
 fn revoked_consent_stops_the_next_push_including_a_deferred_one() {
     let e = engine_with(plain(), Catalog::new([offer("o", "c", 0, 500, "")]));
     let mut s = MemoryState::default();

@@ -197,6 +197,14 @@ impl Driver {
         self.firing.take()
     }
 
+    /// Forgets what the driver knows of `partition` (its event-time clock):
+    /// call when the partition is assigned, since its state may have been
+    /// restored from another owner's history.
+    pub fn forget_partition(&mut self, partition: u32) {
+        self.watermarks.forget(partition);
+        self.next_due.remove(&partition);
+    }
+
     /// Call when a new transaction starts: what the driver learned of the
     /// last one's pending timers may have been committed or thrown away.
     pub fn begin(&mut self) {

@@ -51,6 +51,12 @@ impl Watermarks {
         }
     }
 
+    /// Forgets `partition`'s clock: it moved to another owner and back, and
+    /// its time starts again from the events read next.
+    pub fn forget(&mut self, partition: u32) {
+        self.partitions.remove(&partition);
+    }
+
     /// The latest event time read on `partition` from any input, if any:
     /// the centre of the window a new event's time must fall in.
     pub fn latest(&self, partition: u32) -> Option<i64> {

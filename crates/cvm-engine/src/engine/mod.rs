@@ -478,13 +478,17 @@ impl Engine {
             _ => &ALL_CHANNELS,
         };
         let facts = timer.facts();
+        let mut id =
+            format!("timer\x1f{}\x1f{}\x1f{}", timer.kind.name(), String::from_utf8_lossy(&key.encode()), timer.due_ms);
+        if timer.kind == TimerKind::Deferred {
+            // Two deferrals of one offer to the same due time (the end of
+            // the same quiet hours) are two decisions: the cause is the
+            // decision that deferred, itself derived from its event.
+            id.push('\x1f');
+            id.push_str(&timer.parent_decision_id);
+        }
         let cause = Cause {
-            id: format!(
-                "timer\x1f{}\x1f{}\x1f{}",
-                timer.kind.name(),
-                String::from_utf8_lossy(&key.encode()),
-                timer.due_ms
-            ),
+            id,
             event_id: &timer.cause_event_id,
             trigger: DecisionTrigger::Timer(timer.kind),
             parent_decision_id: &timer.parent_decision_id,
