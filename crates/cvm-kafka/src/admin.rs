@@ -44,15 +44,17 @@ pub enum AdminError {
 
 /// Creates every topic of `config` that does not exist, with
 /// `config.partitions` partitions and `config.replication_factor` replicas.
-/// The config topic and the stats topic are compacted: each holds the latest
-/// value per key (a document, a partition's totals), which is all a reader
-/// needs, so old values must not fill the disk or expire.
+/// The config, status, stats and changelog topics are compacted: each holds
+/// the latest value per key (a document, a partition's totals, a state
+/// record), which is all a reader needs, so old values must not fill the
+/// disk or expire.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), AdminError> {
     let brokers = &config.brokers;
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
     let admin: AdminClient<DefaultClientContext> = client_config(config, &config.producer).create().map_err(kafka)?;
     let t = &config.topics;
-    let compacted = [t.offers_config.as_str(), t.stats.name.as_str(), t.config_status.name.as_str()];
+    let compacted =
+        [t.offers_config.as_str(), t.stats.name.as_str(), t.config_status.name.as_str(), t.changelog.as_str()];
     let new: Vec<NewTopic<'_>> = t
         .all()
         .into_iter()
@@ -75,16 +77,17 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// Checks that the input topics are co-partitioned (the same partition
-/// count): a customer's purchases and app events must reach the same
-/// partition, whose state holds the customer.
+/// Checks that the input topics and the changelog are co-partitioned (the
+/// same partition count): a customer's purchases and app events must reach
+/// the same partition, whose state holds the customer and is changelogged
+/// to the partition of that number.
 pub fn check_co_partitioned(config: &KafkaConfig) -> Result<(), AdminError> {
     let brokers = &config.brokers;
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
     let consumer: BaseConsumer = client_config(config, &config.consumer).create().map_err(kafka)?;
     let t = &config.topics;
     let mut counts = Vec::new();
-    for topic in [&t.purchases.name, &t.app.name, &t.erasure.name] {
+    for topic in [&t.purchases.name, &t.app.name, &t.erasure.name, &t.changelog] {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(kafka)?;
         let partitions = md.topics().first().map_or(0, |m| m.partitions().len());
         counts.push((topic.clone(), partitions));

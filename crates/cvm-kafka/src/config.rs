@@ -50,6 +50,9 @@ pub struct Topics {
     pub erasure_confirmations: TopicSpec,
     /// Output: `CampaignStats`, the attribution sums as they change (compacted).
     pub stats: TopicSpec,
+    /// Every committed state change, per input partition (compacted): how
+    /// a partition's state follows it to another instance.
+    pub changelog: String,
 }
 
 impl Default for Topics {
@@ -66,13 +69,14 @@ impl Default for Topics {
             dlq: "cvm.dlq".into(),
             erasure_confirmations: TopicSpec::new("cvm.erasure.confirmations"),
             stats: TopicSpec::new("cvm.stats"),
+            changelog: "cvm.changelog.state".into(),
         }
     }
 }
 
 impl Topics {
     /// Every topic name, inputs first.
-    pub fn all(&self) -> [&str; 11] {
+    pub fn all(&self) -> [&str; 12] {
         [
             &self.purchases.name,
             &self.app.name,
@@ -85,6 +89,7 @@ impl Topics {
             &self.dlq,
             &self.erasure_confirmations.name,
             &self.stats.name,
+            &self.changelog,
         ]
     }
 }
@@ -108,6 +113,14 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group of the ingest consumers.
     pub group_id: String,
+    /// This instance's stable name in the group (static membership): its
+    /// workers join as `<instance_id>-<n>`, so a restart within the
+    /// session timeout gets the same partitions back without a rebalance.
+    /// Unset: dynamic membership (every restart rebalances).
+    pub instance_id: Option<String>,
+    /// Worker threads, each a group member owning some partitions with
+    /// their state; 0: one per core.
+    pub workers: usize,
     /// Topic names and formats.
     pub topics: Topics,
     /// Create missing topics at start (with `partitions` partitions).
@@ -146,6 +159,8 @@ impl Default for KafkaConfig {
         Self {
             brokers: "127.0.0.1:9092".into(),
             group_id: "cvm".into(),
+            instance_id: None,
+            workers: 0,
             topics: Topics::default(),
             create_topics: true,
             partitions: 8,
@@ -163,6 +178,14 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The number of worker threads: `workers`, or one per core.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
+
     /// Every problem with the settings, as `path: problem; fix`.
     pub fn problems(&self, prefix: &str) -> Vec<String> {
         let mut errors = Vec::new();
@@ -171,6 +194,14 @@ impl KafkaConfig {
         }
         if self.group_id.trim().is_empty() {
             errors.push(format!("{prefix}.group_id: is empty; name the consumer group"));
+        }
+        if self.instance_id.as_ref().is_some_and(|id| id.trim().is_empty() || id.len() > 200) {
+            errors.push(format!(
+                "{prefix}.instance_id: must be 1–200 characters, unique in the group (e.g. the pod name)"
+            ));
+        }
+        if self.workers > 1024 {
+            errors.push(format!("{prefix}.workers: at most 1024 (0 means one per core)"));
         }
         if self.partitions < 1 {
             errors.push(format!("{prefix}.partitions: must be at least 1"));
@@ -186,7 +217,13 @@ impl KafkaConfig {
         if self.batch_max_events == 0 {
             errors.push(format!("{prefix}.batch_max_events: must be at least 1"));
         }
-        for owned in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+        for owned in [
+            "enable.auto.offset.store",
+            "group.id",
+            "group.instance.id",
+            "bootstrap.servers",
+            "partition.assignment.strategy",
+        ] {
             if self.consumer.contains_key(owned) {
                 errors.push(format!(
                     "{prefix}.consumer.\"{owned}\": is managed by cvm (offsets live in the state store); delete it"

@@ -1,19 +1,99 @@
-//! The ingest consumer and its partition assignment: every assigned
-//! partition starts at the offset stored with its state, so what was
-//! committed is never applied twice.
+//! The ingest consumers and partition ownership.
+//!
+//! Each worker thread has its own consumer, a member of the ingest group
+//! (with static membership when `kafka.instance_id` is set). The group's
+//! **range** assignor gives every member the same partition numbers of
+//! every input topic — the co-partitioning the state relies on: a
+//! customer's purchases, app events and erasures meet in one partition.
+//! (The cooperative-sticky assignor balances each topic on its own and
+//! would split them.)
+//!
+//! Gaining a partition: its state is restored from the changelog when
+//! another instance wrote it since (see the `restore` module), and only
+//! then is it assigned, at the offset stored with that state — so what was
+//! committed is never applied twice, and a partition is never processed
+//! before its state is there.
+//!
+//! Losing a partition: the worker is inside `poll`, between batches, so
+//! nothing is half applied. Before the partition is released, the outbox —
+//! which holds this instance's commits of it, offers and changelog records
+//! — is drained (for at most [`REVOKE_DRAIN`]), so the next owner restores
+//! everything this one decided. Messages the worker had polled for the
+//! batch it was filling are discarded (see [`Ownership::rebalances`]).
 
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use cvm_engine::telemetry;
 use cvm_store::Store;
+use metrics::{counter, gauge};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer, ConsumerContext},
     types::RDKafkaRespErr,
     ClientContext, Offset, TopicPartitionList,
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::{client_config, ClientError, KafkaConfig, StartFrom};
+use crate::{
+    client_config,
+    restore::{restore_partition, Restored},
+    ClientError, KafkaConfig, StartFrom,
+};
 
-/// The ingest consumer: offsets stored by cvm, not auto-stored; seeks on assignment.
-pub(crate) fn consumer(config: &KafkaConfig, store: &Store) -> Result<BaseConsumer<SeekToStoredOffsets>, ClientError> {
+/// Longest a revoke waits for the outbox to deliver this instance's commits.
+const REVOKE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Longest one attempt to read a changelog partition may take.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What the whole instance reports about its workers' partitions (for
+/// `/readyz` and the gauges): shared by every worker.
+#[derive(Debug, Default)]
+pub struct IngestStatus {
+    paused_workers: AtomicUsize,
+    restoring: AtomicUsize,
+    owned: AtomicUsize,
+}
+
+impl IngestStatus {
+    /// Whether some worker has paused its partitions (the outbox is full).
+    pub fn paused(&self) -> bool {
+        self.paused_workers.load(Ordering::SeqCst) > 0
+    }
+
+    /// Partitions being restored from the changelog right now.
+    pub fn restoring(&self) -> usize {
+        self.restoring.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_paused(&self, paused: bool) {
+        if paused {
+            self.paused_workers.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.paused_workers.fetch_sub(1, Ordering::SeqCst);
+        }
+        gauge!(telemetry::INGEST_PAUSED).set(f64::from(u8::from(self.paused())));
+    }
+
+    fn owned_delta(&self, gained: usize, lost: usize) {
+        let update = |owned: usize| Some((owned + gained).saturating_sub(lost));
+        let before = self.owned.fetch_update(Ordering::SeqCst, Ordering::SeqCst, update).unwrap_or_default();
+        gauge!(telemetry::PARTITIONS_OWNED).set(((before + gained).saturating_sub(lost)) as f64);
+    }
+}
+
+/// A worker's ingest consumer (the worker's number names its static member).
+pub(crate) fn consumer(
+    config: &KafkaConfig,
+    ownership: Ownership,
+    worker: usize,
+) -> Result<BaseConsumer<Ownership>, ClientError> {
     let mut cc = client_config(config, &std::collections::BTreeMap::new());
     cc.set("group.id", &config.group_id)
         .set("enable.auto.offset.store", "false")
@@ -21,54 +101,125 @@ pub(crate) fn consumer(config: &KafkaConfig, store: &Store) -> Result<BaseConsum
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536")
-        .set("partition.assignment.strategy", "range,roundrobin");
+        .set("partition.assignment.strategy", "range");
+    if let Some(id) = &config.instance_id {
+        cc.set("group.instance.id", format!("{id}-{worker}"));
+    }
     for (k, v) in &config.consumer {
         cc.set(k, v);
     }
-    let ctx = SeekToStoredOffsets { store: store.clone(), start_from: config.start_from };
-    cc.create_with_context(ctx).map_err(|source| ClientError::Create { role: "consumer", source })
+    cc.create_with_context(ownership).map_err(|source| ClientError::Create { role: "consumer", source })
 }
 
-/// Seeks every assigned partition to the offset stored with its state.
-pub(crate) struct SeekToStoredOffsets {
-    pub(crate) store: Store,
-    pub(crate) start_from: StartFrom,
+/// A worker's side of the rebalance protocol; see the module docs.
+pub(crate) struct Ownership {
+    store: Store,
+    config: KafkaConfig,
+    status: Arc<IngestStatus>,
+    stop: Arc<AtomicBool>,
+    /// Bumped on every assignment or revocation: a worker that sees it
+    /// change while filling a batch drops what it polled before (those
+    /// partitions were revoked, or re-assigned at their stored offsets).
+    pub(crate) rebalances: AtomicU64,
+    /// Partitions assigned since the worker last looked: it forgets what
+    /// it knew of their clocks.
+    pub(crate) gained: Mutex<BTreeSet<u32>>,
 }
 
-impl ClientContext for SeekToStoredOffsets {}
+impl Ownership {
+    pub(crate) fn new(store: Store, config: KafkaConfig, status: Arc<IngestStatus>, stop: Arc<AtomicBool>) -> Self {
+        Self { store, config, status, stop, rebalances: AtomicU64::new(0), gained: Mutex::default() }
+    }
 
-impl ConsumerContext for SeekToStoredOffsets {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
-                for (topic, partition) in &parts {
-                    let offset = match self.store.next_offset(topic, *partition) {
-                        Ok(Some(o)) => Offset::Offset(o),
-                        Ok(None) if self.start_from == StartFrom::Earliest => Offset::Beginning,
-                        Ok(None) => Offset::End,
-                        Err(e) => {
-                            error!(topic, partition, error = %e, "Cannot read stored offset; starting from the beginning.");
-                            Offset::Beginning
-                        }
-                    };
-                    if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
-                        error!(topic, partition, error = %e, "Cannot set start offset.");
-                    }
-                    info!(topic, partition, ?offset, "Partition assigned.");
+    /// Restores `partition` until it works (or the instance stops):
+    /// processing it without its state would contact customers whose caps
+    /// were spent elsewhere. The instance is not ready meanwhile.
+    fn restore(&self, partition: i32) -> Option<Restored> {
+        self.status.restoring.fetch_add(1, Ordering::SeqCst);
+        gauge!(telemetry::RESTORING_PARTITIONS).increment(1.0);
+        let mut outcome = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            match restore_partition(&self.config, &self.store, partition, RESTORE_TIMEOUT) {
+                Ok(r) => {
+                    outcome = Some(r);
+                    break;
                 }
-                if let Err(e) = consumer.assign(tpl) {
-                    error!(error = %e, "Assign failed.");
+                Err(e) => {
+                    counter!(telemetry::RESTORE_FAILURES).increment(1);
+                    error!(partition, error = %e, "Cannot restore the partition's state; retrying.");
+                    std::thread::sleep(Duration::from_secs(2));
                 }
             }
+        }
+        self.status.restoring.fetch_sub(1, Ordering::SeqCst);
+        gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);
+        outcome
+    }
+
+    /// Waits until the publisher has delivered every entry committed so far.
+    fn drain_outbox(&self) {
+        let target = self.store.outbox_next_seq();
+        let deadline = Instant::now() + REVOKE_DRAIN;
+        while !self.store.outbox_delivered_up_to(target) {
+            if Instant::now() >= deadline {
+                warn!(pending = self.store.outbox_pending(),
+                    "Outbox not drained before releasing partitions; the next owner may decide their last events again (same ids).");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        let numbers: BTreeSet<i32> = parts.iter().map(|(_, p)| *p).collect();
+        for &partition in &numbers {
+            let Some(outcome) = self.restore(partition) else { return };
+            counter!(telemetry::PARTITIONS_ASSIGNED, "restore" => outcome.label()).increment(1);
+            info!(partition, restore = outcome.label(), "Partition gained.");
+        }
+        for (topic, partition) in &parts {
+            let offset = match self.store.next_offset(topic, *partition) {
+                Ok(Some(o)) => Offset::Offset(o),
+                Ok(None) if self.config.start_from == StartFrom::Earliest => Offset::Beginning,
+                Ok(None) => Offset::End,
+                Err(e) => {
+                    error!(topic, partition, error = %e, "Cannot read stored offset; starting from the beginning.");
+                    Offset::Beginning
+                }
+            };
+            if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+                error!(topic, partition, error = %e, "Cannot set start offset.");
+            }
+            info!(topic, partition, ?offset, "Partition assigned.");
+        }
+        if let Err(e) = consumer.assign(tpl) {
+            error!(error = %e, "Assign failed.");
+        }
+        self.gained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(numbers.iter().map(|p| *p as u32));
+        self.status.owned_delta(numbers.len(), 0);
+    }
+}
+
+impl ClientContext for Ownership {}
+
+impl ConsumerContext for Ownership {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
+        counter!(telemetry::REBALANCES).increment(1);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                info!(partitions = tpl.count(), "Partitions revoked.");
+                let numbers: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                info!(partitions = ?numbers, "Partitions revoked; draining the outbox before releasing them.");
+                self.drain_outbox();
                 if let Err(e) = consumer.unassign() {
                     error!(error = %e, "Unassign failed.");
                 }
+                self.status.owned_delta(0, numbers.len());
             }
             other => error!(error = ?other, "Rebalance error."),
         }
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -26,12 +26,14 @@ mod ingest;
 mod meters;
 mod offers_topic;
 mod publisher;
+mod restore;
 
 pub use admin::{check_co_partitioned, ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};
 pub use config::{KafkaConfig, StartFrom, TopicSpec, Topics};
+pub use consumer::IngestStatus;
 pub use cvm_engine::driver::Clock;
-pub use ingest::{CommittedStats, Ingest, IngestError};
+pub use ingest::{CommittedStats, Ingest, IngestError, Shared};
 pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, LatestValues, OffersReader};
 pub use publisher::Publisher;
 

@@ -115,6 +115,12 @@ impl Store {
         self.outbox_head.store(seq, Ordering::SeqCst);
     }
 
+    /// Whether every entry before sequence `seq` was delivered (or parked),
+    /// as the publisher last noted.
+    pub fn outbox_delivered_up_to(&self, seq: u64) -> bool {
+        self.outbox_head.load(Ordering::SeqCst) >= seq
+    }
+
     /// Entries committed but not yet delivered (from the publisher's last note).
     pub fn outbox_pending(&self) -> u64 {
         self.outbox_next_seq().saturating_sub(self.outbox_head.load(Ordering::SeqCst))

@@ -8,15 +8,23 @@
 //! the same code `offers simulate`, `train` and the benchmarks replay
 //! through.
 //!
-//! It runs on its own thread with a synchronous `BaseConsumer`: the decision
-//! core is synchronous and CPU-bound, so an async runtime would only add
-//! hand-offs. Rebalances are handled inside `poll`, between batches, so a
-//! partition is never revoked while its events are half applied. Between
+//! Each worker runs one on its own thread with a synchronous `BaseConsumer`
+//! (a member of the ingest group owning some partitions, see the
+//! `consumer` module): the decision core is synchronous and CPU-bound, so
+//! an async runtime would only add hand-offs, and workers share nothing but
+//! the store (whose commits are atomic) and the catalog. Rebalances are
+//! handled inside `poll`, between batches, so a partition is never revoked
+//! while its events are half applied; what was polled for the batch being
+//! filled when a rebalance happens is dropped and read again by whoever
+//! owns its partition. The offsets of every input partition are checked
+//! for gaps (inputs are not compacted: a gap is records the broker did not
+//! deliver), which are counted and logged. Between
 //! batches a maintenance pass lets the driver fire due timers and advance
 //! sweeps; it commits the same way, so a crash never fires a timer twice or
 //! loses a sweep's place.
 
 use std::{
+    collections::HashMap,
     sync::atomic::{AtomicBool, Ordering},
     sync::Arc,
     time::{Duration, Instant},
@@ -28,14 +36,15 @@ use cvm_engine::{
     attribution::{Stats, StatsKey},
     catalog::LiveCatalog,
     driver::{ScanPacing, TIMERS_PER_BATCH},
-    Driver, DriverConfig, Engine,
+    telemetry, Driver, DriverConfig, Engine,
 };
 use cvm_store::Store;
+use metrics::counter;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tracing::{info, warn};
 
 use crate::{
-    consumer::{consumer, SeekToStoredOffsets},
+    consumer::{consumer, IngestStatus, Ownership},
     meters::Meters,
     ClientError, KafkaConfig,
 };
@@ -69,12 +78,16 @@ pub type CommittedStats = Box<dyn FnMut(&[(u32, StatsKey, Stats)]) + Send>;
 /// RocksDB iterator per owned partition) stay off the hot path.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(200);
 
-/// The ingest loop; see the module docs.
+/// One worker's ingest loop; see the module docs.
 pub struct Ingest {
-    consumer: BaseConsumer<SeekToStoredOffsets>,
+    consumer: BaseConsumer<Ownership>,
     applier: Applier,
-    /// Set while ingest is paused because the outbox is full.
-    paused: Arc<AtomicBool>,
+    /// Whether this worker has paused its partitions (the outbox is full).
+    paused: bool,
+    status: Arc<IngestStatus>,
+    stop: Arc<AtomicBool>,
+    /// Per input partition, the offset the next message should have.
+    expected: HashMap<(String, i32), i64>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -83,20 +96,34 @@ impl std::fmt::Debug for Ingest {
     }
 }
 
+/// What every worker of an instance shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The state store.
+    pub store: Store,
+    /// The live offer catalog.
+    pub catalog: LiveCatalog,
+    /// Notified after every commit that added outbox entries.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Paused and restoring partitions, for `/readyz`.
+    pub status: Arc<IngestStatus>,
+    /// Set to stop (the batch in progress is committed first).
+    pub stop: Arc<AtomicBool>,
+}
+
 impl Ingest {
-    /// Creates the consumer. `wake` is notified after every commit that
-    /// added outbox entries; `on_commit` sees every commit's stats totals;
-    /// `paused` is set while the outbox is over its bound (for `/readyz`).
+    /// Creates worker number `worker`'s consumer; `on_commit` sees every
+    /// commit's stats totals.
     pub fn new(
         config: &KafkaConfig,
-        store: Store,
+        shared: Shared,
         engine: Engine,
-        catalog: LiveCatalog,
-        wake: Arc<tokio::sync::Notify>,
         on_commit: CommittedStats,
-        paused: Arc<AtomicBool>,
+        worker: usize,
     ) -> Result<Self, IngestError> {
-        let consumer = consumer(config, &store)?;
+        let Shared { store, catalog, wake, status, stop } = shared;
+        let ownership = Ownership::new(store.clone(), config.clone(), status.clone(), stop.clone());
+        let consumer = consumer(config, ownership, worker)?;
         let mut driver = Driver::new(
             engine,
             DriverConfig {
@@ -123,11 +150,11 @@ impl Ingest {
             #[cfg(test)]
             fault: None,
         };
-        Ok(Self { consumer, applier, paused })
+        Ok(Self { consumer, applier, paused: false, status, stop, expected: HashMap::new() })
     }
 
     /// Runs until `stop` is set; the batch in progress is committed first.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<(), IngestError> {
+    pub fn run(mut self) -> Result<(), IngestError> {
         let t = &self.applier.config.topics;
         let topics = [t.purchases.name.as_str(), t.app.name.as_str(), t.erasure.name.as_str()];
         self.consumer.subscribe(&topics).map_err(|source| IngestError::Subscribe {
@@ -136,9 +163,10 @@ impl Ingest {
         })?;
         info!(group = %self.applier.config.group_id, ?topics, "Ingest started.");
         let mut last_maintenance = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        while !self.stop.load(Ordering::Relaxed) {
             let paused = self.backpressure();
             self.run_batch()?;
+            self.forget_gained();
             // Timers and sweeps add to the outbox too: they wait while it is full.
             if !paused && last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                 self.applier.maintain(&self.owned_partitions())?;
@@ -155,7 +183,7 @@ impl Ingest {
     fn backpressure(&mut self) -> bool {
         let pending = self.applier.store.outbox_pending();
         let bound = self.applier.config.outbox_max_entries;
-        let was_paused = self.paused.load(Ordering::Relaxed);
+        let was_paused = self.paused;
         let paused = if was_paused { pending > bound / 2 } else { pending > bound };
         if paused != was_paused {
             if paused {
@@ -163,8 +191,8 @@ impl Ingest {
             } else {
                 info!(pending, "Outbox drained; ingest resumed.");
             }
-            self.paused.store(paused, Ordering::Relaxed);
-            metrics::gauge!(cvm_engine::telemetry::INGEST_PAUSED).set(f64::from(u8::from(paused)));
+            self.paused = paused;
+            self.status.set_paused(paused);
         }
         // The assignment is read only while paused or resuming: this runs
         // before every batch.
@@ -194,14 +222,38 @@ impl Ingest {
         parts
     }
 
+    /// After a rebalance: the driver forgets the clocks of the partitions
+    /// gained (their state may come from another owner), and offsets are
+    /// expected afresh.
+    fn forget_gained(&mut self) {
+        let gained = std::mem::take(
+            &mut *self.consumer.context().gained.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if gained.is_empty() {
+            return;
+        }
+        for partition in gained {
+            self.applier.driver.forget_partition(partition);
+        }
+        self.expected.clear();
+    }
+
     /// Polls up to a batch of messages, applies them and commits.
     fn run_batch(&mut self) -> Result<(), IngestError> {
         let Self { consumer, applier, .. } = self;
         let mut messages: Vec<InputMessage> = Vec::new();
         let mut deadline = None::<Instant>;
+        let mut generation = consumer.context().rebalances.load(Ordering::SeqCst);
         while deadline.is_none_or(|d| Instant::now() < d) && messages.len() < applier.config.batch_max_events {
             let timeout = deadline.map_or(Duration::from_millis(100), |d| d.saturating_duration_since(Instant::now()));
-            match consumer.poll(timeout) {
+            let polled = consumer.poll(timeout);
+            let now = consumer.context().rebalances.load(Ordering::SeqCst);
+            if now != generation {
+                // Polled before a rebalance: revoked, or re-assigned at the stored offsets.
+                messages.clear();
+                generation = now;
+            }
+            match polled {
                 None => break,
                 Some(Err(e)) => {
                     warn!(error = %e, "Consumer error; retrying.");
@@ -214,6 +266,8 @@ impl Ingest {
         if messages.is_empty() {
             return Ok(());
         }
+        self.check_gaps(&messages)?;
+        let Self { consumer, applier, .. } = self;
         applier.apply_batch(&messages)?;
         let mut last_offsets: Vec<(&str, i32, i64)> = Vec::new();
         for m in &messages {
@@ -223,9 +277,31 @@ impl Ingest {
             }
         }
         for (topic, partition, offset) in last_offsets {
-            // For lag monitoring only (the stored state is the truth);
-            // librdkafka stores the offset after the one given.
+            // For lag monitoring only (the stored state is the truth).
+            // `rd_kafka_offset_store` stores the offset after the one given,
+            // so the group's committed offset is the next to read.
             let _ = consumer.store_offset(topic, partition, offset);
+        }
+        Ok(())
+    }
+
+    /// Counts and logs messages whose offset is past the one expected (the
+    /// stored next offset, then the one after the last message).
+    fn check_gaps(&mut self, messages: &[InputMessage]) -> Result<(), IngestError> {
+        for m in messages {
+            let key = (m.topic.clone(), m.partition);
+            let expected = match self.expected.get(&key) {
+                Some(e) => Some(*e),
+                None => self.applier.store.next_offset(&m.topic, m.partition)?,
+            };
+            if let Some(expected) = expected.filter(|e| m.offset > *e) {
+                let skipped = m.offset - expected;
+                counter!(telemetry::INPUT_OFFSET_GAPS, "topic" => m.topic.clone()).increment(1);
+                counter!(telemetry::INPUT_OFFSETS_SKIPPED, "topic" => m.topic.clone()).increment(skipped as u64);
+                warn!(topic = %m.topic, partition = m.partition, expected, got = m.offset, skipped,
+                    "Input offsets skipped: the broker did not deliver these records (or they are a transactional producer's markers).");
+            }
+            self.expected.insert(key, m.offset + 1);
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Operations: logging, the Prometheus recorder, health, and the HTTP
 //! endpoint serving `/metrics`, `/healthz` and `/readyz`.
 
+use cvm_kafka::IngestStatus;
 use std::{
     net::SocketAddr,
     sync::{
@@ -51,8 +52,8 @@ pub fn metrics_handle() -> PrometheusHandle {
 pub struct Health {
     live: Arc<AtomicBool>,
     ready: Arc<AtomicBool>,
-    /// Set by the ingest loop while the outbox is over its bound.
-    ingest_paused: Arc<AtomicBool>,
+    /// The ingest workers' partitions: paused by backpressure, restoring.
+    ingest: Arc<IngestStatus>,
 }
 
 impl Health {
@@ -64,19 +65,21 @@ impl Health {
     pub fn set_ready(&self, v: bool) {
         self.ready.store(v, Ordering::SeqCst);
     }
-    /// Whether ready: started, and ingest not paused.
+    /// Whether ready: started, no partition restoring, and ingest not paused.
     pub fn is_ready(&self) -> bool {
         self.not_ready_reason().is_none()
     }
-    /// The flag the ingest loop sets while paused by backpressure.
-    pub fn ingest_paused_flag(&self) -> Arc<AtomicBool> {
-        self.ingest_paused.clone()
+    /// What the ingest workers report (paused, restoring).
+    pub fn ingest_status(&self) -> Arc<IngestStatus> {
+        self.ingest.clone()
     }
     /// Why not ready, if not.
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if !self.ready.load(Ordering::SeqCst) {
             Some("starting: the config topic is not read to its end yet, or stopping\n")
-        } else if self.ingest_paused.load(Ordering::SeqCst) {
+        } else if self.ingest.restoring() > 0 {
+            Some("restoring: a gained partition's state is being read from the changelog\n")
+        } else if self.ingest.paused() {
             Some("ingest paused: the outbox is over kafka.outbox_max_entries; the broker is not taking offers\n")
         } else {
             None

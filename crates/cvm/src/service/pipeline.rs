@@ -1,19 +1,22 @@
 //! Wires the components into a running engine and stops it cleanly.
 //!
 //! Start: topics (if `kafka.create_topics`) → state store → offer catalog
-//! read to the end of the config topic → publisher → ingest loop → ready.
-//! Stop: the ingest loop commits its batch and exits → the publisher drains
-//! the outbox and flushes → the store is flushed. Nothing in flight is lost.
+//! read to the end of the config topic → publisher → one ingest loop per
+//! worker (each restores the partitions it gains before applying their
+//! events) → ready.
+//! Stop: the ingest loops commit their batches and exit → the publisher
+//! drains the outbox and flushes → the store is flushed. Nothing in flight
+//! is lost.
 
 use std::{
-    sync::{atomic::AtomicBool, Arc},
+    sync::{atomic::AtomicBool, Arc, Mutex},
     thread::JoinHandle,
     time::Duration,
 };
 
 use cvm_engine::catalog::LiveCatalog;
 use cvm_engine::Engine;
-use cvm_kafka::{check_co_partitioned, ensure_topics, Ingest, OffersReader, Publisher};
+use cvm_kafka::{check_co_partitioned, ensure_topics, Ingest, OffersReader, Publisher, Shared};
 use cvm_store::Store;
 use tokio::sync::{watch, Notify};
 use tracing::{error, info};
@@ -47,7 +50,8 @@ pub enum PipelineError {
 #[derive(Debug)]
 pub struct Pipeline {
     stop: Arc<AtomicBool>,
-    ingest: Option<JoinHandle<Result<(), cvm_kafka::IngestError>>>,
+    /// One ingest loop per worker; emptied by shutdown.
+    ingest: Vec<JoinHandle<Result<(), cvm_kafka::IngestError>>>,
     offers: Option<JoinHandle<()>>,
     models: Option<JoinHandle<()>>,
     publisher: tokio::task::JoinHandle<()>,
@@ -67,7 +71,7 @@ impl Pipeline {
         }
         let checked = k.clone();
         tokio::task::spawn_blocking(move || check_co_partitioned(&checked)).await.expect("check does not panic")?;
-        let store = Store::open(&config.store)?;
+        let store = Store::open(&config.store)?.with_changelog(&k.topics.changelog);
         let catalog = LiveCatalog::default();
         let stop = Arc::new(AtomicBool::new(false));
 
@@ -111,28 +115,42 @@ impl Pipeline {
         let (drain, drain_rx) = watch::channel(false);
         let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone())?.run(drain_rx));
 
-        let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default());
-        let gauges = crate::service::gauges::campaign_gauges(store.clone());
-        let ingest = Ingest::new(k, store.clone(), engine, catalog.clone(), wake, gauges, health.ingest_paused_flag())?;
-        let ingest = {
-            let stop = stop.clone();
+        // Workers share the store, the catalog and the campaign gauges (the
+        // gauges sum every owned partition, whichever worker commits it).
+        let gauges = Arc::new(Mutex::new(crate::service::gauges::campaign_gauges(store.clone())));
+        let shared = Shared {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            wake,
+            status: health.ingest_status(),
+            stop: stop.clone(),
+        };
+        let workers = k.worker_count();
+        let mut ingest = Vec::with_capacity(workers);
+        for worker in 0..workers {
+            let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default());
+            let gauges = gauges.clone();
+            let on_commit: cvm_kafka::CommittedStats =
+                Box::new(move |totals| (gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner))(totals));
+            let loop_ = Ingest::new(k, shared.clone(), engine, on_commit, worker)?;
             let health = health.clone();
-            std::thread::Builder::new()
-                .name("cvm-ingest".into())
+            let handle = std::thread::Builder::new()
+                .name(format!("cvm-ingest-{worker}"))
                 .spawn(move || {
-                    let r = ingest.run(&stop);
+                    let r = loop_.run();
                     if let Err(e) = &r {
-                        error!(error = %e, "Ingest loop failed.");
+                        error!(worker, error = %e, "Ingest loop failed.");
                         health.set_live(false);
                     }
                     r
                 })
-                .expect("spawn ingest thread")
-        };
+                .expect("spawn ingest thread");
+            ingest.push(handle);
+        }
         health.set_live(true);
         health.set_ready(true);
-        info!(brokers = %k.brokers, store = %store.path().display(), "cvm running.");
-        Ok(Self { stop, ingest: Some(ingest), offers: Some(offers), models, publisher, drain, store, catalog, health })
+        info!(brokers = %k.brokers, store = %store.path().display(), workers, "cvm running.");
+        Ok(Self { stop, ingest, offers: Some(offers), models, publisher, drain, store, catalog, health })
     }
 
     /// The state store (for inspection by tools and tests).
@@ -145,20 +163,21 @@ impl Pipeline {
         &self.catalog
     }
 
-    /// Whether the ingest loop has stopped on its own (an error).
+    /// Whether an ingest loop has stopped on its own (an error).
     pub fn ingest_failed(&self) -> bool {
-        self.ingest.as_ref().is_some_and(JoinHandle::is_finished)
+        self.ingest.iter().any(JoinHandle::is_finished)
     }
 
     /// Stops cleanly: commit, drain the outbox, flush. See the module docs.
     pub async fn shutdown(mut self, timeout: Duration) -> Result<(), PipelineError> {
         self.health.set_ready(false);
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let ingest = self.ingest.take().expect("shutdown runs once");
+        let ingest = std::mem::take(&mut self.ingest);
         let offers = self.offers.take().expect("shutdown runs once");
         let models = self.models.take();
         let joined = tokio::task::spawn_blocking(move || {
-            let joined = (ingest.join(), offers.join());
+            let results: Vec<_> = ingest.into_iter().map(JoinHandle::join).collect();
+            let joined = (results, offers.join());
             if let Some(m) = models {
                 let _ = m.join();
             }
@@ -174,7 +193,9 @@ impl Pipeline {
             error!(error = %e, "Store flush at shutdown failed; the WAL still holds every commit.");
         }
         info!("cvm stopped.");
-        ingest_result.expect("ingest thread does not panic")?;
+        for result in ingest_result {
+            result.expect("ingest thread does not panic")?;
+        }
         Ok(())
     }
 }
