@@ -8,7 +8,7 @@ use std::{
 
 use cvm_engine::{
     attribution::{Stats, StatsKey},
-    driver::{ProfileScan, SweepProgress, TimerQueue},
+    driver::{ClockState, ProfileScan, SweepProgress, TimerQueue},
     models::{ArmCounts, ArmKey},
     Profile, StoreError, Timer,
 };
@@ -31,6 +31,7 @@ impl Store {
             erased: HashSet::new(),
             devices: HashMap::new(),
             offsets: HashMap::new(),
+            clocks: HashMap::new(),
             outbox: Vec::new(),
             outbox_dropped: Vec::new(),
             timers: HashMap::new(),
@@ -55,6 +56,8 @@ pub struct Batch<'s> {
     /// Device links written (`None`: removed).
     pub(crate) devices: HashMap<(u32, String), Option<String>>,
     pub(crate) offsets: HashMap<(String, i32), i64>,
+    /// Event-time clocks of partitions, committed with their state.
+    pub(crate) clocks: HashMap<u32, ClockState>,
     pub(crate) outbox: Vec<OutboxEntry>,
     /// Committed outbox entries to delete unpublished (see [`Batch::drop_outbox`]).
     pub(crate) outbox_dropped: Vec<u64>,
@@ -102,6 +105,11 @@ impl Batch<'_> {
     /// Records that everything before `next_offset` of `topic`/`partition` is consumed.
     pub fn set_next_offset(&mut self, topic: &str, partition: i32, next_offset: i64) {
         self.offsets.insert((topic.to_owned(), partition), next_offset);
+    }
+
+    /// Records `partition`'s event-time clock as of this batch.
+    pub fn set_clock(&mut self, partition: u32, clock: ClockState) {
+        self.clocks.insert(partition, clock);
     }
 
     /// Queues a message for the publisher.
@@ -223,6 +231,9 @@ impl Batch<'_> {
         }
         for ((t, p), o) in &self.offsets {
             w.put(*p as u32, CF_OFFSETS, &offset_key(t, *p), &o.to_be_bytes());
+        }
+        for (p, clock) in &self.clocks {
+            w.put(*p, CF_OFFSETS, &clock_key(*p), &postcard::to_stdvec(clock).expect("clocks serialize"));
         }
         for ((p, key), change) in &self.timers {
             if let Some(due) = change.committed_due {

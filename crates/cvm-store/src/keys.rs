@@ -121,6 +121,15 @@ pub(crate) fn decode_progress(b: &[u8]) -> SweepProgress {
     }
 }
 
+/// The offsets-family key of a partition's event-time clock: `0xFD ‖
+/// partition` (`0xFD` never starts a topic name; the partition is last,
+/// like the offsets', so it is changelogged and wiped with them).
+pub(crate) fn clock_key(partition: u32) -> Vec<u8> {
+    let mut k = vec![0xfd];
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
+}
+
 pub(crate) fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.len() + 5);
     k.extend_from_slice(topic.as_bytes());

@@ -2,7 +2,7 @@
 
 use cvm_engine::{
     attribution::{Stats, StatsKey},
-    driver::SweepProgress,
+    driver::{ClockState, SweepProgress},
     Profile, StoreError, Timer,
 };
 use rocksdb::IteratorMode;
@@ -66,6 +66,13 @@ impl Store {
     pub fn next_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
         let v = self.db.get_cf(self.cf(CF_OFFSETS), offset_key(topic, partition)).map_err(backend)?;
         Ok(v.and_then(|b| b.as_slice().try_into().ok()).map(i64::from_be_bytes))
+    }
+
+    /// The event-time clock committed with `partition`'s state, if any (an
+    /// unreadable one reads as none: the clock then starts afresh).
+    pub fn clock(&self, partition: u32) -> Result<Option<ClockState>, StoreError> {
+        let v = self.db.get_pinned_cf(self.cf(CF_OFFSETS), clock_key(partition)).map_err(backend)?;
+        Ok(v.and_then(|b| postcard::from_bytes(&b).ok()))
     }
 
     /// The committed profile of a customer.

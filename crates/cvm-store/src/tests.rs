@@ -305,6 +305,8 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     b.set_timer(2, timer("c1", 500)).unwrap();
     b.set_next_offset("in", 2, 7);
     b.set_sweep_progress("sweep", 1, 2, SweepProgress::After("c1".into()));
+    let clock = cvm_engine::driver::ClockState { inputs: vec![Some(40), None], emitted: Some(40) };
+    b.set_clock(2, clock.clone());
     b.commit().unwrap();
     let mut b = writer.begin();
     b.delete_profile(2, "c2").unwrap();
@@ -338,6 +340,7 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     assert_eq!(reader.next_offset("in", 9).unwrap(), Some(4));
     assert_eq!(reader.due_timers(2, 1_000, 10).unwrap().len(), 1);
     assert_eq!(reader.sweep_progress("sweep", 1, 2).unwrap(), Some(SweepProgress::After("c1".into())));
+    assert_eq!(reader.clock(2).unwrap(), Some(clock), "the event-time clock follows the partition");
     assert_eq!(reader.profile(5, "other").unwrap(), None, "only partition 2 was restored");
     assert_ne!(reader.writer_id(), writer.writer_id());
 }

@@ -46,7 +46,7 @@ use crate::{
 };
 
 pub use scan::{ProfileScan, ScanKind, ScanPacing, ScanReport, SweepProgress};
-pub use watermark::Watermarks;
+pub use watermark::{ClockState, Watermarks};
 
 /// The time decisions are made at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -197,12 +197,20 @@ impl Driver {
         self.firing.take()
     }
 
-    /// Forgets what the driver knows of `partition` (its event-time clock):
-    /// call when the partition is assigned, since its state may have been
-    /// restored from another owner's history.
-    pub fn forget_partition(&mut self, partition: u32) {
-        self.watermarks.forget(partition);
+    /// Call when `partition` is gained (its state may come from another
+    /// owner's history): its event-time clock resumes from `clock`, the
+    /// state committed with it ([`Driver::clock_state`]), or starts afresh.
+    pub fn gain_partition(&mut self, partition: u32, clock: Option<&ClockState>, wall_ms: i64) {
         self.next_due.remove(&partition);
+        match clock {
+            Some(state) => self.watermarks.resume(partition, state, wall_ms),
+            None => self.watermarks.forget(partition),
+        }
+    }
+
+    /// The state of `partition`'s event-time clock, to commit with its state.
+    pub fn clock_state(&self, partition: u32) -> Option<ClockState> {
+        self.watermarks.state(partition)
     }
 
     /// Call when a new transaction starts: what the driver learned of the

@@ -9,8 +9,26 @@
 //! wall time) no longer holds it back — a quiet topic must not stop time —
 //! and when every input is idle the watermark is the latest time seen. It
 //! never goes backwards.
+//!
+//! A partition's clock is committed with its state ([`ClockState`]) and
+//! resumed when the partition is gained again — after a restart or on
+//! another instance — so that time does not start over: otherwise an input
+//! not read since would hold timers back while the other input's later
+//! events are applied, and the order of events and timers would change.
 
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a partition's clock needs to resume: the latest event time read
+/// from each input, and the highest watermark handed out.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClockState {
+    /// Per input, the latest event time read (if any).
+    pub inputs: Vec<Option<i64>>,
+    /// The highest watermark handed out.
+    pub emitted: Option<i64>,
+}
 
 /// Watermarks of every partition seen; see the module docs.
 #[derive(Debug, Clone)]
@@ -49,6 +67,20 @@ impl Watermarks {
         if let Some(slot) = clock.inputs.get_mut(input.min(n - 1)) {
             *slot = Some(slot.map_or((at_ms, wall_ms), |(latest, _)| (latest.max(at_ms), wall_ms)));
         }
+    }
+
+    /// The state of `partition`'s clock, to commit with its state.
+    pub fn state(&self, partition: u32) -> Option<ClockState> {
+        let clock = self.partitions.get(&partition)?;
+        Some(ClockState { inputs: clock.inputs.iter().map(|i| i.map(|(at, _)| at)).collect(), emitted: clock.emitted })
+    }
+
+    /// Resumes `partition`'s clock from a committed state at wall time
+    /// `wall_ms`: every input it had read counts as heard from now.
+    pub fn resume(&mut self, partition: u32, state: &ClockState, wall_ms: i64) {
+        let n = self.inputs;
+        let inputs = (0..n).map(|i| state.inputs.get(i).copied().flatten().map(|at| (at, wall_ms))).collect();
+        self.partitions.insert(partition, PartitionClock { first_seen_wall: wall_ms, inputs, emitted: state.emitted });
     }
 
     /// Forgets `partition`'s clock: it moved to another owner and back, and
@@ -122,6 +154,21 @@ mod tests {
         w.observe(0, 0, 300, 2 * IDLE);
         assert_eq!(w.get(0, 2 * IDLE), Some(100), "input 1 is active and at 50");
         assert_eq!(w.get(0, 2 * IDLE + 1), Some(300), "input 1 went idle");
+    }
+
+    #[test]
+    fn a_resumed_clock_continues_where_it_stopped() {
+        let mut w = Watermarks::new(2, IDLE);
+        w.observe(0, 0, 100, 0);
+        w.observe(0, 1, 70, 0);
+        assert_eq!(w.get(0, 0), Some(70));
+        let state = w.state(0).unwrap();
+        let mut resumed = Watermarks::new(2, IDLE);
+        resumed.resume(0, &state, 5_000);
+        assert_eq!(resumed.get(0, 5_000), Some(70), "both inputs count as heard from: no wait, no jump");
+        resumed.observe(0, 1, 90, 5_001);
+        assert_eq!(resumed.get(0, 5_001), Some(90), "input 0 still holds at 100");
+        assert_eq!(resumed.state(0).unwrap().inputs, vec![Some(100), Some(90)]);
     }
 
     #[test]

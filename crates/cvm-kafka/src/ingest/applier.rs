@@ -183,6 +183,13 @@ impl Applier {
                     }
                 }
             }
+            // The clocks of the partitions read, committed with their state.
+            let partitions: std::collections::BTreeSet<u32> = messages.iter().map(|m| m.partition as u32).collect();
+            for partition in partitions {
+                if let Some(clock) = self.driver.clock_state(partition) {
+                    batch.set_clock(partition, clock);
+                }
+            }
             return self.commit(batch, &counts);
         }
     }

@@ -166,7 +166,6 @@ impl Ingest {
         while !self.stop.load(Ordering::Relaxed) {
             let paused = self.backpressure();
             self.run_batch()?;
-            self.forget_gained();
             // Timers and sweeps add to the outbox too: they wait while it is full.
             if !paused && last_maintenance.elapsed() >= MAINTENANCE_INTERVAL {
                 self.applier.maintain(&self.owned_partitions())?;
@@ -222,20 +221,22 @@ impl Ingest {
         parts
     }
 
-    /// After a rebalance: the driver forgets the clocks of the partitions
-    /// gained (their state may come from another owner), and offsets are
-    /// expected afresh.
-    fn forget_gained(&mut self) {
+    /// After a rebalance, before any event of a gained partition: its
+    /// event-time clock resumes from the one committed with its state
+    /// (restored, perhaps, from another owner), and offsets are expected afresh.
+    fn take_gained(&mut self) -> Result<(), IngestError> {
         let gained = std::mem::take(
             &mut *self.consumer.context().gained.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         if gained.is_empty() {
-            return;
+            return Ok(());
         }
         for partition in gained {
-            self.applier.driver.forget_partition(partition);
+            let clock = self.applier.store.clock(partition)?;
+            self.applier.driver.gain_partition(partition, clock.as_ref(), crate::wall_ms());
         }
         self.expected.clear();
+        Ok(())
     }
 
     /// Polls up to a batch of messages, applies them and commits.
@@ -263,6 +264,7 @@ impl Ingest {
             }
             deadline.get_or_insert_with(|| Instant::now() + applier.config.batch_max_wait);
         }
+        self.take_gained()?;
         if messages.is_empty() {
             return Ok(());
         }
