@@ -294,11 +294,12 @@ pub fn schema(kind: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // First, so that a SIGTERM while starting (restoring partitions) stops cleanly too.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let health = ops::Health::default();
     let addr = ops::serve(config.http.listen, health.clone()).await.context("cannot bind the operations endpoint")?;
     tracing::info!(%addr, "Operations endpoint up.");
     let pipeline = Pipeline::start(&config, health).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
