@@ -379,6 +379,7 @@ async fn an_instance_killed_under_load_hands_its_partitions_with_their_state_to_
             assert_eq!(before, None, "b did not own a's partition before the kill");
             let killed_at = Instant::now();
             a.kill();
+            eprintln!("killed a at {:?}", std::time::SystemTime::now());
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut restored = None;
             loop {
@@ -404,6 +405,10 @@ async fn an_instance_killed_under_load_hands_its_partitions_with_their_state_to_
     }
     wait_idle(&h, &[&a, &b], &b).await;
     b.stop();
+    let log = std::fs::read_to_string(b.config_path.with_extension("log")).unwrap_or_default();
+    for line in log.lines().filter(|l| ["revoked", "gained", "restored from"].iter().any(|w| l.contains(w))) {
+        eprintln!("b: {line}");
+    }
     let (restored_after, first_progress_after) = failover.expect("the kill happened");
     eprintln!("failover: partition restored on the survivor {restored_after:?} after the kill, first event applied after {first_progress_after:?} (session timeout 6 s, no standby)");
     let outcome = Outcome::of(&h, &b.store().unwrap());

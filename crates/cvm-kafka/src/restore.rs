@@ -100,7 +100,10 @@ pub(crate) fn restore_partition(
     let mut cc = client_config(config, &config.consumer);
     cc.set("group.id", format!("{}-restore", config.group_id))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // The partition is read once, as fast as the broker sends it: do
+        // not let a fetch wait for more data to arrive.
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer = cc.create().map_err(kafka)?;
     let deadline = Instant::now() + timeout;
 
