@@ -99,8 +99,9 @@ impl Harness {
         ] {
             spec.name = format!("{prefix}.{}", spec.name);
         }
-        t.offers_config = format!("{prefix}.{}", t.offers_config);
-        t.dlq = format!("{prefix}.{}", t.dlq);
+        for name in [&mut t.offers_config, &mut t.dlq, &mut t.changelog] {
+            *name = format!("{prefix}.{name}");
+        }
         config.http.listen = "127.0.0.1:0".parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
         config.store.path = dir.path().join("state");

@@ -5,11 +5,13 @@
 //! decides:
 //! - no marker: nothing complete was ever published; the local state (if
 //!   any) is all there is;
-//! - this store's own marker: the latest published history is this
+//! - this store's own marker, of a commit it still has (its commit number
+//!   is at most the local one): the latest published history is this
 //!   instance's, and its local state holds that and possibly more (commits
 //!   still in its outbox) — nothing to do;
-//! - another writer's marker: someone else owned the partition since. The
-//!   local copy (if any) is stale: it is wiped, with this instance's
+//! - another writer's marker, or one of this store's commits that it lost
+//!   (a power loss took the unsynced end of its write-ahead log after the
+//!   commit was published): the local copy (if any) is stale. It is wiped, with this instance's
 //!   unpublished changelog records for it (publishing them would interleave
 //!   two histories), and the records before the last marker are applied.
 //!   Records after it are a commit that was never completed — its writer
@@ -108,14 +110,14 @@ pub(crate) fn restore_partition(
     let deadline = Instant::now() + timeout;
 
     // Pass 1: where is the last complete commit, and whose is it?
-    let mut last_marker: Option<(i64, u64)> = None;
+    let mut last_marker = None;
     let end = read_partition(&consumer, topic, partition, deadline, timeout, |msg| {
-        if let Some(writer) = commit_marker(msg.key().unwrap_or_default(), msg.payload()) {
-            last_marker = Some((msg.offset(), writer));
+        if let Some(marker) = commit_marker(msg.key().unwrap_or_default(), msg.payload()) {
+            last_marker = Some((msg.offset(), marker));
         }
     })?;
-    let Some((marker_offset, writer)) = last_marker else { return Ok(Restored::Empty) };
-    if writer == store.writer_id() {
+    let Some((marker_offset, marker)) = last_marker else { return Ok(Restored::Empty) };
+    if marker.writer == store.writer_id() && marker.commit <= store.commit_number(partition as u32)? {
         return Ok(Restored::Current);
     }
 

@@ -2,7 +2,7 @@
 //! stats, consumed offsets and the outbox in one RocksDB `WriteBatch`.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::atomic::Ordering,
 };
 
@@ -16,7 +16,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use crate::{
     backend,
-    changelog::{trailing_partition, Changes},
+    changelog::{commit_number_key, trailing_partition, Changes},
     keys::*,
     now_ms, OutboxEntry, Store,
 };
@@ -256,8 +256,17 @@ impl Batch<'_> {
             wb.delete_cf(s.cf(CF_OUTBOX), seq.to_be_bytes());
         }
         let own = self.outbox.len();
-        if let (Some(changes), Some(topic)) = (changes, s.changelog.as_deref()) {
-            self.outbox.extend(changes.into_entries(topic, s.writer));
+        if let (Some(mut changes), Some(topic)) = (changes, s.changelog.as_deref()) {
+            // Each changed partition's commit number goes up by one, with its state.
+            let mut commits = BTreeMap::new();
+            for p in changes.partitions().collect::<Vec<_>>() {
+                let number = s.commit_number(p)? + 1;
+                let key = commit_number_key(p);
+                wb.put_cf(s.cf(CF_OFFSETS), &key, number.to_be_bytes());
+                changes.put(p, CF_OFFSETS, &key, &number.to_be_bytes());
+                commits.insert(p, number);
+            }
+            self.outbox.extend(changes.into_entries(topic, s.writer, &commits));
         }
         let _in_sequence = s.commit_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);

@@ -8,7 +8,8 @@
 //! record per key it wrote in each partition it touched — key
 //! `family code ‖ RocksDB key`, value the RocksDB value, a tombstone for a
 //! delete — and then that partition's **commit marker** (key `0xFF`, value
-//! the writer's id). Records of one commit are contiguous in their
+//! the writer's id and the partition's commit number, which the store
+//! keeps with the partition's state). Records of one commit are contiguous in their
 //! partition, so a reader applies what precedes the last marker and
 //! ignores a tail after it: the half-published commit of an instance that
 //! died, whose input the next owner reads again.
@@ -55,9 +56,23 @@ fn family_of(code: u8) -> Option<&'static str> {
 /// A changelog record as read back: key and value (`None`: a tombstone).
 pub type ChangelogRecord = (Vec<u8>, Option<Vec<u8>>);
 
-/// The writer named by `record`, if it is a commit marker.
-pub fn commit_marker(key: &[u8], value: Option<&[u8]>) -> Option<u64> {
-    (key == MARKER).then(|| value.and_then(|v| v.try_into().ok()).map_or(0, u64::from_be_bytes))
+/// Who wrote a commit of a partition, and its number in the partition's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitMarker {
+    /// The writing store's id ([`Store::writer_id`]).
+    pub writer: u64,
+    /// The partition's commit number: one more than the commit before.
+    pub commit: u64,
+}
+
+/// The commit marker `key`/`value` is, if it is one.
+pub fn commit_marker(key: &[u8], value: Option<&[u8]>) -> Option<CommitMarker> {
+    if key != MARKER {
+        return None;
+    }
+    let v = value.unwrap_or_default();
+    let word = |i: usize| v.get(i..i + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+    Some(CommitMarker { writer: word(0), commit: word(8) })
 }
 
 /// The writes of one commit, by partition, in the order they are published.
@@ -82,11 +97,17 @@ impl Changes {
         self.by_partition.entry(partition).or_default().push((k, value));
     }
 
-    /// The outbox entries for `topic`: each partition's records, then its marker.
-    pub(crate) fn into_entries(self, topic: &str, writer: u64) -> Vec<OutboxEntry> {
+    /// The partitions this commit changes.
+    pub(crate) fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.by_partition.keys().copied()
+    }
+
+    /// The outbox entries for `topic`: each partition's records, then its
+    /// marker with the partition's commit number from `commits`.
+    pub(crate) fn into_entries(self, topic: &str, writer: u64, commits: &BTreeMap<u32, u64>) -> Vec<OutboxEntry> {
         let mut out = Vec::new();
-        for (partition, records) in self.by_partition {
-            let partition = Some(partition as i32);
+        for (p, records) in self.by_partition {
+            let partition = Some(p as i32);
             for (key, value) in records {
                 let tombstone = value.is_none();
                 let payload = value.unwrap_or_default();
@@ -102,7 +123,7 @@ impl Changes {
             out.push(OutboxEntry {
                 topic: topic.to_owned(),
                 key: MARKER.to_vec(),
-                payload: writer.to_be_bytes().to_vec(),
+                payload: [writer.to_be_bytes(), commits.get(&p).copied().unwrap_or_default().to_be_bytes()].concat(),
                 partition,
                 ..Default::default()
             });
@@ -190,11 +211,25 @@ impl Store {
         self.changelog.as_deref()
     }
 
+    /// The number of `partition`'s last commit in this store (0: none).
+    pub fn commit_number(&self, partition: u32) -> Result<u64, StoreError> {
+        let v = self.db.get_pinned_cf(self.cf(CF_OFFSETS), commit_number_key(partition)).map_err(backend)?;
+        Ok(v.and_then(|b| b.as_ref().try_into().ok()).map_or(0, u64::from_be_bytes))
+    }
+
     /// This store's writer id, in the commit markers it queues: random,
     /// made when the store was created, kept with it.
     pub fn writer_id(&self) -> u64 {
         self.writer
     }
+}
+
+/// The offsets-family key of a partition's commit number: `0xFC ‖
+/// partition` (changelogged and wiped with the partition, like its offsets).
+pub(crate) fn commit_number_key(partition: u32) -> Vec<u8> {
+    let mut k = vec![0xfc];
+    k.extend_from_slice(&partition.to_be_bytes());
+    k
 }
 
 /// The offsets-family key of the writer id (`0xFE` never starts a topic name).

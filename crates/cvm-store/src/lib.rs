@@ -19,7 +19,9 @@
 //!   older than `dedup_retention` are dropped by a compaction filter
 //! - `devices`: `partition ‖ device_id` → customer_id
 //! - `offsets`: `topic ‖ 0 ‖ partition` → next offset to consume (`i64` BE);
-//!   also `0xFE ‖ "writer"` → this store's id in the changelog
+//!   also `0xFE ‖ "writer"` → this store's id in the changelog, and per
+//!   partition `0xFD ‖ partition` → its event-time clock and `0xFC ‖
+//!   partition` → its commit number
 //! - `outbox`: sequence (`u64` BE) → [`OutboxEntry`]
 //! - `timers`: `partition ‖ due_ms (u64 BE) ‖ timer key` → [`Timer`], so the
 //!   due timers of a partition are a prefix scan in time order
@@ -62,7 +64,7 @@ use rocksdb::{
 use serde::{Deserialize, Serialize};
 
 pub use batch::{Batch, Committed};
-pub use changelog::{commit_marker, ChangelogRecord};
+pub use changelog::{commit_marker, ChangelogRecord, CommitMarker};
 pub use cvm_engine::driver::SweepProgress;
 pub use outbox::OutboxEntry;
 

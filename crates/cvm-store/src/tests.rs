@@ -264,8 +264,8 @@ fn a_commit_queues_each_partitions_changes_after_its_own_messages_then_a_marker(
     let committed = b.commit().unwrap();
     assert_eq!(
         (committed.outbox, committed.changelog),
-        (1, 2 + 1 + 3),
-        "p3: profile, offset, marker; p4: profile, device, marker"
+        (1, 4 + 4),
+        "p3: profile, offset, commit number, marker; p4: profile, device, commit number, marker"
     );
 
     let all = store.outbox_peek(0, usize::MAX).unwrap();
@@ -274,11 +274,9 @@ fn a_commit_queues_each_partitions_changes_after_its_own_messages_then_a_marker(
     for partition in [3, 4] {
         let mine: Vec<_> = log.iter().filter(|(_, e)| e.partition == Some(partition)).collect();
         let (_, last) = mine.last().unwrap();
-        assert_eq!(
-            commit_marker(&last.key, Some(&last.payload)),
-            Some(store.writer_id()),
-            "the marker closes partition {partition}"
-        );
+        let marker = commit_marker(&last.key, Some(&last.payload)).expect("the marker closes the partition's records");
+        assert_eq!((marker.writer, marker.commit), (store.writer_id(), 1), "partition {partition}");
+        assert_eq!(store.commit_number(partition as u32).unwrap(), 1);
         assert!(mine[..mine.len() - 1].iter().all(|(_, e)| commit_marker(&e.key, Some(&e.payload)).is_none()));
     }
 
@@ -312,6 +310,7 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     b.delete_profile(2, "c2").unwrap();
     b.set_next_offset("in", 2, 8);
     b.commit().unwrap();
+    assert_eq!(writer.commit_number(2).unwrap(), 2);
 
     // The reader has stale state of its own in partition 2, and other partitions.
     let reader = open(&dir.path().join("b")).with_changelog("log");
@@ -341,6 +340,7 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     assert_eq!(reader.due_timers(2, 1_000, 10).unwrap().len(), 1);
     assert_eq!(reader.sweep_progress("sweep", 1, 2).unwrap(), Some(SweepProgress::After("c1".into())));
     assert_eq!(reader.clock(2).unwrap(), Some(clock), "the event-time clock follows the partition");
+    assert_eq!(reader.commit_number(2).unwrap(), 2, "and its commit number");
     assert_eq!(reader.profile(5, "other").unwrap(), None, "only partition 2 was restored");
     assert_ne!(reader.writer_id(), writer.writer_id());
 }
