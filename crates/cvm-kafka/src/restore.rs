@@ -207,3 +207,118 @@ fn read_partition(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cvm_engine::{Profile, StateTxn};
+    use cvm_store::{OutboxEntry, StoreConfig};
+    use rdkafka::{
+        mocking::MockCluster,
+        producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer},
+    };
+
+    use super::*;
+
+    const TOPIC: &str = "changelog";
+
+    fn open(path: &std::path::Path) -> Store {
+        let config = StoreConfig {
+            path: path.to_owned(),
+            block_cache_mb: 8,
+            memtable_budget_mb: 4,
+            write_buffer_mb: 4,
+            ..Default::default()
+        };
+        Store::open(&config).unwrap().with_changelog(TOPIC)
+    }
+
+    /// Commits a profile for `customer` in partition 0 (with its lifetime orders as `orders`).
+    fn commit(store: &Store, customer: &str, orders: u64) {
+        let mut b = store.begin();
+        b.put_profile(0, customer, Profile { lifetime_orders: orders, ..Default::default() }).unwrap();
+        b.set_next_offset("in", 0, orders as i64);
+        b.commit().unwrap();
+    }
+
+    /// Produces `store`'s unpublished changelog entries (the publisher's job), `keep` of them.
+    fn publish(mock: &MockCluster<'_, DefaultProducerContext>, store: &Store, keep: usize) {
+        let producer: BaseProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        let entries: Vec<(u64, OutboxEntry)> =
+            store.outbox_peek(0, usize::MAX).unwrap().into_iter().filter(|(_, e)| e.topic == TOPIC).collect();
+        for (_, e) in entries.iter().take(keep) {
+            let mut record = BaseRecord::<[u8], [u8]>::to(TOPIC).key(&e.key[..]).partition(e.partition.unwrap());
+            if !e.tombstone {
+                record = record.payload(&e.payload[..]);
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        store.outbox_remove(entries.iter().take(keep).map(|(seq, _)| *seq)).unwrap();
+    }
+
+    fn restore(mock: &MockCluster<'_, DefaultProducerContext>, store: &Store) -> Restored {
+        let config = KafkaConfig {
+            brokers: mock.bootstrap_servers(),
+            topics: crate::Topics { changelog: TOPIC.into(), ..Default::default() },
+            ..Default::default()
+        };
+        restore_partition(&config, store, 0, Duration::from_secs(30)).unwrap()
+    }
+
+    fn orders(store: &Store, customer: &str) -> Option<u64> {
+        store.profile(0, customer).unwrap().map(|p| p.lifetime_orders)
+    }
+
+    #[test]
+    fn a_partition_is_rebuilt_from_another_writer_up_to_its_last_complete_commit() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let writer = open(&dir.path().join("writer"));
+        commit(&writer, "a", 1);
+        commit(&writer, "b", 2);
+        publish(&mock, &writer, usize::MAX);
+        // A third commit whose writer died while publishing it: records, no marker.
+        commit(&writer, "c", 3);
+        publish(&mock, &writer, 1);
+
+        let reader = open(&dir.path().join("reader"));
+        commit(&reader, "stale", 9);
+        assert!(matches!(restore(&mock, &reader), Restored::Rebuilt { .. }));
+        assert_eq!((orders(&reader, "a"), orders(&reader, "b")), (Some(1), Some(2)));
+        assert_eq!(orders(&reader, "c"), None, "the half-published commit is not applied");
+        assert_eq!(orders(&reader, "stale"), None, "the reader's own history of the partition is replaced");
+        assert_eq!(reader.next_offset("in", 0).unwrap(), Some(2), "input resumes after the last complete commit");
+        assert_eq!(reader.commit_number(0).unwrap(), 2);
+
+        assert_eq!(restore(&mock, &writer), Restored::Current, "the last marker is the writer's own");
+    }
+
+    #[test]
+    fn a_store_that_lost_published_commits_restores_them() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(TOPIC, 1, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (live, lost) = (dir.path().join("live"), dir.path().join("lost"));
+        {
+            let store = open(&live);
+            commit(&store, "a", 1);
+        }
+        // The state as a power loss would leave it: the same store, one commit behind.
+        std::fs::create_dir(&lost).unwrap();
+        for f in std::fs::read_dir(&live).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), lost.join(f.file_name())).unwrap();
+        }
+        let store = open(&live);
+        commit(&store, "b", 2);
+        publish(&mock, &store, usize::MAX);
+
+        let behind = open(&lost);
+        assert_eq!(behind.writer_id(), store.writer_id());
+        assert_eq!(orders(&behind, "b"), None);
+        assert!(matches!(restore(&mock, &behind), Restored::Rebuilt { .. }), "its own marker, of a commit it lacks");
+        assert_eq!(orders(&behind, "b"), Some(2));
+    }
+}
