@@ -47,6 +47,9 @@ enum Command {
         /// Also write the incrementality report as a self-contained HTML page.
         #[arg(long)]
         report_html: Option<PathBuf>,
+        /// Ingest worker threads, each owning some partitions (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
     /// Incrementality per campaign: from the stats topic (every instance's
     /// partitions) or from one engine's state directory.
@@ -238,8 +241,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run { config } => commands::run_engine(config.as_deref())?,
-        Command::Demo { customers, days, seed, http, linger, data_dir, report_html } => {
-            commands::demo(DemoOptions { customers, days, seed, http, linger, data_dir, report_html })?
+        Command::Demo { customers, days, seed, http, linger, data_dir, report_html, workers } => {
+            commands::demo(DemoOptions { customers, days, seed, http, linger, data_dir, report_html, workers })?
         }
         Command::Offers { command } => return offers(command),
         Command::Report { brokers, topic, data_dir, format, out } => {

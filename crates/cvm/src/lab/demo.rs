@@ -50,6 +50,8 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     /// Write the HTML incrementality report here.
     pub report_html: Option<PathBuf>,
+    /// Ingest worker threads (0: one per core).
+    pub workers: usize,
 }
 
 /// The synthetic customers' hidden response to each campaign: what the
@@ -113,6 +115,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.kafka.brokers.clone_from(&brokers);
     config.kafka.create_topics = false;
+    config.kafka.workers = opts.workers;
     config.kafka.clock = cvm_kafka::Clock::EventTime;
     // One producer writes both topics in time order and the in-process broker
     // has no lag: a purchases topic quiet for a second has ended, and the
