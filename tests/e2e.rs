@@ -589,3 +589,55 @@ async fn kafka_pipeline_and_driver_decide_identically() {
     assert_eq!(sent_ids, want_ids, "offers differ");
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }
+
+/// The offsets the engine commits to the group (for lag monitoring; its
+/// own are in the store) are the next offsets to read, not one past them:
+/// lag is zero once everything is consumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_groups_committed_offsets_are_the_next_offsets_to_read() {
+    use rdkafka::{
+        consumer::{BaseConsumer, Consumer},
+        ClientConfig, Offset, TopicPartitionList,
+    };
+    let h = Harness::new().await;
+    let t = h.topics().clone();
+    let pipeline = h.start().await;
+    for i in 0..40 {
+        let c = format!("c{i}");
+        h.send(&c, &consent(&c));
+    }
+    h.flush();
+    h.wait_idle(&pipeline).await;
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", h.broker.bootstrap())
+        .set("group.id", &h.config.kafka.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..cvm_e2e::PARTITIONS {
+        tpl.add_partition(&t.app.name, p);
+    }
+    let stored: Vec<i64> =
+        (0..cvm_e2e::PARTITIONS).map(|p| pipeline.store().next_offset(&t.app.name, p).unwrap().unwrap_or(0)).collect();
+    assert_eq!(stored.iter().sum::<i64>(), 40);
+    // Auto-commit runs every 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let committed = group.committed_offsets(tpl.clone(), Duration::from_secs(5)).unwrap();
+        let got: Vec<i64> = (0..cvm_e2e::PARTITIONS)
+            .map(|p| match committed.find_partition(&t.app.name, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            })
+            .collect();
+        for (g, s) in got.iter().zip(&stored) {
+            assert!(g <= s, "committed {got:?} past the stored next offsets {stored:?}");
+        }
+        if got == stored {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "committed {got:?}, stored next offsets {stored:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}

@@ -144,6 +144,17 @@ pub enum OpenError {
         /// RocksDB's error.
         source: rocksdb::Error,
     },
+    /// A store opened read-only lacks column families this version reads.
+    #[error(
+        "the state store at {path} lacks column families {missing:?}: it is being created, or was written by an \
+         older cvm; open it once with `cvm run` (which adds them) or wait for the engine to start"
+    )]
+    Incomplete {
+        /// The directory.
+        path: PathBuf,
+        /// The missing column families.
+        missing: Vec<String>,
+    },
 }
 
 /// The state store. Cheap to clone; clones share the database.
@@ -287,9 +298,14 @@ impl Store {
     /// `cvm report`: it sees what was committed when it was opened.
     pub fn open_read_only(path: &Path) -> Result<Self, OpenError> {
         let open_error = |source| OpenError::Open { path: path.to_owned(), source };
-        // The column families the store has: one written by an older
-        // version may lack newer ones, which then read as empty.
+        // Every family this version reads must be there: one written by an
+        // older version (or still being created) may lack newer ones.
         let cfs = DB::list_cf(&Options::default(), path).map_err(open_error)?;
+        let missing: Vec<String> =
+            ALL_CFS.iter().filter(|name| !cfs.iter().any(|c| c == *name)).map(|n| (*n).to_owned()).collect();
+        if !missing.is_empty() {
+            return Err(OpenError::Incomplete { path: path.to_owned(), missing });
+        }
         let db = DB::open_cf_for_read_only(&Options::default(), path, cfs, false).map_err(open_error)?;
         Ok(Self {
             db: Arc::new(db),

@@ -359,3 +359,20 @@ fn an_outbox_written_before_changelog_records_is_still_read() {
     let e = OutboxEntry::decode(&bytes).unwrap();
     assert_eq!((e.topic.as_str(), e.key, e.payload, e.partition, e.tombstone), ("t", vec![1], vec![2], None, false));
 }
+
+#[test]
+fn a_store_lacking_column_families_is_refused_read_only_not_a_panic_later() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        rocksdb::DB::open_cf(&opts, dir.path(), ["profiles"]).unwrap();
+    }
+    match Store::open_read_only(dir.path()) {
+        Err(OpenError::Incomplete { missing, .. }) => assert!(missing.contains(&"offsets".to_owned()), "{missing:?}"),
+        other => panic!("expected Incomplete, got {other:?}"),
+    }
+    drop(open(dir.path()));
+    assert!(Store::open_read_only(dir.path()).is_ok(), "opened read-write once, it has them all");
+}
