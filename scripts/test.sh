@@ -47,3 +47,4 @@ echo "==> benchmarks (figures only; targets are checked by reading them)"
 "$CARGO_TARGET_DIR/debug/cvm" bench-eligibility --iterations 500000
 "$CARGO_TARGET_DIR/debug/cvm" bench-scoring
 "$CARGO_TARGET_DIR/debug/cvm" bench-uplift
+"$CARGO_TARGET_DIR/debug/cvm" bench-restore --profiles 60000

@@ -36,6 +36,7 @@ pub use cvm_engine::driver::Clock;
 pub use ingest::{CommittedStats, Ingest, IngestError, Shared};
 pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, LatestValues, OffersReader};
 pub use publisher::Publisher;
+pub use restore::{restore_partition, RestoreError, Restored};
 
 use rdkafka::ClientConfig;
 

@@ -43,7 +43,7 @@ const END_SETTLE: Duration = Duration::from_millis(300);
 
 /// Why a restore failed; the caller retries.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RestoreError {
+pub enum RestoreError {
     /// Reading the changelog failed.
     #[error("cannot read changelog {topic} partition {partition}: {source}; is the broker reachable?")]
     Kafka {
@@ -71,17 +71,23 @@ pub(crate) enum RestoreError {
 
 /// What gaining a partition took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Restored {
+pub enum Restored {
     /// The local state was the latest.
     Current,
     /// The changelog holds no complete commit.
     Empty,
-    /// Rebuilt from another writer's changelog: records applied, time taken.
-    Rebuilt { records: u64, took: Duration },
+    /// Rebuilt from another writer's changelog.
+    Rebuilt {
+        /// Changelog records applied.
+        records: u64,
+        /// Time taken.
+        took: Duration,
+    },
 }
 
 impl Restored {
-    pub(crate) fn label(self) -> &'static str {
+    /// The `restore` label of `cvm_partitions_assigned_total`.
+    pub fn label(self) -> &'static str {
         match self {
             Self::Current => "current",
             Self::Empty => "empty",
@@ -91,27 +97,18 @@ impl Restored {
 }
 
 /// Brings `partition`'s local state up to its changelog; see the module docs.
-pub(crate) fn restore_partition(
+pub fn restore_partition(
     config: &KafkaConfig,
     store: &Store,
     partition: i32,
     timeout: Duration,
 ) -> Result<Restored, RestoreError> {
     let topic = config.topics.changelog.as_str();
-    let kafka = |source| RestoreError::Kafka { topic: topic.to_owned(), partition, source };
-    let mut cc = client_config(config, &config.consumer);
-    cc.set("group.id", format!("{}-restore", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        // The partition is read once, as fast as the broker sends it: do
-        // not let a fetch wait for more data to arrive.
-        .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer = cc.create().map_err(kafka)?;
     let deadline = Instant::now() + timeout;
 
     // Pass 1: where is the last complete commit, and whose is it?
     let mut last_marker = None;
-    let end = read_partition(&consumer, topic, partition, deadline, timeout, |msg| {
+    let end = read_partition(config, topic, partition, deadline, timeout, |msg| {
         if let Some(marker) = commit_marker(msg.key().unwrap_or_default(), msg.payload()) {
             last_marker = Some((msg.offset(), marker));
         }
@@ -127,7 +124,7 @@ pub(crate) fn restore_partition(
     store.wipe_partition(partition as u32)?;
     let mut pending: Vec<ChangelogRecord> = Vec::new();
     let (mut applied, mut unknown, mut failed) = (0u64, 0usize, None);
-    read_partition(&consumer, topic, partition, deadline, timeout, |msg| {
+    read_partition(config, topic, partition, deadline, timeout, |msg| {
         if failed.is_some() || msg.offset() > marker_offset {
             return;
         }
@@ -161,9 +158,11 @@ pub(crate) fn restore_partition(
 }
 
 /// Reads `topic`/`partition` from its beginning to its end (an end that
-/// held for [`END_SETTLE`]); returns the end offset.
+/// held for [`END_SETTLE`]) with a consumer of its own (one re-assigned to
+/// the beginning may still hand out what it fetched before); returns the
+/// end offset.
 fn read_partition(
-    consumer: &BaseConsumer,
+    config: &KafkaConfig,
     topic: &str,
     partition: i32,
     deadline: Instant,
@@ -171,6 +170,14 @@ fn read_partition(
     mut on_message: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<i64, RestoreError> {
     let kafka = |source| RestoreError::Kafka { topic: topic.to_owned(), partition, source };
+    let mut cc = client_config(config, &config.consumer);
+    cc.set("group.id", format!("{}-restore", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // The partition is read once, as fast as the broker sends it: do
+        // not let a fetch wait for more data to arrive.
+        .set("fetch.wait.max.ms", "10");
+    let consumer: BaseConsumer = cc.create().map_err(kafka)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning).map_err(kafka)?;
     consumer.assign(&tpl).map_err(kafka)?;

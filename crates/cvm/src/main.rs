@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use cvm::{
     commands::{self, ReportFormat, ReportSource, TrainArgs},
-    lab::{bench, bench_eligibility, bench_scoring, demo::DemoOptions, uplift},
+    lab::{bench, bench_eligibility, bench_restore, bench_scoring, demo::DemoOptions, uplift},
 };
 use cvm_engine::models::Scope;
 
@@ -98,6 +98,13 @@ enum Command {
         /// Evaluations measured.
         #[arg(long, default_value_t = 2_000_000)]
         iterations: u32,
+    },
+    /// How fast a partition's state is restored from the changelog
+    /// (in-process broker): profiles/s.
+    BenchRestore {
+        /// Profiles in the partition.
+        #[arg(long, default_value_t = 200_000)]
+        profiles: u32,
     },
     /// Model scoring cost: 1,000 model-scored candidates for one customer.
     BenchScoring {
@@ -255,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::BenchEligibility { iterations } => bench_eligibility::eligibility(iterations),
         Command::BenchScoring { iterations } => bench_scoring::scoring(iterations),
+        Command::BenchRestore { profiles } => bench_restore::run(profiles)?,
         Command::BenchUplift { customers, days, seed, depth_percent, out } => {
             let opts = uplift::UpliftOptions { customers, days, seed, depth_percent, out };
             print!("{}", uplift::run(&opts)?.render());

@@ -38,7 +38,8 @@ fn customer(i: u32) -> (u32, String) {
     (i % PARTITIONS, format!("c{i:08}"))
 }
 
-fn seed_profile(rng: &mut SmallRng) -> Profile {
+/// A synthetic profile: a few purchases, an app open, a push consent.
+pub(crate) fn seed_profile(rng: &mut SmallRng) -> Profile {
     let mut p = Profile::default();
     for _ in 0..rng.random_range(1..12) {
         let cat = CATEGORIES[rng.random_range(0..CATEGORIES.len())];

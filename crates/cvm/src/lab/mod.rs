@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_eligibility;
+pub mod bench_restore;
 pub mod bench_scoring;
 pub mod demo;
 pub mod recorded;
