@@ -19,7 +19,7 @@ source scripts/tansu.sh
 echo "==> end-to-end suite against tansu"
 CVM_TANSU="$TANSU" cargo test --locked -p cvm-e2e --test e2e --test hostile --no-fail-fast
 echo "==> scale-out, kill -9 and failover against tansu (dynamic membership: tansu 0.6.0 stalls static members)"
-CVM_DYNAMIC_MEMBERSHIP=1 cargo test --locked -p cvm-e2e --test scale --no-fail-fast
+CVM_TANSU="$TANSU" CVM_DYNAMIC_MEMBERSHIP=1 cargo test --locked -p cvm-e2e --test scale --no-fail-fast
 # The broker is not needed further; stopping it here also keeps it out of the benchmarks.
 kill "$TANSU_PID" 2>/dev/null || true
 wait "$TANSU_PID" 2>/dev/null || true
