@@ -139,16 +139,22 @@ impl Outcome {
     }
 }
 
+/// Sends `phases` one by one, each consumed by `pipeline` before the next;
+/// `sent` messages were sent before; returns the count after.
+async fn feed(h: &Harness, pipeline: &Pipeline, phases: &[Phase], mut sent: i64) -> i64 {
+    for phase in phases {
+        send_phase(h, phase);
+        sent += phase.len() as i64;
+        h.wait_consumed(pipeline, sent).await;
+    }
+    sent
+}
+
 /// The crash-free run: one in-process engine reads the phases.
 async fn reference_run(phases: &[Phase]) -> Outcome {
     let h = harness().await;
     let pipeline = h.start().await;
-    let mut sent = 0;
-    for phase in phases {
-        send_phase(&h, phase);
-        sent += phase.len() as i64;
-        h.wait_consumed(&pipeline, sent).await;
-    }
+    feed(&h, &pipeline, phases, 0).await;
     h.wait_idle(&pipeline).await;
     let outcome = Outcome::of(&h, pipeline.store());
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
@@ -293,12 +299,7 @@ async fn state_follows_a_partition_to_an_instance_with_an_empty_disk() {
 
     let h = harness().await;
     let a = h.start().await;
-    let mut sent = 0;
-    for phase in first {
-        send_phase(&h, phase);
-        sent += phase.len() as i64;
-        h.wait_consumed(&a, sent).await;
-    }
+    let sent = feed(&h, &a, first, 0).await;
     h.wait_idle(&a).await;
     let a_store = a.store().clone();
     a.shutdown(Duration::from_secs(30)).await.unwrap();
@@ -320,11 +321,7 @@ async fn state_follows_a_partition_to_an_instance_with_an_empty_disk() {
     assert_eq!(b.store().stats().unwrap().len(), a_store.stats().unwrap().len());
     assert_eq!(b.store().pending_timers(), a_store.pending_timers(), "pending timers moved too");
 
-    for phase in rest {
-        send_phase(&h, phase);
-        sent += phase.len() as i64;
-        h.wait_consumed(&b, sent).await;
-    }
+    feed(&h, &b, rest, sent).await;
     h.wait_idle(&b).await;
     let outcome = Outcome::of(&h, b.store());
     b.shutdown(Duration::from_secs(30)).await.unwrap();
