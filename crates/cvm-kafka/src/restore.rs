@@ -120,7 +120,7 @@ pub fn restore_partition(
 
     // Pass 2: replace the local copy by the records before the last marker.
     let started = Instant::now();
-    let dropped = store.drop_unpublished_changelog(partition as u32)?;
+    let dropped = store.drop_unpublished(partition as u32)?;
     store.wipe_partition(partition as u32)?;
     let mut pending: Vec<ChangelogRecord> = Vec::new();
     let (mut applied, mut unknown, mut failed) = (0u64, 0usize, None);

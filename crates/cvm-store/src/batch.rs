@@ -112,9 +112,10 @@ impl Batch<'_> {
         self.clocks.insert(partition, clock);
     }
 
-    /// Queues a message for the publisher.
-    pub fn publish(&mut self, entry: OutboxEntry) {
-        self.outbox.push(entry);
+    /// Queues a message for the publisher, caused by `partition`'s input
+    /// (only the partition's owner publishes it).
+    pub fn publish(&mut self, partition: u32, entry: OutboxEntry) {
+        self.outbox.push(OutboxEntry { source: Some(partition), ..entry });
     }
 
     pub(crate) fn timer_change(&mut self, partition: u32, key: Vec<u8>) -> Result<&mut TimerChange, StoreError> {
@@ -269,6 +270,9 @@ impl Batch<'_> {
             self.outbox.extend(changes.into_entries(topic, s.writer, &commits));
         }
         let _in_sequence = s.commit_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(last) = self.outbox.last_mut() {
+            last.commit_end = true;
+        }
         let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);
         for (i, entry) in self.outbox.iter().enumerate() {
             let value = postcard::to_stdvec(entry).expect("outbox entries always serialize");

@@ -117,6 +117,7 @@ impl Changes {
                     payload,
                     partition,
                     tombstone,
+                    source: Some(p),
                     ..Default::default()
                 });
             }
@@ -125,6 +126,7 @@ impl Changes {
                 key: MARKER.to_vec(),
                 payload: [writer.to_be_bytes(), commits.get(&p).copied().unwrap_or_default().to_be_bytes()].concat(),
                 partition,
+                source: Some(p),
                 ..Default::default()
             });
         }
@@ -187,17 +189,17 @@ impl Store {
         Ok(unknown)
     }
 
-    /// Removes the changelog records of `partition` still waiting in the
-    /// outbox: when another writer's history replaces this instance's,
-    /// publishing them would interleave two histories on the changelog.
-    /// Returns how many.
-    pub fn drop_unpublished_changelog(&self, partition: u32) -> Result<usize, StoreError> {
-        let Some(topic) = self.changelog.as_deref() else { return Ok(0) };
-        let head = self.outbox_head.load(std::sync::atomic::Ordering::SeqCst);
+    /// Removes every entry `partition`'s commits left in the outbox
+    /// unpublished — offers, decisions, stats, dead letters and changelog
+    /// records: another writer's history replaces this instance's, and its
+    /// new owner decided those inputs again (under the same ids). Publishing
+    /// them would send offers twice and interleave two histories on the
+    /// changelog. Returns how many.
+    pub fn drop_unpublished(&self, partition: u32) -> Result<usize, StoreError> {
         let mut wb = WriteBatch::default();
         let mut dropped = 0;
-        for (seq, entry) in self.outbox_peek(head, usize::MAX)? {
-            if entry.topic == topic && entry.partition == Some(partition as i32) {
+        for (seq, entry) in self.outbox_peek(0, usize::MAX)? {
+            if entry.source == Some(partition) {
                 wb.delete_cf(self.cf(CF_OUTBOX), seq.to_be_bytes());
                 dropped += 1;
             }

@@ -19,7 +19,8 @@
 //!   older than `dedup_retention` are dropped by a compaction filter
 //! - `devices`: `partition ‖ device_id` → customer_id
 //! - `offsets`: `topic ‖ 0 ‖ partition` → next offset to consume (`i64` BE);
-//!   also `0xFE ‖ "writer"` → this store's id in the changelog, and per
+//!   also `0xFE ‖ "writer"` → this store's id in the changelog, `0xFE ‖
+//!   "txn"` → the publisher's transaction in flight, and per
 //!   partition `0xFD ‖ partition` → its event-time clock and `0xFC ‖
 //!   partition` → its commit number
 //! - `outbox`: sequence (`u64` BE) → [`OutboxEntry`]
@@ -66,7 +67,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::{Batch, Committed};
 pub use changelog::{commit_marker, ChangelogRecord, CommitMarker};
 pub use cvm_engine::driver::SweepProgress;
-pub use outbox::OutboxEntry;
+pub use outbox::{OutboxEntry, PublisherTxn};
 
 use keys::*;
 

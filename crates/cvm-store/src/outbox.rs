@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     backend,
-    keys::{CF_OUTBOX, CF_PARKED},
+    keys::{CF_OFFSETS, CF_OUTBOX, CF_PARKED},
     Store,
 };
 
@@ -29,6 +29,25 @@ pub struct OutboxEntry {
     pub partition: Option<i32>,
     /// Send a null value (a tombstone of a compacted topic), not `payload`.
     pub tombstone: bool,
+    /// The input partition whose commit queued this entry: only the
+    /// partition's current owner may publish it (see the publisher's gate).
+    /// `None` in entries of older stores.
+    pub source: Option<u32>,
+    /// The last entry of its commit. A transaction of the exactly-once
+    /// publisher ends only here, so that a commit's messages for a
+    /// partition become visible together or not at all.
+    pub commit_end: bool,
+}
+
+/// The entry layout before source partitions (six fields).
+#[derive(Deserialize)]
+struct OutboxEntryV1 {
+    topic: String,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    partition: Option<i32>,
+    tombstone: bool,
 }
 
 /// The entry layout before changelog records (four fields), still read
@@ -42,12 +61,27 @@ struct OutboxEntryV0 {
 }
 
 impl OutboxEntry {
-    /// Decodes a stored entry, of this layout or the one before.
+    /// Decodes a stored entry, of this layout or an older one (whose
+    /// entries are taken as complete commits of no particular partition).
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
         postcard::from_bytes(bytes).or_else(|e| {
-            let old: OutboxEntryV0 = postcard::from_bytes(bytes)
-                .map_err(|_| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
-            Ok(Self { topic: old.topic, key: old.key, payload: old.payload, headers: old.headers, ..Self::default() })
+            let old = match postcard::from_bytes::<OutboxEntryV1>(bytes) {
+                Ok(v1) => Self {
+                    topic: v1.topic,
+                    key: v1.key,
+                    payload: v1.payload,
+                    headers: v1.headers,
+                    partition: v1.partition,
+                    tombstone: v1.tombstone,
+                    ..Self::default()
+                },
+                Err(_) => {
+                    let v0: OutboxEntryV0 = postcard::from_bytes(bytes)
+                        .map_err(|_| StoreError::Corrupt { what: "outbox entry", detail: e.to_string() })?;
+                    Self { topic: v0.topic, key: v0.key, payload: v0.payload, headers: v0.headers, ..Self::default() }
+                }
+            };
+            Ok(Self { commit_end: true, ..old })
         })
     }
 }
@@ -135,5 +169,54 @@ impl Store {
     pub fn outbox_depth(&self, from_seq: u64) -> Result<u64, StoreError> {
         let oldest = self.outbox_peek(from_seq, 1)?.first().map(|(s, _)| *s);
         Ok(oldest.map_or(0, |o| self.outbox_next_seq().saturating_sub(o)))
+    }
+}
+
+/// The exactly-once publisher's transaction in flight: its number and the
+/// outbox entries it carries. Written before the transaction commits and
+/// cleared (with the entries) after, so that a restart can ask the broker
+/// whether it committed — its progress record says — and remove exactly
+/// those entries, or send them again.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PublisherTxn {
+    /// The transaction's number; numbers only go up.
+    pub number: u64,
+    /// The outbox sequence numbers it carries (empty: none in flight).
+    pub seqs: Vec<u64>,
+}
+
+/// The offsets-family key of the publisher's transaction (`0xFE`: never
+/// wiped with a partition).
+const TXN_KEY: [u8; 4] = [0xfe, b't', b'x', b'n'];
+
+impl Store {
+    /// The publisher's last transaction (number 0, nothing in flight, if none).
+    pub fn publisher_txn(&self) -> Result<PublisherTxn, StoreError> {
+        match self.db.get_pinned_cf(self.cf(CF_OFFSETS), TXN_KEY).map_err(backend)? {
+            None => Ok(PublisherTxn::default()),
+            Some(v) => postcard::from_bytes(&v)
+                .map_err(|e| StoreError::Corrupt { what: "publisher transaction", detail: e.to_string() }),
+        }
+    }
+
+    /// Records that transaction `txn` is about to be sent.
+    pub fn begin_publisher_txn(&self, txn: &PublisherTxn) -> Result<(), StoreError> {
+        let value = postcard::to_stdvec(txn).expect("transactions serialize");
+        self.db.put_cf_opt(self.cf(CF_OFFSETS), TXN_KEY, value, &self.write_opts).map_err(backend)
+    }
+
+    /// Ends transaction `number`: when `committed`, its entries are removed
+    /// from the outbox in the same write; either way none is in flight.
+    pub fn end_publisher_txn(&self, number: u64, committed: bool) -> Result<(), StoreError> {
+        let txn = self.publisher_txn()?;
+        let mut wb = WriteBatch::default();
+        if committed && txn.number == number {
+            for s in &txn.seqs {
+                wb.delete_cf(self.cf(CF_OUTBOX), s.to_be_bytes());
+            }
+        }
+        let done = PublisherTxn { number: number.max(txn.number), seqs: Vec::new() };
+        wb.put_cf(self.cf(CF_OFFSETS), TXN_KEY, postcard::to_stdvec(&done).expect("transactions serialize"));
+        self.db.write_opt(wb, &self.write_opts).map_err(backend)
     }
 }

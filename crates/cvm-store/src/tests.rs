@@ -48,7 +48,7 @@ fn batch_reads_its_own_writes_and_commits_atomically() {
     assert!(b.first_sighting(3, "e1").unwrap());
     assert!(!b.first_sighting(3, "e1").unwrap(), "duplicate inside one batch");
     b.set_next_offset("cvm.events.purchases", 3, 42);
-    b.publish(OutboxEntry {
+    b.publish(0, OutboxEntry {
         topic: "t".into(),
         key: b"k".to_vec(),
         payload: b"v".to_vec(),
@@ -87,7 +87,7 @@ fn state_outbox_and_offsets_survive_reopen() {
         let mut b = store.begin();
         b.put_profile(1, "c", Profile { lifetime_orders: 7, ..Default::default() }).unwrap();
         for i in 0..3u8 {
-            b.publish(OutboxEntry {
+            b.publish(0, OutboxEntry {
                 topic: "t".into(),
                 key: vec![i],
                 payload: vec![i],
@@ -109,7 +109,7 @@ fn state_outbox_and_offsets_survive_reopen() {
     assert_eq!(store.outbox_depth(0).unwrap(), 2);
     // New entries continue the sequence after a reopen.
     let mut b = store.begin();
-    b.publish(OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![], ..Default::default() });
+    b.publish(0, OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![], ..Default::default() });
     b.commit().unwrap();
     assert_eq!(store.outbox_peek(0, 10).unwrap().last().unwrap().0, 3);
     assert_eq!(store.profiles().count(), 1);
@@ -260,7 +260,7 @@ fn a_commit_queues_each_partitions_changes_after_its_own_messages_then_a_marker(
     b.put_profile(4, "c2", p).unwrap();
     b.link_device(4, "d", "c2").unwrap();
     b.set_next_offset("in", 3, 10);
-    b.publish(OutboxEntry { topic: "offers".into(), key: b"c1".to_vec(), ..Default::default() });
+    b.publish(0, OutboxEntry { topic: "offers".into(), key: b"c1".to_vec(), ..Default::default() });
     let committed = b.commit().unwrap();
     assert_eq!(
         (committed.outbox, committed.changelog),
@@ -319,9 +319,13 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     b.put_profile(9, "kept", p.clone()).unwrap();
     b.set_next_offset("in", 2, 3);
     b.set_next_offset("in", 9, 4);
+    b.publish(2, OutboxEntry { topic: "offers".into(), key: b"stale".to_vec(), ..Default::default() });
+    b.publish(9, OutboxEntry { topic: "offers".into(), key: b"kept".to_vec(), ..Default::default() });
     b.commit().unwrap();
-    assert!(reader.drop_unpublished_changelog(2).unwrap() > 0, "its own unpublished history of 2 is dropped");
-    assert!(changelog_of(&reader, "log").iter().all(|(_, e)| e.partition != Some(2)));
+    assert!(reader.drop_unpublished(2).unwrap() > 0, "its own unpublished history of 2 is dropped");
+    let left = reader.outbox_peek(0, usize::MAX).unwrap();
+    assert!(left.iter().all(|(_, e)| e.source != Some(2)), "offers and changelog of 2 are gone");
+    assert!(left.iter().any(|(_, e)| e.key == b"kept"), "those of 9 are kept");
 
     let records: Vec<ChangelogRecord> = changelog_of(&writer, "log")
         .into_iter()
@@ -375,4 +379,57 @@ fn a_store_lacking_column_families_is_refused_read_only_not_a_panic_later() {
     }
     drop(open(dir.path()));
     assert!(Store::open_read_only(dir.path()).is_ok(), "opened read-write once, it has them all");
+}
+
+#[test]
+fn each_commit_marks_its_last_entry_and_every_entry_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).with_changelog("log");
+    for customer in ["c1", "c2"] {
+        let mut b = store.begin();
+        b.put_profile(3, customer, Profile::default()).unwrap();
+        b.publish(3, OutboxEntry { topic: "offers".into(), key: customer.into(), ..Default::default() });
+        b.commit().unwrap();
+    }
+    let all = store.outbox_peek(0, usize::MAX).unwrap();
+    let ends: Vec<bool> = all.iter().map(|(_, e)| e.commit_end).collect();
+    let half = all.len() / 2;
+    assert!(ends[half - 1] && ends[all.len() - 1], "each commit's last entry ends it: {ends:?}");
+    assert_eq!(ends.iter().filter(|e| **e).count(), 2, "and no other: {ends:?}");
+    assert!(all.iter().all(|(_, e)| e.source == Some(3)), "offers and changelog name their partition");
+}
+
+#[test]
+fn outbox_entries_of_older_stores_still_decode_as_whole_commits() {
+    #[derive(serde::Serialize)]
+    struct V1<'a>(&'a str, Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>, Option<i32>, bool);
+    let bytes = postcard::to_stdvec(&V1("log", vec![1], vec![2], vec![], Some(4), true)).unwrap();
+    let entry = OutboxEntry::decode(&bytes).unwrap();
+    assert_eq!((entry.topic.as_str(), entry.partition, entry.tombstone), ("log", Some(4), true));
+    assert_eq!((entry.source, entry.commit_end), (None, true));
+    let current = OutboxEntry { source: Some(2), commit_end: false, ..entry.clone() };
+    assert_eq!(OutboxEntry::decode(&postcard::to_stdvec(&current).unwrap()).unwrap(), current);
+}
+
+#[test]
+fn a_committed_publisher_transaction_removes_exactly_its_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut b = store.begin();
+    for key in [b"a", b"b", b"c"] {
+        b.publish(0, OutboxEntry { topic: "t".into(), key: key.to_vec(), ..Default::default() });
+    }
+    b.commit().unwrap();
+    assert_eq!(store.publisher_txn().unwrap(), PublisherTxn::default());
+
+    store.begin_publisher_txn(&PublisherTxn { number: 1, seqs: vec![0, 2] }).unwrap();
+    store.end_publisher_txn(1, false).unwrap();
+    assert_eq!(store.outbox_peek(0, 10).unwrap().len(), 3, "an aborted transaction removes nothing");
+    assert_eq!(store.publisher_txn().unwrap(), PublisherTxn { number: 1, seqs: vec![] });
+
+    store.begin_publisher_txn(&PublisherTxn { number: 2, seqs: vec![0, 2] }).unwrap();
+    store.end_publisher_txn(2, true).unwrap();
+    let left: Vec<Vec<u8>> = store.outbox_peek(0, 10).unwrap().into_iter().map(|(_, e)| e.key).collect();
+    assert_eq!(left, vec![b"b".to_vec()]);
+    assert_eq!(store.publisher_txn().unwrap(), PublisherTxn { number: 2, seqs: vec![] });
 }

@@ -133,14 +133,36 @@ pub enum Source {
 pub struct Output {
     /// What to publish: timers' decisions first, then the event's.
     pub emits: Vec<Outbound>,
+    /// The partition each of `emits` was decided for (same length): only
+    /// that partition's owner may publish it.
+    partitions: Vec<u32>,
     /// Timers fired, by [`TimerKind`] (`kind as usize`).
     pub timers_fired: [u64; TimerKind::ALL.len()],
 }
 
 impl Output {
-    fn fired(&mut self, timer: &Timer, emits: Vec<Outbound>) {
+    fn fired(&mut self, partition: u32, timer: &Timer, emits: Vec<Outbound>) {
         self.timers_fired[timer.kind as usize] += 1;
+        self.add(partition, emits);
+    }
+
+    pub(crate) fn add(&mut self, partition: u32, emits: Vec<Outbound>) {
+        self.partitions.extend(std::iter::repeat_n(partition, emits.len()));
         self.emits.extend(emits);
+    }
+
+    /// Each emit with the partition it was decided for.
+    pub fn by_partition(&self) -> impl Iterator<Item = (u32, &Outbound)> {
+        self.partitions.iter().copied().zip(&self.emits)
+    }
+
+    /// Keeps only the emits `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Outbound) -> bool) {
+        let kept: Vec<bool> = self.emits.iter().map(&mut keep).collect();
+        let mut flags = kept.iter();
+        self.emits.retain(|_| *flags.next().expect("one flag per emit"));
+        let mut flags = kept.iter();
+        self.partitions.retain(|_| *flags.next().expect("one flag per emit"));
     }
 }
 
@@ -273,7 +295,7 @@ impl Driver {
         };
         let processed = self.engine.apply_admitted(state, partition, event, now)?;
         self.learn_timers_set(state, partition);
-        out.emits.extend(processed.emits);
+        out.add(partition, processed.emits);
         Ok(processed.result)
     }
 
@@ -346,7 +368,7 @@ impl Driver {
             self.firing = Some((partition, timer.key()));
             let fired = self.engine.fire(state, partition, timer, at);
             self.firing = None;
-            out.fired(timer, fired?);
+            out.fired(partition, timer, fired?);
         }
         if !due.is_empty() {
             self.learn_timers_set(state, partition);

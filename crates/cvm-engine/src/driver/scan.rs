@@ -208,7 +208,7 @@ impl Driver {
             let customers = state.customers_after(partition, after, page)?;
             for customer in &customers {
                 match kind {
-                    ScanKind::Sweep => out.emits.extend(self.engine.sweep(state, partition, customer, def, now)?),
+                    ScanKind::Sweep => out.add(partition, self.engine.sweep(state, partition, customer, def, now)?),
                     ScanKind::InactivityBackfill => {
                         self.engine.schedule_inactivity(state, partition, customer, def)?;
                     }

@@ -259,7 +259,7 @@ impl Applier {
         let t = &self.config.topics;
         let topics = [t.push.name.as_str(), t.stories.name.as_str(), t.decisions.name.as_str()];
         let dropped = batch.drop_outbox(customer.as_bytes(), &topics)?;
-        out.emits.retain(|e| match e {
+        out.retain(|e| match e {
             Outbound::Decision(d) => d.customer_id != customer,
             Outbound::Offer(o) => o.customer_id != customer,
             Outbound::Rekeyed(_) | Outbound::Erased(_) => true,
@@ -277,7 +277,7 @@ impl Applier {
         warn!(topic = %msg.topic, partition = msg.partition, offset = msg.offset, reason = rejection.reason.code(),
             detail = %rejection.detail, "Event sent to the dead-letter topic.");
         batch.set_next_offset(&msg.topic, msg.partition, msg.offset + 1);
-        batch.publish(dead_letter(
+        batch.publish(msg.partition as u32, dead_letter(
             topics,
             &msg.topic,
             msg.partition,
@@ -293,8 +293,8 @@ impl Applier {
     /// Queues what the driver produced in the outbox.
     fn queue(&self, batch: &mut Batch<'_>, out: &Output, counts: &mut BatchCounts) {
         counts.output(out);
-        for emit in &out.emits {
-            batch.publish(outbox_entry(&self.config.topics, emit));
+        for (partition, emit) in out.by_partition() {
+            batch.publish(partition, outbox_entry(&self.config.topics, emit));
         }
     }
 
@@ -304,7 +304,7 @@ impl Applier {
         let started = Instant::now();
         let totals = batch.stats_totals()?;
         for (partition, key, total) in &totals {
-            batch.publish(stats_entry(&self.config.topics, *partition, key, total));
+            batch.publish(*partition, stats_entry(&self.config.topics, *partition, key, total));
         }
         let committed = batch.commit()?;
         self.meters.commit.record(started.elapsed().as_secs_f64());
