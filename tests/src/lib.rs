@@ -14,6 +14,7 @@ use cvm_kafka::{input_message, Clock, Topics};
 use rand::Rng;
 use rdkafka::{
     consumer::{BaseConsumer, Consumer},
+    error::KafkaError,
     message::{Headers, Message},
     mocking::MockCluster,
     producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer},
@@ -193,6 +194,8 @@ impl Harness {
             .set("bootstrap.servers", self.broker.bootstrap())
             .set("group.id", format!("{topic}-reader"))
             .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
@@ -215,9 +218,16 @@ impl Harness {
         let mut last_message = Instant::now();
         while !remaining.is_empty() || last_message.elapsed() < QUIET {
             assert!(Instant::now() < deadline, "timed out reading {topic}; still missing {remaining:?}");
-            let Some(msg) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let msg = match consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                // The end, past the transaction markers that are never handed out.
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    remaining.retain(|(q, _)| *q != p);
+                    continue;
+                }
+                Some(other) => other.unwrap(),
+            };
             last_message = Instant::now();
-            let msg = msg.unwrap();
             let headers = msg
                 .headers()
                 .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())

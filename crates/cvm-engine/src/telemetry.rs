@@ -51,6 +51,9 @@ pub const PUBLISHED: &str = "cvm_published_total";
 /// parked (`message_too_large`, `unknown_topic`, `not_authorized`,
 /// `invalid_record`).
 pub const PUBLISH_ERRORS: &str = "cvm_publish_errors_total";
+/// Counter, label `outcome` (committed, aborted, recovered_committed,
+/// recovered_aborted): the exactly-once publisher's transactions.
+pub const PUBLISH_TRANSACTIONS: &str = "cvm_publish_transactions_total";
 /// Counter: offer documents read, by `result` (accepted, rejected, deleted).
 pub const CONFIG_DOCUMENTS: &str = "cvm_config_documents_total";
 /// Gauge: active offers in the catalog.
@@ -123,6 +126,10 @@ pub fn describe() {
     describe_gauge!(OUTBOX_DEPTH, "Entries waiting in the outbox.");
     describe_counter!(PUBLISHED, "Messages acknowledged by the broker, by topic.");
     describe_counter!(PUBLISH_ERRORS, "Failed publish attempts, by kind (retried, fatal, or why an entry was parked).");
+    describe_counter!(
+        PUBLISH_TRANSACTIONS,
+        "Transactions of the exactly-once publisher, by outcome (recovered_*: found after a restart or failure)."
+    );
     describe_counter!(CONFIG_DOCUMENTS, "Offer documents read, by result.");
     describe_gauge!(OFFERS_ACTIVE, "Offers in the live catalog.");
     describe_counter!(TIMERS_FIRED, "Durable timers fired, by kind.");

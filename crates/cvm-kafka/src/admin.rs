@@ -44,17 +44,22 @@ pub enum AdminError {
 
 /// Creates every topic of `config` that does not exist, with
 /// `config.partitions` partitions and `config.replication_factor` replicas.
-/// The config, status, stats and changelog topics are compacted: each holds
-/// the latest value per key (a document, a partition's totals, a state
-/// record), which is all a reader needs, so old values must not fill the
-/// disk or expire.
+/// The config, status, stats, changelog and publisher progress topics are
+/// compacted: each holds the latest value per key (a document, a partition's
+/// totals, a state record, a transaction number), which is all a reader
+/// needs, so old values must not fill the disk or expire.
 pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), AdminError> {
     let brokers = &config.brokers;
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
     let admin: AdminClient<DefaultClientContext> = client_config(config, &config.producer).create().map_err(kafka)?;
     let t = &config.topics;
-    let compacted =
-        [t.offers_config.as_str(), t.stats.name.as_str(), t.config_status.name.as_str(), t.changelog.as_str()];
+    let compacted = [
+        t.offers_config.as_str(),
+        t.stats.name.as_str(),
+        t.config_status.name.as_str(),
+        t.changelog.as_str(),
+        t.publisher_progress.as_str(),
+    ];
     let new: Vec<NewTopic<'_>> = t
         .all()
         .into_iter()

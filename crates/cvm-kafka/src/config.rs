@@ -53,6 +53,11 @@ pub struct Topics {
     /// Every committed state change, per input partition (compacted): how
     /// a partition's state follows it to another instance.
     pub changelog: String,
+    /// The exactly-once publisher's progress (compacted): in every
+    /// transaction, the transaction's number, keyed by the store's writer
+    /// id, so that after a crash the publisher learns whether its last
+    /// transaction committed.
+    pub publisher_progress: String,
 }
 
 impl Default for Topics {
@@ -70,13 +75,14 @@ impl Default for Topics {
             erasure_confirmations: TopicSpec::new("cvm.erasure.confirmations"),
             stats: TopicSpec::new("cvm.stats"),
             changelog: "cvm.changelog.state".into(),
+            publisher_progress: "cvm.publisher.progress".into(),
         }
     }
 }
 
 impl Topics {
     /// Every topic name, inputs first.
-    pub fn all(&self) -> [&str; 12] {
+    pub fn all(&self) -> [&str; 13] {
         [
             &self.purchases.name,
             &self.app.name,
@@ -90,6 +96,7 @@ impl Topics {
             &self.erasure_confirmations.name,
             &self.stats.name,
             &self.changelog,
+            &self.publisher_progress,
         ]
     }
 }
@@ -103,6 +110,21 @@ pub enum StartFrom {
     Earliest,
     /// Only new messages.
     Latest,
+}
+
+/// How the outbox reaches Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// In Kafka transactions, each with a progress record: after any crash
+    /// a `read_committed` consumer sees every message once. Needs a broker
+    /// with transactions.
+    #[default]
+    ExactlyOnce,
+    /// With the idempotent producer only: a crash between the broker's
+    /// acknowledgement and the outbox delete sends a message again (same
+    /// bytes, same ids).
+    AtLeastOnce,
 }
 
 /// How cvm talks to Kafka.
@@ -123,6 +145,8 @@ pub struct KafkaConfig {
     pub workers: usize,
     /// Topic names and formats.
     pub topics: Topics,
+    /// `exactly_once` (Kafka transactions) or `at_least_once`.
+    pub delivery: Delivery,
     /// Create missing topics at start (with `partitions` partitions).
     pub create_topics: bool,
     /// Partitions of topics created by cvm. Input topics must be
@@ -162,6 +186,7 @@ impl Default for KafkaConfig {
             instance_id: None,
             workers: 0,
             topics: Topics::default(),
+            delivery: Delivery::ExactlyOnce,
             create_topics: true,
             partitions: 8,
             replication_factor: 1,
@@ -229,6 +254,11 @@ impl KafkaConfig {
                     "{prefix}.consumer.\"{owned}\": is managed by cvm (offsets live in the state store); delete it"
                 ));
             }
+        }
+        if self.producer.contains_key("transactional.id") {
+            errors.push(format!(
+                "{prefix}.producer.\"transactional.id\": is managed by cvm (one per state store); delete it"
+            ));
         }
         if self.producer.get("enable.idempotence").is_some_and(|v| v != "true") {
             errors.push(format!(

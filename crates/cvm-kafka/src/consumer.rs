@@ -42,12 +42,17 @@ use tracing::{error, info, warn};
 
 use crate::{
     client_config,
+    gate::PublishGate,
     restore::{restore_partition, Restored},
     ClientError, KafkaConfig, StartFrom,
 };
 
 /// Longest a revoke waits for the outbox to deliver this instance's commits.
 const REVOKE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Longest a revoke waits for a publishing round (a transaction) carrying
+/// the revoked partitions' entries to end.
+const REVOKE_ROUND: Duration = Duration::from_secs(60);
 
 /// Longest one attempt to read a changelog partition may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -117,6 +122,7 @@ pub(crate) struct Ownership {
     config: KafkaConfig,
     status: Arc<IngestStatus>,
     stop: Arc<AtomicBool>,
+    gate: Arc<PublishGate>,
     /// Bumped on every assignment or revocation: a worker that sees it
     /// change while filling a batch drops what it polled before (those
     /// partitions were revoked, or re-assigned at their stored offsets).
@@ -127,8 +133,14 @@ pub(crate) struct Ownership {
 }
 
 impl Ownership {
-    pub(crate) fn new(store: Store, config: KafkaConfig, status: Arc<IngestStatus>, stop: Arc<AtomicBool>) -> Self {
-        Self { store, config, status, stop, rebalances: AtomicU64::new(0), gained: Mutex::default() }
+    pub(crate) fn new(
+        store: Store,
+        config: KafkaConfig,
+        status: Arc<IngestStatus>,
+        stop: Arc<AtomicBool>,
+        gate: Arc<PublishGate>,
+    ) -> Self {
+        Self { store, config, status, stop, gate, rebalances: AtomicU64::new(0), gained: Mutex::default() }
     }
 
     /// Restores `partition` until it works (or the instance stops):
@@ -178,6 +190,7 @@ impl Ownership {
             counter!(telemetry::PARTITIONS_ASSIGNED, "restore" => outcome.label()).increment(1);
             info!(partition, restore = outcome.label(), "Partition gained.");
         }
+        self.gate.open(numbers.iter().map(|p| *p as u32));
         for (topic, partition) in &parts {
             let offset = match self.store.next_offset(topic, *partition) {
                 Ok(Some(o)) => Offset::Offset(o),
@@ -213,6 +226,9 @@ impl ConsumerContext for Ownership {
                 let numbers: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 info!(partitions = ?numbers, "Partitions revoked; draining the outbox before releasing them.");
                 self.drain_outbox();
+                if !self.gate.close(numbers.iter().map(|p| *p as u32), REVOKE_ROUND) {
+                    warn!("A publishing round carrying revoked partitions has not ended; releasing them anyway.");
+                }
                 if let Err(e) = consumer.unassign() {
                     error!(error = %e, "Unassign failed.");
                 }

@@ -22,6 +22,7 @@ mod admin;
 mod codec;
 mod config;
 mod consumer;
+mod gate;
 mod ingest;
 mod meters;
 mod offers_topic;
@@ -30,8 +31,9 @@ mod restore;
 
 pub use admin::{check_co_partitioned, ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};
-pub use config::{KafkaConfig, StartFrom, TopicSpec, Topics};
+pub use config::{Delivery, KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use consumer::IngestStatus;
+pub use gate::PublishGate;
 pub use cvm_engine::driver::Clock;
 pub use ingest::{CommittedStats, Ingest, IngestError, Shared};
 pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, LatestValues, OffersReader};

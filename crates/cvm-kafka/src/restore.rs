@@ -45,7 +45,7 @@ const END_SETTLE: Duration = Duration::from_millis(300);
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// Reading the changelog failed.
-    #[error("cannot read changelog {topic} partition {partition}: {source}; is the broker reachable?")]
+    #[error("cannot read {topic} partition {partition}: {source}; is the broker reachable?")]
     Kafka {
         /// The changelog topic.
         topic: String,
@@ -55,7 +55,7 @@ pub enum RestoreError {
         source: rdkafka::error::KafkaError,
     },
     /// The changelog was not read to its end in time.
-    #[error("changelog {topic} partition {partition} not read to its end within {timeout:?}")]
+    #[error("{topic} partition {partition} not read to its end within {timeout:?}")]
     Timeout {
         /// The changelog topic.
         topic: String,
@@ -108,7 +108,7 @@ pub fn restore_partition(
 
     // Pass 1: where is the last complete commit, and whose is it?
     let mut last_marker = None;
-    let end = read_partition(config, topic, partition, deadline, timeout, |msg| {
+    let end = read_partition(config, topic, partition, 0, deadline, timeout, |msg| {
         if let Some(marker) = commit_marker(msg.key().unwrap_or_default(), msg.payload()) {
             last_marker = Some((msg.offset(), marker));
         }
@@ -124,7 +124,7 @@ pub fn restore_partition(
     store.wipe_partition(partition as u32)?;
     let mut pending: Vec<ChangelogRecord> = Vec::new();
     let (mut applied, mut unknown, mut failed) = (0u64, 0usize, None);
-    read_partition(config, topic, partition, deadline, timeout, |msg| {
+    read_partition(config, topic, partition, 0, deadline, timeout, |msg| {
         if failed.is_some() || msg.offset() > marker_offset {
             return;
         }
@@ -157,14 +157,15 @@ pub fn restore_partition(
     Ok(Restored::Rebuilt { records: applied, took })
 }
 
-/// Reads `topic`/`partition` from its beginning to its end (an end that
-/// held for [`END_SETTLE`]) with a consumer of its own (one re-assigned to
-/// the beginning may still hand out what it fetched before); returns the
-/// end offset.
-fn read_partition(
+/// Reads `topic`/`partition` from offset `from` to its end (an end that
+/// held for [`END_SETTLE`]), `read_committed`, with a consumer of its own
+/// (one re-assigned to the beginning may still hand out what it fetched
+/// before); returns the end offset.
+pub(crate) fn read_partition(
     config: &KafkaConfig,
     topic: &str,
     partition: i32,
+    from: i64,
     deadline: Instant,
     timeout: Duration,
     mut on_message: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
@@ -174,14 +175,17 @@ fn read_partition(
     cc.set("group.id", format!("{}-restore", config.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
         // The partition is read once, as fast as the broker sends it: do
         // not let a fetch wait for more data to arrive.
         .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer = cc.create().map_err(kafka)?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning).map_err(kafka)?;
+    let start = if from <= 0 { Offset::Beginning } else { Offset::Offset(from) };
+    tpl.add_partition_offset(topic, partition, start).map_err(kafka)?;
     consumer.assign(&tpl).map_err(kafka)?;
-    let mut next = 0i64;
+    let mut next = from;
     let mut settled_since: Option<Instant> = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -208,8 +212,19 @@ fn read_partition(
                     on_message(&msg);
                 }
                 Some(Err(e)) => return Err(kafka(e)),
-                None if next.max(low) >= high => break,
-                None => {}
+                None => {
+                    // Past transaction markers, which are never handed out.
+                    if let Some(Offset::Offset(at)) = consumer
+                        .position()
+                        .ok()
+                        .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()))
+                    {
+                        next = next.max(at);
+                    }
+                    if next.max(low) >= high {
+                        break;
+                    }
+                }
             }
         }
     }

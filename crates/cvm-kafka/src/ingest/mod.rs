@@ -45,6 +45,7 @@ use tracing::{info, warn};
 
 use crate::{
     consumer::{consumer, IngestStatus, Ownership},
+    gate::PublishGate,
     meters::Meters,
     ClientError, KafkaConfig,
 };
@@ -109,6 +110,9 @@ pub struct Shared {
     pub status: Arc<IngestStatus>,
     /// Set to stop (the batch in progress is committed first).
     pub stop: Arc<AtomicBool>,
+    /// The partitions whose outbox entries may be published: the workers
+    /// open what they gain and close what they lose.
+    pub gate: Arc<PublishGate>,
 }
 
 impl Ingest {
@@ -121,8 +125,8 @@ impl Ingest {
         on_commit: CommittedStats,
         worker: usize,
     ) -> Result<Self, IngestError> {
-        let Shared { store, catalog, wake, status, stop } = shared;
-        let ownership = Ownership::new(store.clone(), config.clone(), status.clone(), stop.clone());
+        let Shared { store, catalog, wake, status, stop, gate } = shared;
+        let ownership = Ownership::new(store.clone(), config.clone(), status.clone(), stop.clone(), gate);
         let consumer = consumer(config, ownership, worker)?;
         let mut driver = Driver::new(
             engine,

@@ -113,7 +113,8 @@ impl Pipeline {
 
         let wake = Arc::new(Notify::new());
         let (drain, drain_rx) = watch::channel(false);
-        let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone())?.run(drain_rx));
+        let gate = Arc::new(cvm_kafka::PublishGate::default());
+        let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone(), gate.clone())?.run(drain_rx));
 
         // Workers share the store, the catalog and the campaign gauges (the
         // gauges sum every owned partition, whichever worker commits it).
@@ -124,6 +125,7 @@ impl Pipeline {
             wake,
             status: health.ingest_status(),
             stop: stop.clone(),
+            gate,
         };
         let workers = k.worker_count();
         let mut ingest = Vec::with_capacity(workers);
