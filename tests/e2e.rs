@@ -641,3 +641,18 @@ async fn the_groups_committed_offsets_are_the_next_offsets_to_read() {
     }
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_without_transactions_is_refused_at_start_with_the_fix() {
+    if !cvm_e2e::on_tansu() {
+        eprintln!("skipped: the in-process broker serves transactions; tansu 0.6.0 (CVM_TANSU) does not");
+        return;
+    }
+    let mut h = Harness::new().await;
+    h.config.kafka.delivery = cvm_kafka::Delivery::ExactlyOnce;
+    let refused = match cvm::Pipeline::start(&h.config, cvm::service::ops::Health::default()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("exactly-once delivery started on a broker that cannot commit a transaction"),
+    };
+    assert!(refused.contains("kafka.delivery = \"at_least_once\""), "the error says what to do: {refused}");
+}

@@ -72,13 +72,24 @@ pub struct Harness {
     producer: BaseProducer,
 }
 
+/// Whether the suite runs on tansu (`CVM_TANSU` names its binary).
+pub fn on_tansu() -> bool {
+    std::env::var_os("CVM_TANSU").is_some()
+}
+
 impl Harness {
     pub async fn new() -> Self {
         Self::on(Broker::start()).await
     }
 
     /// A harness on `broker`, e.g. one the test starts and stops itself.
+    /// On tansu (`CVM_TANSU` set), delivery is at least once.
+    /// `CVM_TEST_LOG` (a `tracing` filter, e.g. `cvm_kafka=info`) shows
+    /// the engine's logs.
     pub async fn on(broker: Broker) -> Self {
+        if let Ok(filter) = std::env::var("CVM_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let prefix = format!("t{:08x}", rand::rng().random::<u32>());
         let mut config = Config::default();
         config.kafka.brokers = broker.bootstrap();
@@ -100,8 +111,12 @@ impl Harness {
         ] {
             spec.name = format!("{prefix}.{}", spec.name);
         }
-        for name in [&mut t.offers_config, &mut t.dlq, &mut t.changelog] {
+        for name in [&mut t.offers_config, &mut t.dlq, &mut t.changelog, &mut t.publisher_progress] {
             *name = format!("{prefix}.{name}");
+        }
+        if on_tansu() {
+            // tansu 0.6.0 does not serve EndTxn: no transaction can commit.
+            config.kafka.delivery = cvm_kafka::Delivery::AtLeastOnce;
         }
         config.http.listen = "127.0.0.1:0".parse().unwrap();
         let dir = tempfile::tempdir().unwrap();

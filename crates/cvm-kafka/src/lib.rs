@@ -33,8 +33,8 @@ pub use admin::{check_co_partitioned, ensure_topics, AdminError};
 pub use codec::{decode_stats, input_message};
 pub use config::{Delivery, KafkaConfig, StartFrom, TopicSpec, Topics};
 pub use consumer::IngestStatus;
-pub use gate::PublishGate;
 pub use cvm_engine::driver::Clock;
+pub use gate::PublishGate;
 pub use ingest::{CommittedStats, Ingest, IngestError, Shared};
 pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, LatestValues, OffersReader};
 pub use publisher::Publisher;
@@ -58,6 +58,16 @@ pub enum ClientError {
     Request {
         /// What was attempted.
         action: &'static str,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Exactly-once delivery needs Kafka transactions, which the broker
+    /// does not offer (or not entirely).
+    #[error(
+        "the broker cannot run transactions ({source}); use a broker with transactions (Kafka ≥ 0.11, Redpanda, …) or \
+         set kafka.delivery = \"at_least_once\" (a crash may then send a message twice, with the same id)"
+    )]
+    NoTransactions {
         /// librdkafka's error.
         source: rdkafka::error::KafkaError,
     },

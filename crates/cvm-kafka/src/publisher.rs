@@ -157,21 +157,56 @@ impl Publisher {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "30000");
-        if config.delivery == Delivery::ExactlyOnce {
-            cc.set("transactional.id", transactional_id(store.writer_id())).set("transaction.timeout.ms", "60000");
-        }
         for (k, v) in &config.producer {
             cc.set(k, v);
         }
+        if config.delivery == Delivery::ExactlyOnce {
+            cc.set("transactional.id", transactional_id(store.writer_id()));
+            if !config.producer.contains_key("transaction.timeout.ms") {
+                // librdkafka wants a message's timeout within its transaction's.
+                let message: u64 = cc.get("message.timeout.ms").and_then(|v| v.parse().ok()).unwrap_or(30_000);
+                cc.set("transaction.timeout.ms", message.max(60_000).to_string());
+            }
+        }
         cc.create().map_err(|source| ClientError::Create { role: "producer", source })
+    }
+
+    /// Before the first round, for exactly-once delivery: fences earlier
+    /// producers of this store, settles the transaction the last run left,
+    /// and commits a first transaction (this store's last progress record
+    /// again), so that a broker without transactions is refused at start
+    /// rather than found out offer by offer.
+    pub async fn prepare(&mut self) -> Result<(), ClientError> {
+        if !self.exactly_once() {
+            return Ok(());
+        }
+        let request = |action| move |source| ClientError::Request { action, source };
+        self.blocking(|p| p.init_transactions(TXN_CALL_TIMEOUT)).await.map_err(request("init_transactions"))?;
+        self.recover()
+            .await
+            .map_err(|e| ClientError::Request { action: "reading the publisher progress", source: e })?;
+        self.blocking(|p| p.begin_transaction()).await.map_err(request("begin_transaction"))?;
+        let value = self.txn_number.to_be_bytes();
+        let key = self.store.writer_id().to_be_bytes();
+        let record = FutureRecord::<[u8], [u8]>::to(&self.config.topics.publisher_progress)
+            .partition(PROGRESS_PARTITION)
+            .key(&key[..])
+            .payload(&value[..]);
+        if let Err((source, _)) = self.producer.send(record, Timeout::After(TXN_CALL_TIMEOUT)).await {
+            return Err(ClientError::Request { action: "producing in a transaction", source });
+        }
+        match self.blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT)).await {
+            Ok(()) => Ok(()),
+            Err(source) if source.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature) => {
+                Err(ClientError::NoTransactions { source })
+            }
+            Err(source) => Err(ClientError::Request { action: "commit_transaction", source }),
+        }
     }
 
     /// Publishes until `drain` turns true and the outbox is empty (or the
     /// drain deadline has passed).
     pub async fn run(mut self, mut drain: watch::Receiver<bool>) {
-        if self.exactly_once() {
-            self.start_transactions(&drain).await;
-        }
         let (mut next, mut opened, mut skipped_from) = (0u64, None, None::<u64>);
         let mut drain_deadline = None::<Instant>;
         loop {
@@ -386,10 +421,8 @@ impl Publisher {
             async move { (*seq, e, fut.await) }
         });
         let (results, progress) = futures::join!(join_all(sends), progress);
-        let mut failed: Vec<(u64, &OutboxEntry, KafkaError)> = results
-            .into_iter()
-            .filter_map(|(seq, entry, r)| r.err().map(|(e, _)| (seq, entry, e)))
-            .collect();
+        let mut failed: Vec<(u64, &OutboxEntry, KafkaError)> =
+            results.into_iter().filter_map(|(seq, entry, r)| r.err().map(|(e, _)| (seq, entry, e))).collect();
         if let Err((e, _)) = progress {
             failed.push((0, &entries[0].1, e));
         }
@@ -466,36 +499,35 @@ impl Publisher {
         }
     }
 
-    /// At start: initialises transactions and settles the transaction the
-    /// previous run left, retrying until that works or `drain` is set.
-    async fn start_transactions(&mut self, drain: &watch::Receiver<bool>) {
-        while !*drain.borrow() {
-            match self.init_and_recover().await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, "Cannot start transactions; retrying.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    }
-
     /// Fences any earlier producer of this store (the broker finishes or
     /// aborts its open transaction), then settles the recorded transaction:
     /// committed (the progress topic has its number) — its entries are
     /// removed; otherwise they are sent again.
     async fn init_and_recover(&mut self) -> Result<(), String> {
         self.blocking(|p| p.init_transactions(TXN_CALL_TIMEOUT)).await.map_err(|e| e.to_string())?;
-        let txn = self.store.publisher_txn().map_err(|e| e.to_string())?;
+        self.recover().await.map_err(|e| e.to_string())
+    }
+
+    /// Settles the recorded transaction (after `init_transactions`).
+    async fn recover(&mut self) -> Result<(), KafkaError> {
+        let txn = self.store.publisher_txn().map_err(|e| {
+            warn!(error = %e, "Cannot read the recorded transaction.");
+            KafkaError::Canceled
+        })?;
         self.txn_number = self.txn_number.max(txn.number);
         if txn.seqs.is_empty() {
             return Ok(());
         }
         let (config, writer) = (self.config.clone(), self.store.writer_id());
-        let last = tokio::task::spawn_blocking(move || last_progress(&config, writer))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let last = match tokio::task::spawn_blocking(move || last_progress(&config, writer)).await {
+            Ok(Ok(last)) => last,
+            Ok(Err(RestoreError::Kafka { source, .. })) => return Err(source),
+            Ok(Err(e)) => {
+                warn!(error = %e, "Cannot read the publisher progress.");
+                return Err(KafkaError::Canceled);
+            }
+            Err(_) => return Err(KafkaError::Canceled),
+        };
         let committed = last.is_some_and(|n| n >= txn.number);
         info!(number = txn.number, committed, entries = txn.seqs.len(), "Settled the transaction left in flight.");
         self.ended(txn.number, committed, if committed { "recovered_committed" } else { "recovered_aborted" });
@@ -531,8 +563,7 @@ pub(crate) fn last_progress(config: &KafkaConfig, writer: u64) -> Result<Option<
     let topic = &config.topics.publisher_progress;
     let kafka = |source| RestoreError::Kafka { topic: topic.clone(), partition: PROGRESS_PARTITION, source };
     let consumer: BaseConsumer = client_config(config, &config.consumer).create().map_err(kafka)?;
-    let (low, high) =
-        consumer.fetch_watermarks(topic, PROGRESS_PARTITION, Duration::from_secs(10)).map_err(kafka)?;
+    let (low, high) = consumer.fetch_watermarks(topic, PROGRESS_PARTITION, Duration::from_secs(10)).map_err(kafka)?;
     let key = writer.to_be_bytes();
     let timeout = Duration::from_secs(120);
     let mut from = high.saturating_sub(PROGRESS_TAIL).max(low);
@@ -547,5 +578,164 @@ pub(crate) fn last_progress(config: &KafkaConfig, writer: u64) -> Result<Option<
             return Ok(last);
         }
         from = low;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cvm_store::StoreConfig;
+    use rdkafka::{
+        mocking::MockCluster,
+        producer::{BaseProducer, BaseRecord, DefaultProducerContext},
+        ClientConfig, Offset, TopicPartitionList,
+    };
+
+    use super::*;
+
+    const OFFERS: &str = "offers";
+
+    struct World {
+        mock: MockCluster<'static, DefaultProducerContext>,
+        config: KafkaConfig,
+        store: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    impl World {
+        fn new() -> World {
+            let mock = MockCluster::new(1).unwrap();
+            let config = KafkaConfig { brokers: mock.bootstrap_servers(), ..Default::default() };
+            for topic in [OFFERS, config.topics.publisher_progress.as_str()] {
+                mock.create_topic(topic, 1, 1).unwrap();
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let store_config = StoreConfig {
+                path: dir.path().to_owned(),
+                block_cache_mb: 8,
+                memtable_budget_mb: 4,
+                write_buffer_mb: 4,
+                ..Default::default()
+            };
+            World { mock, config, store: Store::open(&store_config).unwrap(), _dir: dir }
+        }
+
+        /// Commits one offer keyed `key` for `partition`; its outbox sequence number.
+        fn queue(&self, partition: u32, key: &str) -> u64 {
+            let seq = self.store.outbox_next_seq();
+            let mut b = self.store.begin();
+            b.publish(partition, OutboxEntry { topic: OFFERS.into(), key: key.into(), ..Default::default() });
+            b.commit().unwrap();
+            seq
+        }
+
+        fn produce(&self, topic: &str, key: &[u8], value: &[u8]) {
+            let producer: BaseProducer =
+                ClientConfig::new().set("bootstrap.servers", self.mock.bootstrap_servers()).create().unwrap();
+            producer.send(BaseRecord::to(topic).partition(0).key(key).payload(value)).map_err(|(e, _)| e).unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+        }
+
+        /// Runs a publisher with `open` partitions until the outbox holds
+        /// only entries of closed ones, then drains it.
+        async fn publish(&self, gate: &Arc<PublishGate>) {
+            let wake = Arc::new(Notify::new());
+            let mut publisher = Publisher::new(&self.config, self.store.clone(), wake, gate.clone()).unwrap();
+            publisher.prepare().await.unwrap();
+            let (drain, drain_rx) = watch::channel(false);
+            let run = tokio::spawn(publisher.run(drain_rx));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let waiting = self.store.outbox_peek(0, usize::MAX).unwrap();
+                if waiting.iter().all(|(_, e)| !gate.is_open(e.source.unwrap())) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "not published: {}", waiting.len());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drain.send(true).unwrap();
+            run.await.unwrap();
+        }
+
+        /// The keys on the offers topic, in order (`read_committed`).
+        fn offers(&self) -> Vec<String> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", self.mock.bootstrap_servers())
+                .set("group.id", "reader")
+                .set("isolation.level", "read_committed")
+                .create()
+                .unwrap();
+            let (_, high) = consumer.fetch_watermarks(OFFERS, 0, Duration::from_secs(10)).unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(OFFERS, 0, Offset::Beginning).unwrap();
+            consumer.assign(&tpl).unwrap();
+            let mut keys = Vec::new();
+            let mut next = 0;
+            while next < high {
+                if let Some(msg) = consumer.poll(Duration::from_secs(5)) {
+                    let msg = msg.unwrap();
+                    next = msg.offset() + 1;
+                    keys.push(String::from_utf8(msg.key().unwrap().to_vec()).unwrap());
+                } else {
+                    panic!("offers topic not read to {high}");
+                }
+            }
+            keys
+        }
+    }
+
+    /// The crash window: transaction 7 carried `a` and `b`; the process died
+    /// before removing them. `committed`: the broker has the transaction.
+    async fn restart_after_the_crash_window(committed: bool) -> (Vec<String>, World) {
+        let world = World::new();
+        let seqs = vec![world.queue(0, "a"), world.queue(0, "b")];
+        world.queue(0, "c");
+        world.store.begin_publisher_txn(&PublisherTxn { number: 7, seqs }).unwrap();
+        let writer = world.store.writer_id().to_be_bytes();
+        if committed {
+            world.produce(OFFERS, b"a", b"");
+            world.produce(OFFERS, b"b", b"");
+            world.produce(&world.config.topics.publisher_progress, &writer, &7u64.to_be_bytes());
+        } else {
+            world.produce(&world.config.topics.publisher_progress, &writer, &6u64.to_be_bytes());
+        }
+        let gate = Arc::new(PublishGate::default());
+        gate.open([0]);
+        world.publish(&gate).await;
+        (world.offers(), world)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_that_committed_before_a_crash_is_not_sent_again() {
+        let (offers, World { store, .. }) = restart_after_the_crash_window(true).await;
+        assert_eq!(offers, ["a", "b", "c"], "a and b once, from the transaction before the crash");
+        assert!(store.outbox_peek(0, 10).unwrap().is_empty());
+        let txn = store.publisher_txn().unwrap();
+        assert!(txn.number > 7 && txn.seqs.is_empty(), "numbers go on after the recovered one: {txn:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_that_did_not_commit_is_sent_again() {
+        let (offers, World { store, .. }) = restart_after_the_crash_window(false).await;
+        assert_eq!(offers, ["a", "b", "c"]);
+        assert!(store.outbox_peek(0, 10).unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn entries_of_a_partition_owned_elsewhere_wait_until_it_is_open_here() {
+        let world = World::new();
+        world.queue(0, "mine");
+        world.queue(1, "theirs");
+        world.queue(0, "mine too");
+        let gate = Arc::new(PublishGate::default());
+        gate.open([0]);
+        world.publish(&gate).await;
+        assert_eq!(world.offers(), ["mine", "mine too"]);
+        let left = world.store.outbox_peek(0, 10).unwrap();
+        assert_eq!(left.len(), 1, "partition 1's entry waits");
+        assert_eq!(left[0].1.source, Some(1));
+
+        gate.open([1]);
+        world.publish(&gate).await;
+        assert_eq!(world.offers(), ["mine", "mine too", "theirs"]);
     }
 }

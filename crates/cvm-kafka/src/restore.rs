@@ -214,10 +214,8 @@ pub(crate) fn read_partition(
                 Some(Err(e)) => return Err(kafka(e)),
                 None => {
                     // Past transaction markers, which are never handed out.
-                    if let Some(Offset::Offset(at)) = consumer
-                        .position()
-                        .ok()
-                        .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()))
+                    if let Some(Offset::Offset(at)) =
+                        consumer.position().ok().and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()))
                     {
                         next = next.max(at);
                     }

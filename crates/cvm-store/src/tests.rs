@@ -48,13 +48,16 @@ fn batch_reads_its_own_writes_and_commits_atomically() {
     assert!(b.first_sighting(3, "e1").unwrap());
     assert!(!b.first_sighting(3, "e1").unwrap(), "duplicate inside one batch");
     b.set_next_offset("cvm.events.purchases", 3, 42);
-    b.publish(0, OutboxEntry {
-        topic: "t".into(),
-        key: b"k".to_vec(),
-        payload: b"v".to_vec(),
-        headers: vec![],
-        ..Default::default()
-    });
+    b.publish(
+        0,
+        OutboxEntry {
+            topic: "t".into(),
+            key: b"k".to_vec(),
+            payload: b"v".to_vec(),
+            headers: vec![],
+            ..Default::default()
+        },
+    );
     // Nothing is visible before commit.
     assert_eq!(store.profile(3, "c1").unwrap(), None);
     assert_eq!(store.next_offset("cvm.events.purchases", 3).unwrap(), None);
@@ -87,13 +90,16 @@ fn state_outbox_and_offsets_survive_reopen() {
         let mut b = store.begin();
         b.put_profile(1, "c", Profile { lifetime_orders: 7, ..Default::default() }).unwrap();
         for i in 0..3u8 {
-            b.publish(0, OutboxEntry {
-                topic: "t".into(),
-                key: vec![i],
-                payload: vec![i],
-                headers: vec![("h".into(), vec![1])],
-                ..Default::default()
-            });
+            b.publish(
+                0,
+                OutboxEntry {
+                    topic: "t".into(),
+                    key: vec![i],
+                    payload: vec![i],
+                    headers: vec![("h".into(), vec![1])],
+                    ..Default::default()
+                },
+            );
         }
         b.link_device(1, "d", "c").unwrap();
         b.set_next_offset("x", 1, 9);
@@ -109,7 +115,10 @@ fn state_outbox_and_offsets_survive_reopen() {
     assert_eq!(store.outbox_depth(0).unwrap(), 2);
     // New entries continue the sequence after a reopen.
     let mut b = store.begin();
-    b.publish(0, OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![], ..Default::default() });
+    b.publish(
+        0,
+        OutboxEntry { topic: "t".into(), key: vec![9], payload: vec![], headers: vec![], ..Default::default() },
+    );
     b.commit().unwrap();
     assert_eq!(store.outbox_peek(0, 10).unwrap().last().unwrap().0, 3);
     assert_eq!(store.profiles().count(), 1);

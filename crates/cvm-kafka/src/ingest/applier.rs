@@ -277,15 +277,18 @@ impl Applier {
         warn!(topic = %msg.topic, partition = msg.partition, offset = msg.offset, reason = rejection.reason.code(),
             detail = %rejection.detail, "Event sent to the dead-letter topic.");
         batch.set_next_offset(&msg.topic, msg.partition, msg.offset + 1);
-        batch.publish(msg.partition as u32, dead_letter(
-            topics,
-            &msg.topic,
-            msg.partition,
-            msg.offset,
-            msg.key.as_deref(),
-            msg.payload.as_deref(),
-            rejection,
-        ));
+        batch.publish(
+            msg.partition as u32,
+            dead_letter(
+                topics,
+                &msg.topic,
+                msg.partition,
+                msg.offset,
+                msg.key.as_deref(),
+                msg.payload.as_deref(),
+                rejection,
+            ),
+        );
         let (_, index) = Input::of(topics, &msg.topic);
         counts.dead_lettered(index, rejection.reason);
     }

@@ -114,7 +114,9 @@ impl Pipeline {
         let wake = Arc::new(Notify::new());
         let (drain, drain_rx) = watch::channel(false);
         let gate = Arc::new(cvm_kafka::PublishGate::default());
-        let publisher = tokio::spawn(Publisher::new(k, store.clone(), wake.clone(), gate.clone())?.run(drain_rx));
+        let mut publisher = Publisher::new(k, store.clone(), wake.clone(), gate.clone())?;
+        publisher.prepare().await?;
+        let publisher = tokio::spawn(publisher.run(drain_rx));
 
         // Workers share the store, the catalog and the campaign gauges (the
         // gauges sum every owned partition, whichever worker commits it).
