@@ -83,7 +83,8 @@ impl Harness {
     }
 
     /// A harness on `broker`, e.g. one the test starts and stops itself.
-    /// On tansu (`CVM_TANSU` set), delivery is at least once.
+    /// On tansu (`CVM_TANSU` set), or with `CVM_TEST_DELIVERY=at_least_once`,
+    /// delivery is at least once.
     /// `CVM_TEST_LOG` (a `tracing` filter, e.g. `cvm_kafka=info`) shows
     /// the engine's logs.
     pub async fn on(broker: Broker) -> Self {
@@ -114,7 +115,7 @@ impl Harness {
         for name in [&mut t.offers_config, &mut t.dlq, &mut t.changelog, &mut t.publisher_progress] {
             *name = format!("{prefix}.{name}");
         }
-        if on_tansu() {
+        if on_tansu() || std::env::var("CVM_TEST_DELIVERY").is_ok_and(|d| d == "at_least_once") {
             // tansu 0.6.0 does not serve EndTxn: no transaction can commit.
             config.kafka.delivery = cvm_kafka::Delivery::AtLeastOnce;
         }

@@ -409,22 +409,28 @@ impl Publisher {
             self.recover_after_failure().await;
             return true;
         }
-        let progress_value = number.to_be_bytes();
-        let progress_key = self.store.writer_id().to_be_bytes();
-        let progress = FutureRecord::<[u8], [u8]>::to(&self.config.topics.publisher_progress)
-            .partition(PROGRESS_PARTITION)
-            .key(&progress_key[..])
-            .payload(&progress_value[..]);
-        let progress = self.producer.send(progress, Timeout::Never);
         let sends = entries.iter().map(|(seq, e)| {
             let fut = self.producer.send(Self::record(e), Timeout::Never);
             async move { (*seq, e, fut.await) }
         });
-        let (results, progress) = futures::join!(join_all(sends), progress);
-        let mut failed: Vec<(u64, &OutboxEntry, KafkaError)> =
-            results.into_iter().filter_map(|(seq, entry, r)| r.err().map(|(e, _)| (seq, entry, e))).collect();
-        if let Err((e, _)) = progress {
-            failed.push((0, &entries[0].1, e));
+        let mut failed: Vec<(u64, &OutboxEntry, KafkaError)> = join_all(sends)
+            .await
+            .into_iter()
+            .filter_map(|(seq, entry, r)| r.err().map(|(e, _)| (seq, entry, e)))
+            .collect();
+        if failed.is_empty() {
+            // The progress record goes last, once every entry is written: even
+            // where aborted records stay visible, a visible progress record
+            // then means every entry of the transaction is too.
+            let value = number.to_be_bytes();
+            let key = self.store.writer_id().to_be_bytes();
+            let progress = FutureRecord::<[u8], [u8]>::to(&self.config.topics.publisher_progress)
+                .partition(PROGRESS_PARTITION)
+                .key(&key[..])
+                .payload(&value[..]);
+            if let Err((e, _)) = self.producer.send(progress, Timeout::Never).await {
+                failed.push((0, &entries[0].1, e));
+            }
         }
         if failed.is_empty() {
             match self.blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT)).await {

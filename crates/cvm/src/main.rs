@@ -16,6 +16,13 @@ struct Cli {
     command: Command,
 }
 
+/// `cvm demo --delivery`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DemoDelivery {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the engine against a Kafka cluster.
@@ -50,6 +57,10 @@ enum Command {
         /// Ingest worker threads, each owning some partitions (0: one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+        /// Publish with Kafka transactions (exactly once) or without (at
+        /// least once): compares what transactions cost.
+        #[arg(long, default_value = "exactly-once")]
+        delivery: DemoDelivery,
     },
     /// Incrementality per campaign: from the stats topic (every instance's
     /// partitions) or from one engine's state directory.
@@ -248,8 +259,22 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run { config } => commands::run_engine(config.as_deref())?,
-        Command::Demo { customers, days, seed, http, linger, data_dir, report_html, workers } => {
-            commands::demo(DemoOptions { customers, days, seed, http, linger, data_dir, report_html, workers })?
+        Command::Demo { customers, days, seed, http, linger, data_dir, report_html, workers, delivery } => {
+            let delivery = match delivery {
+                DemoDelivery::ExactlyOnce => cvm_kafka::Delivery::ExactlyOnce,
+                DemoDelivery::AtLeastOnce => cvm_kafka::Delivery::AtLeastOnce,
+            };
+            commands::demo(DemoOptions {
+                customers,
+                days,
+                seed,
+                http,
+                linger,
+                data_dir,
+                report_html,
+                workers,
+                delivery,
+            })?
         }
         Command::Offers { command } => return offers(command),
         Command::Report { brokers, topic, data_dir, format, out } => {

@@ -52,6 +52,8 @@ pub struct DemoOptions {
     pub report_html: Option<PathBuf>,
     /// Ingest worker threads (0: one per core).
     pub workers: usize,
+    /// How the outbox is published.
+    pub delivery: cvm_kafka::Delivery,
 }
 
 /// The synthetic customers' hidden response to each campaign: what the
@@ -116,6 +118,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     config.kafka.brokers.clone_from(&brokers);
     config.kafka.create_topics = false;
     config.kafka.workers = opts.workers;
+    config.kafka.delivery = opts.delivery;
     config.kafka.clock = cvm_kafka::Clock::EventTime;
     // One producer writes both topics in time order and the in-process broker
     // has no lag: a purchases topic quiet for a second has ended, and the
