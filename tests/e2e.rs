@@ -656,3 +656,93 @@ async fn a_broker_without_transactions_is_refused_at_start_with_the_fix() {
     };
     assert!(refused.contains("kafka.delivery = \"at_least_once\""), "the error says what to do: {refused}");
 }
+
+/// The partition librdkafka's default partitioner (`consistent_random`)
+/// gives a key: its CRC-32 modulo the partition count — where the engine's
+/// own producer sends a device's link, and the test producer its events.
+fn librdkafka_partition(key: &str) -> u32 {
+    let mut crc = !0u32;
+    for byte in key.bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc % cvm_e2e::PARTITIONS as u32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_identified_as_a_customer_of_another_partition_brings_its_history_and_leaves_no_shadow() {
+    let h = Harness::new().await;
+    let customer = "shopper-1";
+    let customer_p = librdkafka_partition(customer);
+    let device = (0..).map(|i| format!("phone-{i}")).find(|d| librdkafka_partition(d) != customer_p).unwrap();
+    let device_p = librdkafka_partition(&device);
+    let anonymous_cart = |i: i64| {
+        Event::App(AppEvent {
+            event_id: format!("anon-cart-{i}"),
+            device_id: device.clone(),
+            kind: AppEventKind::AddToCart as i32,
+            sku: format!("sku-{i}"),
+            category: "sushi".into(),
+            quantity: 1,
+            timestamp_ms: T0 + i,
+            ..Default::default()
+        })
+    };
+    let pipeline = h.start().await;
+    for i in 0..3 {
+        h.send(&device, &anonymous_cart(i));
+    }
+    h.send(customer, &consent_at(customer, T0));
+    h.send(
+        customer,
+        &Event::Identify(cvm_proto::v1::Identify {
+            event_id: "login-1".into(),
+            customer_id: customer.into(),
+            device_id: device.clone(),
+            timestamp_ms: T0 + 10,
+        }),
+    );
+    h.flush();
+    let store = pipeline.store().clone();
+    let cart = |s: &cvm_store::Store| s.profile(customer_p, customer).unwrap().map_or(0, |p| p.cart.len());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cart(&store) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the anonymous cart never reached the customer: {}",
+            cart(&store)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Browsing after the login goes to the customer directly through the link.
+    h.send(&device, &anonymous_cart(20));
+    h.flush();
+    while cart(&store) < 4 {
+        assert!(std::time::Instant::now() < deadline, "a later anonymous event never reached the customer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.profile(device_p, customer).unwrap(), None, "no shadow profile in the device's partition");
+    assert_eq!(store.profile(customer_p, customer).unwrap().unwrap().devices, vec![device.clone()]);
+
+    // Erasure reaches the link in the device's partition.
+    h.send(
+        customer,
+        &Event::Erase(cvm_proto::v1::EraseRequest {
+            request_id: "forget-me".into(),
+            customer_id: customer.into(),
+            timestamp_ms: T0 + 30,
+        }),
+    );
+    h.flush();
+    let linked = |s: &cvm_store::Store| {
+        use cvm_engine::StateTxn;
+        s.begin().customer_of_device(device_p, &device).unwrap()
+    };
+    while linked(&store).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the device's link outlived the erasure");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}

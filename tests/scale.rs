@@ -440,3 +440,40 @@ async fn an_instance_killed_under_load_hands_its_partitions_with_their_state_to_
     eprintln!("{} offers, {} read twice (same bytes)", outcome.offer_ids.len(), outcome.repeats());
     outcome.assert_same_as(&reference);
 }
+
+/// Events per second through `cvm run` children on the in-process broker:
+/// one instance with one worker, one with two, and two instances of one
+/// worker each (a measurement, run by hand: `cargo test -p cvm-e2e --test
+/// scale -- --ignored --nocapture scaling`; `CVM_SCALING_CUSTOMERS` sizes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn scaling_events_per_second() {
+    let customers = std::env::var("CVM_SCALING_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let phases = phases(customers, 7);
+    let total: i64 = phases.iter().map(|p| p.len() as i64).sum();
+    for (instances, workers) in [(1, 1), (1, 2), (2, 1)] {
+        let h = harness().await;
+        for phase in &phases {
+            send_phase(&h, phase);
+        }
+        let mut engines: Vec<Instance> = (0..instances).map(|i| Instance::new(&h, &format!("e{i}"), workers)).collect();
+        engines.iter_mut().for_each(Instance::start);
+        let refs: Vec<&Instance> = engines.iter().collect();
+        // From the first commit (start-up and the group join are not throughput).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while consumed(&h, &refs) == 0 {
+            assert!(Instant::now() < deadline, "nothing consumed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (from, started) = (consumed(&h, &refs), Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while consumed(&h, &refs) < total {
+            assert!(Instant::now() < deadline, "consumed {} of {total}", consumed(&h, &refs));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rate = (total - from) as f64 / started.elapsed().as_secs_f64();
+        eprintln!("{instances} instance(s) × {workers} worker(s): {rate:.0} events/s ({total} events, {PARTITIONS} partitions)");
+        drop(refs);
+        engines.iter_mut().for_each(Instance::stop);
+    }
+}

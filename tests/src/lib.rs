@@ -98,11 +98,17 @@ impl Harness {
         config.kafka.partitions = PARTITIONS;
         config.kafka.clock = Clock::EventTime;
         config.kafka.batch_max_events = 200;
+        // A member that left without a word (a killed engine; or, on the
+        // in-process broker, one that closed) holds a rebalance up for this
+        // long, not the 45 s default.
+        config.kafka.consumer.insert("session.timeout.ms".into(), "6000".into());
+        config.kafka.consumer.insert("heartbeat.interval.ms".into(), "500".into());
         let t = &mut config.kafka.topics;
         for spec in [
             &mut t.purchases,
             &mut t.app,
             &mut t.erasure,
+            &mut t.device_links,
             &mut t.push,
             &mut t.stories,
             &mut t.decisions,

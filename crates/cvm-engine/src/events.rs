@@ -2,7 +2,7 @@
 //! documents trigger on, and what became of an event. The bottom of the
 //! core: everything else reads events; events read nothing of the core.
 
-use cvm_proto::v1::{AppEvent, AppEventKind, Consent, EraseRequest, Identify, Purchase};
+use cvm_proto::v1::{AppEvent, AppEventKind, Consent, DeviceLink, EraseRequest, Identify, Purchase};
 use schemars::JsonSchema;
 use std::fmt;
 
@@ -21,6 +21,8 @@ pub enum Event {
     Consent(Consent),
     /// A request to erase the customer.
     Erase(EraseRequest),
+    /// A device's link (or unlink), routed to the device's partition.
+    DeviceLink(DeviceLink),
 }
 
 impl Event {
@@ -32,6 +34,7 @@ impl Event {
             Event::Identify(e) => &e.event_id,
             Event::Consent(e) => &e.event_id,
             Event::Erase(e) => &e.request_id,
+            Event::DeviceLink(e) => &e.event_id,
         }
     }
 
@@ -43,6 +46,7 @@ impl Event {
             Event::Identify(e) => e.timestamp_ms,
             Event::Consent(e) => e.timestamp_ms,
             Event::Erase(e) => e.timestamp_ms,
+            Event::DeviceLink(e) => e.timestamp_ms,
         }
     }
 }
@@ -135,7 +139,9 @@ pub enum EventResult {
     Applied,
     /// Seen before; ignored.
     Duplicate,
-    /// Anonymous device not yet identified; counted, not applied.
+    /// Anonymous device not yet identified: held (the last
+    /// [`MAX_HELD_ANONYMOUS`](crate::MAX_HELD_ANONYMOUS) per device)
+    /// until its link arrives, then re-keyed to its customer.
     Anonymous,
     /// Re-keyed to its customer (see [`Outbound::Rekeyed`]).
     Rekeyed,

@@ -151,7 +151,7 @@ impl<'a> EventFacts<'a> {
                 quantity: if a.kind() == AppEventKind::AddToCart { a.quantity.max(1) } else { a.quantity },
                 purchase: None,
             },
-            Event::Identify(_) | Event::Consent(_) | Event::Erase(_) => EventFacts::default(),
+            Event::Identify(_) | Event::Consent(_) | Event::Erase(_) | Event::DeviceLink(_) => EventFacts::default(),
         }
     }
 }

@@ -54,7 +54,7 @@ pub mod validation;
 
 pub use catalog::{Catalog, ConfigDocument};
 pub use driver::{Driver, DriverConfig, Output, Source};
-pub use engine::{Engine, EngineConfig, EventOutput, Outbound};
+pub use engine::{Engine, EngineConfig, EventOutput, Outbound, MAX_HELD_ANONYMOUS};
 pub use error::StoreError;
 pub use events::{Event, EventKind, EventResult};
 pub use memory::MemoryState;

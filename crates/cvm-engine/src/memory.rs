@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use cvm_proto::v1::AppEvent;
+
 use crate::{
     attribution::{Stats, StatsKey},
     driver::{ProfileScan, SweepProgress, TimerQueue},
@@ -21,6 +23,7 @@ pub struct MemoryState {
     seen: HashSet<(u32, String)>,
     erased: HashSet<(u32, String)>,
     devices: HashMap<(u32, String), String>,
+    held: HashMap<(u32, String), Vec<AppEvent>>,
     timers: BTreeMap<(u32, Vec<u8>), Timer>,
     stats: HashMap<(u32, StatsKey), Stats>,
     arms: HashMap<(u32, ArmKey), ArmCounts>,
@@ -128,6 +131,19 @@ impl StateTxn for MemoryState {
     }
     fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError> {
         self.devices.remove(&(partition, device_id.to_owned()));
+        Ok(())
+    }
+
+    fn held_anonymous(&mut self, partition: u32, device_id: &str) -> Result<Vec<AppEvent>, StoreError> {
+        Ok(self.held.get(&(partition, device_id.to_owned())).cloned().unwrap_or_default())
+    }
+
+    fn hold_anonymous(&mut self, partition: u32, device_id: &str, events: Vec<AppEvent>) -> Result<(), StoreError> {
+        if events.is_empty() {
+            self.held.remove(&(partition, device_id.to_owned()));
+        } else {
+            self.held.insert((partition, device_id.to_owned()), events);
+        }
         Ok(())
     }
     fn add_stats(&mut self, partition: u32, key: StatsKey, delta: &Stats) -> Result<(), StoreError> {

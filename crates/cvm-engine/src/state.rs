@@ -1,5 +1,7 @@
 //! The store interface the decision core reads and writes state through.
 
+use cvm_proto::v1::AppEvent;
+
 use crate::{
     error::StoreError,
     models::{ArmCounts, ArmKey},
@@ -39,6 +41,11 @@ pub trait StateTxn {
     fn delete_profile(&mut self, partition: u32, customer_id: &str) -> Result<(), StoreError>;
     /// Removes the link of `device_id` to its customer.
     fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError>;
+    /// The anonymous app events of `device_id` held until its link
+    /// arrives, oldest first.
+    fn held_anonymous(&mut self, partition: u32, device_id: &str) -> Result<Vec<AppEvent>, StoreError>;
+    /// Replaces them (empty: none held).
+    fn hold_anonymous(&mut self, partition: u32, device_id: &str, events: Vec<AppEvent>) -> Result<(), StoreError>;
     /// Marks `customer_id` as erased just now, for as long as applied event
     /// ids are remembered (`store.dedup_retention`), so that events still
     /// on their way on other topics do not re-create the customer.

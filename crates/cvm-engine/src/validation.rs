@@ -236,6 +236,13 @@ pub fn validate(event: &Event, limits: &InputLimits, window: TimeWindow) -> Resu
                 ));
             }
         }
+        Event::DeviceLink(l) => {
+            check.id("event_id", &l.event_id)?;
+            check.id("device_id", &l.device_id)?;
+            check.id("customer_id", &l.customer_id)?;
+            // Links are cvm's own; an old one (a lagging partition) still holds.
+            check.time(l.timestamp_ms, TimeWindow::anytime(limits))?;
+        }
         Event::Erase(e) => {
             check.id("request_id", &e.request_id)?;
             check.id("customer_id", &e.customer_id)?;

@@ -139,6 +139,12 @@ mod faulty {
         fn customer_of_device(&mut self, p: u32, d: &str) -> Result<Option<String>, StoreError> {
             self.inner.customer_of_device(p, d)
         }
+        fn held_anonymous(&mut self, p: u32, d: &str) -> Result<Vec<cvm_proto::v1::AppEvent>, StoreError> {
+            self.inner.held_anonymous(p, d)
+        }
+        fn hold_anonymous(&mut self, p: u32, d: &str, e: Vec<cvm_proto::v1::AppEvent>) -> Result<(), StoreError> {
+            self.inner.hold_anonymous(p, d, e)
+        }
         fn link_device(&mut self, p: u32, d: &str, c: &str) -> Result<(), StoreError> {
             self.inner.link_device(p, d, c)
         }

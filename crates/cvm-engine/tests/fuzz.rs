@@ -89,7 +89,7 @@ fn survive(events: &[Event]) -> Vec<EventResult> {
         for (i, e) in events.iter().enumerate() {
             let source = match e {
                 Event::Purchase(_) => Source::Input(0),
-                Event::Erase(_) => Source::Side,
+                Event::Erase(_) | Event::DeviceLink(_) => Source::Side,
                 _ => Source::Input(1),
             };
             let r = d.apply(&mut state, (i % 3) as u32, source, e, NOW + i as i64, &mut out).unwrap();
@@ -360,6 +360,7 @@ fn the_corpus_is_handled_without_a_panic() {
                 events.push(match e {
                     recorded_event::Event::Purchase(p) => Event::Purchase(p),
                     recorded_event::Event::Erase(e) => Event::Erase(e),
+                    recorded_event::Event::DeviceLink(e) => Event::DeviceLink(e),
                     recorded_event::Event::App(AppEnvelope { event: Some(app_envelope::Event::AppEvent(a)) }) => {
                         Event::App(a)
                     }

@@ -192,3 +192,93 @@ fn invalid_events_are_reported_not_applied() {
     assert!(matches!(apply(&e, &mut s, &no_id, 0).result, EventResult::Invalid(r) if r.detail.contains("event_id")));
     assert_eq!(s.profile_count(), 0);
 }
+
+#[test]
+fn a_devices_link_reaches_its_partition_and_brings_its_anonymous_history_to_the_customer() {
+    use cvm_proto::v1::{DeviceLink, EraseRequest};
+    let e = engine(0.0);
+    let mut s = MemoryState::default();
+    // The customer lives in partition 0; the device's events land in partition 1.
+    let (customer_p, device_p) = (0, 1);
+    let view = |id: &str| {
+        Event::App(AppEvent {
+            event_id: id.into(),
+            device_id: "d1".into(),
+            kind: AppEventKind::ProductView as i32,
+            ..Default::default()
+        })
+    };
+    let before = e.process(&mut s, device_p, &view("v1"), 0).unwrap();
+    assert_eq!(before.result, EventResult::Anonymous);
+
+    let id = Event::Identify(Identify {
+        event_id: "i1".into(),
+        device_id: "d1".into(),
+        customer_id: "c9".into(),
+        timestamp_ms: 5,
+    });
+    let identified = e.process(&mut s, customer_p, &id, 5).unwrap();
+    let links: Vec<&DeviceLink> =
+        identified.emits.iter().filter_map(|o| if let Outbound::DeviceLink(l) = o { Some(l) } else { None }).collect();
+    assert_eq!(links.len(), 1, "{:?}", identified.emits);
+    assert_eq!((links[0].device_id.as_str(), links[0].customer_id.as_str(), links[0].unlink), ("d1", "c9", false));
+
+    // The link, routed to the device's partition, releases the held history to the customer.
+    let link = Event::DeviceLink(links[0].clone());
+    let linked = e.process(&mut s, device_p, &link, 6).unwrap();
+    assert!(
+        matches!(&linked.emits[..], [Outbound::Rekeyed(a)] if a.customer_id == "c9" && a.event_id == "v1"),
+        "{:?}",
+        linked.emits
+    );
+    assert_eq!(e.process(&mut s, device_p, &link, 6).unwrap().result, EventResult::Duplicate, "a replayed link");
+    let later = e.process(&mut s, device_p, &view("v2"), 7).unwrap();
+    assert!(matches!(&later.emits[..], [Outbound::Rekeyed(a)] if a.customer_id == "c9"));
+    assert!(s.profile(device_p, "c9").unwrap().is_none(), "no shadow profile in the device's partition");
+    assert!(s.profile(customer_p, "c9").unwrap().is_some());
+
+    // Erasing the customer unlinks the device in its partition too.
+    let erase = Event::Erase(EraseRequest { request_id: "r1".into(), customer_id: "c9".into(), timestamp_ms: 8 });
+    let erased = e.process(&mut s, customer_p, &erase, 8).unwrap();
+    let unlink = erased
+        .emits
+        .iter()
+        .find_map(|o| if let Outbound::DeviceLink(l) = o { Some(l.clone()) } else { None })
+        .expect("an unlink for the device");
+    assert!(unlink.unlink && unlink.device_id == "d1" && unlink.customer_id == "c9");
+    e.process(&mut s, device_p, &Event::DeviceLink(unlink), 9).unwrap();
+    assert_eq!(e.process(&mut s, device_p, &view("v3"), 10).unwrap().result, EventResult::Anonymous);
+
+    // An unlink of another customer leaves a newer link alone.
+    let relink =
+        DeviceLink { event_id: "l2".into(), device_id: "d1".into(), customer_id: "c7".into(), ..Default::default() };
+    e.process(&mut s, device_p, &Event::DeviceLink(relink), 11).unwrap();
+    let stale = DeviceLink {
+        event_id: "u2".into(),
+        device_id: "d1".into(),
+        customer_id: "c9".into(),
+        unlink: true,
+        ..Default::default()
+    };
+    e.process(&mut s, device_p, &Event::DeviceLink(stale), 12).unwrap();
+    assert_eq!(s.customer_of_device(device_p, "d1").unwrap().as_deref(), Some("c7"));
+}
+
+#[test]
+fn a_device_holds_only_its_latest_anonymous_events() {
+    let e = engine(0.0);
+    let mut s = MemoryState::default();
+    let n = cvm_engine::MAX_HELD_ANONYMOUS + 5;
+    for i in 0..n {
+        let view = Event::App(AppEvent {
+            event_id: format!("v{i}"),
+            device_id: "d1".into(),
+            kind: AppEventKind::ProductView as i32,
+            ..Default::default()
+        });
+        e.process(&mut s, 1, &view, i as i64).unwrap();
+    }
+    let held = s.held_anonymous(1, "d1").unwrap();
+    assert_eq!(held.len(), cvm_engine::MAX_HELD_ANONYMOUS);
+    assert_eq!(held[0].event_id, "v5", "the oldest are dropped");
+}

@@ -450,7 +450,18 @@ fn erasure_removes_profile_contacts_timers_and_devices_but_keeps_aggregates() {
     let erase =
         Event::Erase(EraseRequest { request_id: "r1".into(), customer_id: "a".into(), timestamp_ms: 101 * DAY });
     let out = apply(&e, &mut s, &erase, 101 * DAY);
-    let [cvm_engine::Outbound::Erased(confirmation)] = &out.emits[..] else { panic!("{:?}", out.emits) };
+    let Some((cvm_engine::Outbound::Erased(confirmation), unlinks)) = out.emits.split_last() else {
+        panic!("{:?}", out.emits)
+    };
+    // The unlinks, for the devices' own partitions.
+    let unlinked: Vec<&str> = unlinks
+        .iter()
+        .map(|o| match o {
+            cvm_engine::Outbound::DeviceLink(l) if l.unlink && l.customer_id == "a" => l.device_id.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(unlinked, (5..=12).map(|d| format!("d{d}")).collect::<Vec<_>>());
     assert!(confirmation.profile_erased);
     assert_eq!((confirmation.timers_removed, confirmation.devices_unlinked), (1, 8));
     assert_eq!(confirmation.request_id, "r1");

@@ -82,20 +82,21 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// Checks that the input topics and the changelog are co-partitioned (the
-/// same partition count): a customer's purchases and app events must reach
-/// the same partition, whose state holds the customer and is changelogged
-/// to the partition of that number.
+/// Checks that the input topics (device links included) and the changelog
+/// are co-partitioned (the same partition count): a customer's purchases
+/// and app events must reach the same partition, whose state holds the
+/// customer and is changelogged to the partition of that number; a device's
+/// link must reach the partition its anonymous events land in.
 pub fn check_co_partitioned(config: &KafkaConfig) -> Result<(), AdminError> {
     let brokers = &config.brokers;
     let kafka = |source| AdminError::Kafka { brokers: brokers.to_owned(), source };
     let consumer: BaseConsumer = client_config(config, &config.consumer).create().map_err(kafka)?;
     let t = &config.topics;
     let mut counts = Vec::new();
-    for topic in [&t.purchases.name, &t.app.name, &t.erasure.name, &t.changelog] {
+    for topic in t.inputs().into_iter().chain([t.changelog.as_str()]) {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(kafka)?;
         let partitions = md.topics().first().map_or(0, |m| m.partitions().len());
-        counts.push((topic.clone(), partitions));
+        counts.push((topic.to_owned(), partitions));
     }
     if counts.iter().any(|(_, n)| *n != counts[0].1 || *n == 0) {
         return Err(AdminError::NotCoPartitioned { counts });

@@ -6,7 +6,7 @@ use cvm_engine::{
 };
 use cvm_proto::{
     decode, encode,
-    v1::{app_envelope, AppEnvelope, CampaignStats, Channel, EraseRequest, Purchase},
+    v1::{app_envelope, AppEnvelope, CampaignStats, Channel, DeviceLink, EraseRequest, Purchase},
     DecodeError,
 };
 use cvm_store::OutboxEntry;
@@ -24,6 +24,7 @@ pub(crate) enum Input {
     Purchases,
     App,
     Erasure,
+    DeviceLinks,
 }
 
 impl Input {
@@ -33,6 +34,8 @@ impl Input {
             (Input::Purchases, 0)
         } else if topic == topics.erasure.name {
             (Input::Erasure, 2)
+        } else if topic == topics.device_links.name {
+            (Input::DeviceLinks, 3)
         } else {
             (Input::App, 1)
         }
@@ -48,6 +51,9 @@ pub(crate) fn decode_event(topics: &Topics, input: Input, payload: Option<&[u8]>
     match input {
         Input::Purchases => decode::<Purchase>(topics.purchases.format, bytes).map(Event::Purchase).map_err(err),
         Input::Erasure => decode::<EraseRequest>(topics.erasure.format, bytes).map(Event::Erase).map_err(err),
+        Input::DeviceLinks => {
+            decode::<DeviceLink>(topics.device_links.format, bytes).map(Event::DeviceLink).map_err(err)
+        }
         Input::App => match decode::<AppEnvelope>(topics.app.format, bytes).map_err(err)?.event {
             Some(app_envelope::Event::AppEvent(e)) => Ok(Event::App(e)),
             Some(app_envelope::Event::Identify(e)) => Ok(Event::Identify(e)),
@@ -68,6 +74,7 @@ pub fn input_message<'t>(topics: &'t Topics, event: &Event) -> (&'t str, Vec<u8>
         Event::Identify(e) => app(app_envelope::Event::Identify(e.clone())),
         Event::Consent(e) => app(app_envelope::Event::Consent(e.clone())),
         Event::Erase(e) => (topics.erasure.name.as_str(), encode(topics.erasure.format, e)),
+        Event::DeviceLink(e) => (topics.device_links.name.as_str(), encode(topics.device_links.format, e)),
     }
 }
 
@@ -87,6 +94,7 @@ pub(crate) fn outbox_entry(topics: &Topics, emit: &Outbound) -> OutboxEntry {
             let spec = &topics.erasure_confirmations;
             (&spec.name, &c.customer_id, encode(spec.format, c))
         }
+        Outbound::DeviceLink(l) => (&topics.device_links.name, &l.device_id, encode(topics.device_links.format, l)),
     };
     OutboxEntry {
         topic: topic.clone(),

@@ -33,6 +33,10 @@ pub struct Topics {
     pub app: TopicSpec,
     /// Input: `EraseRequest`s, keyed by customer id.
     pub erasure: TopicSpec,
+    /// Input and output: `DeviceLink`s, keyed by device id — cvm's own
+    /// routing of a device's link to the partition its anonymous events
+    /// land in.
+    pub device_links: TopicSpec,
     /// Input: config documents (offers, `campaign/<id>`, `policy/global`),
     /// YAML or JSON; empty value deletes.
     pub offers_config: String,
@@ -66,6 +70,7 @@ impl Default for Topics {
             purchases: TopicSpec::new("cvm.events.purchases"),
             app: TopicSpec::new("cvm.events.app"),
             erasure: TopicSpec::new("cvm.requests.erasure"),
+            device_links: TopicSpec::new("cvm.links.device"),
             offers_config: "cvm.config.offers".into(),
             config_status: TopicSpec::new("cvm.config.status"),
             push: TopicSpec::new("cvm.offers.push"),
@@ -81,12 +86,19 @@ impl Default for Topics {
 }
 
 impl Topics {
+    /// The input topics, in the order of per-input meters: purchases, app
+    /// events, erasures, device links.
+    pub fn inputs(&self) -> [&str; 4] {
+        [&self.purchases.name, &self.app.name, &self.erasure.name, &self.device_links.name]
+    }
+
     /// Every topic name, inputs first.
-    pub fn all(&self) -> [&str; 13] {
+    pub fn all(&self) -> [&str; 14] {
         [
             &self.purchases.name,
             &self.app.name,
             &self.erasure.name,
+            &self.device_links.name,
             &self.offers_config,
             &self.config_status.name,
             &self.push.name,

@@ -149,6 +149,7 @@ impl Ownership {
     fn restore(&self, partition: i32) -> Option<Restored> {
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
         gauge!(telemetry::RESTORING_PARTITIONS).increment(1.0);
+        info!(partition, "Partition assigned; restoring its state.");
         let mut outcome = None;
         while !self.stop.load(Ordering::Relaxed) {
             match restore_partition(&self.config, &self.store, partition, RESTORE_TIMEOUT) {

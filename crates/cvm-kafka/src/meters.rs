@@ -38,12 +38,15 @@ impl Ingested {
     }
 }
 
+/// Input topics (see [`crate::Topics::inputs`]).
+const INPUTS: usize = 4;
+
 /// Metric handles, registered once.
 pub(crate) struct Meters {
-    /// Per input (purchases, app, erasure) × result.
-    ingested: [[Counter; Ingested::LABELS.len()]; 3],
+    /// Per input (purchases, app, erasure, device links) × result.
+    ingested: [[Counter; Ingested::LABELS.len()]; INPUTS],
     /// Per input × reason.
-    dlq: [[Counter; Reason::ALL.len()]; 3],
+    dlq: [[Counter; Reason::ALL.len()]; INPUTS],
     outcomes: [Counter; OUTCOMES.len()],
     offers: [Counter; 3],
     pub(crate) latency: Histogram,
@@ -52,7 +55,7 @@ pub(crate) struct Meters {
 
 impl Meters {
     pub(crate) fn new(cfg: &KafkaConfig) -> Self {
-        let topics = [cfg.topics.purchases.name.clone(), cfg.topics.app.name.clone(), cfg.topics.erasure.name.clone()];
+        let topics = cfg.topics.inputs().map(str::to_owned);
         Self {
             ingested: topics.clone().map(|t| {
                 Ingested::LABELS.map(|r| counter!(telemetry::EVENTS_INGESTED, "topic" => t.clone(), "result" => r))
@@ -105,8 +108,8 @@ impl Meters {
 /// Counts of one batch, flushed to the meters after commit.
 #[derive(Default)]
 pub(crate) struct BatchCounts {
-    ingested: [[u64; Ingested::LABELS.len()]; 3],
-    dead_lettered: [[u64; Reason::ALL.len()]; 3],
+    ingested: [[u64; Ingested::LABELS.len()]; INPUTS],
+    dead_lettered: [[u64; Reason::ALL.len()]; INPUTS],
     outcomes: [u64; OUTCOMES.len()],
     offers: [u64; 3],
     timers: [u64; TimerKind::ALL.len()],
@@ -133,7 +136,7 @@ impl BatchCounts {
             match emit {
                 Outbound::Decision(d) => self.outcomes[d.outcome as usize % OUTCOMES.len()] += 1,
                 Outbound::Offer(o) => self.offers[o.channel as usize % 3] += 1,
-                Outbound::Rekeyed(_) => {}
+                Outbound::Rekeyed(_) | Outbound::DeviceLink(_) => {}
                 Outbound::Erased(_) => self.erasures += 1,
             }
         }

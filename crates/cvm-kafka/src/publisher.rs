@@ -67,6 +67,9 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a transaction call (init, begin, commit, abort) may take.
 const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the start's probe transaction may wait for the broker.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The progress topic partition every writer records its transactions in.
 const PROGRESS_PARTITION: i32 = 0;
 
@@ -175,16 +178,16 @@ impl Publisher {
     /// producers of this store, settles the transaction the last run left,
     /// and commits a first transaction (this store's last progress record
     /// again), so that a broker without transactions is refused at start
-    /// rather than found out offer by offer.
+    /// rather than found out offer by offer. A broker that is merely failing
+    /// now (it refuses or times out the probe) is not refused: the rounds
+    /// retry.
     pub async fn prepare(&mut self) -> Result<(), ClientError> {
         if !self.exactly_once() {
             return Ok(());
         }
         let request = |action| move |source| ClientError::Request { action, source };
         self.blocking(|p| p.init_transactions(TXN_CALL_TIMEOUT)).await.map_err(request("init_transactions"))?;
-        self.recover()
-            .await
-            .map_err(|e| ClientError::Request { action: "reading the publisher progress", source: e })?;
+        self.recover().await.map_err(request("reading the publisher progress"))?;
         self.blocking(|p| p.begin_transaction()).await.map_err(request("begin_transaction"))?;
         let value = self.txn_number.to_be_bytes();
         let key = self.store.writer_id().to_be_bytes();
@@ -192,15 +195,26 @@ impl Publisher {
             .partition(PROGRESS_PARTITION)
             .key(&key[..])
             .payload(&value[..]);
-        if let Err((source, _)) = self.producer.send(record, Timeout::After(TXN_CALL_TIMEOUT)).await {
-            return Err(ClientError::Request { action: "producing in a transaction", source });
-        }
-        match self.blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT)).await {
+        let probe = async {
+            let sent = tokio::time::timeout(PROBE_TIMEOUT, self.producer.send(record, Timeout::After(PROBE_TIMEOUT)));
+            match sent.await {
+                Ok(Ok(_)) => self.blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT)).await,
+                Ok(Err((e, _))) => Err(e),
+                Err(_) => Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
+            }
+        };
+        match probe.await {
             Ok(()) => Ok(()),
             Err(source) if source.rdkafka_error_code() == Some(RDKafkaErrorCode::UnsupportedFeature) => {
                 Err(ClientError::NoTransactions { source })
             }
-            Err(source) => Err(ClientError::Request { action: "commit_transaction", source }),
+            Err(e) => {
+                warn!(error = %e, "Cannot check now that the broker commits transactions; publishing retries.");
+                if self.blocking(|p| p.abort_transaction(TXN_CALL_TIMEOUT)).await.is_err() {
+                    self.recover_after_failure().await;
+                }
+                Ok(())
+            }
         }
     }
 

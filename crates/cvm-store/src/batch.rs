@@ -30,6 +30,7 @@ impl Store {
             seen: HashSet::new(),
             erased: HashSet::new(),
             devices: HashMap::new(),
+            held: HashMap::new(),
             offsets: HashMap::new(),
             clocks: HashMap::new(),
             outbox: Vec::new(),
@@ -55,6 +56,8 @@ pub struct Batch<'s> {
     pub(crate) erased: HashSet<(u32, String)>,
     /// Device links written (`None`: removed).
     pub(crate) devices: HashMap<(u32, String), Option<String>>,
+    /// Anonymous events held per device, encoded (empty: none).
+    pub(crate) held: HashMap<(u32, String), Vec<u8>>,
     pub(crate) offsets: HashMap<(String, i32), i64>,
     /// Event-time clocks of partitions, committed with their state.
     pub(crate) clocks: HashMap<u32, ClockState>,
@@ -220,6 +223,13 @@ impl Batch<'_> {
             match c {
                 Some(c) => w.put(*p, CF_DEVICES, &partition_key(*p, d), c.as_bytes()),
                 None => w.delete(*p, CF_DEVICES, &partition_key(*p, d)),
+            }
+        }
+        for ((p, d), events) in &self.held {
+            if events.is_empty() {
+                w.delete(*p, CF_DEVICES, &held_key(*p, d));
+            } else {
+                w.put(*p, CF_DEVICES, &held_key(*p, d), events);
             }
         }
         for ((p, key), total) in &self.stats {

@@ -49,6 +49,17 @@ pub(crate) fn partition_key(partition: u32, id: &str) -> Vec<u8> {
     k
 }
 
+/// The key of a device's held anonymous events in the devices column
+/// family: the partition, then 0xFF (never a byte of UTF-8, so never a
+/// device id's), then the device.
+pub(crate) fn held_key(partition: u32, device_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + device_id.len());
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.push(0xff);
+    k.extend_from_slice(device_id.as_bytes());
+    k
+}
+
 /// The key of an erasure marker in the events column family: the partition,
 /// then 0xFF (never a byte of UTF-8, so never an event id's), then the customer.
 pub(crate) fn erased_key(partition: u32, customer_id: &str) -> Vec<u8> {

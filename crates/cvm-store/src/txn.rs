@@ -6,6 +6,7 @@ use cvm_engine::{
     models::{ArmCounts, ArmKey},
     Profile, StateTxn, StoreError, Timer, TimerKey,
 };
+use cvm_proto::{decode, encode, v1::AppEvent, Format};
 use rocksdb::IteratorMode;
 
 use crate::{backend, batch::Batch, keys::*};
@@ -123,6 +124,35 @@ impl StateTxn for Batch<'_> {
 
     fn unlink_device(&mut self, partition: u32, device_id: &str) -> Result<(), StoreError> {
         self.devices.insert((partition, device_id.to_owned()), None);
+        Ok(())
+    }
+
+    fn held_anonymous(&mut self, partition: u32, device_id: &str) -> Result<Vec<AppEvent>, StoreError> {
+        let encoded = match self.held.get(&(partition, device_id.to_owned())) {
+            Some(v) => v.clone(),
+            None => self
+                .store
+                .db
+                .get_cf(self.store.cf(CF_DEVICES), held_key(partition, device_id))
+                .map_err(backend)?
+                .unwrap_or_default(),
+        };
+        if encoded.is_empty() {
+            return Ok(Vec::new());
+        }
+        let corrupt = |detail: String| StoreError::Corrupt { what: "held anonymous events", detail };
+        let events: Vec<Vec<u8>> = postcard::from_bytes(&encoded).map_err(|e| corrupt(e.to_string()))?;
+        events.iter().map(|e| decode(Format::Protobuf, e).map_err(|e| corrupt(e.to_string()))).collect()
+    }
+
+    fn hold_anonymous(&mut self, partition: u32, device_id: &str, events: Vec<AppEvent>) -> Result<(), StoreError> {
+        let encoded = if events.is_empty() {
+            Vec::new()
+        } else {
+            let each: Vec<Vec<u8>> = events.iter().map(|e| encode(Format::Protobuf, e)).collect();
+            postcard::to_stdvec(&each).expect("byte strings serialize")
+        };
+        self.held.insert((partition, device_id.to_owned()), encoded);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Decision, EraseRequest, ErasureConfirmation, Offer};
+use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Decision, DeviceLink, EraseRequest, ErasureConfirmation, Offer};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -108,7 +108,14 @@ pub enum Outbound {
     Rekeyed(AppEvent),
     /// A customer was erased.
     Erased(ErasureConfirmation),
+    /// A device's link to its customer (or its end), keyed by device id so
+    /// that it reaches the partition the device's anonymous events land in.
+    DeviceLink(DeviceLink),
 }
+
+/// Anonymous app events held per device until its link arrives (the oldest
+/// are dropped beyond).
+pub const MAX_HELD_ANONYMOUS: usize = 32;
 
 /// The result of [`Engine::process`].
 #[derive(Debug, Clone, PartialEq)]
@@ -259,9 +266,19 @@ impl Engine {
                         result: EventResult::Rekeyed,
                         emits: vec![Outbound::Rekeyed(AppEvent { customer_id, ..app.clone() })],
                     },
-                    None => EventOutput::just(EventResult::Anonymous),
+                    None => {
+                        let mut held = txn.held_anonymous(partition, &app.device_id)?;
+                        held.push(app.clone());
+                        let excess = held.len().saturating_sub(MAX_HELD_ANONYMOUS);
+                        held.drain(..excess);
+                        txn.hold_anonymous(partition, &app.device_id, held)?;
+                        EventOutput::just(EventResult::Anonymous)
+                    }
                 });
             }
+        }
+        if let Event::DeviceLink(link) = event {
+            return Ok(EventOutput { result: EventResult::Applied, emits: Self::apply_link(txn, partition, link)? });
         }
         if let Event::Erase(request) = event {
             // Erasure is idempotent: a repeated request erases (nothing) and confirms again.
@@ -273,7 +290,7 @@ impl Engine {
             Event::Purchase(p) => &p.customer_id,
             Event::App(a) => &a.customer_id,
             Event::Consent(c) => &c.customer_id,
-            Event::Erase(_) => unreachable!("handled above"),
+            Event::Erase(_) | Event::DeviceLink(_) => unreachable!("handled above"),
         };
         let stored = txn.profile(partition, customer_id)?;
         if stored.is_none() && txn.was_erased(partition, customer_id)? {
@@ -283,6 +300,7 @@ impl Engine {
             attribution::new_customer(txn, partition, self.programme_group(customer_id), event.timestamp_ms())?;
         }
         let mut profile = stored.unwrap_or_default();
+        let mut links = Vec::new();
         match event {
             Event::Purchase(p) => {
                 self.learn_conversions(txn, partition, &mut profile, p.timestamp_ms)?;
@@ -294,18 +312,28 @@ impl Engine {
             Event::Consent(c) => profile.apply_consent(c),
             Event::Identify(i) => {
                 txn.link_device(partition, &i.device_id, &i.customer_id)?;
+                // The device's anonymous events land in the device's partition:
+                // the link goes there too (it may be this one).
+                links.push(Outbound::DeviceLink(DeviceLink {
+                    event_id: format!("{}/link", i.event_id),
+                    device_id: i.device_id.clone(),
+                    customer_id: customer_id.clone(),
+                    unlink: false,
+                    timestamp_ms: i.timestamp_ms,
+                }));
                 // A profile lists its last MAX_DEVICES devices; an older one is
                 // unlinked, so that every link can be found (and erased) from it.
                 if let Some(dropped) = profile.add_device(&i.device_id) {
                     if txn.customer_of_device(partition, &dropped)?.as_deref() == Some(customer_id) {
                         txn.unlink_device(partition, &dropped)?;
                     }
+                    links.push(unlink(&format!("{}/unlink", i.event_id), &dropped, customer_id, i.timestamp_ms));
                 }
             }
-            Event::Erase(_) => unreachable!("handled above"),
+            Event::Erase(_) | Event::DeviceLink(_) => unreachable!("handled above"),
         }
         let facts = EventFacts::of(event);
-        let mut emits = Vec::new();
+        let mut emits = links;
         if let Some(kind) = facts.kind {
             let candidates: Vec<&Arc<OfferDefinition>> = {
                 let features = Features::compute(&profile, facts, now_ms);
@@ -576,8 +604,10 @@ impl Engine {
         let customer_id = &request.customer_id;
         let profile = txn.profile(partition, customer_id)?;
         let devices = profile.as_ref().map_or(&[][..], |p| p.devices.as_slice());
+        let mut emits = Vec::with_capacity(devices.len() + 1);
         for device in devices {
             txn.unlink_device(partition, device)?;
+            emits.push(unlink(&format!("{}/unlink", request.request_id), device, customer_id, request.timestamp_ms));
         }
         if profile.is_some() {
             txn.delete_profile(partition, customer_id)?;
@@ -587,13 +617,44 @@ impl Engine {
             txn.cancel_timer(partition, key)?;
         }
         txn.mark_erased(partition, customer_id)?;
-        Ok(vec![Outbound::Erased(ErasureConfirmation {
+        emits.push(Outbound::Erased(ErasureConfirmation {
             request_id: request.request_id.clone(),
             customer_id: customer_id.clone(),
             erased_at_ms: now_ms,
             profile_erased: profile.is_some(),
             timers_removed: timers.len() as u32,
             devices_unlinked: devices.len() as u32,
-        })])
+        }));
+        Ok(emits)
     }
+
+    /// A device link in the device's partition: links it (and re-keys the
+    /// anonymous events it held to the customer), or unlinks it if it is
+    /// still the customer's.
+    fn apply_link(txn: &mut impl StateTxn, partition: u32, link: &DeviceLink) -> Result<Vec<Outbound>, StoreError> {
+        if link.unlink {
+            if txn.customer_of_device(partition, &link.device_id)?.as_deref() == Some(link.customer_id.as_str()) {
+                txn.unlink_device(partition, &link.device_id)?;
+            }
+            return Ok(Vec::new());
+        }
+        txn.link_device(partition, &link.device_id, &link.customer_id)?;
+        let held = txn.held_anonymous(partition, &link.device_id)?;
+        if !held.is_empty() {
+            txn.hold_anonymous(partition, &link.device_id, Vec::new())?;
+        }
+        let customer_id = &link.customer_id;
+        Ok(held.into_iter().map(|e| Outbound::Rekeyed(AppEvent { customer_id: customer_id.clone(), ..e })).collect())
+    }
+}
+
+/// The unlink of `device` from `customer_id`, caused by event `cause`.
+fn unlink(cause: &str, device: &str, customer_id: &str, timestamp_ms: i64) -> Outbound {
+    Outbound::DeviceLink(DeviceLink {
+        event_id: format!("{cause}/{device}"),
+        device_id: device.to_owned(),
+        customer_id: customer_id.to_owned(),
+        unlink: true,
+        timestamp_ms,
+    })
 }

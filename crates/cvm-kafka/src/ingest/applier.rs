@@ -231,7 +231,7 @@ impl Applier {
         let source = match input {
             Input::Purchases => Source::Input(0),
             Input::App => Source::Input(1),
-            Input::Erasure => Source::Side,
+            Input::Erasure | Input::DeviceLinks => Source::Side,
         };
         let mut out = Output::default();
         let result = self.driver.apply(batch, msg.partition as u32, source, &event, wall_ms(), &mut out)?;
@@ -262,7 +262,7 @@ impl Applier {
         out.retain(|e| match e {
             Outbound::Decision(d) => d.customer_id != customer,
             Outbound::Offer(o) => o.customer_id != customer,
-            Outbound::Rekeyed(_) | Outbound::Erased(_) => true,
+            Outbound::Rekeyed(_) | Outbound::Erased(_) | Outbound::DeviceLink(_) => true,
         });
         if dropped > 0 {
             debug!(dropped, "Unpublished contacts of an erased customer dropped.");

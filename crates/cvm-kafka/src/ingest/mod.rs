@@ -160,7 +160,7 @@ impl Ingest {
     /// Runs until `stop` is set; the batch in progress is committed first.
     pub fn run(mut self) -> Result<(), IngestError> {
         let t = &self.applier.config.topics;
-        let topics = [t.purchases.name.as_str(), t.app.name.as_str(), t.erasure.name.as_str()];
+        let topics = t.inputs();
         self.consumer.subscribe(&topics).map_err(|source| IngestError::Subscribe {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             source,

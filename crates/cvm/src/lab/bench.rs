@@ -171,7 +171,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
                 match e {
                     cvm_engine::Outbound::Decision(_) => decisions += 1,
                     cvm_engine::Outbound::Offer(_) => offers += 1,
-                    cvm_engine::Outbound::Rekeyed(_) | cvm_engine::Outbound::Erased(_) => {}
+                    cvm_engine::Outbound::Rekeyed(_)
+                    | cvm_engine::Outbound::Erased(_)
+                    | cvm_engine::Outbound::DeviceLink(_) => {}
                 }
             }
             n += 1;

@@ -29,6 +29,7 @@ pub fn record(event: &Event) -> RecordedEvent {
             Event::Identify(i) => app(app_envelope::Event::Identify(i.clone())),
             Event::Consent(c) => app(app_envelope::Event::Consent(c.clone())),
             Event::Erase(e) => recorded_event::Event::Erase(e.clone()),
+            Event::DeviceLink(e) => recorded_event::Event::DeviceLink(e.clone()),
         }),
     }
 }
@@ -42,6 +43,7 @@ fn unwrap(recorded: RecordedEvent) -> Option<Event> {
             app_envelope::Event::Consent(e) => Event::Consent(e),
         },
         recorded_event::Event::Erase(e) => Event::Erase(e),
+        recorded_event::Event::DeviceLink(e) => Event::DeviceLink(e),
     })
 }
 

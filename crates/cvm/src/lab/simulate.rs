@@ -60,7 +60,7 @@ pub fn simulate(def: OfferDefinition, events: &[Event], config: EngineConfig, sa
                         sim.samples.push(o);
                     }
                 }
-                Outbound::Rekeyed(_) | Outbound::Erased(_) => {}
+                Outbound::Rekeyed(_) | Outbound::Erased(_) | Outbound::DeviceLink(_) => {}
             }
         }
     };
