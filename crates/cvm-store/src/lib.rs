@@ -227,6 +227,9 @@ fn writer_id(db: &DB, write_opts: &WriteOptions) -> Result<u64, rocksdb::Error> 
     Ok(id)
 }
 
+/// The share of a memtable's size given to its bloom filter.
+const MEMTABLE_BLOOM_RATIO: f64 = 0.05;
+
 impl Store {
     /// Opens (creating if needed) the store described by `config`.
     pub fn open(config: &StoreConfig) -> Result<Self, OpenError> {
@@ -243,6 +246,14 @@ impl Store {
             o.set_compression_type(DBCompressionType::Lz4);
             o.set_write_buffer_size(config.write_buffer_mb << 20);
             o.set_max_write_buffer_number(config.max_write_buffers);
+            if name != CF_OUTBOX && name != CF_OFFSETS && name != CF_TIMERS {
+                // Point reads (a profile per event, an event id, a device…)
+                // otherwise search every memtable's skip list — the largest
+                // cost of the decision core in a profile; a bloom filter per
+                // memtable skips those without the key.
+                o.set_memtable_whole_key_filtering(true);
+                o.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO);
+            }
             if name == CF_EVENTS {
                 let retention_ms = config.dedup_retention.as_millis() as u64;
                 o.set_compaction_filter("dedup-retention", move |_level, _key, value: &[u8]| {
