@@ -69,8 +69,8 @@ demo2="$(figure demo2 'events/s (end to end)')"
 demo_alo="$(figure demo_alo 'events/s (end to end)')"
 restore_rate="$(figure restore 'restored profiles/s')"
 produce_rate="$(figure restore 'produced records/s (bare producer)')"
-eligibility="$(figure eligibility 'event vs 1,000 offers')"
-scoring="$(figure scoring '1,000 candidates')"
+eligibility="$(figure eligibility 'event vs 1,000 offers (50 triggered)')"
+scoring="$(figure scoring 'ranked')"
 core_rss_mib=$(( $(cat "$work/core.rss") / 1024 ))
 per_profile=$(( store_bytes / profiles ))
 sst_per_profile=$(( sst_bytes / profiles ))
@@ -84,7 +84,8 @@ show() { printf '`%s`' "$*" | sed "s|$CARGO_TARGET_DIR/debug/cvm|cvm|; s|$work/[
   echo "Written by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d) at commit \`$(git rev-parse --short HEAD)\`."
   echo "Machine: $(grep -c ^processor /proc/cpuinfo) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
   echo "$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory. Binary: the dev profile (optimised, see \`Cargo.toml\`)."
-  echo "One run each: figures move by several per cent between runs."
+  echo "One run each: figures move by several per cent between runs. Where the time goes, what would"
+  echo "close each gap and the log of optimisations: [docs/performance.md](docs/performance.md)."
   echo
   echo "## Targets (issue 14)"
   echo
