@@ -189,17 +189,11 @@ impl Publisher {
         self.blocking(|p| p.init_transactions(TXN_CALL_TIMEOUT)).await.map_err(request("init_transactions"))?;
         self.recover().await.map_err(request("reading the publisher progress"))?;
         self.blocking(|p| p.begin_transaction()).await.map_err(request("begin_transaction"))?;
-        let value = self.txn_number.to_be_bytes();
-        let key = self.store.writer_id().to_be_bytes();
-        let record = FutureRecord::<[u8], [u8]>::to(&self.config.topics.publisher_progress)
-            .partition(PROGRESS_PARTITION)
-            .key(&key[..])
-            .payload(&value[..]);
         let probe = async {
-            let sent = tokio::time::timeout(PROBE_TIMEOUT, self.producer.send(record, Timeout::After(PROBE_TIMEOUT)));
-            match sent.await {
-                Ok(Ok(_)) => self.blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT)).await,
-                Ok(Err((e, _))) => Err(e),
+            let sent = self.send_progress(self.txn_number, Timeout::After(PROBE_TIMEOUT));
+            match tokio::time::timeout(PROBE_TIMEOUT, sent).await {
+                Ok(Ok(())) => self.blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT)).await,
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
             }
         };
@@ -427,24 +421,21 @@ impl Publisher {
             let fut = self.producer.send(Self::record(e), Timeout::Never);
             async move { (*seq, e, fut.await) }
         });
-        let mut failed: Vec<(u64, &OutboxEntry, KafkaError)> = join_all(sends)
+        let failed: Vec<(u64, &OutboxEntry, KafkaError)> = join_all(sends)
             .await
             .into_iter()
             .filter_map(|(seq, entry, r)| r.err().map(|(e, _)| (seq, entry, e)))
             .collect();
-        if failed.is_empty() {
-            // The progress record goes last, once every entry is written: even
-            // where aborted records stay visible, a visible progress record
-            // then means every entry of the transaction is too.
-            let value = number.to_be_bytes();
-            let key = self.store.writer_id().to_be_bytes();
-            let progress = FutureRecord::<[u8], [u8]>::to(&self.config.topics.publisher_progress)
-                .partition(PROGRESS_PARTITION)
-                .key(&key[..])
-                .payload(&value[..]);
-            if let Err((e, _)) = self.producer.send(progress, Timeout::Never).await {
-                failed.push((0, &entries[0].1, e));
-            }
+        // The progress record goes last, once every entry is written: even
+        // where aborted records stay visible, a visible progress record then
+        // means every entry of the transaction is too.
+        let progress = if failed.is_empty() { self.send_progress(number, Timeout::Never).await } else { Ok(()) };
+        if let Err(e) = progress {
+            // No entry failed: nothing to park, everything is retried.
+            warn!(error = %e, number, "The progress record failed; the transaction is aborted and retried.");
+            counter!(telemetry::PUBLISH_ERRORS, "kind" => "retried").increment(1);
+            self.abort_or_recover(number, &e).await;
+            return true;
         }
         if failed.is_empty() {
             match self.blocking(|p| p.commit_transaction(TXN_CALL_TIMEOUT)).await {
@@ -472,6 +463,17 @@ impl Publisher {
             }
         }
         true
+    }
+
+    /// Produces this store's progress record `number` (inside the open
+    /// transaction).
+    async fn send_progress(&self, number: u64, timeout: Timeout) -> Result<(), KafkaError> {
+        let (key, value) = (self.store.writer_id().to_be_bytes(), number.to_be_bytes());
+        let record = FutureRecord::<[u8], [u8]>::to(&self.config.topics.publisher_progress)
+            .partition(PROGRESS_PARTITION)
+            .key(&key[..])
+            .payload(&value[..]);
+        self.producer.send(record, timeout).await.map(|_| ()).map_err(|(e, _)| e)
     }
 
     /// The largest message the producer takes (`message.max.bytes`).
