@@ -191,11 +191,9 @@ impl Instance {
             config.kafka.instance_id = Some(name.to_owned());
         }
         config.kafka.workers = workers;
-        // A member that died is noticed after this, not the 45 s default.
-        config.kafka.consumer.insert("session.timeout.ms".into(), "6000".into());
-        config.kafka.consumer.insert("heartbeat.interval.ms".into(), "500".into());
-        // Also the rebalance timeout: how long a broker may wait for members
-        // to rejoin (tansu waits for the dead one this long).
+        // The harness's 6 s session timeout notices a member that died. This is
+        // also the rebalance timeout: how long a broker may wait for members to
+        // rejoin (tansu waits for the dead one this long).
         config.kafka.consumer.insert("max.poll.interval.ms".into(), "20000".into());
         let config_path = h.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();

@@ -158,11 +158,8 @@ impl Output {
 
     /// Keeps only the emits `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&Outbound) -> bool) {
-        let kept: Vec<bool> = self.emits.iter().map(&mut keep).collect();
-        let mut flags = kept.iter();
-        self.emits.retain(|_| *flags.next().expect("one flag per emit"));
-        let mut flags = kept.iter();
-        self.partitions.retain(|_| *flags.next().expect("one flag per emit"));
+        let pairs = std::mem::take(&mut self.emits).into_iter().zip(std::mem::take(&mut self.partitions));
+        (self.emits, self.partitions) = pairs.filter(|(emit, _)| keep(emit)).unzip();
     }
 }
 
