@@ -232,7 +232,7 @@ async fn restart_mid_stream_loses_nothing_and_duplicates_nothing() {
     let triggers = |event: &Event| {
         let facts = EventFacts::of(event);
         let features = Features::compute(&empty, facts, event.timestamp_ms());
-        facts.kind.is_some_and(|k| catalog.triggered_by(k).iter().any(|d| d.passes_filter(&features)))
+        facts.kind.is_some_and(|k| catalog.triggered_by(k, &facts).iter().any(|d| d.passes_filter(&features)))
     };
     let triggering: HashSet<&str> = events.iter().filter(|e| triggers(&e.event)).map(|e| e.event.event_id()).collect();
     assert!(triggering.len() > 100, "the scenario must trigger offers");

@@ -646,6 +646,30 @@ mod tests {
     }
 
     #[test]
+    fn required_values_are_those_without_which_the_expression_is_false() {
+        use crate::Requirement::{Call, Text};
+        let required = |src: &str, key| {
+            let p = compile_predicate(src, &schema()).unwrap();
+            p.required(key).map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        let some = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(required(r#"event.category == "wine" && orders_90d > 2"#, Text(0)), some(&["wine"]));
+        assert_eq!(required(r#"orders_90d > 2 && "wine" == event.category"#, Text(0)), some(&["wine"]));
+        assert_eq!(required(r#"event.category in ["b", "a", "b"]"#, Text(0)), some(&["a", "b"]));
+        assert_eq!(
+            required(r#"(event.category == "a" && has_app) || event.category == "c""#, Text(0)),
+            some(&["a", "c"])
+        );
+        assert_eq!(required(r#"in_cart("x") && event.category in ["a", "b"]"#, Call(0)), some(&["x"]));
+        assert_eq!(required(r#"event.category == "a" || has_app"#, Text(0)), None, "one branch needs nothing");
+        assert_eq!(required(r#"!(event.category == "a")"#, Text(0)), None);
+        assert_eq!(required(r#"event.category != "a""#, Text(0)), None);
+        assert_eq!(required(r#"event.category == "a""#, Text(1)), None, "another slot");
+        assert_eq!(required(r#"in_cart("x")"#, Call(1)), None, "another function");
+        assert_eq!(required("false", Text(0)), some(&[]), "never holds");
+    }
+
+    #[test]
     fn evaluates_the_supported_subset() {
         assert!(holds("orders_90d >= 3 && revenue_90d > 100.0 && has_app && category_share(\"sushi\") > 0.3"));
         assert!(!holds("orders_90d >= 5 || !has_app"));

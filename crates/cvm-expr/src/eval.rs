@@ -198,6 +198,57 @@ impl Predicate {
             other => (!other.eval(env)).then_some(self.source.as_str()),
         }
     }
+
+    /// The values of `key` one of which the expression needs to hold
+    /// (sorted, without repeats), or `None` when it can hold without.
+    /// For indexing many expressions, e.g. offer filters by the event's
+    /// category: `event.category == "wine" && x > 2` needs `"wine"`;
+    /// `event.category in ["a", "b"]` or an `||` of such clauses needs one of
+    /// their values; `!(event.category == "wine")` needs none.
+    pub fn required(&self, key: Requirement) -> Option<Vec<&str>> {
+        let mut values = self.root.required(key)?;
+        values.sort_unstable();
+        values.dedup();
+        Some(values)
+    }
+}
+
+/// Something a predicate can only hold with, that an index can look up
+/// (see [`Predicate::required`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// The text variable in this slot equals one of the values.
+    Text(u16),
+    /// The flag function with this id holds for one of the values.
+    Call(u16),
+}
+
+impl BoolNode {
+    /// The values of `key` without one of which this node is false, or
+    /// `None` when it can hold without any (or does not say).
+    fn required(&self, key: Requirement) -> Option<Vec<&str>> {
+        let var_is = |node: &StrNode| matches!((node, key), (StrNode::Var(s), Requirement::Text(k)) if *s == k);
+        match self {
+            BoolNode::Text(Cmp::Eq, a, b) => match (&**a, &**b) {
+                (var, StrNode::Const(c)) | (StrNode::Const(c), var) if var_is(var) => Some(vec![&**c]),
+                _ => None,
+            },
+            BoolNode::TextIn(x, list) if var_is(x) => Some(list.iter().map(|s| &**s).collect()),
+            BoolNode::Call(f, arg) => match (&**arg, key) {
+                (StrNode::Const(c), Requirement::Call(k)) if *f == k => Some(vec![&**c]),
+                _ => None,
+            },
+            // One clause that needs a value is enough; the narrowest is best.
+            BoolNode::And(xs) => xs.iter().filter_map(|x| x.required(key)).min_by_key(Vec::len),
+            // Every branch must need one.
+            BoolNode::Or(xs) => xs.iter().try_fold(Vec::new(), |mut all, x| {
+                all.extend(x.required(key)?);
+                Some(all)
+            }),
+            BoolNode::Const(false) => Some(Vec::new()),
+            _ => None,
+        }
+    }
 }
 
 /// A compiled numeric expression (e.g. an offer's margin formula).

@@ -32,5 +32,5 @@ mod schema;
 pub use check::{
     compile_formula, compile_predicate, quiet_parser_panics, ExprError, Problem, MAX_EXPRESSION_BYTES, MAX_NESTING,
 };
-pub use eval::{Formula, Predicate};
+pub use eval::{Formula, Predicate, Requirement};
 pub use schema::{Env, Schema, Type, VariableDoc};

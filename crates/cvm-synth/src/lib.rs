@@ -10,9 +10,11 @@
 //! time order, one simulated day at a time, so memory stays flat for any
 //! number of days. A [`Responder`] adds how customers react to offers.
 
+mod catalog;
 mod responder;
 mod responsiveness;
 
+pub use catalog::{generated_offers, sku_name};
 pub use responder::{Effect, Responder};
 pub use responsiveness::{Responsiveness, TypedResponder};
 
@@ -30,6 +32,9 @@ struct Category {
     margin: f64,
 }
 
+/// Products per category (`<category>-000` to `-199`).
+const SKUS_PER_CATEGORY: u32 = 200;
+
 const CATEGORIES: [Category; 10] = [
     Category { name: "sushi", min_price: 499, max_price: 1899, margin: 0.45 },
     Category { name: "bakery", min_price: 99, max_price: 599, margin: 0.50 },
@@ -42,6 +47,11 @@ const CATEGORIES: [Category; 10] = [
     Category { name: "baby", min_price: 199, max_price: 3999, margin: 0.28 },
     Category { name: "household", min_price: 149, max_price: 1999, margin: 0.33 },
 ];
+
+/// The retailer's categories.
+pub fn category_names() -> impl Iterator<Item = &'static str> {
+    CATEGORIES.iter().map(|c| c.name)
+}
 
 /// An IANA zone with the customer's (winter) offset, for consent events.
 fn zone_of(utc_offset_minutes: i32) -> &'static str {
@@ -215,7 +225,7 @@ impl Retailer {
     }
 
     fn sku(&mut self, cat: usize) -> String {
-        format!("{}-{:03}", CATEGORIES[cat].name, self.rng.random_range(0..200))
+        sku_name(cat, self.rng.random_range(0..SKUS_PER_CATEGORY))
     }
 
     fn purchase(&mut self, c: &Customer, at: i64, online: bool) -> SynthEvent {

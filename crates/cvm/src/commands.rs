@@ -293,6 +293,17 @@ pub fn schema(kind: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cvm offers generate`: writes a synthetic catalog as one file per offer.
+pub fn generate(count: usize, seed: u64, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (id, doc) in cvm_synth::generated_offers(count, seed) {
+        let path = out.join(format!("{id}.yaml"));
+        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("wrote {count} offers to {}", out.display());
+    Ok(())
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     // First, so that a SIGTERM while starting (restoring partitions) stops cleanly too.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -103,6 +103,10 @@ enum Command {
         /// Store directory (temporary by default).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Active offers generated with the retail mix (`cvm offers generate`);
+        /// 0 = the sample catalog.
+        #[arg(long, default_value_t = 0)]
+        offers: usize,
     },
     /// Eligibility cost: one compiled CEL rule, and 1,000 offers per event.
     BenchEligibility {
@@ -237,6 +241,20 @@ enum OffersCommand {
         #[arg(default_value = "offer")]
         kind: String,
     },
+    /// Write a synthetic catalog with a large retailer's mix (mostly product
+    /// coupons, some category offers, a few on any app open), for load tests:
+    /// lint and publish it like any documents.
+    Generate {
+        /// Offers to write.
+        #[arg(long, default_value_t = 1_000)]
+        count: usize,
+        /// Seed (the same seed writes the same catalog).
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+        /// Directory to write `<id>.yaml` files into (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -301,8 +319,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             commands::train(TrainArgs { events, documents, scope, target, window, validation_share, seed, out })?
         }
         Command::Synth { out, customers, days, seed } => commands::synth(&out, customers, days, seed)?,
-        Command::Bench { profiles, events, batch, data_dir } => {
-            bench::run(&bench::BenchOptions { profiles, events, batch, data_dir })?
+        Command::Bench { profiles, events, batch, data_dir, offers } => {
+            bench::run(&bench::BenchOptions { profiles, events, batch, data_dir, offers })?
         }
     }
     Ok(true)
@@ -315,5 +333,6 @@ fn offers(command: OffersCommand) -> anyhow::Result<bool> {
         OffersCommand::List { brokers, topic } => commands::list(brokers, topic).map(|()| true),
         OffersCommand::Simulate { file, events, samples } => commands::simulate_offer(&file, &events, samples),
         OffersCommand::Schema { kind } => commands::schema(&kind).map(|()| true),
+        OffersCommand::Generate { count, seed, out } => commands::generate(count, seed, &out).map(|()| true),
     }
 }

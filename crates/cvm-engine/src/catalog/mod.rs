@@ -3,15 +3,18 @@
 //! document of the config topic, which a catalog takes in.
 
 mod live;
+mod trigger_index;
 
 use std::{collections::HashMap, sync::Arc};
 
 use serde::Deserialize;
 
 pub use live::{LiveCatalog, Snapshot};
+use trigger_index::TriggerIndex;
 
 use crate::{
     events::EventKind,
+    features::EventFacts,
     models::{Model, ModelArtifact, Scope, MODEL_KEY_PREFIX},
     offers::{
         campaign::{check_document_bounds, parse_document, version_problem},
@@ -125,8 +128,8 @@ impl ConfigDocument {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     offers: HashMap<String, Arc<OfferDefinition>>,
-    on_event: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
-    delayed_by_start: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
+    on_event: HashMap<EventKind, TriggerIndex>,
+    delayed_by_start: HashMap<EventKind, TriggerIndex>,
     delayed_by_cancel: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
     inactivity: Vec<Arc<OfferDefinition>>,
     sweeps: Vec<Arc<OfferDefinition>>,
@@ -160,11 +163,13 @@ impl Catalog {
         self.by_hash = self.offers.values().map(|d| (d.subject().offer, d.clone())).collect();
         let mut live: Vec<_> = self.offers.values().filter(|d| d.doc.status == Status::Active).cloned().collect();
         live.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
-        for d in live {
+        for (rank, d) in (0..).zip(live) {
             match &d.doc.trigger {
-                Trigger::Event { event, .. } => self.on_event.entry(*event).or_default().push(d),
+                Trigger::Event { event, .. } => {
+                    self.on_event.entry(*event).or_default().add(rank, d.clone(), d.filter())
+                }
                 Trigger::Delayed { event, cancel_on, .. } => {
-                    self.delayed_by_start.entry(*event).or_default().push(d.clone());
+                    self.delayed_by_start.entry(*event).or_default().add(rank, d.clone(), d.filter());
                     self.delayed_by_cancel.entry(*cancel_on).or_default().push(d);
                 }
                 Trigger::Inactivity { .. } => self.inactivity.push(d),
@@ -295,14 +300,16 @@ impl Catalog {
         self.policy.as_deref()
     }
 
-    /// Active offers an event of `kind` triggers at once, in id order.
-    pub fn triggered_by(&self, kind: EventKind) -> &[Arc<OfferDefinition>] {
-        self.on_event.get(&kind).map_or(&[], Vec::as_slice)
+    /// Active offers an event of `kind` with `facts` may trigger at once,
+    /// in id order: those whose filter could accept it (still to be tested).
+    pub fn triggered_by(&self, kind: EventKind, facts: &EventFacts<'_>) -> Vec<&Arc<OfferDefinition>> {
+        self.on_event.get(&kind).map_or_else(Vec::new, |index| index.candidates(facts))
     }
 
-    /// Active delayed offers whose wait an event of `kind` starts.
-    pub fn delayed_started_by(&self, kind: EventKind) -> &[Arc<OfferDefinition>] {
-        self.delayed_by_start.get(&kind).map_or(&[], Vec::as_slice)
+    /// Active delayed offers whose wait an event of `kind` with `facts` may
+    /// start, in id order (their filters still to be tested).
+    pub fn delayed_started_by(&self, kind: EventKind, facts: &EventFacts<'_>) -> Vec<&Arc<OfferDefinition>> {
+        self.delayed_by_start.get(&kind).map_or_else(Vec::new, |index| index.candidates(facts))
     }
 
     /// Active delayed offers whose wait an event of `kind` may cancel.
@@ -350,9 +357,10 @@ mod tests {
             OfferDefinition::compile(OfferDocument { id: "p".into(), status: Status::Paused, ..d.doc.clone() })
                 .unwrap();
         let c = Catalog::new([d.clone(), paused]);
-        assert_eq!(c.triggered_by(EventKind::AppOpen).len(), 1);
-        assert!(c.triggered_by(EventKind::Purchase).is_empty());
-        assert!(c.without("sushi-comeback").triggered_by(EventKind::AppOpen).is_empty());
+        let any = EventFacts::default();
+        assert_eq!(c.triggered_by(EventKind::AppOpen, &any).len(), 1);
+        assert!(c.triggered_by(EventKind::Purchase, &any).is_empty());
+        assert!(c.without("sushi-comeback").triggered_by(EventKind::AppOpen, &any).is_empty());
         assert_eq!(c.all().len(), 2);
     }
 

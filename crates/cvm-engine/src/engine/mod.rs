@@ -338,7 +338,7 @@ impl Engine {
             let candidates: Vec<&Arc<OfferDefinition>> = {
                 let features = Features::compute(&profile, facts, now_ms);
                 self.update_timers(txn, partition, customer_id, event, &features, kind, now_ms)?;
-                let triggered = self.catalog.triggered_by(kind).iter();
+                let triggered = self.catalog.triggered_by(kind, &facts).into_iter();
                 triggered.filter(|d| d.is_live(now_ms) && d.passes_filter(&features)).collect()
             };
             let cause = Cause {
@@ -415,7 +415,7 @@ impl Engine {
             }
         }
         let cancelling = self.catalog.delayed_cancelled_by(kind);
-        let starting = self.catalog.delayed_started_by(kind);
+        let starting = self.catalog.delayed_started_by(kind, &features.event());
         // Purchases and app events arrive on two topics, so a cancelling event
         // can be applied before the event that started the wait. In event
         // time that order is visible: a wait is cancelled only by an event at
@@ -424,8 +424,11 @@ impl Engine {
         for d in cancelling {
             if let Trigger::Delayed { after, .. } = d.doc.trigger {
                 let key = TimerKey::new(customer_id, TimerKind::Delayed, d.id());
+                if !d.cancels(kind, features) {
+                    continue;
+                }
                 let started = txn.timer_due(partition, &key)?.map(|due| due.saturating_sub(millis(after)));
-                if started.is_some_and(|s| s <= now_ms) && d.cancels(kind, features) {
+                if started.is_some_and(|s| s <= now_ms) {
                     txn.cancel_timer(partition, &key)?;
                 }
             }

@@ -372,6 +372,11 @@ impl OfferDefinition {
             && self.sweep_at_ms.is_none_or(|at| now_ms >= at)
     }
 
+    /// The trigger's compiled filter, if it has one.
+    pub(crate) fn filter(&self) -> Option<&Predicate> {
+        self.filter.as_ref()
+    }
+
     /// Whether the trigger's filter accepts the event described by `features`.
     pub fn passes_filter(&self, features: &Features<'_>) -> bool {
         self.filter.as_ref().is_none_or(|f| f.eval(features))

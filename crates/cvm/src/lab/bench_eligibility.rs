@@ -105,7 +105,6 @@ pub fn eligibility(iterations: u32) {
         .map(|i| if i % 20 == 0 { offer(i, "add_to_cart") } else { offer(i, KINDS[i % KINDS.len()]) })
         .collect();
     let catalog = Catalog::new(defs);
-    assert_eq!(catalog.triggered_by(EventKind::AddToCart).len(), 50);
     let add = Event::App(AppEvent {
         event_id: "bench".into(),
         customer_id: "c".into(),
@@ -115,12 +114,13 @@ pub fn eligibility(iterations: u32) {
         category: "sushi".into(),
         ..Default::default()
     });
+    assert_eq!(catalog.triggered_by(EventKind::AddToCart, &EventFacts::of(&add)).len(), 50);
     let mut eligible = 0;
     let event_ns = per_iteration(iterations / 20, |_| {
         let f = Features::compute(&profile, EventFacts::of(&add), NOW);
         eligible = catalog
-            .triggered_by(EventKind::AddToCart)
-            .iter()
+            .triggered_by(EventKind::AddToCart, &EventFacts::of(&add))
+            .into_iter()
             .filter(|d| d.is_live(NOW) && d.passes_filter(&f) && d.eligible(&f))
             .count();
         black_box(eligible);
