@@ -39,12 +39,14 @@ impl LiveCatalog {
         self.snapshot().catalog
     }
 
-    /// Replaces the catalog with `f(current)`.
-    pub fn update(&self, f: impl FnOnce(&Catalog) -> Catalog) {
+    /// Changes the catalog with `f`: in place while no snapshot of it is
+    /// held (e.g. while the config topic is read at start), else in a copy
+    /// that replaces it.
+    pub fn update(&self, f: impl FnOnce(&mut Catalog)) {
         let mut g = self.inner.write().expect("catalog lock poisoned");
-        let next = f(&g.catalog);
-        gauge!(telemetry::OFFERS_ACTIVE).set(next.all().len() as f64);
-        *g = Snapshot { generation: g.generation + 1, catalog: Arc::new(next) };
+        f(Arc::make_mut(&mut g.catalog));
+        gauge!(telemetry::OFFERS_ACTIVE).set(g.catalog.len() as f64);
+        g.generation += 1;
     }
 
     /// Takes in the document published under `key` (`None` or empty:
@@ -53,7 +55,7 @@ impl LiveCatalog {
     /// the last good version running. Returns the status to publish, stamped `at_ms`.
     pub fn apply(&self, key: &str, value: Option<&[u8]>, at_ms: i64) -> ConfigStatus {
         let Some(bytes) = value.filter(|v| !v.is_empty()) else {
-            self.update(|c| c.without_key(key));
+            self.update(|c| c.remove(key));
             counter!(telemetry::CONFIG_DOCUMENTS, "result" => "deleted").increment(1);
             info!(key, "Config document deleted.");
             return ConfigStatus {
@@ -81,7 +83,9 @@ impl LiveCatalog {
             Ok(doc) => {
                 let version = doc.version();
                 info!(key, version, "Config document accepted.");
-                self.update(|c| c.with_document(doc));
+                // Not held while updating, so that it can update in place.
+                drop(current);
+                self.update(|c| c.insert(doc));
                 counter!(telemetry::CONFIG_DOCUMENTS, "result" => "accepted").increment(1);
                 ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version, errors: vec![], at_ms }
             }
@@ -133,5 +137,24 @@ mod tests {
         assert_eq!(title(&catalog), "edited");
         assert!(catalog.apply("o1", None, 0).accepted);
         assert!(catalog.current().get("o1").is_none(), "tombstone deletes");
+    }
+
+    #[test]
+    fn a_held_snapshot_never_changes_and_updates_reach_the_next_one() {
+        use crate::{events::EventKind, features::EventFacts};
+        let live = LiveCatalog::default();
+        assert!(live.apply("o1", Some(&doc(1, "first")), 0).accepted);
+        let held = live.snapshot();
+        let triggered = |c: &Catalog| c.triggered_by(EventKind::AppOpen, &EventFacts::default()).len();
+        assert_eq!(triggered(&held.catalog), 1, "the index is built from the offers");
+        assert!(live.apply("o1", None, 0).accepted);
+        assert_eq!(triggered(&held.catalog), 1, "the held catalog is a copy's original");
+        assert_eq!(held.catalog.get("o1").unwrap().version(), 1);
+        let next = live.snapshot();
+        assert!(next.generation > held.generation);
+        assert_eq!(triggered(&next.catalog), 0, "the index follows the removal");
+        drop((held, next));
+        assert!(live.apply("o1", Some(&doc(2, "second")), 0).accepted);
+        assert_eq!(triggered(&live.current()), 1, "updated in place, the index too");
     }
 }

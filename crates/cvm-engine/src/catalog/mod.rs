@@ -5,7 +5,10 @@
 mod live;
 mod trigger_index;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use serde::Deserialize;
 
@@ -122,25 +125,59 @@ impl ConfigDocument {
 }
 
 /// The live set of offers, indexed so that an event only looks at the offers
-/// it can trigger or cancel. Immutable: a reload builds a new catalog and
+/// it can trigger or cancel. Shared immutably: a reload changes a copy (or
+/// the catalog itself when nobody else holds it, see [`LiveCatalog`]) and
 /// swaps it in. Only `active` offers are indexed; validity windows are
-/// checked at decision time.
+/// checked at decision time. The index is built when first used after a
+/// change, so taking in 30,000 documents one by one does not rebuild it
+/// 30,000 times.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     offers: HashMap<String, Arc<OfferDefinition>>,
+    index: OnceLock<OfferIndex>,
+    campaigns: HashMap<String, Arc<CampaignDocument>>,
+    policy: Option<Arc<PolicyDocument>>,
+    /// Models by config-topic key, and by what they score.
+    models: HashMap<String, Arc<Model>>,
+    offer_models: HashMap<String, Arc<Model>>,
+    campaign_models: HashMap<String, Arc<Model>>,
+}
+
+/// What the decision path looks offers up by, derived from the offers.
+#[derive(Debug, Clone, Default)]
+struct OfferIndex {
     on_event: HashMap<EventKind, TriggerIndex>,
     delayed_by_start: HashMap<EventKind, TriggerIndex>,
     delayed_by_cancel: HashMap<EventKind, Vec<Arc<OfferDefinition>>>,
     inactivity: Vec<Arc<OfferDefinition>>,
     sweeps: Vec<Arc<OfferDefinition>>,
-    campaigns: HashMap<String, Arc<CampaignDocument>>,
-    policy: Option<Arc<PolicyDocument>>,
     /// Offers by [`crate::profile::contact_hash`] of their id.
     by_hash: HashMap<u64, Arc<OfferDefinition>>,
-    /// Models by config-topic key, and by what they score.
-    models: HashMap<String, Arc<Model>>,
-    offer_models: HashMap<String, Arc<Model>>,
-    campaign_models: HashMap<String, Arc<Model>>,
+}
+
+impl OfferIndex {
+    fn build(offers: &HashMap<String, Arc<OfferDefinition>>) -> Self {
+        let mut index = OfferIndex {
+            by_hash: offers.values().map(|d| (d.subject().offer, d.clone())).collect(),
+            ..Default::default()
+        };
+        let mut live: Vec<_> = offers.values().filter(|d| d.doc.status == Status::Active).cloned().collect();
+        live.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
+        for (rank, d) in (0..).zip(live) {
+            match &d.doc.trigger {
+                Trigger::Event { event, .. } => {
+                    index.on_event.entry(*event).or_default().add(rank, d.clone(), d.filter())
+                }
+                Trigger::Delayed { event, cancel_on, .. } => {
+                    index.delayed_by_start.entry(*event).or_default().add(rank, d.clone(), d.filter());
+                    index.delayed_by_cancel.entry(*cancel_on).or_default().push(d);
+                }
+                Trigger::Inactivity { .. } => index.inactivity.push(d),
+                Trigger::Sweep { .. } => index.sweeps.push(d),
+            }
+        }
+        index
+    }
 }
 
 impl Catalog {
@@ -150,66 +187,63 @@ impl Catalog {
         for d in defs {
             catalog.offers.insert(d.doc.id.clone(), Arc::new(d));
         }
-        catalog.reindex();
         catalog
     }
 
-    fn reindex(&mut self) {
-        self.on_event.clear();
-        self.delayed_by_start.clear();
-        self.delayed_by_cancel.clear();
-        self.inactivity.clear();
-        self.sweeps.clear();
-        self.by_hash = self.offers.values().map(|d| (d.subject().offer, d.clone())).collect();
-        let mut live: Vec<_> = self.offers.values().filter(|d| d.doc.status == Status::Active).cloned().collect();
-        live.sort_by(|a, b| a.doc.id.cmp(&b.doc.id));
-        for (rank, d) in (0..).zip(live) {
-            match &d.doc.trigger {
-                Trigger::Event { event, .. } => {
-                    self.on_event.entry(*event).or_default().add(rank, d.clone(), d.filter())
-                }
-                Trigger::Delayed { event, cancel_on, .. } => {
-                    self.delayed_by_start.entry(*event).or_default().add(rank, d.clone(), d.filter());
-                    self.delayed_by_cancel.entry(*cancel_on).or_default().push(d);
-                }
-                Trigger::Inactivity { .. } => self.inactivity.push(d),
-                Trigger::Sweep { .. } => self.sweeps.push(d),
-            }
-        }
+    fn index(&self) -> &OfferIndex {
+        self.index.get_or_init(|| OfferIndex::build(&self.offers))
     }
 
     /// A copy with `def` added or replaced.
     pub fn with(&self, def: OfferDefinition) -> Self {
         let mut next = self.clone();
-        next.offers.insert(def.doc.id.clone(), Arc::new(def));
-        next.reindex();
+        next.insert(ConfigDocument::Offer(Box::new(def)));
         next
     }
 
     /// A copy without offer `id`.
     pub fn without(&self, id: &str) -> Self {
         let mut next = self.clone();
-        next.offers.remove(id);
-        next.reindex();
+        next.remove(id);
         next
     }
 
     /// A copy with `doc` added or replaced.
     pub fn with_document(&self, doc: ConfigDocument) -> Self {
+        let mut next = self.clone();
+        next.insert(doc);
+        next
+    }
+
+    /// Adds or replaces `doc`.
+    pub fn insert(&mut self, doc: ConfigDocument) {
         match doc {
-            ConfigDocument::Offer(d) => self.with(*d),
+            ConfigDocument::Offer(d) => {
+                self.offers.insert(d.doc.id.clone(), Arc::new(*d));
+                self.index = OnceLock::new();
+            }
             ConfigDocument::Campaign(c) => {
-                let mut next = self.clone();
-                next.campaigns.insert(c.id.clone(), Arc::new(c));
-                next
+                self.campaigns.insert(c.id.clone(), Arc::new(c));
             }
-            ConfigDocument::Policy(p) => Self { policy: Some(Arc::new(p)), ..self.clone() },
+            ConfigDocument::Policy(p) => self.policy = Some(Arc::new(p)),
             ConfigDocument::Model(m) => {
-                let mut next = self.clone();
-                next.models.insert(m.key(), Arc::new(Model::new(*m)));
-                next.index_models();
-                next
+                self.models.insert(m.key(), Arc::new(Model::new(*m)));
+                self.index_models();
             }
+        }
+    }
+
+    /// Removes the document published under config-topic `key`, if any.
+    pub fn remove(&mut self, key: &str) {
+        if let Some(id) = key.strip_prefix(CAMPAIGN_KEY_PREFIX) {
+            self.campaigns.remove(id);
+        } else if key == POLICY_KEY {
+            self.policy = None;
+        } else if key.starts_with(MODEL_KEY_PREFIX) {
+            self.models.remove(key);
+            self.index_models();
+        } else if self.offers.remove(key).is_some() {
+            self.index = OnceLock::new();
         }
     }
 
@@ -239,21 +273,9 @@ impl Catalog {
 
     /// A copy without the document published under config-topic `key`.
     pub fn without_key(&self, key: &str) -> Self {
-        if let Some(id) = key.strip_prefix(CAMPAIGN_KEY_PREFIX) {
-            let mut next = self.clone();
-            next.campaigns.remove(id);
-            return next;
-        }
-        if key == POLICY_KEY {
-            return Self { policy: None, ..self.clone() };
-        }
-        if key.starts_with(MODEL_KEY_PREFIX) {
-            let mut next = self.clone();
-            next.models.remove(key);
-            next.index_models();
-            return next;
-        }
-        self.without(key)
+        let mut next = self.clone();
+        next.remove(key);
+        next
     }
 
     /// The document under config-topic `key`, as `(version, same as doc)`.
@@ -303,38 +325,48 @@ impl Catalog {
     /// Active offers an event of `kind` with `facts` may trigger at once,
     /// in id order: those whose filter could accept it (still to be tested).
     pub fn triggered_by(&self, kind: EventKind, facts: &EventFacts<'_>) -> Vec<&Arc<OfferDefinition>> {
-        self.on_event.get(&kind).map_or_else(Vec::new, |index| index.candidates(facts))
+        self.index().on_event.get(&kind).map_or_else(Vec::new, |index| index.candidates(facts))
     }
 
     /// Active delayed offers whose wait an event of `kind` with `facts` may
     /// start, in id order (their filters still to be tested).
     pub fn delayed_started_by(&self, kind: EventKind, facts: &EventFacts<'_>) -> Vec<&Arc<OfferDefinition>> {
-        self.delayed_by_start.get(&kind).map_or_else(Vec::new, |index| index.candidates(facts))
+        self.index().delayed_by_start.get(&kind).map_or_else(Vec::new, |index| index.candidates(facts))
     }
 
     /// Active delayed offers whose wait an event of `kind` may cancel.
     pub fn delayed_cancelled_by(&self, kind: EventKind) -> &[Arc<OfferDefinition>] {
-        self.delayed_by_cancel.get(&kind).map_or(&[], Vec::as_slice)
+        self.index().delayed_by_cancel.get(&kind).map_or(&[], Vec::as_slice)
     }
 
     /// Active inactivity offers.
     pub fn inactivity(&self) -> &[Arc<OfferDefinition>] {
-        &self.inactivity
+        &self.index().inactivity
     }
 
     /// Active sweep offers.
     pub fn sweeps(&self) -> &[Arc<OfferDefinition>] {
-        &self.sweeps
+        &self.index().sweeps
     }
 
     /// An offer by the hash contacts store (any status).
     pub fn by_hash(&self, offer: u64) -> Option<&Arc<OfferDefinition>> {
-        self.by_hash.get(&offer)
+        self.index().by_hash.get(&offer)
     }
 
     /// An offer by id (any status).
     pub fn get(&self, id: &str) -> Option<&Arc<OfferDefinition>> {
         self.offers.get(id)
+    }
+
+    /// Offers of any status.
+    pub fn len(&self) -> usize {
+        self.offers.len()
+    }
+
+    /// Whether there are no offers.
+    pub fn is_empty(&self) -> bool {
+        self.offers.is_empty()
     }
 
     /// All offers, in id order.

@@ -3,11 +3,14 @@
 //! same machine in the same run, so the engine's cost is seen against the
 //! ceiling it sits on.
 
-use std::{path::PathBuf, time::Instant};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use cvm_engine::{
+    catalog::LiveCatalog,
     driver::{Clock, ScanPacing, TIMERS_PER_BATCH},
-    Catalog, Driver, DriverConfig, Engine, EngineConfig, Event, OfferDefinition, Output, Profile, Source, StateTxn,
+    events::EventKind,
+    features::EventFacts,
+    Driver, DriverConfig, Engine, EngineConfig, Event, Output, Profile, Source, StateTxn,
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseLine};
 use cvm_store::{Store, StoreConfig};
@@ -158,13 +161,17 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let catalog = if opts.offers == 0 {
         sample_catalog()
     } else {
+        // Taken in one by one, as from the config topic.
+        let live = LiveCatalog::default();
         let t = Instant::now();
-        let defs = cvm_synth::generated_offers(opts.offers, 11).into_iter().map(|(id, doc)| {
-            OfferDefinition::parse(&id, doc.as_bytes()).expect("generated offers compile (tested in cvm-synth)")
-        });
-        let catalog = Catalog::new(defs);
-        println!("compiled {} generated offers in {:.1}s", opts.offers, t.elapsed().as_secs_f64());
-        catalog
+        for (id, doc) in cvm_synth::generated_offers(opts.offers, 11) {
+            let status = live.apply(&id, Some(doc.as_bytes()), 0);
+            anyhow::ensure!(status.accepted, "generated offer {id} refused: {:?}", status.errors);
+        }
+        let catalog = live.current();
+        let _ = catalog.triggered_by(EventKind::Purchase, &EventFacts::default());
+        println!("took in {} generated offers in {:.1}s", opts.offers, t.elapsed().as_secs_f64());
+        Arc::unwrap_or_clone(catalog)
     };
     let engine = Engine::new(EngineConfig::default(), catalog);
     let categories = categories();
