@@ -27,6 +27,7 @@ impl Store {
         Batch {
             store: self,
             profiles: HashMap::new(),
+            scanned: HashMap::new(),
             seen: HashSet::new(),
             erased: HashSet::new(),
             devices: HashMap::new(),
@@ -51,6 +52,9 @@ pub struct Batch<'s> {
     pub(crate) store: &'s Store,
     /// Profiles written (`None`: erased).
     pub(crate) profiles: HashMap<(u32, String), Option<Profile>>,
+    /// Committed profiles of the last page a scan read, encoded: the scan
+    /// reads each next (see [`ProfileScan::customers_after`]).
+    pub(crate) scanned: HashMap<(u32, String), Box<[u8]>>,
     pub(crate) seen: HashSet<(u32, String)>,
     /// Customers erased in this batch (markers; see `StateTxn::mark_erased`).
     pub(crate) erased: HashSet<(u32, String)>,
@@ -373,7 +377,10 @@ impl TimerQueue for Batch<'_> {
 
 impl ProfileScan for Batch<'_> {
     fn customers_after(&mut self, partition: u32, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        self.store.customers_after(partition, after, limit)
+        let page = self.store.profiles_after(partition, after, limit)?;
+        let customers = page.iter().map(|(c, _)| c.clone()).collect();
+        self.scanned = page.into_iter().map(|(c, v)| ((partition, c), v)).collect();
+        Ok(customers)
     }
 
     fn sweep_progress(

@@ -9,6 +9,9 @@ use rocksdb::IteratorMode;
 
 use crate::{backend, keys::*, Store};
 
+/// A customer id and their encoded profile, as a scan reads them.
+pub(crate) type ScannedProfile = (String, Box<[u8]>);
+
 impl Store {
     /// Every attribution aggregate, per partition.
     pub fn stats(&self) -> Result<Vec<(u32, StatsKey, Stats)>, StoreError> {
@@ -49,6 +52,17 @@ impl Store {
 
     /// Up to `limit` customer ids of `partition` after `after` (exclusive), in order.
     pub fn customers_after(&self, partition: u32, after: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self.profiles_after(partition, after, limit)?.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// Like [`Store::customers_after`], with each customer's encoded profile
+    /// (a scan reads them in the same pass instead of one lookup each).
+    pub(crate) fn profiles_after(
+        &self,
+        partition: u32,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<ScannedProfile>, StoreError> {
         let mut from = partition_key(partition, after);
         if !after.is_empty() {
             from.push(0);
@@ -58,7 +72,10 @@ impl Store {
             .iterator_cf(self.cf(CF_PROFILES), IteratorMode::From(&from, rocksdb::Direction::Forward))
             .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             .take(limit)
-            .map(|r| Ok(String::from_utf8_lossy(&r.map_err(backend)?.0[4..]).into_owned()))
+            .map(|r| {
+                let (k, v) = r.map_err(backend)?;
+                Ok((String::from_utf8_lossy(&k[4..]).into_owned(), v))
+            })
             .collect()
     }
 

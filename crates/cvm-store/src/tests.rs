@@ -234,6 +234,29 @@ fn sweep_progress_and_customer_pages() {
 }
 
 #[test]
+fn a_scanned_page_reads_as_the_batch_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut b = store.begin();
+    for (c, orders) in [("c1", 1), ("c2", 2), ("c3", 3)] {
+        b.put_profile(5, c, Profile { lifetime_orders: orders, ..Default::default() }).unwrap();
+    }
+    b.commit().unwrap();
+    let mut b = store.begin();
+    b.put_profile(5, "c2", Profile { lifetime_orders: 20, ..Default::default() }).unwrap();
+    b.delete_profile(5, "c3").unwrap();
+    assert_eq!(b.customers_after(5, "", 10).unwrap(), ["c1", "c2", "c3"]);
+    let orders = |b: &mut Batch<'_>, c| b.profile(5, c).unwrap().map(|p| p.lifetime_orders);
+    assert_eq!(orders(&mut b, "c1"), Some(1), "as committed");
+    assert_eq!(orders(&mut b, "c2"), Some(20), "the batch's own write wins over the page");
+    assert_eq!(orders(&mut b, "c3"), None, "deleted in the batch");
+    b.put_profile(5, "c1", Profile { lifetime_orders: 10, ..Default::default() }).unwrap();
+    assert_eq!(orders(&mut b, "c1"), Some(10));
+    b.commit().unwrap();
+    assert_eq!(store.profile(5, "c1").unwrap().map(|p| p.lifetime_orders), Some(10));
+}
+
+#[test]
 fn scan_progress_written_by_an_older_version_moves_to_its_column_family_on_open() {
     let dir = tempfile::tempdir().unwrap();
     {

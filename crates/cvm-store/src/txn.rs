@@ -13,9 +13,11 @@ use crate::{backend, batch::Batch, keys::*};
 
 impl StateTxn for Batch<'_> {
     fn profile(&mut self, partition: u32, customer_id: &str) -> Result<Option<Profile>, StoreError> {
-        match self.profiles.get(&(partition, customer_id.to_owned())) {
-            Some(p) => Ok(p.clone()),
-            None => self.store.profile(partition, customer_id),
+        let key = (partition, customer_id.to_owned());
+        match (self.profiles.get(&key), self.scanned.get(&key)) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(scanned)) => Profile::decode(scanned).map(Some),
+            (None, None) => self.store.profile(partition, customer_id),
         }
     }
 

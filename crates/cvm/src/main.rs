@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use cvm::{
     commands::{self, ReportFormat, ReportSource, TrainArgs},
-    lab::{bench, bench_eligibility, bench_restore, bench_scoring, demo::DemoOptions, uplift},
+    lab::{bench, bench_eligibility, bench_restore, bench_scoring, bench_sweep, demo::DemoOptions, uplift},
 };
 use cvm_engine::models::Scope;
 
@@ -120,6 +120,19 @@ enum Command {
         /// Profiles in the partition.
         #[arg(long, default_value_t = 200_000)]
         profiles: u32,
+    },
+    /// The store's footprint per profile after compaction, and a sweep over
+    /// every profile at no rate limit: profiles/s with worker threads.
+    BenchSweep {
+        /// Profiles loaded and swept.
+        #[arg(long, default_value_t = 1_000_000)]
+        profiles: u32,
+        /// Worker threads, each owning a share of the 8 partitions.
+        #[arg(long, default_value_t = 2)]
+        workers: u32,
+        /// Store directory (temporary by default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Model scoring cost: 1,000 model-scored candidates for one customer.
     BenchScoring {
@@ -306,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::BenchEligibility { iterations } => bench_eligibility::eligibility(iterations),
         Command::BenchScoring { iterations } => bench_scoring::scoring(iterations),
         Command::BenchRestore { profiles } => bench_restore::run(profiles)?,
+        Command::BenchSweep { profiles, workers, data_dir } => bench_sweep::run(profiles, workers, data_dir)?,
         Command::BenchUplift { customers, days, seed, depth_percent, out } => {
             let opts = uplift::UpliftOptions { customers, days, seed, depth_percent, out };
             print!("{}", uplift::run(&opts)?.render());

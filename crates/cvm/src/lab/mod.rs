@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_eligibility;
 pub mod bench_restore;
 pub mod bench_scoring;
+pub mod bench_sweep;
 pub mod demo;
 pub mod recorded;
 pub mod samples;
