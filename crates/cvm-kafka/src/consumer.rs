@@ -72,6 +72,11 @@ impl IngestStatus {
         self.paused_workers.load(Ordering::SeqCst) > 0
     }
 
+    /// Partitions this instance owns (assigned, restored or restoring).
+    pub fn owned(&self) -> usize {
+        self.owned.load(Ordering::SeqCst)
+    }
+
     /// Partitions being restored from the changelog right now.
     pub fn restoring(&self) -> usize {
         self.restoring.load(Ordering::SeqCst)

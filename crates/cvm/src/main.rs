@@ -61,6 +61,10 @@ enum Command {
         /// least once): compares what transactions cost.
         #[arg(long, default_value = "exactly-once")]
         delivery: DemoDelivery,
+        /// Feed the events at this many per second and report the
+        /// event-to-offer latency (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<u32>,
     },
     /// Incrementality per campaign: from the stats topic (every instance's
     /// partitions) or from one engine's state directory.
@@ -290,7 +294,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run { config } => commands::run_engine(config.as_deref())?,
-        Command::Demo { customers, days, seed, http, linger, data_dir, report_html, workers, delivery } => {
+        Command::Demo { customers, days, seed, http, linger, data_dir, report_html, workers, delivery, rate } => {
             let delivery = match delivery {
                 DemoDelivery::ExactlyOnce => cvm_kafka::Delivery::ExactlyOnce,
                 DemoDelivery::AtLeastOnce => cvm_kafka::Delivery::AtLeastOnce,
@@ -305,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 report_html,
                 workers,
                 delivery,
+                rate,
             })?
         }
         Command::Offers { command } => return offers(command),

@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context};
@@ -54,6 +54,11 @@ pub struct DemoOptions {
     pub workers: usize,
     /// How the outbox is published.
     pub delivery: cvm_kafka::Delivery,
+    /// Feed the synthetic events live at this many per second, stamped with
+    /// the wall clock as they are sent and decided on the wall clock (as in
+    /// production), and measure event-to-offer latency; `None`: replay the
+    /// simulated history in event time as fast as the broker takes it.
+    pub rate: Option<u32>,
 }
 
 /// The synthetic customers' hidden response to each campaign: what the
@@ -93,6 +98,12 @@ struct Outputs {
     sources: Mutex<HashMap<String, u64>>,
     /// Purchases the synthetic customers made because of an offer.
     responses: AtomicU64,
+    /// When each synthetic event was handed to the producer, by event id
+    /// (with `--rate` only).
+    sent: Mutex<HashMap<String, Instant>>,
+    /// From an event being sent to the offer it triggered being readable
+    /// (committed on the decisions topic), microseconds.
+    latency_us: Mutex<Vec<u64>>,
 }
 
 impl Outputs {
@@ -108,6 +119,12 @@ impl Outputs {
     fn by_source(&self, s: &str) -> u64 {
         self.sources.lock().expect("poisoned").get(s).copied().unwrap_or(0)
     }
+    fn record_latency(&self, event_id: &str) {
+        if let Some(sent) = self.sent.lock().expect("poisoned").remove(event_id) {
+            let us = sent.elapsed().as_micros().try_into().unwrap_or(u64::MAX);
+            self.latency_us.lock().expect("poisoned").push(us);
+        }
+    }
 }
 
 /// Runs the demo; prints progress and a summary to stdout.
@@ -119,7 +136,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     config.kafka.create_topics = false;
     config.kafka.workers = opts.workers;
     config.kafka.delivery = opts.delivery;
-    config.kafka.clock = cvm_kafka::Clock::EventTime;
+    if opts.rate.is_none() {
+        config.kafka.clock = cvm_kafka::Clock::EventTime;
+    }
     // One producer writes both topics in time order and the in-process broker
     // has no lag: a purchases topic quiet for a second has ended, and the
     // watermark need not wait the production default for it.
@@ -158,7 +177,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     let health = ops::Health::default();
     let bound = ops::serve(config.http.listen, health.clone()).await.context("cannot bind the metrics endpoint")?;
-    let pipeline = Pipeline::start(&config, health).await?;
+    let pipeline = Pipeline::start(&config, health.clone()).await?;
+    if opts.rate.is_some() {
+        // Live: latency counts from when every partition is decided here.
+        let ingest = health.ingest_status();
+        while ingest.owned() < PARTITIONS as usize || ingest.restoring() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     let outputs = Arc::new(Outputs::default());
     let done_reading = Arc::new(AtomicBool::new(false));
@@ -189,9 +215,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let topics = topics.clone();
         let retailer =
             RetailerConfig { seed: opts.seed, customers: opts.customers, days: opts.days, ..Default::default() };
+        let outputs = outputs.clone();
+        let rate = opts.rate;
         std::thread::spawn(move || {
             let mut garbage = 0u64;
-            for (i, e) in Retailer::new(retailer).enumerate() {
+            let start = Instant::now();
+            for (i, mut e) in Retailer::new(retailer).enumerate() {
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate.max(1)));
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    happening_now(&mut e.event);
+                    outputs.sent.lock().expect("poisoned").insert(e.event.event_id().to_owned(), Instant::now());
+                }
                 let (topic, payload) = cvm_kafka::input_message(&topics, &e.event);
                 send(&producer, topic, e.key.as_bytes(), &payload);
                 if i as u64 % GARBAGE_EVERY == 100 {
@@ -258,8 +293,15 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     if trimmed > 0 {
         bail!("the in-process broker trimmed {trimmed} input messages before they were read; run with fewer --customers or --days");
     }
-    let sweep = run_sweep(&brokers, &config, &pipeline).await?;
-    next_morning(&brokers, &topics, &opts, &produced)?;
+    // The sweep and the morning after belong to the simulated history.
+    let sweep = match opts.rate {
+        None => {
+            let sweep = run_sweep(&brokers, &config, &pipeline).await?;
+            next_morning(&brokers, &topics, &opts, &produced)?;
+            Some(sweep)
+        }
+        Some(_) => None,
+    };
     // Let the reader see the last offers and the engine the purchases they caused.
     let mut settled = 0;
     while settled < 8 {
@@ -273,7 +315,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let total = produced.load(Ordering::Relaxed);
     println!();
     summary(&outputs, opts.customers, total, garbage, elapsed);
-    println!("  {:<28}{:>12.1}", "sweep seconds", sweep.as_secs_f64());
+    if let Some(sweep) = sweep {
+        println!("  {:<28}{:>12.1}", "sweep seconds", sweep.as_secs_f64());
+    }
     row_responses(&outputs);
     let stats = pipeline.store().stats()?;
     let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
@@ -310,10 +354,25 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     .filter(|(_, n)| *n == 0)
     .map(|(what, _)| what)
     .collect();
-    if !missing.is_empty() {
+    // A live run is too short for waits, cascades and lapses to come due.
+    if !missing.is_empty() && opts.rate.is_none() {
         bail!("demo self-check failed: no {}", missing.join(", no "));
     }
     Ok(())
+}
+
+/// Stamps `event` with the wall clock, as if it happened as it is sent.
+fn happening_now(event: &mut cvm_engine::Event) {
+    use cvm_engine::Event;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    match event {
+        Event::Purchase(e) => e.timestamp_ms = now,
+        Event::App(e) => e.timestamp_ms = now,
+        Event::Identify(e) => e.timestamp_ms = now,
+        Event::Consent(e) => e.timestamp_ms = now,
+        Event::Erase(e) => e.timestamp_ms = now,
+        Event::DeviceLink(e) => e.timestamp_ms = now,
+    }
 }
 
 /// Publishes the situational sweep and waits until every partition has
@@ -425,6 +484,9 @@ fn spawn_output_reader(
         .set("bootstrap.servers", brokers)
         .set("group.id", "cvm-demo-reader")
         .set("enable.auto.commit", "false")
+        // The in-process broker holds a fetch for its whole wait even when
+        // data arrives: a short wait keeps the measured latency the engine's.
+        .set("fetch.wait.max.ms", "10")
         .create()?;
     let t = config.kafka.topics.clone();
     let mut tpl = TopicPartitionList::new();
@@ -445,6 +507,9 @@ fn spawn_output_reader(
                         let chosen = d.scores.iter().find(|s| s.offer_definition_id == d.offer_definition_id);
                         let source = chosen.map_or("", |s| s.source.as_str()).to_owned();
                         *outputs.sources.lock().expect("poisoned").entry(source).or_default() += 1;
+                    }
+                    if d.trigger == "event" && d.outcome() == Outcome::Treated {
+                        outputs.record_latency(&d.event_id);
                     }
                     *outputs.triggers.lock().expect("poisoned").entry(d.trigger).or_default() += 1;
                 }
@@ -506,4 +571,13 @@ fn summary(o: &Outputs, customers: u32, events: u64, garbage: u64, elapsed: Dura
     row("dead-lettered events", o.dlq.load(Ordering::Relaxed));
     row("offer documents accepted", o.accepted_docs.load(Ordering::Relaxed));
     row("offer documents rejected", o.rejected_docs.load(Ordering::Relaxed));
+    let mut latencies = o.latency_us.lock().expect("poisoned").clone();
+    if !latencies.is_empty() {
+        latencies.sort_unstable();
+        let ms = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        println!("  event-to-offer latency, ms (sent to readable, {} offers):", latencies.len());
+        println!("  {:<28}{:>12.1}", "  p50", ms(0.5));
+        println!("  {:<28}{:>12.1}", "  p99", ms(0.99));
+        println!("  {:<28}{:>12.1}", "  max", ms(1.0));
+    }
 }
