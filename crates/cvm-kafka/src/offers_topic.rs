@@ -25,6 +25,8 @@ use crate::{client_config, wall_ms, ClientError, KafkaConfig};
 /// The config-topic reader.
 pub struct OffersReader {
     consumer: BaseConsumer,
+    /// Asks for the topic's ends (see [`read_to_end`]).
+    probe: BaseConsumer,
     producer: ThreadedProducer<DefaultProducerContext>,
     catalog: LiveCatalog,
     config: KafkaConfig,
@@ -43,10 +45,11 @@ impl OffersReader {
         // Every instance reads the whole topic: no group offsets are used.
         cc.set("group.id", format!("{}-offers", config.group_id)).set("enable.auto.commit", "false");
         let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
+        let probe: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
         let producer = client_config(config, &config.producer)
             .create()
             .map_err(|source| ClientError::Create { role: "producer", source })?;
-        Ok(Self { consumer, producer, catalog, config: config.clone() })
+        Ok(Self { consumer, probe, producer, catalog, config: config.clone() })
     }
 
     /// Assigns every partition from the beginning and reads up to the end
@@ -56,7 +59,7 @@ impl OffersReader {
     /// ready meanwhile.
     pub fn catch_up(&mut self, timeout: Duration) -> Result<bool, rdkafka::error::KafkaError> {
         let mut read = 0;
-        let unread = read_to_end(&self.consumer, &self.config.topics.offers_config, timeout, |msg| {
+        let unread = read_to_end(&self.consumer, &self.probe, &self.config.topics.offers_config, timeout, |msg| {
             self.apply(msg);
             read += 1;
         })?;
@@ -123,8 +126,13 @@ const END_SETTLE: Duration = Duration::from_millis(500);
 /// reader keeps polling for [`END_SETTLE`] and asks for the watermarks
 /// again; only an end that holds twice counts. Positions come from the
 /// consumer, which also steps over transaction markers and compacted gaps.
+/// The watermarks come from `probe`, a consumer with nothing assigned: asked
+/// through `consumer`, each query waited behind its fetch, which a broker
+/// may hold for `fetch.wait.max.ms` (500 ms) when there is nothing new —
+/// seconds per end check on a topic of many partitions.
 fn read_to_end(
     consumer: &BaseConsumer,
+    probe: &BaseConsumer,
     topic: &str,
     timeout: Duration,
     mut on_message: impl FnMut(&BorrowedMessage<'_>),
@@ -141,7 +149,7 @@ fn read_to_end(
         let mut out = Vec::with_capacity(partitions.len());
         let positions = consumer.position()?;
         for p in &partitions {
-            let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+            let (low, high) = probe.fetch_watermarks(topic, *p, timeout)?;
             let position = match positions.find_partition(topic, *p).map(|e| e.offset()) {
                 Some(Offset::Offset(o)) => o.max(low),
                 _ => low,
@@ -204,8 +212,9 @@ pub fn read_latest(config: &KafkaConfig, topic: &str, timeout: Duration) -> Resu
     let mut cc = client_config(config, &config.consumer);
     cc.set("group.id", format!("{}-reader", config.group_id)).set("enable.auto.commit", "false");
     let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
+    let probe: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
     let mut latest = std::collections::BTreeMap::new();
-    let unread = read_to_end(&consumer, topic, timeout, |msg| {
+    let unread = read_to_end(&consumer, &probe, topic, timeout, |msg| {
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
         latest.insert(key, msg.payload().filter(|v| !v.is_empty()).map(<[u8]>::to_vec));
     })
