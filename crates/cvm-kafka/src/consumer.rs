@@ -25,7 +25,7 @@ use std::{
     collections::BTreeSet,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
 };
@@ -53,6 +53,9 @@ const REVOKE_DRAIN: Duration = Duration::from_secs(10);
 /// Longest a revoke waits for a publishing round (a transaction) carrying
 /// the revoked partitions' entries to end.
 const REVOKE_ROUND: Duration = Duration::from_secs(60);
+
+/// Partitions restored at the same time after a rebalance.
+const RESTORES_AT_ONCE: usize = 8;
 
 /// Longest one attempt to read a changelog partition may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -174,6 +177,26 @@ impl Ownership {
         outcome
     }
 
+    /// Restores `partitions`, up to [`RESTORES_AT_ONCE`] at a time (each
+    /// waits for its changelog's end to settle, mostly idle); returns
+    /// whether all were restored (false: the instance is stopping).
+    fn restore_all(&self, partitions: &BTreeSet<i32>) -> bool {
+        let queue = Mutex::new(partitions.iter().copied());
+        let restored = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..RESTORES_AT_ONCE.min(partitions.len()) {
+                scope.spawn(|| loop {
+                    let Some(partition) = queue.lock().unwrap_or_else(PoisonError::into_inner).next() else { break };
+                    let Some(outcome) = self.restore(partition) else { break };
+                    counter!(telemetry::PARTITIONS_ASSIGNED, "restore" => outcome.label()).increment(1);
+                    info!(partition, restore = outcome.label(), "Partition gained.");
+                    restored.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        restored.into_inner() == partitions.len()
+    }
+
     /// Waits until the publisher has delivered every entry committed so far.
     fn drain_outbox(&self) {
         let target = self.store.outbox_next_seq();
@@ -191,10 +214,8 @@ impl Ownership {
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
         let numbers: BTreeSet<i32> = parts.iter().map(|(_, p)| *p).collect();
-        for &partition in &numbers {
-            let Some(outcome) = self.restore(partition) else { return };
-            counter!(telemetry::PARTITIONS_ASSIGNED, "restore" => outcome.label()).increment(1);
-            info!(partition, restore = outcome.label(), "Partition gained.");
+        if !self.restore_all(&numbers) {
+            return;
         }
         self.gate.open(numbers.iter().map(|p| *p as u32));
         for (topic, partition) in &parts {
