@@ -123,7 +123,7 @@ show() { printf '`%s`' "$*" | sed "s|$CARGO_TARGET_DIR/debug/cvm|cvm|; s|$work/[
   echo "| decision core, 30,000 generated offers (taken in one by one in $offers30k_load s) | $offers30k events/s, p99 $offers30k_p99 µs | ≥ 50,000 | $(verdict "$offers30k" 50000 ">=") |"
   echo "| end to end, in-process broker, 1 worker (demo, $demo_customers customers, 7 days), after the first commit | $demo1 events/s = $(ratio "$demo1" "$core_rate") × the core (with the $demo1_start s start: $demo1_total) | ≥ 0.8 × the core | $(verdict "$(ratio "$demo1" "$core_rate")" 0.8 ">=") |"
   echo "| event-to-offer latency at half the sustained rate ($half_rate events/s, live) | p50 $latency_p50 ms, p99 $latency_p99 ms | p99 ≤ 50 ms | $(verdict "$latency_p99" 50 "<=") |"
-  sweep_10m="$(awk -v r="$sweep_rate" 'BEGIN { printf "%.0f", r > 0 ? 10000000 / r : 1e9 }')"
+  sweep_10m="$(awk -v r="$sweep_rate" 'BEGIN { printf "%.0f", (r > 0) ? 10000000 / r : 1e9 }')"
   echo "| sweep over $sweep_profiles profiles, 2 workers, no rate limit | $sweep_seconds s ($sweep_rate profiles/s: 10 M in $sweep_10m s) | ≤ 60 s at 10 M | $(verdict "$sweep_10m" 60 "<=") |"
   echo "| store on disk per profile after compaction ($sweep_profiles profiles) | $sweep_bytes B | ≤ 150 B at 10 M | $(verdict "$sweep_bytes" 150 "<=") |"
   echo "| peak RSS, $sweep_profiles profiles loaded, compacted and swept | $sweep_rss MiB | ≤ 1.5 GiB at 10 M | $(verdict "$sweep_rss" 1536 "<=") |"

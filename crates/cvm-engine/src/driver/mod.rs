@@ -98,6 +98,19 @@ impl DriverConfig {
             real_wall_clock: false,
         }
     }
+
+    /// Live on the wall clock, one input, scans at their rates (as the
+    /// ingest loop with `kafka.clock = "wall"`): for benchmarks.
+    pub fn wall_clock() -> Self {
+        Self {
+            clock: Clock::Wall,
+            inputs: 1,
+            idle_timeout_ms: 0,
+            pacing: ScanPacing::Rate,
+            timers_per_batch: TIMERS_PER_BATCH,
+            real_wall_clock: true,
+        }
+    }
 }
 
 /// Timers fired per partition per [`Driver::tick`]; the rest wait for the next.

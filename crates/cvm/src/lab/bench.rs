@@ -6,11 +6,8 @@
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use cvm_engine::{
-    catalog::LiveCatalog,
-    driver::{Clock, ScanPacing, TIMERS_PER_BATCH},
-    events::EventKind,
-    features::EventFacts,
-    Driver, DriverConfig, Engine, EngineConfig, Event, Output, Profile, Source, StateTxn,
+    catalog::LiveCatalog, events::EventKind, features::EventFacts, Driver, DriverConfig, Engine, EngineConfig, Event,
+    Output, Profile, Source, StateTxn,
 };
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseLine};
 use cvm_store::{Store, StoreConfig};
@@ -175,17 +172,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     };
     let engine = Engine::new(EngineConfig::default(), catalog);
     let categories = categories();
-    let mut driver = Driver::new(
-        engine,
-        DriverConfig {
-            clock: Clock::Wall,
-            inputs: 1,
-            idle_timeout_ms: 0,
-            pacing: ScanPacing::Rate,
-            timers_per_batch: TIMERS_PER_BATCH,
-            real_wall_clock: true,
-        },
-    );
+    let mut driver = Driver::new(engine, DriverConfig::wall_clock());
     let mut hist = Histogram::<u64>::new(3)?;
     let (mut decisions, mut offers) = (0u64, 0u64);
     let t = Instant::now();

@@ -16,10 +16,7 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{
-    driver::{Clock, ScanPacing, TIMERS_PER_BATCH},
-    Catalog, Driver, DriverConfig, Engine, EngineConfig, OfferDefinition, Outbound, Output, StateTxn,
-};
+use cvm_engine::{Catalog, Driver, DriverConfig, Engine, EngineConfig, OfferDefinition, Outbound, Output, StateTxn};
 use cvm_store::{Store, StoreConfig};
 use rand::{rngs::SmallRng, SeedableRng};
 
@@ -108,16 +105,8 @@ pub fn run(profiles: u32, workers: u32, data_dir: Option<PathBuf>) -> anyhow::Re
 
 /// Sweeps `partitions` to the end; returns customers visited and offers.
 fn sweep(store: &Store, catalog: Arc<Catalog>, partitions: &[u32]) -> anyhow::Result<(usize, u64)> {
-    let config = DriverConfig {
-        clock: Clock::Wall,
-        inputs: 1,
-        idle_timeout_ms: 0,
-        pacing: ScanPacing::Rate,
-        timers_per_batch: TIMERS_PER_BATCH,
-        real_wall_clock: true,
-    };
     let engine = Engine::new(EngineConfig::default(), Catalog::clone(&catalog));
-    let mut driver = Driver::new(engine, config);
+    let mut driver = Driver::new(engine, DriverConfig::wall_clock());
     let (mut scanned, mut offers) = (0, 0);
     loop {
         let mut b = store.begin();
