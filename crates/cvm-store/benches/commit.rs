@@ -1,8 +1,12 @@
 //! Micro-benchmarks of the store (`cargo bench -p cvm-store`): a batch's
 //! atomic commit of profile writes (the decision core's largest cost), and
-//! a profile's point read.
+//! a profile's point read. Each prints the mean time per call.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use std::{
+    hint::black_box,
+    time::{Duration, Instant},
+};
+
 use cvm_engine::{Profile, StateTxn};
 use cvm_proto::v1::{Purchase, PurchaseLine};
 use cvm_store::{Store, StoreConfig};
@@ -25,7 +29,7 @@ fn profile(i: u32) -> Profile {
     p
 }
 
-fn store(c: &mut Criterion) {
+fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&StoreConfig { path: dir.path().join("bench"), ..Default::default() }).unwrap();
     const CUSTOMERS: u32 = 100_000;
@@ -36,29 +40,23 @@ fn store(c: &mut Criterion) {
         }
         b.commit().unwrap();
     }
-    let mut next = 0u32;
-    c.bench_function("store/commit of 200 profile writes", |b| {
-        b.iter_batched(
-            || {
-                let mut batch = store.begin();
-                for _ in 0..200 {
-                    next = (next + 7_919) % CUSTOMERS;
-                    batch.put_profile(next % 8, &format!("c{next:08}"), profile(next)).unwrap();
-                }
-                batch
-            },
-            |batch| batch.commit().unwrap(),
-            BatchSize::SmallInput,
-        )
-    });
-    let mut i = 0u32;
-    c.bench_function("store/profile point read", |b| {
-        b.iter(|| {
-            i = (i + 104_729) % CUSTOMERS;
-            store.profile(i % 8, &format!("c{i:08}")).unwrap()
-        })
-    });
+    let (mut next, mut committing, commits) = (0u32, Duration::ZERO, 500u32);
+    for _ in 0..commits {
+        let mut batch = store.begin();
+        for _ in 0..200 {
+            next = (next + 7_919) % CUSTOMERS;
+            batch.put_profile(next % 8, &format!("c{next:08}"), profile(next)).unwrap();
+        }
+        let t = Instant::now();
+        batch.commit().unwrap();
+        committing += t.elapsed();
+    }
+    println!("{:<40} {:>10.2} µs", "store/commit of 200 profile writes", (committing / commits).as_secs_f64() * 1e6);
+    let (mut i, reads) = (0u32, 200_000u32);
+    let t = Instant::now();
+    for _ in 0..reads {
+        i = (i + 104_729) % CUSTOMERS;
+        black_box(store.profile(i % 8, &format!("c{i:08}")).unwrap());
+    }
+    println!("{:<40} {:>10.2} µs", "store/profile point read", (t.elapsed() / reads).as_secs_f64() * 1e6);
 }
-
-criterion_group!(benches, store);
-criterion_main!(benches);
