@@ -83,6 +83,25 @@ pub(crate) fn seed_profile(rng: &mut SmallRng) -> Profile {
     p
 }
 
+/// Writes `profiles` synthetic profiles (customer `c<i:08>` in partition
+/// `i % partitions`), `per_commit` to a commit.
+pub(crate) fn load_profiles(
+    store: &Store,
+    rng: &mut SmallRng,
+    profiles: u32,
+    partitions: u32,
+    per_commit: u32,
+) -> anyhow::Result<()> {
+    for chunk_start in (0..profiles).step_by(per_commit as usize) {
+        let mut b = store.begin();
+        for i in chunk_start..chunk_start.saturating_add(per_commit).min(profiles) {
+            b.put_profile(i % partitions, &format!("c{i:08}"), seed_profile(rng))?;
+        }
+        b.commit()?;
+    }
+    Ok(())
+}
+
 fn random_event(rng: &mut SmallRng, categories: &[&'static str], n: u32, profiles: u32, at: i64) -> (u32, Event) {
     let (partition, customer_id) = customer(rng.random_range(0..profiles));
     let event_id = format!("bench-{n}");
@@ -125,14 +144,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let mut rng = SmallRng::seed_from_u64(7);
 
     let t = Instant::now();
-    for chunk_start in (0..opts.profiles).step_by(10_000) {
-        let mut b = store.begin();
-        for i in chunk_start..(chunk_start + 10_000).min(opts.profiles) {
-            let (p, c) = customer(i);
-            b.put_profile(p, &c, seed_profile(&mut rng))?;
-        }
-        b.commit()?;
-    }
+    load_profiles(&store, &mut rng, opts.profiles, PARTITIONS, 10_000)?;
     store.flush()?;
     let load = t.elapsed().as_secs_f64();
     println!("loaded {} profiles in {:.1}s ({:.0}/s)", opts.profiles, load, f64::from(opts.profiles) / load);

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use cvm_engine::StateTxn;
 use cvm_kafka::{restore_partition, KafkaConfig, Restored, Topics};
 use cvm_store::{Store, StoreConfig};
 use rand::{rngs::SmallRng, SeedableRng};
@@ -21,7 +20,7 @@ use rdkafka::{
     ClientConfig,
 };
 
-use crate::lab::bench::seed_profile;
+use crate::lab::bench::load_profiles;
 
 const TOPIC: &str = "bench.changelog";
 
@@ -37,13 +36,7 @@ pub fn run(profiles: u32) -> anyhow::Result<()> {
     };
     let writer = open("writer")?;
     let mut rng = SmallRng::seed_from_u64(7);
-    for chunk_start in (0..profiles).step_by(2_000) {
-        let mut b = writer.begin();
-        for i in chunk_start..(chunk_start + 2_000).min(profiles) {
-            b.put_profile(i % partitions, &format!("c{i:08}"), seed_profile(&mut rng))?;
-        }
-        b.commit()?;
-    }
+    load_profiles(&writer, &mut rng, profiles, partitions, 2_000)?;
 
     let mock = MockCluster::new(1)?;
     mock.create_topic(TOPIC, partitions as i32, 1)?;

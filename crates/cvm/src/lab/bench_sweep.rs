@@ -16,11 +16,11 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
-use cvm_engine::{Catalog, Driver, DriverConfig, Engine, EngineConfig, OfferDefinition, Outbound, Output, StateTxn};
+use cvm_engine::{Catalog, Driver, DriverConfig, Engine, EngineConfig, OfferDefinition, Outbound, Output};
 use cvm_store::{Store, StoreConfig};
 use rand::{rngs::SmallRng, SeedableRng};
 
-use crate::lab::bench::seed_profile;
+use crate::lab::bench::load_profiles;
 
 const PARTITIONS: u32 = 8;
 
@@ -56,13 +56,7 @@ pub fn run(profiles: u32, workers: u32, data_dir: Option<PathBuf>) -> anyhow::Re
     let store = Store::open(&StoreConfig { path, ..Default::default() })?;
     let mut rng = SmallRng::seed_from_u64(7);
     let t = Instant::now();
-    for chunk_start in (0..profiles).step_by(10_000) {
-        let mut b = store.begin();
-        for i in chunk_start..(chunk_start + 10_000).min(profiles) {
-            b.put_profile(i % PARTITIONS, &format!("c{i:08}"), seed_profile(&mut rng))?;
-        }
-        b.commit()?;
-    }
+    load_profiles(&store, &mut rng, profiles, PARTITIONS, 10_000)?;
     let load = t.elapsed().as_secs_f64();
     let t = Instant::now();
     store.compact()?;
