@@ -53,3 +53,12 @@ cvm_has_command() {
   done
   return 1
 }
+
+# The Debian packages the operations check (scripts/test-ops.sh) needs and
+# this machine lacks: Prometheus and promtool (both from `prometheus`), and
+# docker-compose to validate the Compose file.
+cvm_missing_ops_packages() {
+  local root="${1:-}"
+  { cvm_has_command "$root" prometheus && cvm_has_command "$root" promtool; } || echo prometheus
+  cvm_has_command "$root" docker-compose || echo docker-compose
+}

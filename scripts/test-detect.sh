@@ -2,7 +2,8 @@
 # Tests scripts/detect.sh against temporary trees that mimic the layouts seen
 # on Debian: libclang-cpp alone (the case that once broke the quickstart),
 # libclang-dev installed, a versioned libclang without the unversioned link,
-# LIBCLANG_PATH, and libclang without clang's builtin headers.
+# LIBCLANG_PATH, and libclang without clang's builtin headers; and the
+# operations check's tools (Prometheus, promtool, docker-compose).
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./detect.sh
@@ -40,6 +41,15 @@ root="$(layout bare usr/lib/x86_64-linux-gnu/libclang-cpp.so.14 usr/bin/cc usr/b
 want=$'libclang-dev\ng++'
 got="$(cvm_missing_packages "$root")"
 if [ "$got" = "$want" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: missing packages: '$got', want '$want'" >&2; fi
+
+# The operations check's tools: promtool alone (another package) is not Prometheus.
+ops() { # description, expected list, root
+  local got; got="$(cvm_missing_ops_packages "$3")"
+  if [ "$got" = "$2" ]; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $1: '$got', want '$2'" >&2; fi
+}
+ops "no ops tools" $'prometheus\ndocker-compose' "$(layout ops-none usr/bin/cc)"
+ops "promtool without prometheus" prometheus "$(layout ops-promtool usr/bin/promtool usr/bin/docker-compose)"
+ops "both installed" "" "$(layout ops-all usr/bin/prometheus usr/bin/promtool usr/local/bin/docker-compose)"
 
 echo "detect: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

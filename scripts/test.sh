@@ -2,7 +2,8 @@
 # Every test: unit, golden and end-to-end tests against the in-process
 # broker, then the end-to-end suite again against a real Kafka-compatible
 # broker (tansu, installed and started here), then a short demo run whose
-# self-check fails if offers, caps, holdouts or dead letters are missing.
+# self-check fails if offers, caps, holdouts or dead letters are missing,
+# then the operations check (scripts/test-ops.sh).
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
@@ -42,6 +43,9 @@ echo "==> cvm train on a replay of synthetic events; the artifact lints as a con
 "$CARGO_TARGET_DIR/debug/cvm" train --events "$smoke/events.pb" --documents deploy/offers/*.yaml deploy/campaigns/*.yaml \
   --campaign abandoned-cart --out "$smoke/model.json"
 "$CARGO_TARGET_DIR/debug/cvm" offers lint "$smoke/model.json"
+
+echo "==> operations: deploy files validated; dashboard and alerts evaluated by Prometheus against a running engine"
+CVM_OPS_MODEL="$smoke/model.json" scripts/test-ops.sh
 
 echo "==> benchmarks (figures only; targets are checked by reading them)"
 "$CARGO_TARGET_DIR/debug/cvm" bench-eligibility --iterations 500000

@@ -29,7 +29,8 @@ pub fn outcome_label(o: Outcome) -> String {
 /// Counter: input messages by `topic` and `result` (applied, duplicate,
 /// anonymous, rekeyed, dlq, erased).
 pub const EVENTS_INGESTED: &str = "cvm_events_ingested_total";
-/// Counter: decisions by `outcome`.
+/// Counter: decisions by `campaign` (the offer's campaign, or `none`) and
+/// `outcome`.
 pub const DECISIONS: &str = "cvm_decisions_total";
 /// Counter: offers by `channel`.
 pub const OFFERS: &str = "cvm_offers_total";
@@ -54,8 +55,12 @@ pub const PUBLISH_ERRORS: &str = "cvm_publish_errors_total";
 /// Counter, label `outcome` (committed, aborted, recovered_committed,
 /// recovered_aborted): the exactly-once publisher's transactions.
 pub const PUBLISH_TRANSACTIONS: &str = "cvm_publish_transactions_total";
-/// Counter: offer documents read, by `result` (accepted, rejected, deleted).
+/// Counter: config documents read, by `kind` (offer, campaign, policy,
+/// model: from the key) and `result` (accepted, rejected, deleted).
 pub const CONFIG_DOCUMENTS: &str = "cvm_config_documents_total";
+/// Gauge: config documents whose latest version on the config topic was
+/// rejected (the previous good version keeps running), by `kind`.
+pub const CONFIG_DOCUMENTS_REJECTED: &str = "cvm_config_documents_rejected";
 /// Gauge: active offers in the catalog.
 pub const OFFERS_ACTIVE: &str = "cvm_offers_active";
 
@@ -82,6 +87,10 @@ pub const CAMPAIGN_MARGIN: &str = "cvm_campaign_margin_minor";
 pub const CAMPAIGN_UPLIFT: &str = "cvm_campaign_uplift";
 /// Gauge: incremental margin by `campaign`, minor units, this instance's partitions.
 pub const CAMPAIGN_INCREMENTAL_MARGIN: &str = "cvm_campaign_incremental_margin_minor";
+/// Gauge: lower bound of the incremental margin's 95 % interval by `campaign`.
+pub const CAMPAIGN_INCREMENTAL_MARGIN_LOW: &str = "cvm_campaign_incremental_margin_low_minor";
+/// Gauge: upper bound likewise.
+pub const CAMPAIGN_INCREMENTAL_MARGIN_HIGH: &str = "cvm_campaign_incremental_margin_high_minor";
 /// Counter: erasure requests carried out.
 pub const ERASURES: &str = "cvm_erasures_total";
 /// Counter: model-scored contacts, by `offer` and predicted `decile`.
@@ -92,6 +101,11 @@ pub const MODEL_CONVERSIONS: &str = "cvm_model_conversions_total";
 pub const MODEL_PSI: &str = "cvm_model_psi";
 /// Gauge: 1 while a model has drifted and its decisions fall back to rules, by `model`.
 pub const MODEL_DRIFTED: &str = "cvm_model_drifted";
+/// Counter: decisions ranked by rule priority because their model had
+/// drifted, by `model`.
+pub const MODEL_FALLBACKS: &str = "cvm_model_fallbacks_total";
+/// Gauge: the running version of a model, by `model` (its target).
+pub const MODEL_VERSION: &str = "cvm_model_version";
 /// Counter: gaps in an input partition's offsets (a message whose offset is
 /// past the one expected), by `topic`. Inputs are not compacted, so a gap
 /// means records the broker did not deliver (or a transactional producer's
@@ -112,11 +126,49 @@ pub const RESTORING_PARTITIONS: &str = "cvm_restoring_partitions";
 pub const RESTORE_RECORDS: &str = "cvm_restore_records_total";
 /// Counter: changelog reads that failed during a restore (it is retried).
 pub const RESTORE_FAILURES: &str = "cvm_restore_failures_total";
+/// Histogram: time to restore one gained partition, seconds.
+pub const RESTORE_DURATION: &str = "cvm_partition_restore_seconds";
+/// Gauge: records of an input partition not yet consumed (the broker's
+/// high watermark minus the next offset to process), by `topic` and
+/// `partition`; 0 once the partition is released.
+pub const CONSUMER_LAG: &str = "cvm_consumer_lag_records";
+/// Gauge: seconds since the oldest undelivered outbox entry was committed.
+pub const OUTBOX_OLDEST_AGE: &str = "cvm_outbox_oldest_age_seconds";
 
-/// Registers descriptions with the installed recorder.
+/// The `kind` label values of [`PUBLISH_ERRORS`].
+pub const PUBLISH_ERROR_KINDS: [&str; 6] =
+    ["retried", "fatal", "message_too_large", "unknown_topic", "not_authorized", "invalid_record"];
+
+/// The `outcome` label values of [`PUBLISH_TRANSACTIONS`].
+pub const PUBLISH_TRANSACTION_OUTCOMES: [&str; 4] =
+    ["committed", "aborted", "recovered_committed", "recovered_aborted"];
+
+/// Starts at zero the counters and gauges of things that happen rarely or
+/// never in a healthy engine (failures, restores, rebalances, a paused
+/// ingest, a rejected document), so that a dashboard or an alert reads 0
+/// rather than no data.
+fn start_at_zero() {
+    metrics::gauge!(INGEST_PAUSED).set(0.0);
+    for kind in crate::catalog::DOCUMENT_KINDS {
+        metrics::gauge!(CONFIG_DOCUMENTS_REJECTED, "kind" => kind).set(0.0);
+    }
+    for name in [TIMERS_FAILED, RESTORE_FAILURES, RESTORE_RECORDS, REBALANCES, ERASURES] {
+        metrics::counter!(name).increment(0);
+    }
+    for kind in PUBLISH_ERROR_KINDS {
+        metrics::counter!(PUBLISH_ERRORS, "kind" => kind).increment(0);
+    }
+    for outcome in PUBLISH_TRANSACTION_OUTCOMES {
+        metrics::counter!(PUBLISH_TRANSACTIONS, "outcome" => outcome).increment(0);
+    }
+}
+
+/// Registers descriptions with the installed recorder and starts the rare
+/// counters at zero.
 pub fn describe() {
+    start_at_zero();
     describe_counter!(EVENTS_INGESTED, "Input messages by topic and result.");
-    describe_counter!(DECISIONS, "Decisions by outcome.");
+    describe_counter!(DECISIONS, "Decisions by campaign and outcome.");
     describe_counter!(OFFERS, "Offers sent, by channel.");
     describe_gauge!(INGEST_PAUSED, "1 while ingest is paused because the outbox is over its bound.");
     describe_counter!(TIMERS_FAILED, "Timers whose firing failed (a bug) and that were cancelled.");
@@ -130,8 +182,12 @@ pub fn describe() {
         PUBLISH_TRANSACTIONS,
         "Transactions of the exactly-once publisher, by outcome (recovered_*: found after a restart or failure)."
     );
-    describe_counter!(CONFIG_DOCUMENTS, "Offer documents read, by result.");
+    describe_counter!(CONFIG_DOCUMENTS, "Config documents read, by kind and result.");
     describe_gauge!(OFFERS_ACTIVE, "Offers in the live catalog.");
+    describe_gauge!(
+        CONFIG_DOCUMENTS_REJECTED,
+        "Config documents whose latest version was rejected (the last good one runs), by kind."
+    );
     describe_counter!(TIMERS_FIRED, "Durable timers fired, by kind.");
     describe_counter!(
         SWEEP_CUSTOMERS,
@@ -143,11 +199,21 @@ pub fn describe() {
     describe_gauge!(CAMPAIGN_MARGIN, "Attributed margin in minor units, by campaign and group.");
     describe_gauge!(CAMPAIGN_UPLIFT, "Conversion uplift, treated minus control, by campaign.");
     describe_gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "Incremental margin in minor units, by campaign.");
+    describe_gauge!(
+        CAMPAIGN_INCREMENTAL_MARGIN_LOW,
+        "Lower bound of the incremental margin's 95 % interval, minor units, by campaign."
+    );
+    describe_gauge!(
+        CAMPAIGN_INCREMENTAL_MARGIN_HIGH,
+        "Upper bound of the incremental margin's 95 % interval, minor units, by campaign."
+    );
     describe_counter!(ERASURES, "Erasure requests carried out.");
     describe_counter!(MODEL_CONTACTS, "Model-scored contacts, by offer and predicted decile.");
     describe_counter!(MODEL_CONVERSIONS, "Conversions of model-scored contacts, by offer and predicted decile.");
     describe_gauge!(MODEL_PSI, "Population stability index of a model input, by model and series.");
     describe_gauge!(MODEL_DRIFTED, "1 while a model has drifted and falls back to rules, by model.");
+    describe_counter!(MODEL_FALLBACKS, "Decisions ranked by rule priority because their model drifted, by model.");
+    describe_gauge!(MODEL_VERSION, "Running version of a model, by model.");
     describe_counter!(INPUT_OFFSET_GAPS, "Gaps in an input partition's offsets, by topic.");
     describe_counter!(INPUT_OFFSETS_SKIPPED, "Input offsets stepped over in gaps, by topic.");
     describe_counter!(PARTITIONS_ASSIGNED, "Partitions gained, by restore outcome (current, empty, restored).");
@@ -156,6 +222,9 @@ pub fn describe() {
     describe_gauge!(RESTORING_PARTITIONS, "Partitions being restored from the changelog now.");
     describe_counter!(RESTORE_RECORDS, "Changelog records read while restoring partitions.");
     describe_counter!(RESTORE_FAILURES, "Changelog reads that failed during a restore (retried).");
+    describe_histogram!(RESTORE_DURATION, Unit::Seconds, "Time to restore one gained partition.");
+    describe_gauge!(CONSUMER_LAG, "Input records not yet consumed, by topic and partition.");
+    describe_gauge!(OUTBOX_OLDEST_AGE, Unit::Seconds, "Age of the oldest undelivered outbox entry.");
 }
 
 #[cfg(test)]

@@ -32,9 +32,10 @@ use std::{
 
 use cvm_engine::telemetry;
 use cvm_store::Store;
-use metrics::{counter, gauge};
+use metrics::{counter, gauge, histogram};
 use rdkafka::{
     consumer::{BaseConsumer, Consumer, ConsumerContext},
+    statistics::Statistics,
     types::RDKafkaRespErr,
     ClientContext, Offset, TopicPartitionList,
 };
@@ -56,6 +57,9 @@ const REVOKE_ROUND: Duration = Duration::from_secs(60);
 
 /// Partitions restored at the same time after a rebalance.
 const RESTORES_AT_ONCE: usize = 8;
+
+/// How often each consumer reports its partitions' lag, ms.
+const LAG_INTERVAL_MS: &str = "5000";
 
 /// Longest one attempt to read a changelog partition may take.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -114,7 +118,9 @@ pub(crate) fn consumer(
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "50")
         .set("queued.max.messages.kbytes", "65536")
-        .set("partition.assignment.strategy", "range");
+        .set("partition.assignment.strategy", "range")
+        // librdkafka's statistics carry each partition's lag (see `stats`).
+        .set("statistics.interval.ms", LAG_INTERVAL_MS);
     if let Some(id) = &config.instance_id {
         cc.set("group.instance.id", format!("{id}-{worker}"));
     }
@@ -158,6 +164,7 @@ impl Ownership {
         self.status.restoring.fetch_add(1, Ordering::SeqCst);
         gauge!(telemetry::RESTORING_PARTITIONS).increment(1.0);
         info!(partition, "Partition assigned; restoring its state.");
+        let started = Instant::now();
         let mut outcome = None;
         while !self.stop.load(Ordering::Relaxed) {
             match restore_partition(&self.config, &self.store, partition, RESTORE_TIMEOUT) {
@@ -174,6 +181,9 @@ impl Ownership {
         }
         self.status.restoring.fetch_sub(1, Ordering::SeqCst);
         gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);
+        if outcome.is_some() {
+            histogram!(telemetry::RESTORE_DURATION).record(started.elapsed());
+        }
         outcome
     }
 
@@ -241,7 +251,23 @@ impl Ownership {
     }
 }
 
-impl ClientContext for Ownership {}
+impl ClientContext for Ownership {
+    /// Sets the lag gauge of every partition this consumer fetches: the
+    /// partition's end minus the offset stored after the last commit (or,
+    /// before the first, the group's committed offset). Partitions it does
+    /// not own report no lag and are left to their owner.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in t.partitions.iter().filter(|(n, _)| **n >= 0) {
+                let lag = if p.consumer_lag_stored >= 0 { p.consumer_lag_stored } else { p.consumer_lag };
+                if lag >= 0 {
+                    gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                        .set(lag as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ownership {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -258,6 +284,11 @@ impl ConsumerContext for Ownership {
                 }
                 if let Err(e) = consumer.unassign() {
                     error!(error = %e, "Unassign failed.");
+                }
+                // Its next owner reports the lag from now on.
+                for e in tpl.elements() {
+                    let labels = [("topic", e.topic().to_owned()), ("partition", e.partition().to_string())];
+                    gauge!(telemetry::CONSUMER_LAG, &labels).set(0.0);
                 }
                 self.status.owned_delta(0, numbers.len());
             }

@@ -7,6 +7,8 @@ use cvm_engine::{
     telemetry::{self, OUTCOMES},
     EventResult, Outbound, Output, Reason, TimerKind,
 };
+use std::collections::HashMap;
+
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 
 use crate::KafkaConfig;
@@ -38,6 +40,9 @@ impl Ingested {
     }
 }
 
+/// The `campaign` label of decisions about offers outside any campaign.
+const NO_CAMPAIGN: &str = "none";
+
 /// Input topics (see [`crate::Topics::inputs`]).
 const INPUTS: usize = 4;
 
@@ -47,7 +52,6 @@ pub(crate) struct Meters {
     ingested: [[Counter; Ingested::LABELS.len()]; INPUTS],
     /// Per input × reason.
     dlq: [[Counter; Reason::ALL.len()]; INPUTS],
-    outcomes: [Counter; OUTCOMES.len()],
     offers: [Counter; 3],
     pub(crate) latency: Histogram,
     pub(crate) commit: Histogram,
@@ -62,7 +66,6 @@ impl Meters {
             }),
             dlq: topics
                 .map(|t| Reason::ALL.map(|r| counter!(telemetry::DLQ, "topic" => t.clone(), "reason" => r.code()))),
-            outcomes: OUTCOMES.map(|o| counter!(telemetry::DECISIONS, "outcome" => telemetry::outcome_label(o))),
             offers: ["unspecified", "push", "stories"].map(|c| counter!(telemetry::OFFERS, "channel" => c)),
             latency: histogram!(telemetry::EVENT_PROCESSING),
             commit: histogram!(telemetry::BATCH_COMMIT),
@@ -81,8 +84,11 @@ impl Meters {
                 counter.increment(*n);
             }
         }
-        for (counter, n) in self.outcomes.iter().zip(t.outcomes) {
-            counter.increment(n);
+        for (campaign, per_outcome) in &t.outcomes {
+            for (outcome, n) in OUTCOMES.iter().zip(per_outcome).filter(|(_, n)| **n > 0) {
+                let labels = [("campaign", campaign.clone()), ("outcome", telemetry::outcome_label(*outcome))];
+                counter!(telemetry::DECISIONS, &labels).increment(*n);
+            }
         }
         for (counter, n) in self.offers.iter().zip(t.offers) {
             counter.increment(n);
@@ -110,7 +116,8 @@ impl Meters {
 pub(crate) struct BatchCounts {
     ingested: [[u64; Ingested::LABELS.len()]; INPUTS],
     dead_lettered: [[u64; Reason::ALL.len()]; INPUTS],
-    outcomes: [u64; OUTCOMES.len()],
+    /// Decisions by campaign (`none` for offers outside campaigns) and outcome.
+    outcomes: HashMap<String, [u64; OUTCOMES.len()]>,
     offers: [u64; 3],
     timers: [u64; TimerKind::ALL.len()],
     erasures: u64,
@@ -134,7 +141,14 @@ impl BatchCounts {
     pub(crate) fn output(&mut self, out: &Output) {
         for emit in &out.emits {
             match emit {
-                Outbound::Decision(d) => self.outcomes[d.outcome as usize % OUTCOMES.len()] += 1,
+                Outbound::Decision(d) => {
+                    let campaign = if d.campaign_id.is_empty() { NO_CAMPAIGN } else { d.campaign_id.as_str() };
+                    let counts = match self.outcomes.get_mut(campaign) {
+                        Some(counts) => counts,
+                        None => self.outcomes.entry(campaign.to_owned()).or_default(),
+                    };
+                    counts[d.outcome as usize % OUTCOMES.len()] += 1;
+                }
                 Outbound::Offer(o) => self.offers[o.channel as usize % 3] += 1,
                 Outbound::Rekeyed(_) | Outbound::DeviceLink(_) => {}
                 Outbound::Erased(_) => self.erasures += 1,

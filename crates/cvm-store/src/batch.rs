@@ -288,6 +288,9 @@ impl Batch<'_> {
             last.commit_end = true;
         }
         let first_seq = s.next_outbox_seq.fetch_add(self.outbox.len() as u64, Ordering::SeqCst);
+        if !self.outbox.is_empty() {
+            s.note_outbox_commit(first_seq);
+        }
         for (i, entry) in self.outbox.iter().enumerate() {
             let value = postcard::to_stdvec(entry).expect("outbox entries always serialize");
             wb.put_cf(s.cf(CF_OUTBOX), (first_seq + i as u64).to_be_bytes(), value);

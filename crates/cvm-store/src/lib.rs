@@ -43,6 +43,7 @@
 
 mod batch;
 mod changelog;
+mod figures;
 mod keys;
 mod outbox;
 mod reads;
@@ -51,10 +52,11 @@ mod tests;
 mod txn;
 
 use std::{
+    collections::VecDeque,
     hash::{BuildHasher, Hasher},
     path::{Path, PathBuf},
     sync::{atomic::AtomicU64, Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use cvm_engine::StoreError;
@@ -67,6 +69,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::{Batch, Committed};
 pub use changelog::{commit_marker, ChangelogRecord, CommitMarker};
 pub use cvm_engine::driver::SweepProgress;
+pub use figures::RocksDbFigures;
 pub use outbox::{OutboxEntry, PublisherTxn};
 
 use keys::*;
@@ -176,6 +179,11 @@ pub struct Store {
     /// (the publisher reads it in order and must not step over a gap that
     /// a slower commit fills later).
     commit_lock: Arc<Mutex<()>>,
+    /// When each commit with outbox entries put them there: its first
+    /// sequence number and the time (see [`Store::outbox_oldest_age`]).
+    outbox_commits: Arc<Mutex<VecDeque<(u64, Instant)>>>,
+    /// The options holding RocksDB's statistics (`None` when read-only).
+    statistics: Option<Arc<Options>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -278,6 +286,9 @@ impl Store {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
+        // Counters only (block-cache hits, stalls) for the operations endpoint.
+        db_opts.enable_statistics();
+        db_opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
         let db = DB::open_cf_descriptors(&db_opts, &config.path, ALL_CFS.map(cf_opts))
             .map_err(|source| OpenError::Open { path: config.path.clone(), source })?;
         migrate_scan_progress(&db).map_err(|source| OpenError::Open { path: config.path.clone(), source })?;
@@ -303,6 +314,10 @@ impl Store {
             changelog: None,
             writer,
             commit_lock: Arc::default(),
+            outbox_commits: Arc::new(Mutex::new(VecDeque::from_iter(
+                (first_seq < next_seq).then(|| (first_seq, Instant::now())),
+            ))),
+            statistics: Some(Arc::new(db_opts)),
         })
     }
 
@@ -328,6 +343,8 @@ impl Store {
             changelog: None,
             writer: 0,
             commit_lock: Arc::default(),
+            outbox_commits: Arc::default(),
+            statistics: None,
         })
     }
 

@@ -465,3 +465,66 @@ fn a_committed_publisher_transaction_removes_exactly_its_entries() {
     assert_eq!(left, vec![b"b".to_vec()]);
     assert_eq!(store.publisher_txn().unwrap(), PublisherTxn { number: 2, seqs: vec![] });
 }
+
+#[test]
+fn the_outbox_age_is_that_of_the_oldest_undelivered_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let entry = || OutboxEntry { topic: "t".into(), payload: b"v".to_vec(), ..Default::default() };
+    assert_eq!(store.outbox_oldest_age(), None, "empty");
+    let mut b = store.begin();
+    b.publish(0, entry());
+    b.publish(0, entry());
+    b.commit().unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    let mut b = store.begin();
+    b.publish(0, entry());
+    b.commit().unwrap();
+    let first = store.outbox_oldest_age().unwrap();
+    assert!(first >= Duration::from_millis(60), "{first:?}");
+    // The publisher delivered the first entry only: the first commit is still the oldest.
+    store.note_outbox_head(1);
+    assert!(store.outbox_oldest_age().unwrap() >= first);
+    // Past the first commit: the second commit's age, younger.
+    store.note_outbox_head(2);
+    assert!(store.outbox_oldest_age().unwrap() < Duration::from_millis(60));
+    store.note_outbox_head(3);
+    assert_eq!(store.outbox_oldest_age(), None, "all delivered");
+    // Entries found at open count from the open.
+    let mut b = store.begin();
+    b.publish(0, entry());
+    b.commit().unwrap();
+    drop(store);
+    let store = open(dir.path());
+    assert!(store.outbox_oldest_age().is_some_and(|a| a < Duration::from_secs(5)));
+}
+
+#[test]
+fn rocksdb_figures_follow_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let before = store.rocksdb_figures();
+    assert_eq!(before.live_sst_bytes, 0);
+    let mut b = store.begin();
+    for i in 0..2_000 {
+        let mut p = Profile::default();
+        bought(&mut p, i);
+        b.put_profile(0, &format!("customer-{i}"), p).unwrap();
+    }
+    b.commit().unwrap();
+    let written = store.rocksdb_figures();
+    assert!(written.memtable_bytes > before.memtable_bytes, "{written:?}");
+    store.compact().unwrap();
+    for i in 0..2_000 {
+        assert!(store.profile(0, &format!("customer-{i}")).unwrap().is_some());
+    }
+    let after = store.rocksdb_figures();
+    assert!(after.live_sst_bytes > 0, "{after:?}");
+    assert!((1_000..=4_000).contains(&after.estimated_profiles), "{after:?}");
+    assert!(after.block_cache_hits + after.block_cache_misses > 0, "reads are counted: {after:?}");
+    assert!(!after.write_stopped);
+    // Beside it, read-only (as `cvm report --data-dir`): the same data, no statistics.
+    let read_only = Store::open_read_only(dir.path()).unwrap().rocksdb_figures();
+    assert_eq!(read_only.live_sst_bytes, after.live_sst_bytes);
+    assert_eq!(read_only.block_cache_hits, 0);
+}

@@ -65,6 +65,9 @@ enum Command {
         /// event-to-offer latency (default: as fast as possible).
         #[arg(long)]
         rate: Option<u32>,
+        /// Score with the model artifacts in this directory (`cvm train --out`).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
     },
     /// Incrementality per campaign: from the stats topic (every instance's
     /// partitions) or from one engine's state directory.
@@ -294,7 +297,19 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run { config } => commands::run_engine(config.as_deref())?,
-        Command::Demo { customers, days, seed, http, linger, data_dir, report_html, workers, delivery, rate } => {
+        Command::Demo {
+            customers,
+            days,
+            seed,
+            http,
+            linger,
+            data_dir,
+            report_html,
+            workers,
+            delivery,
+            rate,
+            model_dir,
+        } => {
             let delivery = match delivery {
                 DemoDelivery::ExactlyOnce => cvm_kafka::Delivery::ExactlyOnce,
                 DemoDelivery::AtLeastOnce => cvm_kafka::Delivery::AtLeastOnce,
@@ -310,6 +325,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 workers,
                 delivery,
                 rate,
+                model_dir,
             })?
         }
         Command::Offers { command } => return offers(command),

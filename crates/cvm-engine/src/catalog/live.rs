@@ -2,13 +2,16 @@
 //! shared by every source of documents (the config topic, the model
 //! directory), so they all accept and refuse alike.
 
-use std::sync::{Arc, RwLock};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+};
 
 use cvm_proto::v1::ConfigStatus;
 use metrics::{counter, gauge};
 use tracing::{info, warn};
 
-use super::{Catalog, ConfigDocument};
+use super::{document_kind, Catalog, ConfigDocument};
 use crate::{offers::OfferError, telemetry};
 
 /// The running catalog, shared between the config-topic reader, the model
@@ -17,6 +20,10 @@ use crate::{offers::OfferError, telemetry};
 #[derive(Debug, Clone, Default)]
 pub struct LiveCatalog {
     inner: Arc<RwLock<Snapshot>>,
+    /// Keys whose latest document was rejected (kind, key): what the
+    /// `cvm_config_documents_rejected` gauge counts, until a good version
+    /// or a deletion follows.
+    rejected: Arc<Mutex<BTreeSet<(&'static str, String)>>>,
 }
 
 /// One state of a [`LiveCatalog`].
@@ -49,6 +56,18 @@ impl LiveCatalog {
         g.generation += 1;
     }
 
+    /// Notes whether the latest document under `key` was rejected, and sets
+    /// the gauge of rejected documents of its kind.
+    fn note_rejected(&self, key: &str, rejected: bool) {
+        let kind = document_kind(key);
+        let mut keys = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = if rejected { keys.insert((kind, key.to_owned())) } else { keys.remove(&(kind, key.to_owned())) };
+        if changed || rejected {
+            let n = keys.iter().filter(|(k, _)| *k == kind).count();
+            gauge!(telemetry::CONFIG_DOCUMENTS_REJECTED, "kind" => kind).set(n as f64);
+        }
+    }
+
     /// Takes in the document published under `key` (`None` or empty:
     /// deleted), wherever it came from: parsed and checked, and accepted only
     /// if its version supersedes the running one; a refused document leaves
@@ -56,7 +75,8 @@ impl LiveCatalog {
     pub fn apply(&self, key: &str, value: Option<&[u8]>, at_ms: i64) -> ConfigStatus {
         let Some(bytes) = value.filter(|v| !v.is_empty()) else {
             self.update(|c| c.remove(key));
-            counter!(telemetry::CONFIG_DOCUMENTS, "result" => "deleted").increment(1);
+            counter!(telemetry::CONFIG_DOCUMENTS, "kind" => document_kind(key), "result" => "deleted").increment(1);
+            self.note_rejected(key, false);
             info!(key, "Config document deleted.");
             return ConfigStatus {
                 offer_definition_id: key.to_owned(),
@@ -85,13 +105,24 @@ impl LiveCatalog {
                 info!(key, version, "Config document accepted.");
                 // Not held while updating, so that it can update in place.
                 drop(current);
+                if let ConfigDocument::Model(model) = &doc {
+                    gauge!(telemetry::MODEL_VERSION, "model" => model.target.clone()).set(f64::from(model.version));
+                    // A new artifact starts with a fresh drift monitor.
+                    gauge!(telemetry::MODEL_DRIFTED, "model" => model.target.clone()).set(0.0);
+                    // From zero, so the series is there before the first fallback.
+                    counter!(telemetry::MODEL_FALLBACKS, "model" => model.target.clone()).increment(0);
+                }
                 self.update(|c| c.insert(doc));
-                counter!(telemetry::CONFIG_DOCUMENTS, "result" => "accepted").increment(1);
+                counter!(telemetry::CONFIG_DOCUMENTS, "kind" => document_kind(key), "result" => "accepted")
+                    .increment(1);
+                self.note_rejected(key, false);
                 ConfigStatus { offer_definition_id: key.to_owned(), accepted: true, version, errors: vec![], at_ms }
             }
             Err(e) => {
                 warn!(key, errors = ?e.errors, "Config document rejected; the last good version keeps running.");
-                counter!(telemetry::CONFIG_DOCUMENTS, "result" => "rejected").increment(1);
+                counter!(telemetry::CONFIG_DOCUMENTS, "kind" => document_kind(key), "result" => "rejected")
+                    .increment(1);
+                self.note_rejected(key, true);
                 ConfigStatus {
                     offer_definition_id: key.to_owned(),
                     accepted: false,
@@ -137,6 +168,23 @@ mod tests {
         assert_eq!(title(&catalog), "edited");
         assert!(catalog.apply("o1", None, 0).accepted);
         assert!(catalog.current().get("o1").is_none(), "tombstone deletes");
+    }
+
+    #[test]
+    fn a_key_counts_as_rejected_until_a_good_version_or_a_deletion_follows() {
+        let catalog = LiveCatalog::default();
+        let rejected = |c: &LiveCatalog| {
+            c.rejected.lock().unwrap().iter().map(|(k, key)| format!("{k} {key}")).collect::<Vec<_>>()
+        };
+        assert!(catalog.apply("o1", Some(&doc(1, "hello")), 0).accepted);
+        assert!(!catalog.apply("o1", Some(&doc(2, "")), 0).accepted);
+        assert!(!catalog.apply("campaign/c", Some(b"not: [a campaign"), 0).accepted);
+        assert_eq!(rejected(&catalog), ["campaign campaign/c", "offer o1"]);
+        assert!(!catalog.apply("o1", Some(&doc(2, "")), 0).accepted, "rejected again: counted once");
+        assert_eq!(rejected(&catalog).len(), 2);
+        assert!(catalog.apply("o1", Some(&doc(2, "fixed")), 0).accepted);
+        assert!(catalog.apply("campaign/c", None, 0).accepted);
+        assert!(rejected(&catalog).is_empty());
     }
 
     #[test]

@@ -39,6 +39,24 @@ pub enum ConfigDocument {
     Model(Box<ModelArtifact>),
 }
 
+/// Every value of [`document_kind`].
+pub const DOCUMENT_KINDS: [&str; 4] = ["offer", "campaign", "policy", "model"];
+
+/// The kind of document published under `key` (`offer`, `campaign`,
+/// `policy` or `model`), which the key decides: a metric label that stays
+/// meaningful when the document itself cannot be parsed.
+pub fn document_kind(key: &str) -> &'static str {
+    if key.starts_with(CAMPAIGN_KEY_PREFIX) {
+        "campaign"
+    } else if key.starts_with(MODEL_KEY_PREFIX) {
+        "model"
+    } else if key == POLICY_KEY {
+        "policy"
+    } else {
+        "offer"
+    }
+}
+
 impl ConfigDocument {
     /// Parses and checks the document published under `key`; its kind
     /// follows from the key, and its id must give that key back.

@@ -461,6 +461,7 @@ impl Engine {
         let model = self.catalog.model_for(d).filter(|_| v.source.is_model() || v.source == Source::RulesDrift);
         let fallback = (v.source == Source::RulesDrift).then(|| {
             let m = model.expect("a drifted source has a model");
+            metrics::counter!(telemetry::MODEL_FALLBACKS, "model" => m.artifact().target.clone()).increment(1);
             format!("rule priority: model {} drifted ({})", m.label(), m.monitor().reason())
         });
         let reason = match (fallback, decision.reason.is_empty()) {

@@ -59,6 +59,9 @@ pub struct DemoOptions {
     /// production), and measure event-to-offer latency; `None`: replay the
     /// simulated history in event time as fast as the broker takes it.
     pub rate: Option<u32>,
+    /// Score with the model artifacts in this directory (`cvm train --out`),
+    /// as `model_dir.path` does for `cvm run`.
+    pub model_dir: Option<PathBuf>,
 }
 
 /// The synthetic customers' hidden response to each campaign: what the
@@ -131,7 +134,9 @@ impl Outputs {
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mock = MockCluster::new(1).context("cannot start the in-process broker")?;
     let brokers = mock.bootstrap_servers();
-    let mut config = Config::default();
+    // The defaults, with any CVM__SECTION__KEY overrides (as for `cvm run`);
+    // what the demo needs is set over them.
+    let mut config = Config::load(None)?;
     config.kafka.brokers.clone_from(&brokers);
     config.kafka.create_topics = false;
     config.kafka.workers = opts.workers;
@@ -147,6 +152,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // demo accepts events up to ten years ahead of the wall clock.
     config.engine.input.max_event_lead = cvm_engine::time::MAX_DURATION;
     config.http.listen = opts.http;
+    config.model_dir.path.clone_from(&opts.model_dir);
     for t in config.kafka.topics.all() {
         mock.create_topic(t, PARTITIONS, 1).with_context(|| format!("creating topic {t}"))?;
     }

@@ -252,6 +252,34 @@ mod tests {
         assert_eq!(c.model_dir, ModelDirConfig::default());
     }
 
+    /// The `cvm.toml` of deploy/k8s/configmap.yaml: the indented block
+    /// under its `cvm.toml: |` key.
+    fn kubernetes_config() -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s/configmap.yaml");
+        let yaml = std::fs::read_to_string(path).unwrap();
+        let block = yaml.split_once("cvm.toml: |\n").expect("configmap has a cvm.toml block").1;
+        block
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.trim_start_matches("    "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn kubernetes_config_is_valid_and_fits_the_pod() {
+        let c = parse(&kubernetes_config()).unwrap();
+        assert_eq!(
+            c.store.path,
+            Path::new("/var/lib/cvm/state"),
+            "the StatefulSet's volume is mounted at /var/lib/cvm"
+        );
+        assert_eq!(c.http.listen.port(), 9898, "the probes and scrapes use port 9898");
+        assert!(c.http.listen.ip().is_unspecified(), "the kubelet and Prometheus reach the pod from outside");
+        // The memory limit (1536Mi) holds the RocksDB budget plus ~300 MiB.
+        assert!(c.store.block_cache_mb + 300 <= 1536 * 9 / 10, "{}", c.store.block_cache_mb);
+    }
+
     #[test]
     fn environment_overrides_keep_types() {
         let mut t: toml::Table = "[kafka]\nbrokers = \"a:1\"\n".parse().unwrap();

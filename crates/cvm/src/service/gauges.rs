@@ -10,7 +10,8 @@ use std::{
 use cvm_engine::{
     attribution::{Stats, StatsKey},
     telemetry::{
-        CAMPAIGN_CONVERTERS, CAMPAIGN_CUSTOMERS, CAMPAIGN_INCREMENTAL_MARGIN, CAMPAIGN_MARGIN, CAMPAIGN_UPLIFT,
+        CAMPAIGN_CONVERTERS, CAMPAIGN_CUSTOMERS, CAMPAIGN_INCREMENTAL_MARGIN, CAMPAIGN_INCREMENTAL_MARGIN_HIGH,
+        CAMPAIGN_INCREMENTAL_MARGIN_LOW, CAMPAIGN_MARGIN, CAMPAIGN_UPLIFT,
     },
 };
 use cvm_kafka::CommittedStats;
@@ -58,6 +59,9 @@ fn export_report(report: &Report) {
             gauge!(CAMPAIGN_MARGIN, &labels).set(side.margin_minor as f64);
         }
         gauge!(CAMPAIGN_UPLIFT, "campaign" => campaign.clone()).set(r.uplift.value);
-        gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "campaign" => campaign).set(r.incremental_margin_minor.value);
+        let margin = &r.incremental_margin_minor;
+        gauge!(CAMPAIGN_INCREMENTAL_MARGIN, "campaign" => campaign.clone()).set(margin.value);
+        gauge!(CAMPAIGN_INCREMENTAL_MARGIN_LOW, "campaign" => campaign.clone()).set(margin.low);
+        gauge!(CAMPAIGN_INCREMENTAL_MARGIN_HIGH, "campaign" => campaign).set(margin.high);
     }
 }

@@ -151,6 +151,7 @@ impl Pipeline {
                 .expect("spawn ingest thread");
             ingest.push(handle);
         }
+        health.sample_store(Some(store.clone()));
         health.set_live(true);
         health.set_ready(true);
         info!(brokers = %k.brokers, store = %store.path().display(), workers, "cvm running.");
@@ -175,6 +176,7 @@ impl Pipeline {
     /// Stops cleanly: commit, drain the outbox, flush. See the module docs.
     pub async fn shutdown(mut self, timeout: Duration) -> Result<(), PipelineError> {
         self.health.set_ready(false);
+        self.health.sample_store(None);
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let ingest = std::mem::take(&mut self.ingest);
         let offers = self.offers.take().expect("shutdown runs once");
