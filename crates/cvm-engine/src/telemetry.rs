@@ -135,6 +135,10 @@ pub const CONSUMER_LAG: &str = "cvm_consumer_lag_records";
 /// Gauge: seconds since the oldest undelivered outbox entry was committed.
 pub const OUTBOX_OLDEST_AGE: &str = "cvm_outbox_oldest_age_seconds";
 
+/// The `kind` label values of [`CONFIG_DOCUMENTS`] and
+/// [`CONFIG_DOCUMENTS_REJECTED`]: what `catalog::document_kind` returns.
+pub const DOCUMENT_KINDS: [&str; 4] = ["offer", "campaign", "policy", "model"];
+
 /// The `kind` label values of [`PUBLISH_ERRORS`].
 pub const PUBLISH_ERROR_KINDS: [&str; 6] =
     ["retried", "fatal", "message_too_large", "unknown_topic", "not_authorized", "invalid_record"];
@@ -149,7 +153,7 @@ pub const PUBLISH_TRANSACTION_OUTCOMES: [&str; 4] =
 /// rather than no data.
 fn start_at_zero() {
     metrics::gauge!(INGEST_PAUSED).set(0.0);
-    for kind in crate::catalog::DOCUMENT_KINDS {
+    for kind in DOCUMENT_KINDS {
         metrics::gauge!(CONFIG_DOCUMENTS_REJECTED, "kind" => kind).set(0.0);
     }
     for name in [TIMERS_FAILED, RESTORE_FAILURES, RESTORE_RECORDS, REBALANCES, ERASURES] {

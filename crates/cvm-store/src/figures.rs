@@ -51,7 +51,14 @@ impl Store {
             live_sst_bytes: sum("rocksdb.live-sst-files-size"),
             pending_compaction_bytes: sum("rocksdb.estimate-pending-compaction-bytes"),
             memtable_bytes: sum("rocksdb.cur-size-all-mem-tables"),
-            block_cache_usage_bytes: db_int("rocksdb.block-cache-usage"),
+            // Our column families share one cache (the default family, which
+            // holds nothing, has its own): ask through one of them.
+            block_cache_usage_bytes: self
+                .db
+                .property_int_value_cf(self.cf(crate::keys::CF_PROFILES), "rocksdb.block-cache-usage")
+                .ok()
+                .flatten()
+                .unwrap_or(0),
             running_compactions: db_int("rocksdb.num-running-compactions"),
             write_stopped: db_int("rocksdb.is-write-stopped") > 0,
             estimated_profiles: self

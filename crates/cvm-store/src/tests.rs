@@ -514,6 +514,10 @@ fn rocksdb_figures_follow_the_data() {
     b.commit().unwrap();
     let written = store.rocksdb_figures();
     assert!(written.memtable_bytes > before.memtable_bytes, "{written:?}");
+    assert!(
+        written.block_cache_usage_bytes >= written.memtable_bytes / 2,
+        "memtables are charged to the cache: {written:?}"
+    );
     store.compact().unwrap();
     for i in 0..2_000 {
         assert!(store.profile(0, &format!("customer-{i}")).unwrap().is_some());

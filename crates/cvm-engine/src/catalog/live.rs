@@ -171,6 +171,13 @@ mod tests {
     }
 
     #[test]
+    fn every_document_kind_is_a_label_started_at_zero() {
+        for key in ["o1", "campaign/c", "policy/global", "model/offer/o1", "model/campaign/c"] {
+            assert!(telemetry::DOCUMENT_KINDS.contains(&document_kind(key)), "{key}");
+        }
+    }
+
+    #[test]
     fn a_key_counts_as_rejected_until_a_good_version_or_a_deletion_follows() {
         let catalog = LiveCatalog::default();
         let rejected = |c: &LiveCatalog| {

@@ -39,12 +39,10 @@ pub enum ConfigDocument {
     Model(Box<ModelArtifact>),
 }
 
-/// Every value of [`document_kind`].
-pub const DOCUMENT_KINDS: [&str; 4] = ["offer", "campaign", "policy", "model"];
-
 /// The kind of document published under `key` (`offer`, `campaign`,
-/// `policy` or `model`), which the key decides: a metric label that stays
-/// meaningful when the document itself cannot be parsed.
+/// `policy` or `model`: [`crate::telemetry::DOCUMENT_KINDS`]), which the
+/// key decides: a metric label that stays meaningful when the document
+/// itself cannot be parsed.
 pub fn document_kind(key: &str) -> &'static str {
     if key.starts_with(CAMPAIGN_KEY_PREFIX) {
         "campaign"
