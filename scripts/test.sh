@@ -38,10 +38,17 @@ grep -q "<svg" "$smoke/report.html"
 echo "==> sample documents lint clean"
 "$CARGO_TARGET_DIR/debug/cvm" offers lint deploy/offers/*.yaml deploy/campaigns/*.yaml deploy/policy.yaml
 
-echo "==> cvm train on a replay of synthetic events; the artifact lints as a config document"
+echo "==> cvm train on a replay of synthetic events: no offer changes what anyone buys there, so the"
+echo "    uplift model cannot beat random targeting and is not written; forced, it lints as a config document"
 "$CARGO_TARGET_DIR/debug/cvm" synth --out "$smoke/events.pb" --customers 5000 --days 21
-"$CARGO_TARGET_DIR/debug/cvm" train --events "$smoke/events.pb" --documents deploy/offers/*.yaml deploy/campaigns/*.yaml \
-  --campaign abandoned-cart --out "$smoke/model.json"
+train=("$CARGO_TARGET_DIR/debug/cvm" train --events "$smoke/events.pb" --documents deploy/offers/*.yaml
+  deploy/campaigns/*.yaml --campaign abandoned-cart --out "$smoke/model.json")
+if "${train[@]}" 2>"$smoke/train.err"; then
+  echo "cvm train wrote a model with no effect to find" >&2; exit 1
+fi
+grep -q "not shown to beat random targeting" "$smoke/train.err" || { cat "$smoke/train.err" >&2; exit 1; }
+[ ! -e "$smoke/model.json" ]
+"${train[@]}" --force
 "$CARGO_TARGET_DIR/debug/cvm" offers lint "$smoke/model.json"
 
 echo "==> operations: deploy files validated; dashboard and alerts evaluated by Prometheus against a running engine"

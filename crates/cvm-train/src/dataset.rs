@@ -16,6 +16,9 @@ use cvm_proto::v1::{Decision, Outcome, Purchase};
 pub struct Row {
     /// Index of its decision in the slice given to [`rows`].
     pub decision: usize,
+    /// The customer decided about: validation intervals draw a customer's
+    /// rows together.
+    pub customer: String,
     /// Decision time, epoch ms.
     pub at_ms: i64,
     /// Contacted (else held out).
@@ -96,6 +99,7 @@ pub fn rows(decisions: &[Decision], purchases: &mut PurchaseLog, target: Target<
         x.copy_from_slice(&d.model_features);
         out.push(Row {
             decision: i,
+            customer: d.customer_id.clone(),
             at_ms: d.decided_at_ms,
             treated: d.outcome() == Outcome::Treated,
             x,

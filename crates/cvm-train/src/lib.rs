@@ -18,8 +18,10 @@
 //!   converting rows.
 //!
 //! The split is by time: the last part of the window validates. The
-//! artifact carries AUC, Qini, AUUC and a calibration table from that
-//! period, the training distributions for the drift monitor, and the
+//! artifact carries AUC, Qini with its 95 % interval (a bootstrap over
+//! customers), AUUC and a calibration table from that period — the engine
+//! refuses an uplift model whose interval does not show it beats random
+//! targeting — the training distributions for the drift monitor, and the
 //! feature schema hash that the engine checks on load. The seed orders the
 //! rows the solvers see; the same rows and seed give the same artifact.
 
@@ -87,6 +89,9 @@ impl TrainOptions {
         }
     }
 }
+
+/// Bootstrap draws of the validation Qini's interval.
+const BOOTSTRAP_RESAMPLES: usize = 400;
 
 /// Fewest rows of each group (treated or held out) and class to fit a model.
 const MIN_ROWS: usize = 30;
@@ -161,7 +166,8 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         treated,
         control,
         value,
-        metrics: Metrics { auc: 0.0, qini: None, auuc: None, calibration: Vec::new() },
+        metrics: Metrics { auc: 0.0, qini: None, qini_interval: None, auuc: None, calibration: Vec::new() },
+        force: false,
         reference: Vec::new(),
     });
     let predict = |r: &Row| model.predict(&r.x);
@@ -176,6 +182,9 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         .collect();
     let has_control = model.artifact().control.is_some();
     let (qini, auuc) = if has_control { metrics::qini_auuc(&uplift_rows) } else { (f64::NAN, f64::NAN) };
+    let customers: Vec<&str> = validation.iter().map(|r| r.customer.as_str()).collect();
+    let qini_interval =
+        has_control.then(|| metrics::qini_interval(&uplift_rows, &customers, BOOTSTRAP_RESAMPLES, options.seed));
     let scores: Vec<f64> = train
         .iter()
         .map(|r| {
@@ -192,6 +201,8 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
     artifact.metrics = Metrics {
         auc: metrics::auc(&treated_validation),
         qini: has_control.then_some(qini),
+        // JSON has no NaN: an interval that could not be drawn is left out.
+        qini_interval: qini_interval.filter(|(l, h)| l.is_finite() && h.is_finite()).map(|(low, high)| [low, high]),
         auuc: has_control.then_some(auuc),
         calibration: metrics::calibration(&treated_validation, 10),
     };

@@ -30,6 +30,7 @@ fn rows(n: usize, seed: u64) -> Vec<Row> {
             let converted = rng.random_bool(p);
             Row {
                 decision: i,
+                customer: format!("c{i}"),
                 at_ms: (i as i64 * 100 / n as i64) * DAY,
                 treated,
                 x,
@@ -65,6 +66,9 @@ fn it_learns_who_is_persuadable_and_reports_its_quality() {
     let m = &artifact.metrics;
     assert!(m.auc > 0.6, "AUC {}", m.auc);
     assert!(m.qini.unwrap() > 0.01, "Qini {:?}", m.qini);
+    let [low, high] = m.qini_interval.expect("an uplift model carries its Qini interval");
+    assert!(low > 0.0 && low < m.qini.unwrap() && m.qini.unwrap() < high, "{low} {:?} {high}", m.qini);
+    assert!(!artifact.force && artifact.unproven().is_none(), "it beats random targeting: the engine takes it");
     assert_eq!(m.calibration.len(), 10);
     let model = Model::new(artifact.clone());
     let uplift = |opens: f64| {
@@ -86,4 +90,33 @@ fn too_few_rows_or_decisions_at_one_moment_are_refused_with_a_reason() {
     let same_time: Vec<Row> = rows(2_000, 4).into_iter().map(|r| Row { at_ms: 0, ..r }).collect();
     let e = train(&same_time, &options(7)).unwrap_err().to_string();
     assert!(e.contains("decisions must be spread over time"), "{e}");
+}
+
+#[test]
+fn a_model_of_an_offer_that_changes_nothing_is_not_shown_to_beat_random_targeting() {
+    // The same rows, but contact changes nothing: whether a customer buys
+    // depends on their engagement only.
+    let no_effect: Vec<Row> = rows(8_000, 11)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let p = if r.x[APP_OPENS] > 2.0 { 0.3 } else { 0.1 };
+            let converted = (xorshift(i as u64) % 1_000) as f64 / 1_000.0 < p;
+            Row { converted, ..r }
+        })
+        .collect();
+    let artifact = train(&no_effect, &options(5)).unwrap();
+    let [low, high] = artifact.metrics.qini_interval.unwrap();
+    assert!(low <= 0.0 && high > 0.0, "{low} {high}");
+    let why = artifact.unproven().expect("the engine refuses it");
+    assert!(why.starts_with("metrics.qini:") && why.contains("not shown to beat random targeting"), "{why}");
+    assert_eq!(artifact.problems(), [why]);
+}
+
+/// A fixed pseudo-random draw per row.
+fn xorshift(mut x: u64) -> u64 {
+    x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x2545_f491_4f6c_dd1d;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
 }

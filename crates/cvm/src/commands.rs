@@ -110,11 +110,13 @@ pub struct TrainArgs {
     pub seed: u64,
     /// The artifact's file.
     pub out: PathBuf,
+    /// Write an uplift model that has not shown it beats random targeting.
+    pub force: bool,
 }
 
 /// `cvm train`: replay recorded events through the driver, then fit models.
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let TrainArgs { events, documents, scope, target, window, validation_share, seed, out } = args;
+    let TrainArgs { events, documents, scope, target, window, validation_share, seed, out, force } = args;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let mut options = cvm_train::TrainOptions::new(scope, &target, now);
     options.seed = seed;
@@ -129,18 +131,31 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         &options,
         window.as_millis() as i64,
     )?;
-    std::fs::write(&out, serde_json::to_vec_pretty(&artifact)?)?;
     let m = &artifact.metrics;
-    println!(
-        "wrote {} ({}): {} training / {} validation rows, AUC {:.3}, Qini {}, uplift model: {}",
-        out.display(),
+    let qini = match (m.qini, m.qini_interval) {
+        (Some(q), Some([low, high])) => format!("{q:.4} (95 % interval {low:.4} to {high:.4})"),
+        (Some(q), None) => format!("{q:.4}"),
+        _ => "-".to_owned(),
+    };
+    let summary = format!(
+        "{}: {} training / {} validation rows, AUC {:.3}, Qini {qini}, uplift model: {}",
         artifact.key(),
         artifact.data.train_rows,
         artifact.data.validation_rows,
         m.auc,
-        m.qini.map_or("-".to_owned(), |q| format!("{q:.4}")),
         if artifact.control.is_some() { "yes" } else { "no (too few held-out rows)" }
     );
+    let artifact = cvm_engine::models::ModelArtifact { force, ..artifact };
+    if let Some(why) = artifact.unproven() {
+        anyhow::bail!("{summary}\nnot written: the engine would refuse it: {why} (--force writes it anyway)");
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&artifact)?)?;
+    let verdict = match (artifact.control.is_some(), force) {
+        (false, _) => "a propensity model (no uplift to validate)",
+        (true, false) => "beats random targeting on validation",
+        (true, true) => "forced: written without checking that it beats random targeting",
+    };
+    println!("wrote {}: {summary}; {verdict}", out.display());
     Ok(())
 }
 

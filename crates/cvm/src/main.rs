@@ -195,6 +195,10 @@ enum Command {
         /// Where to write the artifact (publish it, or put it in the model directory).
         #[arg(long)]
         out: PathBuf,
+        /// Write an uplift model even if validation does not show it beats
+        /// random targeting, marked `force` so the engine scores with it.
+        #[arg(long)]
+        force: bool,
     },
     /// Write synthetic retailer events to a file (for `offers simulate`).
     Synth {
@@ -345,13 +349,13 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let opts = uplift::UpliftOptions { customers, days, seed, depth_percent, out };
             print!("{}", uplift::run(&opts)?.render());
         }
-        Command::Train { events, documents, offer, campaign, window, validation_share, seed, out } => {
+        Command::Train { events, documents, offer, campaign, window, validation_share, seed, out, force } => {
             let (scope, target) = match (offer, campaign) {
                 (Some(o), _) => (Scope::Offer, o),
                 (None, Some(c)) => (Scope::Campaign, c),
                 (None, None) => unreachable!("clap requires one target"),
             };
-            commands::train(TrainArgs { events, documents, scope, target, window, validation_share, seed, out })?
+            commands::train(TrainArgs { events, documents, scope, target, window, validation_share, seed, out, force })?
         }
         Command::Synth { out, customers, days, seed } => commands::synth(&out, customers, days, seed)?,
         Command::Bench { profiles, events, batch, data_dir, offers } => {

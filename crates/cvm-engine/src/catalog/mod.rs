@@ -432,6 +432,32 @@ mod tests {
     }
 
     #[test]
+    fn an_uplift_model_must_show_it_beats_random_targeting_unless_forced() {
+        let parse =
+            |m: &ModelArtifact| ConfigDocument::parse("model/offer/sushi-comeback", &serde_json::to_vec(m).unwrap());
+        let mut trained = crate::models::tests::artifact("sushi-comeback");
+        trained.force = false;
+        trained.metrics.qini = Some(-0.003);
+        trained.metrics.qini_interval = Some([-0.011, 0.004]);
+        let e = parse(&trained).unwrap_err();
+        assert!(
+            e.errors[0].starts_with("metrics.qini: -0.0030 on validation, 95 % interval -0.0110 to 0.0040: not shown to beat random targeting"),
+            "{e}"
+        );
+        assert!(e.errors[0].contains("\"force\": true"), "says how to override: {e}");
+        trained.metrics.qini_interval = None;
+        assert!(parse(&trained).unwrap_err().errors[0].starts_with("metrics.qini_interval: missing"));
+        trained.metrics.qini = Some(0.012);
+        trained.metrics.qini_interval = Some([0.002, 0.021]);
+        assert!(parse(&trained).is_ok(), "the interval lies above 0");
+        trained.force = true;
+        assert!(parse(&trained).is_ok(), "forced");
+        // A propensity model (no control arm) has no uplift to show.
+        let propensity = ModelArtifact { control: None, force: false, ..trained };
+        assert!(parse(&propensity).is_ok());
+    }
+
+    #[test]
     fn campaign_documents_are_checked_with_field_paths() {
         let good = "kind: campaign\nid: spring\nversion: 1\nholdout_percent: 10\ncontact_policy:\n  caps: [{channel: push, max: 2, window: 7d}]\n  quiet_hours: {from: \"22:00\", to: \"07:30\"}\n";
         let ConfigDocument::Campaign(c) = ConfigDocument::parse("campaign/spring", good.as_bytes()).unwrap() else {

@@ -86,6 +86,10 @@ pub struct Metrics {
     /// Qini coefficient of the uplift ranking: area between its Qini curve
     /// and random targeting, in incremental conversions per treated row.
     pub qini: Option<f64>,
+    /// Its 95 % interval, `[low, high]` (a bootstrap over customers). An
+    /// uplift model is used only when `low > 0`: it beats random targeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qini_interval: Option<[f64; 2]>,
     /// Area under the uplift curve, normalised per row.
     pub auuc: Option<f64>,
     /// Calibration of the propensity model by decile of prediction.
@@ -155,6 +159,10 @@ pub struct ModelArtifact {
     pub metrics: Metrics,
     /// Training distributions of the monitored features and of the score.
     pub reference: Vec<Histogram>,
+    /// Use the model although its validation did not show that it beats
+    /// random targeting (`cvm train --force`, or a hand-made model).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 impl ModelArtifact {
@@ -180,8 +188,10 @@ impl ModelArtifact {
             treated: Linear { intercept: treated, weights: zeros.clone() },
             control: control.map(|c| Linear { intercept: c, weights: zeros.clone() }),
             value: Linear { intercept: value_minor, weights: zeros },
-            metrics: Metrics { auc: 0.5, qini: None, auuc: None, calibration: Vec::new() },
+            metrics: Metrics { auc: 0.5, qini: None, qini_interval: None, auuc: None, calibration: Vec::new() },
             reference: Vec::new(),
+            // Hand-made: nothing was validated.
+            force: true,
         }
     }
 
@@ -197,6 +207,32 @@ impl ModelArtifact {
     /// `target@version`, as decisions quote it.
     pub fn label(&self) -> String {
         format!("{}@{}", self.target, self.version)
+    }
+
+    /// Why an uplift model has not shown it beats random targeting on its
+    /// validation period (`None` when it has, when it is a propensity model,
+    /// or when `force` is set): a model that cannot rank who is persuadable
+    /// better than chance would hold back customers for nothing.
+    pub fn unproven(&self) -> Option<String> {
+        if self.force || self.control.is_none() {
+            return None;
+        }
+        let fix = "train on more decisions (a longer window, more customers, a larger holdout), \
+                   or set \"force\": true to score with it anyway";
+        match (self.metrics.qini, self.metrics.qini_interval) {
+            (Some(q), Some([low, high])) if low.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) => {
+                Some(format!(
+                "metrics.qini: {q:.4} on validation, 95 % interval {low:.4} to {high:.4}: not shown to beat random \
+                 targeting (the interval must lie above 0); {fix}"
+            ))
+            }
+            (Some(_), Some(_)) => None,
+            _ => Some(
+                "metrics.qini_interval: missing, so the model has not shown it beats random targeting; retrain it \
+                 with this version's `cvm train`, or set \"force\": true to score with it anyway"
+                    .into(),
+            ),
+        }
     }
 
     /// Everything that keeps this engine from using the artifact, with
@@ -232,6 +268,9 @@ impl ModelArtifact {
         }
         if let Some(i) = self.features.scale.iter().position(|s| *s <= 0.0) {
             out.push(format!("features.scale[{i}]: must be positive"));
+        }
+        if let Some(problem) = self.unproven() {
+            out.push(problem);
         }
         for (i, h) in self.reference.iter().enumerate() {
             if h.shares.len() != h.edges.len() + 1 || h.edges.windows(2).any(|w| w[0] > w[1]) {

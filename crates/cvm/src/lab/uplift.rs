@@ -297,9 +297,11 @@ impl UpliftReport {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let m = &self.model.metrics;
+        let [low, high] = m.qini_interval.unwrap_or([f64::NAN; 2]);
         let _ = writeln!(
             out,
-            "model {}@{}: {} training / {} validation rows (split at {}), AUC {:.3}, Qini {:.4}, AUUC {:.4}",
+            "model {}@{}: {} training / {} validation rows (split at {}), AUC {:.3}, Qini {:.4} (95 % interval {low:.4} \
+             to {high:.4}: {}), AUUC {:.4}",
             self.model.target,
             self.model.version,
             self.model.data.train_rows,
@@ -307,6 +309,7 @@ impl UpliftReport {
             self.model.data.split_at_ms,
             m.auc,
             m.qini.unwrap_or(f64::NAN),
+            if self.model.unproven().is_none() { "beats random targeting" } else { "not shown to beat random" },
             m.auuc.unwrap_or(f64::NAN)
         );
         let _ = writeln!(out, "calibration (validation, by decile of predicted): predicted → observed");
