@@ -93,22 +93,36 @@ fn an_uplift_model_holds_back_customers_it_expects_to_lose_except_when_exploring
 }
 
 #[test]
-fn a_drifted_model_falls_back_to_rule_priority_and_the_decision_says_so() {
+fn a_drifted_uplift_model_falls_back_to_rule_priority_in_the_exploration_slice_only() {
     // Trained on recent buyers (recency below 3); live traffic is customers
     // who never bought (recency ln 366): every one lands in the other bin.
-    let settings = ModelSettings { drift_window: 100, exploration_percent: 0.0, ..ModelSettings::default() };
-    let engine = engine(vec![offer("o"), model("o", 1, 0.0, -2.0, false)], settings);
-    let mut state = MemoryState::default();
-    for i in 0..100 {
-        let d = open(&engine, &mut state, &format!("c{i}"), DAY);
-        assert_eq!(d.scores[0].source, "uplift", "healthy until the first window closes");
-    }
-    let model = engine.catalog().models()[0].clone();
-    assert!(model.monitor().drifted());
+    let drifted_engine = |exploration_percent| {
+        let settings = ModelSettings { drift_window: 100, exploration_percent, ..ModelSettings::default() };
+        let engine = engine(vec![offer("o"), model("o", 1, 0.0, -2.0, false)], settings);
+        let mut state = MemoryState::default();
+        for i in 0..100 {
+            let d = open(&engine, &mut state, &format!("c{i}"), DAY);
+            assert_eq!(d.scores[0].source, "uplift", "healthy until the first window closes");
+        }
+        assert!(engine.catalog().models()[0].monitor().drifted());
+        (engine, state)
+    };
+    // Outside the exploration slice: held back, not contacted by rules.
+    let (engine, mut state) = drifted_engine(0.0);
+    let d = open(&engine, &mut state, "late", DAY);
+    assert_eq!(d.outcome(), Outcome::NotIncremental);
+    assert_eq!(d.scores[0].source, "rules_drift");
+    assert_eq!(d.model_version, "o@1");
+    assert!(
+        d.reason.starts_with("held back: model o@1 drifted (PSI ") && d.reason.contains("exploration slice"),
+        "{}",
+        d.reason
+    );
+    // Inside it: rule priority, and the decision says why.
+    let (engine, mut state) = drifted_engine(100.0);
     let d = open(&engine, &mut state, "late", DAY);
     assert_eq!(d.outcome(), Outcome::Treated);
     assert_eq!(d.scores[0].source, "rules_drift");
-    assert_eq!(d.model_version, "o@1");
     assert!(
         d.reason.starts_with("rule priority: model o@1 drifted (PSI ")
             && d.reason.contains("on recency_log_days > 0.25"),

@@ -275,14 +275,25 @@ impl Engine {
             let (best, v) = &ranking.eligible[0];
             self.observe_drift(best, &v.vector(&ranking.customer));
             let s = &ranking.scores[0];
-            let reason = format!(
+            let drifted = self.catalog.model_for(best).filter(|_| v.source == Source::RulesDrift);
+            let reason = if let Some(m) = drifted {
+                metrics::counter!(telemetry::MODEL_FALLBACKS, "model" => m.artifact().target.clone()).increment(1);
+                format!(
+                    "held back: model {} drifted ({}); until it recovers or is retrained, its offers go only to the \
+                     exploration slice, by rule priority",
+                    m.label(),
+                    m.monitor().reason()
+                )
+            } else {
+                format!(
                 "not incremental: expected value {:.2} <= 0 (uplift {:+.1} pp: {:.1} % if contacted, {:.1} % if not; model {})",
                 s.score / 100.0,
                 s.uplift * 100.0,
                 s.propensity * 100.0,
                 s.control_propensity * 100.0,
                 s.model_version
-            );
+                )
+            };
             let decision = Decision {
                 model_version: s.model_version.clone(),
                 scores: ranking.scores.clone(),

@@ -251,7 +251,11 @@ impl Customer {
 pub enum Scorer<'a> {
     /// A healthy model.
     Model(&'a Model),
-    /// A drifted model: rule priority.
+    /// A drifted model: rule priority — and, for an uplift model, only
+    /// inside the exploration budget: outside it the candidate counts as
+    /// not incremental, since the model that decided who is worth a contact
+    /// can no longer be trusted and contacting everyone is the riskiest
+    /// policy of all (it reaches the customers contact harms).
     Drifted(&'a Model),
     /// No model: a bandit arm's counts; draw from the posterior when `explore`.
     Bandit {
@@ -407,11 +411,15 @@ pub fn value(
         decile: NO_DECILE,
     };
     match scorer {
-        Scorer::Rules | Scorer::Drifted(_) => {
-            let source = if matches!(scorer, Scorer::Rules) { Source::Rules } else { Source::RulesDrift };
+        Scorer::Rules => {
             let r = rules();
             let (score, propensity) = (r.score, r.propensity);
-            by_rules(source, r, score, propensity)
+            by_rules(Source::Rules, r, score, propensity)
+        }
+        Scorer::Drifted(model) => {
+            let r = rules();
+            let (score, propensity) = (r.score, r.propensity);
+            Valuation { not_incremental: model.control.is_some(), ..by_rules(Source::RulesDrift, r, score, propensity) }
         }
         Scorer::Bandit { counts, explore, seed } => {
             let r = rules();
