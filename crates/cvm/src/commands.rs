@@ -53,6 +53,11 @@ pub fn run_engine(config: Option<&Path>) -> anyhow::Result<()> {
     runtime()?.block_on(serve(config))
 }
 
+/// Parses a duration such as "90s", "5m" or "7d" (a command-line value).
+pub fn humantime_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<humantime::Duration>().map(Into::into).map_err(|e| e.to_string())
+}
+
 /// `cvm demo`: the embedded quickstart.
 pub fn demo(opts: crate::lab::demo::DemoOptions) -> anyhow::Result<()> {
     runtime()?.block_on(crate::lab::demo::run(opts))

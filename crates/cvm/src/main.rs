@@ -1,10 +1,10 @@
 //! The `cvm` command line: parses it and dispatches to [`cvm::commands`].
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use cvm::{
-    commands::{self, ReportFormat, ReportSource, TrainArgs},
+    commands::{self, humantime_duration, ReportFormat, ReportSource, TrainArgs},
     lab::{bench, bench_eligibility, bench_restore, bench_scoring, bench_sweep, demo::DemoOptions, uplift},
 };
 use cvm_engine::models::Scope;
@@ -16,13 +16,6 @@ struct Cli {
     command: Command,
 }
 
-/// `cvm demo --delivery`.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum DemoDelivery {
-    ExactlyOnce,
-    AtLeastOnce,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Run the engine against a Kafka cluster.
@@ -32,43 +25,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// The embedded quickstart: in-process broker, synthetic retailer, engine.
-    Demo {
-        /// Synthetic customers.
-        #[arg(long, default_value_t = 50_000)]
-        customers: u32,
-        /// Simulated days.
-        #[arg(long, default_value_t = 14)]
-        days: u32,
-        /// Seed of the synthetic retailer.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Address of /metrics, /healthz, /readyz.
-        #[arg(long, default_value = "127.0.0.1:9898")]
-        http: SocketAddr,
-        /// Keep serving /metrics this long after the summary, e.g. "5m".
-        #[arg(long, default_value = "0s", value_parser = humantime_duration)]
-        linger: Duration,
-        /// Keep state here instead of a temporary directory.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Also write the incrementality report as a self-contained HTML page.
-        #[arg(long)]
-        report_html: Option<PathBuf>,
-        /// Ingest worker threads, each owning some partitions (0: one per core).
-        #[arg(long, default_value_t = 0)]
-        workers: usize,
-        /// Publish with Kafka transactions (exactly once) or without (at
-        /// least once): compares what transactions cost.
-        #[arg(long, default_value = "exactly-once")]
-        delivery: DemoDelivery,
-        /// Feed the events at this many per second and report the
-        /// event-to-offer latency (default: as fast as possible).
-        #[arg(long)]
-        rate: Option<u32>,
-        /// Score with the model artifacts in this directory (`cvm train --out`).
-        #[arg(long)]
-        model_dir: Option<PathBuf>,
-    },
+    Demo(DemoOptions),
     /// Incrementality per campaign: from the stats topic (every instance's
     /// partitions) or from one engine's state directory.
     #[command(group(clap::ArgGroup::new("source").required(true).args(["brokers", "data_dir"])))]
@@ -281,10 +238,6 @@ enum OffersCommand {
     },
 }
 
-fn humantime_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<humantime::Duration>().map(Into::into).map_err(|e| e.to_string())
-}
-
 fn main() -> ExitCode {
     cvm_expr::quiet_parser_panics();
     match run(Cli::parse()) {
@@ -301,37 +254,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Run { config } => commands::run_engine(config.as_deref())?,
-        Command::Demo {
-            customers,
-            days,
-            seed,
-            http,
-            linger,
-            data_dir,
-            report_html,
-            workers,
-            delivery,
-            rate,
-            model_dir,
-        } => {
-            let delivery = match delivery {
-                DemoDelivery::ExactlyOnce => cvm_kafka::Delivery::ExactlyOnce,
-                DemoDelivery::AtLeastOnce => cvm_kafka::Delivery::AtLeastOnce,
-            };
-            commands::demo(DemoOptions {
-                customers,
-                days,
-                seed,
-                http,
-                linger,
-                data_dir,
-                report_html,
-                workers,
-                delivery,
-                rate,
-                model_dir,
-            })?
-        }
+        Command::Demo(options) => commands::demo(options)?,
         Command::Offers { command } => return offers(command),
         Command::Report { brokers, topic, data_dir, format, out } => {
             let source = match (brokers, data_dir) {

@@ -33,35 +33,56 @@ use crate::{
     Pipeline,
 };
 
-/// Options of the demo.
-#[derive(Debug, Clone)]
+/// Options of the demo, as `cvm demo` parses them.
+#[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
     /// Synthetic customers.
+    #[arg(long, default_value_t = 50_000)]
     pub customers: u32,
     /// Simulated days.
+    #[arg(long, default_value_t = 14)]
     pub days: u32,
     /// Seed of the synthetic retailer.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Operations endpoint.
+    /// Address of /metrics, /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:9898")]
     pub http: SocketAddr,
-    /// Keep serving `/metrics` this long after the summary.
+    /// Keep serving /metrics this long after the summary, e.g. "5m".
+    #[arg(long, default_value = "0s", value_parser = crate::commands::humantime_duration)]
     pub linger: Duration,
-    /// State directory (a temporary one when `None`).
+    /// Keep state here instead of a temporary directory.
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Write the HTML incrementality report here.
+    /// Also write the incrementality report as a self-contained HTML page.
+    #[arg(long)]
     pub report_html: Option<PathBuf>,
-    /// Ingest worker threads (0: one per core).
+    /// Ingest worker threads, each owning some partitions (0: one per core).
+    #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// How the outbox is published.
+    /// Publish with Kafka transactions (exactly-once) or without
+    /// (at-least-once): compares what transactions cost.
+    #[arg(long, default_value = "exactly-once", value_parser = delivery)]
     pub delivery: cvm_kafka::Delivery,
-    /// Feed the synthetic events live at this many per second, stamped with
-    /// the wall clock as they are sent and decided on the wall clock (as in
-    /// production), and measure event-to-offer latency; `None`: replay the
-    /// simulated history in event time as fast as the broker takes it.
+    /// Feed the events at this many per second, stamped with the wall clock
+    /// as they are sent and decided on it (as in production), and report the
+    /// event-to-offer latency (default: replay the simulated history in
+    /// event time as fast as the broker takes it).
+    #[arg(long)]
     pub rate: Option<u32>,
     /// Score with the model artifacts in this directory (`cvm train --out`),
     /// as `model_dir.path` does for `cvm run`.
+    #[arg(long)]
     pub model_dir: Option<PathBuf>,
+}
+
+/// `--delivery exactly-once | at-least-once`.
+fn delivery(s: &str) -> Result<cvm_kafka::Delivery, String> {
+    match s {
+        "exactly-once" => Ok(cvm_kafka::Delivery::ExactlyOnce),
+        "at-least-once" => Ok(cvm_kafka::Delivery::AtLeastOnce),
+        other => Err(format!("{other:?}: use exactly-once or at-least-once")),
+    }
 }
 
 /// The synthetic customers' hidden response to each campaign: what the

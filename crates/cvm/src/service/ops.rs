@@ -94,7 +94,7 @@ fn describe_sampled() {
     describe_gauge!(PROFILES, "Customer profiles in the state store, as RocksDB estimates them.");
     describe_counter!(CACHE_HITS, "Block-cache hits since the store opened.");
     describe_counter!(CACHE_MISSES, "Block-cache misses since the store opened.");
-    describe_counter!(STALL, Unit::Seconds, "Time writes were delayed or stopped since the store opened.");
+    describe_gauge!(STALL, Unit::Seconds, "Time writes were delayed or stopped since the store opened.");
     describe_gauge!("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the process.");
     describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory of the process.");
     describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory of the process.");
@@ -117,8 +117,9 @@ fn export_store(store: &Store) {
     gauge!(PROFILES).set(f.estimated_profiles as f64);
     counter!(CACHE_HITS).absolute(f.block_cache_hits);
     counter!(CACHE_MISSES).absolute(f.block_cache_misses);
-    // Whole seconds: the recorder's counters are integers.
-    counter!(STALL).absolute(f.stall_micros / 1_000_000);
+    // A counter in meaning; a gauge because the recorder's counters are
+    // integers and stalls are fractions of a second (`rate()` reads it alike).
+    gauge!(STALL).set(f.stall_micros as f64 / 1e6);
     let age = store.outbox_oldest_age().map_or(0.0, |a| a.as_secs_f64());
     gauge!(telemetry::OUTBOX_OLDEST_AGE).set(age);
 }
