@@ -101,8 +101,8 @@ pub const MODEL_CONVERSIONS: &str = "cvm_model_conversions_total";
 pub const MODEL_PSI: &str = "cvm_model_psi";
 /// Gauge: 1 while a model has drifted and its decisions fall back to rules, by `model`.
 pub const MODEL_DRIFTED: &str = "cvm_model_drifted";
-/// Counter: decisions ranked by rule priority because their model had
-/// drifted, by `model`.
+/// Counter: decisions in drift fallback, by `model`: held back (an uplift
+/// model outside the exploration slice) or ranked by rule priority.
 pub const MODEL_FALLBACKS: &str = "cvm_model_fallbacks_total";
 /// Gauge: the running version of a model, by `model` (its target).
 pub const MODEL_VERSION: &str = "cvm_model_version";
@@ -215,8 +215,11 @@ pub fn describe() {
     describe_counter!(MODEL_CONTACTS, "Model-scored contacts, by offer and predicted decile.");
     describe_counter!(MODEL_CONVERSIONS, "Conversions of model-scored contacts, by offer and predicted decile.");
     describe_gauge!(MODEL_PSI, "Population stability index of a model input, by model and series.");
-    describe_gauge!(MODEL_DRIFTED, "1 while a model has drifted and falls back to rules, by model.");
-    describe_counter!(MODEL_FALLBACKS, "Decisions ranked by rule priority because their model drifted, by model.");
+    describe_gauge!(MODEL_DRIFTED, "1 while a model has drifted and its decisions are in fallback, by model.");
+    describe_counter!(
+        MODEL_FALLBACKS,
+        "Decisions in drift fallback (held back, or ranked by rule priority), by model."
+    );
     describe_gauge!(MODEL_VERSION, "Running version of a model, by model.");
     describe_counter!(INPUT_OFFSET_GAPS, "Gaps in an input partition's offsets, by topic.");
     describe_counter!(INPUT_OFFSETS_SKIPPED, "Input offsets stepped over in gaps, by topic.");
