@@ -13,10 +13,12 @@
 mod catalog;
 mod responder;
 mod responsiveness;
+mod worlds;
 
 pub use catalog::{generated_offers, sku_name};
 pub use responder::{Effect, Responder};
-pub use responsiveness::{Responsiveness, TypedResponder};
+pub use responsiveness::Responsiveness;
+pub use worlds::{Response, Traits, World, WorldResponder, CAMPAIGN_CATEGORY};
 
 use cvm_engine::Event;
 use cvm_proto::v1::{AppEvent, AppEventKind, Channel, Consent, Purchase, PurchaseChannel, PurchaseLine};
@@ -156,9 +158,8 @@ impl Retailer {
         let customers = customers
             .into_iter()
             .map(|c| {
-                let frequent = c.orders_per_day > 0.08;
-                let engaged = c.sessions_per_day > 0.15;
-                Customer { responsiveness: Responsiveness::draw(frequent, engaged, types.random()), ..c }
+                let kind = Responsiveness::draw(c.orders_per_day, c.sessions_per_day, types.random());
+                Customer { responsiveness: kind, ..c }
             })
             .collect();
         Self { config, rng, customers, day: 0, pending: Vec::new().into_iter(), seq: 0 }
@@ -169,9 +170,15 @@ impl Retailer {
         self.customers.len()
     }
 
-    /// Every customer's id and hidden responsiveness, in id order.
-    pub fn responsiveness(&self) -> Vec<(String, Responsiveness)> {
-        self.customers.iter().map(|c| (c.id.clone(), c.responsiveness)).collect()
+    /// Every customer's id and hidden traits, in id order.
+    pub fn traits(&self) -> Vec<(String, Traits)> {
+        let traits = |c: &Customer| Traits {
+            orders_per_day: c.orders_per_day,
+            sessions_per_day: c.sessions_per_day,
+            favourites: c.favourites.iter().map(|&i| CATEGORIES[i].name).collect(),
+            responsiveness: c.responsiveness,
+        };
+        self.customers.iter().map(|c| (c.id.clone(), traits(c))).collect()
     }
 
     fn next_id(&mut self, prefix: &str) -> String {

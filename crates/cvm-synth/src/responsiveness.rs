@@ -13,11 +13,6 @@
 //! contacted", therefore prefers sure things; an uplift model, which ranks
 //! by the difference contact makes, should find the persuadables.
 
-use cvm_proto::v1::{Purchase, PurchaseChannel, PurchaseLine};
-use xxhash_rust::xxh3::xxh3_64_with_seed;
-
-use cvm_engine::time::HOUR_MS;
-
 /// A customer's hidden reaction to contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Responsiveness {
@@ -62,80 +57,28 @@ impl Responsiveness {
         }
     }
 
+    /// Shares of the four types (in [`Responsiveness::ALL`] order) among
+    /// customers of these traits: frequent buyers (more than 0.08 orders a
+    /// day) and engaged app users (more than 0.15 sessions a day) differ.
+    pub fn shares(orders_per_day: f64, sessions_per_day: f64) -> [f64; 4] {
+        match (orders_per_day > 0.08, sessions_per_day > 0.15) {
+            (true, false) => [0.45, 0.05, 0.05, 0.45],
+            (true, true) => [0.50, 0.25, 0.05, 0.20],
+            (false, true) => [0.05, 0.75, 0.15, 0.05],
+            (false, false) => [0.05, 0.20, 0.65, 0.10],
+        }
+    }
+
     /// Draws a type for a customer with the given traits; `u` is uniform 0..1.
-    pub(crate) fn draw(frequent: bool, engaged: bool, u: f64) -> Self {
-        // Cumulative shares of sure things, persuadables, lost causes (rest: sleeping dogs).
-        let [s, p, l] = match (frequent, engaged) {
-            (true, false) => [0.45, 0.50, 0.55],
-            (true, true) => [0.50, 0.75, 0.80],
-            (false, true) => [0.05, 0.80, 0.95],
-            (false, false) => [0.05, 0.25, 0.90],
-        };
-        match u {
-            u if u < s => Self::SureThing,
-            u if u < p => Self::Persuadable,
-            u if u < l => Self::LostCause,
-            _ => Self::SleepingDog,
+    pub(crate) fn draw(orders_per_day: f64, sessions_per_day: f64, u: f64) -> Self {
+        let mut cumulative = 0.0;
+        for (kind, share) in Self::ALL.into_iter().zip(Self::shares(orders_per_day, sessions_per_day)) {
+            cumulative += share;
+            if u < cumulative {
+                return kind;
+            }
         }
-    }
-}
-
-/// Answers decisions of a campaign by each customer's hidden type: a
-/// contacted customer buys with `conversion(true)`, a held-out one with
-/// `conversion(false)`, once per customer and decision time, 2 to 47 hours
-/// after it.
-#[derive(Debug, Clone)]
-pub struct TypedResponder {
-    seed: u64,
-    /// Basket price, minor units.
-    pub price_minor: i64,
-    /// Basket cost of goods, minor units.
-    pub cost_minor: i64,
-}
-
-impl TypedResponder {
-    /// A responder buying a basket of `price_minor` costing `cost_minor`.
-    pub fn new(seed: u64, price_minor: i64, cost_minor: i64) -> Self {
-        Self { seed, price_minor, cost_minor }
-    }
-
-    /// Basket margin, minor units.
-    pub fn margin_minor(&self) -> i64 {
-        self.price_minor - self.cost_minor
-    }
-
-    /// The purchase a decision at `at_ms` leads to, if any; `offer_id` is
-    /// the sent offer (empty when held out).
-    pub fn respond(
-        &self,
-        customer_id: &str,
-        kind: Responsiveness,
-        contacted: bool,
-        offer_id: &str,
-        at_ms: i64,
-    ) -> Option<Purchase> {
-        let draw = xxh3_64_with_seed(format!("{customer_id}\x1f{at_ms}").as_bytes(), self.seed);
-        let uniform = (draw >> 11) as f64 / (1u64 << 53) as f64;
-        if uniform >= kind.conversion(contacted) {
-            return None;
-        }
-        let delay = 2 * HOUR_MS + (draw % 46) as i64 * HOUR_MS;
-        Some(Purchase {
-            event_id: format!("typed-{customer_id}-{at_ms}"),
-            customer_id: customer_id.to_owned(),
-            timestamp_ms: at_ms + delay,
-            channel: PurchaseChannel::Online as i32,
-            lines: vec![PurchaseLine {
-                sku: "campaign-basket".into(),
-                category: "campaign".into(),
-                quantity: 1,
-                unit_price_minor: self.price_minor,
-                unit_cost_minor: self.cost_minor,
-            }],
-            currency: "EUR".into(),
-            offer_id: offer_id.to_owned(),
-            ..Default::default()
-        })
+        Self::SleepingDog
     }
 }
 
@@ -151,10 +94,9 @@ mod tests {
         // Contacted, sure things convert more than persuadables: propensity
         // ranks them first, although contact earns nothing from them.
         assert!(Responsiveness::SureThing.conversion(true) > Responsiveness::Persuadable.conversion(true));
-        let r = TypedResponder::new(1, 4_000, 2_400);
-        let bought = (0..10_000)
-            .filter(|i| r.respond(&format!("c{i}"), Responsiveness::Persuadable, true, "o", 0).is_some())
-            .count();
-        assert!((4_300..4_700).contains(&bought), "{bought}");
+        for traits in [(0.2, 0.0), (0.2, 0.5), (0.03, 0.5), (0.03, 0.0)] {
+            let shares = Responsiveness::shares(traits.0, traits.1);
+            assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{shares:?}");
+        }
     }
 }

@@ -26,6 +26,7 @@
 //! rows the solvers see; the same rows and seed give the same artifact.
 
 pub mod dataset;
+pub mod forest;
 pub mod metrics;
 
 use cvm_engine::models::{
@@ -73,6 +74,8 @@ pub struct TrainOptions {
     pub l2: f64,
     /// Show progress bars (on a terminal).
     pub progress: bool,
+    /// Grow an uplift forest (else the uplift is the two linear models').
+    pub forest: Option<forest::ForestOptions>,
 }
 
 impl TrainOptions {
@@ -86,6 +89,7 @@ impl TrainOptions {
             trained_at_ms,
             l2: 1.0,
             progress: false,
+            forest: Some(forest::ForestOptions::default()),
         }
     }
 }
@@ -93,12 +97,20 @@ impl TrainOptions {
 /// Bootstrap draws of the validation Qini's interval.
 const BOOTSTRAP_RESAMPLES: usize = 400;
 
+/// Groups of validation rows in the uplift calibration.
+const UPLIFT_BINS: usize = 5;
+
+/// Predicted uplift of a prediction (0 without a control model).
+fn uplift_of((p_t, p_c): (f64, Option<f64>)) -> f64 {
+    p_c.map_or(0.0, |c| p_t - c)
+}
+
 /// Fewest rows of each group (treated or held out) and class to fit a model.
 const MIN_ROWS: usize = 30;
 
 /// Trains a model on `rows`.
 pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, TrainError> {
-    let steps = ProgressBar::new(5);
+    let steps = ProgressBar::new(6);
     if options.progress {
         steps.set_style(ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}").expect("valid template"));
         steps.set_prefix(format!("training {}", options.target));
@@ -143,6 +155,23 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         Err(e) => return Err(e),
     };
     steps.inc(1);
+    steps.set_message("uplift forest");
+    let forest = match (&control, &options.forest) {
+        (Some(_), Some(forest_options)) => {
+            let mut forest = forest::grow(&train, forest_options, options.seed)?;
+            let raw: Vec<(&Row, f64)> = validation
+                .iter()
+                .map(|r| {
+                    let (t, c) = forest.raw(&r.x);
+                    (*r, t - c)
+                })
+                .collect();
+            forest.calibration = forest::calibrate(&raw);
+            Some((forest, forest::uplift_calibration(&raw, UPLIFT_BINS)))
+        }
+        _ => None,
+    };
+    steps.inc(1);
     steps.set_message("value");
     let converters: Vec<&Row> = train.iter().copied().filter(|r| r.converted).collect();
     let value = ridge(&converters, &schema, 1.0);
@@ -165,8 +194,17 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         features: schema,
         treated,
         control,
+        forest: forest.as_ref().map(|(f, _)| f.clone()),
         value,
-        metrics: Metrics { auc: 0.0, qini: None, qini_interval: None, auuc: None, calibration: Vec::new() },
+        metrics: Metrics {
+            auc: 0.0,
+            qini: None,
+            qini_interval: None,
+            auuc: None,
+            calibration: Vec::new(),
+            uplift_calibration: Vec::new(),
+            uplift_calibration_raw: Vec::new(),
+        },
         force: false,
         reference: Vec::new(),
     });
@@ -181,6 +219,9 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         })
         .collect();
     let has_control = model.artifact().control.is_some();
+    let predicted_uplift: Vec<(&Row, f64)> = validation.iter().map(|r| (*r, uplift_of(predict(r)))).collect();
+    let uplift_calibration =
+        if has_control { forest::uplift_calibration(&predicted_uplift, UPLIFT_BINS) } else { Vec::new() };
     let (qini, auuc) = if has_control { metrics::qini_auuc(&uplift_rows) } else { (f64::NAN, f64::NAN) };
     let customers: Vec<&str> = validation.iter().map(|r| r.customer.as_str()).collect();
     let qini_interval =
@@ -205,6 +246,8 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         qini_interval: qini_interval.filter(|(l, h)| l.is_finite() && h.is_finite()).map(|(low, high)| [low, high]),
         auuc: has_control.then_some(auuc),
         calibration: metrics::calibration(&treated_validation, 10),
+        uplift_calibration_raw: forest.map_or_else(|| uplift_calibration.clone(), |(_, raw)| raw),
+        uplift_calibration,
     };
     artifact.reference = reference;
     steps.inc(1);

@@ -58,6 +58,14 @@ pub fn humantime_duration(s: &str) -> Result<Duration, String> {
     s.parse::<humantime::Duration>().map(Into::into).map_err(|e| e.to_string())
 }
 
+/// Parses a world name for `cvm bench-uplift --world`.
+pub fn parse_world(s: &str) -> Result<cvm_synth::World, String> {
+    cvm_synth::World::named(s).ok_or_else(|| {
+        let names: Vec<&str> = cvm_synth::World::ALL.iter().map(|w| w.name()).collect();
+        format!("unknown world `{s}`; one of {}", names.join(", "))
+    })
+}
+
 /// `cvm demo`: the embedded quickstart.
 pub fn demo(opts: crate::lab::demo::DemoOptions) -> anyhow::Result<()> {
     runtime()?.block_on(crate::lab::demo::run(opts))

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use cvm::{
-    commands::{self, humantime_duration, ReportFormat, ReportSource, TrainArgs},
+    commands::{self, humantime_duration, parse_world, ReportFormat, ReportSource, TrainArgs},
     lab::{bench, bench_eligibility, bench_restore, bench_scoring, bench_sweep, demo::DemoOptions, uplift},
 };
 use cvm_engine::models::Scope;
@@ -116,10 +116,14 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Percent of held-out customers each policy contacts.
-        #[arg(long, default_value_t = 30.0)]
-        depth_percent: f64,
-        /// Write the trained model artifact here.
+        /// Worlds to run (`types`, `interactions`, `no-persuadables`); all by default.
+        #[arg(long = "world", value_parser = parse_world)]
+        worlds: Vec<cvm_synth::World>,
+        /// Train the linear two-model (T-learner) uplift model instead of the
+        /// uplift forest, to compare.
+        #[arg(long)]
+        linear: bool,
+        /// Write the trained model artifact here (of the last world run).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -268,9 +272,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::BenchScoring { iterations } => bench_scoring::scoring(iterations),
         Command::BenchRestore { profiles } => bench_restore::run(profiles)?,
         Command::BenchSweep { profiles, workers, data_dir } => bench_sweep::run(profiles, workers, data_dir)?,
-        Command::BenchUplift { customers, days, seed, depth_percent, out } => {
-            let opts = uplift::UpliftOptions { customers, days, seed, depth_percent, out };
-            print!("{}", uplift::run(&opts)?.render());
+        Command::BenchUplift { customers, days, seed, worlds, linear, out } => {
+            let worlds = if worlds.is_empty() { cvm_synth::World::ALL.to_vec() } else { worlds };
+            for world in worlds {
+                let opts = uplift::UpliftOptions { world, customers, days, seed, linear, out: out.clone() };
+                print!("{}", uplift::run(&opts)?.render());
+            }
         }
         Command::Train { events, documents, offer, campaign, window, validation_share, seed, out, force } => {
             let (scope, target) = match (offer, campaign) {

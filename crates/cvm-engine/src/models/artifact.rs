@@ -14,7 +14,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::vector::{self, Vector, LEN};
+use super::{
+    forest::Forest,
+    vector::{self, Vector, LEN},
+};
 
 /// Config-topic key prefix of model artifacts.
 pub const MODEL_KEY_PREFIX: &str = "model/";
@@ -94,6 +97,13 @@ pub struct Metrics {
     pub auuc: Option<f64>,
     /// Calibration of the propensity model by decile of prediction.
     pub calibration: Vec<CalibrationBin>,
+    /// Predicted against observed uplift (treated minus held-out rate) by
+    /// quintile of predicted uplift, as the model predicts (uplift models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplift_calibration: Vec<CalibrationBin>,
+    /// The same before the forest's calibration line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplift_calibration_raw: Vec<CalibrationBin>,
 }
 
 /// A distribution in the training data: decile edges and each bin's share.
@@ -153,6 +163,10 @@ pub struct ModelArtifact {
     /// Log-odds of converting when held out; with it, uplift is
     /// `σ(treated) − σ(control)` (a two-model, T-learner, uplift model).
     pub control: Option<Linear>,
+    /// Uplift trees; when present they, not the two linear models, give
+    /// the conversion probabilities (an uplift model only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forest: Option<Forest>,
     /// Margin of a conversion, minor units (least squares on converters).
     pub value: Linear,
     /// Validation quality.
@@ -187,8 +201,17 @@ impl ModelArtifact {
             },
             treated: Linear { intercept: treated, weights: zeros.clone() },
             control: control.map(|c| Linear { intercept: c, weights: zeros.clone() }),
+            forest: None,
             value: Linear { intercept: value_minor, weights: zeros },
-            metrics: Metrics { auc: 0.5, qini: None, qini_interval: None, auuc: None, calibration: Vec::new() },
+            metrics: Metrics {
+                auc: 0.5,
+                qini: None,
+                qini_interval: None,
+                auuc: None,
+                calibration: Vec::new(),
+                uplift_calibration: Vec::new(),
+                uplift_calibration_raw: Vec::new(),
+            },
             reference: Vec::new(),
             // Hand-made: nothing was validated.
             force: true,
@@ -268,6 +291,11 @@ impl ModelArtifact {
         }
         if let Some(i) = self.features.scale.iter().position(|s| *s <= 0.0) {
             out.push(format!("features.scale[{i}]: must be positive"));
+        }
+        match (&self.forest, &self.control) {
+            (Some(_), None) => out.push("forest: an uplift forest needs the control model beside it".into()),
+            (Some(forest), Some(_)) => out.extend(forest.problems("forest")),
+            (None, _) => {}
         }
         if let Some(problem) = self.unproven() {
             out.push(problem);

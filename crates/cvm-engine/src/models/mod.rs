@@ -25,6 +25,7 @@
 pub mod artifact;
 pub mod bandit;
 pub mod drift;
+pub mod forest;
 pub mod vector;
 
 use cvm_proto::v1::{Contribution, Discount, Score};
@@ -162,6 +163,10 @@ impl Model {
 
     /// Conversion probability when contacted, and when not (uplift models).
     pub fn predict(&self, x: &Vector) -> (f64, Option<f64>) {
+        if let Some(forest) = &self.artifact.forest {
+            let (p_t, p_c) = forest.predict(x);
+            return (p_t, Some(p_c));
+        }
         (sigmoid(self.treated.predict(x)), self.control.as_ref().map(|c| sigmoid(c.predict(x))))
     }
 
@@ -204,12 +209,15 @@ impl Model {
     }
 
     /// The largest terms of treated-minus-control log-odds (treated only
-    /// for propensity models), largest magnitude first. Computed only for
-    /// the candidates a decision lists, not for every one scored.
+    /// for propensity models; a forest's shares of the uplift), largest
+    /// magnitude first. Computed only for the candidates a decision lists,
+    /// not for every one scored.
     pub fn contributions(&self, x: &Vector) -> Vec<Contribution> {
         let mean = &self.artifact.features.mean;
         let mut terms = self.treated.terms(x, mean);
-        if let Some(c) = &self.control {
+        if let Some(forest) = &self.artifact.forest {
+            terms = forest.contributions(x);
+        } else if let Some(c) = &self.control {
             for (t, c) in terms.iter_mut().zip(c.terms(x, mean)) {
                 *t -= c;
             }
@@ -443,8 +451,14 @@ pub fn value(
             let mut best: Option<(f64, u32, f64, Option<f64>)> = None;
             for &step in steps {
                 let shift = f64::from(step) - first;
-                let p_t = sigmoid(t0 + t_slope * shift);
-                let p_c = c0.map(|c| sigmoid(c + c_slope * shift));
+                let (p_t, p_c) = match &model.artifact.forest {
+                    Some(forest) => {
+                        part[vector::OFFER_SLOTS - 1] = f64::from(step);
+                        let (p_t, p_c) = forest.predict(&vector::complete(&customer.vector, &part));
+                        (p_t, Some(p_c))
+                    }
+                    None => (sigmoid(t0 + t_slope * shift), c0.map(|c| sigmoid(c + c_slope * shift))),
+                };
                 let cost = basket * f64::from(step) / 100.0 + fixed;
                 let v = p_t * (margin - cost) - p_c.unwrap_or(0.0) * margin - contact_cost;
                 if best.is_none_or(|b| v > b.0) {

@@ -1,25 +1,22 @@
-//! `cvm bench-uplift`: does uplift targeting earn more than propensity,
-//! rules and chance, on customers whose responsiveness is known?
+//! `cvm bench-uplift`: what is the engine's own targeting worth, on
+//! customers whose response to contact is known?
 //!
-//! The synthetic retailer gives every customer a hidden type (sure thing,
-//! persuadable, lost cause, sleeping dog; [`cvm_synth::Responsiveness`]).
-//! Its history runs through the real decision core. A push campaign with a
-//! 50 % holdout sweeps all app users twice (two weeks apart) under rule
-//! priority; customers answer by their type. Customers are then split by a
-//! hash: `cvm train`'s code learns from the *training* customers' decisions
-//! (first sweep trains, second validates — the time split), and the four
-//! targeting policies are judged on the *held-out* customers' second-sweep
-//! decisions:
+//! A synthetic retailer runs through the real decision core in one of
+//! several worlds ([`cvm_synth::World`]): each makes the increment of a
+//! contact depend on the customers' hidden traits its own way. A push
+//! campaign with a 50 % holdout sweeps all app users twice (two weeks
+//! apart) under rule priority; customers answer by their world. Customers
+//! are then split by a hash: `cvm train`'s code learns from the *training*
+//! customers' decisions (first sweep trains, second validates — the time
+//! split), the model is loaded, and a third sweep lets the engine decide.
 //!
-//! - **incremental margin per 1,000 contacted**, when each policy contacts
-//!   its top share of them: the true expected increment of each contacted
-//!   customer's type, `(p_contacted − p_not) × basket margin − contact cost`;
-//! - **Qini coefficient** of each policy's ranking on the observed,
-//!   randomised outcomes.
-//!
-//! Finally the trained model is loaded into the engine and a third sweep
-//! shows what the engine does with it: which types it contacts and which it
-//! holds back as not incremental.
+//! The engine's decisions about the *held-out* customers are judged by the
+//! true expected increment of each customer it chose to contact (treated,
+//! or held out by the holdout, which is drawn after the choice):
+//! `(p_contacted − p_not) × basket margin − contact cost`. Beside it, at the
+//! same population: the **oracle** (contacts exactly those whose traits
+//! make a contact pay), **random** and **true propensity** targeting at the
+//! engine's volume, and **contacting everyone**.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -34,11 +31,10 @@ use cvm_engine::{
     Catalog, ConfigDocument, Driver, Engine, EngineConfig, MemoryState, Outbound, Output, Source,
 };
 use cvm_proto::v1::{Decision, Outcome};
-use cvm_synth::{Responsiveness, Retailer, RetailerConfig, TypedResponder};
+use cvm_synth::{Responsiveness, Retailer, RetailerConfig, Traits, World, WorldResponder};
 use cvm_train::{
     dataset::{self, PurchaseLog, Target},
-    metrics::{qini_auuc, UpliftRow},
-    Row, TrainOptions,
+    TrainOptions,
 };
 
 const OFFER: &str = r#"
@@ -47,6 +43,7 @@ version: 1
 campaign_id: uplift-test
 trigger: { kind: sweep }
 eligibility: push_reachable
+category: wine
 channels:
   push: { title: "A treat for you", body: "Your weekend basket is ready." }
 economics: { margin_per_redemption_minor: 1600, contact_cost_minor: 10 }
@@ -56,10 +53,14 @@ const CAMPAIGN: &str = "kind: campaign\nid: uplift-test\nversion: 1\nholdout_per
 /// Basket the campaign sells: 40.00 at 24.00 cost of goods.
 const BASKET: (i64, i64) = (4_000, 2_400);
 const CONTACT_COST: f64 = 10.0;
+/// The engine's exploration slice in the benchmark, percent.
+pub const EXPLORATION_PERCENT: f64 = 5.0;
 
 /// Settings of the benchmark.
 #[derive(Debug, Clone)]
 pub struct UpliftOptions {
+    /// How customers answer.
+    pub world: World,
     /// Customers of the synthetic retailer.
     pub customers: u32,
     /// Days of history (sweeps run 30 and 15 days before the end, the
@@ -67,48 +68,76 @@ pub struct UpliftOptions {
     pub days: u32,
     /// Seed of the retailer and of training.
     pub seed: u64,
-    /// Share of held-out customers each policy contacts, percent.
-    pub depth_percent: f64,
+    /// Train the linear two-model learner instead of the uplift forest.
+    pub linear: bool,
     /// Write the trained artifact here.
     pub out: Option<PathBuf>,
 }
 
-/// One targeting policy's result.
+/// One targeting policy's result on the held-out customers.
 #[derive(Debug, Clone)]
 pub struct PolicyResult {
-    /// `random`, `rules`, `propensity` or `uplift`.
+    /// `oracle`, `engine`, `random`, `propensity` or `everyone`.
     pub name: &'static str,
-    /// True expected incremental margin per 1,000 contacted, currency units.
-    pub margin_per_1000: f64,
-    /// Qini coefficient on observed outcomes.
-    pub qini: f64,
-    /// Qini coefficient on the true uplift of each customer's type: the
-    /// ranking quality without the noise of one draw of outcomes.
-    pub true_qini: f64,
+    /// Customers it contacts.
+    pub contacted: usize,
+    /// True expected incremental margin, minor units, summed over them.
+    pub margin_minor: f64,
+}
+
+/// How customers of one class were treated by the engine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassCounts {
+    /// Customers of the class decided.
+    pub customers: usize,
+    /// Of them, chosen for contact.
+    pub chosen: usize,
+    /// Sum of the predicted uplift of the scored ones, and how many.
+    pub predicted: (f64, usize),
+    /// Sum of the true uplift.
+    pub true_uplift: f64,
+}
+
+impl ClassCounts {
+    /// Share chosen for contact.
+    pub fn contact_rate(&self) -> f64 {
+        self.chosen as f64 / self.customers.max(1) as f64
+    }
 }
 
 /// What the benchmark found.
 #[derive(Debug)]
 pub struct UpliftReport {
+    /// The world.
+    pub world: World,
     /// The trained artifact.
     pub model: cvm_engine::models::ModelArtifact,
-    /// Held-out customers' decisions judged.
-    pub held_out_rows: usize,
-    /// The four policies, in order random, rules, propensity, uplift.
+    /// Held-out customers the engine decided about in the model sweep.
+    pub held_out: usize,
+    /// The policies, oracle first.
     pub policies: Vec<PolicyResult>,
-    /// Percent of held-out customers each policy contacts.
-    pub depth_percent: f64,
-    /// With the model: decisions per (type, outcome) in the model sweep.
-    pub engine_outcomes: BTreeMap<(Responsiveness, String), usize>,
-    /// With the model: (sum of predicted uplift, decisions scored) per type.
-    pub predicted_uplift: BTreeMap<Responsiveness, (f64, usize)>,
+    /// The engine's choices by class of true expected increment: `helped`
+    /// (a contact pays), `indifferent`, `harmed` (contact lowers the rate).
+    pub classes: BTreeMap<&'static str, ClassCounts>,
+    /// The same by hidden type (meaningful in the types world).
+    pub types: BTreeMap<Responsiveness, ClassCounts>,
+    /// Decisions of the model sweep by outcome.
+    pub outcomes: BTreeMap<String, usize>,
 }
-
-/// A targeting policy: a customer's score, higher contacted first.
-type Targeting<'a> = Box<dyn Fn(&Decision, &Row) -> f64 + 'a>;
 
 fn is_training_customer(customer_id: &str, seed: u64) -> bool {
     xxhash_rust::xxh3::xxh3_64_with_seed(customer_id.as_bytes(), seed) % 10 < 7
+}
+
+/// The class of a customer by the expected increment of a contact.
+fn class_of(expected_value_minor: f64, expected_uplift: f64) -> &'static str {
+    if expected_value_minor > 0.0 {
+        "helped"
+    } else if expected_uplift < 0.0 {
+        "harmed"
+    } else {
+        "indifferent"
+    }
 }
 
 /// Runs the benchmark.
@@ -117,7 +146,8 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     let config = RetailerConfig { customers: opts.customers, days: opts.days, seed: opts.seed, ..Default::default() };
     let start_ms = config.start_ms;
     let retailer = Retailer::new(config);
-    let types: HashMap<String, Responsiveness> = retailer.responsiveness().into_iter().collect();
+    let traits: HashMap<String, Traits> = retailer.traits().into_iter().collect();
+    let world = opts.world;
     // Each sweep is a new version of the offer, so its decisions get new ids.
     let offer = |version: usize| {
         let text = OFFER.replace("version: 1", &format!("version: {version}"));
@@ -128,25 +158,32 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     catalog = catalog.with_document(offer(1)?);
     let mut engine_config = EngineConfig {
         global_control_percent: 0.0,
-        models: ModelSettings { cold_start: cvm_engine::models::ColdStart::Rules, ..ModelSettings::default() },
+        models: ModelSettings {
+            cold_start: cvm_engine::models::ColdStart::Rules,
+            exploration_percent: EXPLORATION_PERCENT,
+            // The benchmark judges the model's decisions; drift and its
+            // fallback are judged elsewhere (two sweeps of contacts move
+            // the contact features by the third).
+            drift_window: usize::MAX,
+            ..ModelSettings::default()
+        },
         ..EngineConfig::default()
     };
     // Three pushes of one campaign within a month would otherwise rest the
     // offer for those who ignored two; here every sweep should decide.
     engine_config.contact_policy.fatigue.ignored = 0;
     let mut driver = Driver::replay(Engine::new(engine_config.clone(), catalog.clone()));
-    let responder = TypedResponder::new(opts.seed, BASKET.0, BASKET.1);
+    let responder = WorldResponder::new(opts.seed, BASKET.0, BASKET.1);
     let noon = |day: u32| start_ms + i64::from(day) * DAY_MS + DAY_MS / 2;
     let sweeps = [noon(opts.days - 30), noon(opts.days - 15)];
     let model_sweep = noon(opts.days - 3);
 
     let mut state = MemoryState::default();
     let mut decisions: Vec<Decision> = Vec::new();
+    let mut judged: Vec<Decision> = Vec::new();
     let mut purchases = PurchaseLog::default();
     // Responses wait here until event time reaches them.
     let mut pending: Vec<cvm_proto::v1::Purchase> = Vec::new();
-    let mut engine_outcomes = BTreeMap::new();
-    let mut predicted_uplift: BTreeMap<Responsiveness, (f64, usize)> = BTreeMap::new();
     let mut events = retailer.peekable();
     let mut moments: Vec<i64> = sweeps.to_vec();
     moments.push(model_sweep);
@@ -157,14 +194,22 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
         driver.set_catalog(Arc::new(catalog.clone()));
         if i == 2 {
             // Train on what the first two sweeps taught, load the model, sweep again.
-            let train_rows = rows_of(&decisions, &mut purchases, |c| is_training_customer(c, opts.seed));
+            let mine: Vec<Decision> =
+                decisions.iter().filter(|d| is_training_customer(&d.customer_id, opts.seed)).cloned().collect();
+            let train_rows = dataset::rows(&mine, &mut purchases, Target::Offer("uplift-test"), 2 * DAY_MS);
             let mut options = TrainOptions::new(Scope::Offer, "uplift-test", at);
             options.seed = opts.seed;
             options.progress = true;
-            let artifact = cvm_train::train(&train_rows, &options)?;
+            if opts.linear {
+                options.forest = None;
+            }
+            let mut artifact = cvm_train::train(&train_rows, &options)?;
             if let Some(path) = &opts.out {
                 std::fs::write(path, serde_json::to_vec_pretty(&artifact)?)?;
             }
+            // Judge the model's decisions even where it could not show it
+            // beats random targeting: that is part of what is measured.
+            artifact.force = true;
             driver.set_catalog(Arc::new(catalog.with_document(ConfigDocument::Model(Box::new(artifact)))));
         }
         let offer = driver.engine().catalog().get("uplift-test").expect("published").clone();
@@ -172,98 +217,82 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
         driver.sweep_everyone(&mut state, &[0], &offer, at, &mut out)?;
         for e in out.emits {
             let Outbound::Decision(d) = e else { continue };
-            let kind = types[d.customer_id.as_str()];
-            if i == 2 {
-                *engine_outcomes.entry((kind, d.outcome().as_str_name().to_owned())).or_insert(0) += 1;
-                if let Some(s) = d.scores.first().filter(|s| s.source == "uplift") {
-                    let e = predicted_uplift.entry(kind).or_default();
-                    e.0 += s.uplift;
-                    e.1 += 1;
-                }
-            }
             let contacted = d.outcome() == Outcome::Treated;
             if contacted || d.outcome() == Outcome::HoldoutCampaign {
-                pending.extend(responder.respond(&d.customer_id, kind, contacted, &d.offer_id, at));
+                let response = world.response(&traits[d.customer_id.as_str()]);
+                pending.extend(responder.respond(&d.customer_id, response, contacted, &d.offer_id, at));
+            }
+            if i == 2 {
+                judged.push(d.clone());
             }
             decisions.push(d);
         }
     }
-    let end = start_ms + i64::from(opts.days) * DAY_MS + 10 * DAY_MS;
-    apply_until(&mut driver, &mut state, &mut events, &mut pending, &mut purchases, end)?;
-
     let Some(model) = driver.engine().catalog().models().first().map(|m| Arc::clone(m)) else {
         anyhow::bail!("no model was trained");
     };
-    // The held-out customers' decisions of the second sweep, with outcomes.
-    let held_out: Vec<Decision> = decisions
-        .into_iter()
-        .filter(|d| d.decided_at_ms == sweeps[1] && !is_training_customer(&d.customer_id, opts.seed))
-        .collect();
-    let rows = dataset::rows(&held_out, &mut purchases, Target::Offer("uplift-test"), 2 * DAY_MS);
-    let by_row: Vec<(&Decision, &Row)> = rows.iter().map(|r| (&held_out[r.decision], r)).collect();
-    let margin = responder.margin_minor() as f64;
-    let truth = |d: &Decision| types[d.customer_id.as_str()].uplift() * margin - CONTACT_COST;
-    let policies: [(&'static str, Targeting<'_>); 4] = [
-        ("random", Box::new(|d: &Decision, _: &Row| xxhash_rust::xxh3::xxh3_64(d.customer_id.as_bytes()) as f64)),
-        ("rules", Box::new(|d: &Decision, _: &Row| d.scores.first().map_or(0.0, |s| s.score))),
-        ("propensity", Box::new(|_: &Decision, r: &Row| model.predict(&r.x).0)),
-        (
-            "uplift",
-            Box::new(|_: &Decision, r: &Row| {
-                let (t, c) = model.predict(&r.x);
-                t - c.unwrap_or(0.0)
-            }),
-        ),
-    ];
-    let contacted = ((by_row.len() as f64) * opts.depth_percent / 100.0).round().max(1.0) as usize;
-    let results = policies
-        .iter()
-        .map(|(name, score)| {
-            let mut ranked: Vec<(f64, &Decision, &Row)> = by_row.iter().map(|(d, r)| (score(d, r), *d, *r)).collect();
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.customer_id.cmp(&b.1.customer_id)));
-            let total: f64 = ranked.iter().take(contacted).map(|(_, d, _)| truth(d)).sum();
-            let uplift_rows: Vec<UpliftRow> = ranked
-                .iter()
-                .map(|(s, _, r)| UpliftRow { score: *s, treated: r.treated, converted: r.converted })
-                .collect();
-            let true_uplift: Vec<f64> = ranked.iter().map(|(_, d, _)| types[d.customer_id.as_str()].uplift()).collect();
-            PolicyResult {
-                name,
-                margin_per_1000: total / contacted as f64 * 1000.0 / 100.0,
-                qini: qini_auuc(&uplift_rows).0,
-                true_qini: true_qini(&true_uplift),
-            }
-        })
-        .collect();
-    Ok(UpliftReport {
-        model: model.artifact().clone(),
-        held_out_rows: by_row.len(),
-        policies: results,
-        depth_percent: opts.depth_percent,
-        engine_outcomes,
-        predicted_uplift,
-    })
+    Ok(judge(world, model.artifact().clone(), &judged, &traits, responder.margin_minor() as f64, opts.seed))
 }
 
-/// Qini coefficient of a ranking from each ranked customer's true uplift:
-/// the mean gap between the cumulative uplift of targeting in this order
-/// and of targeting at random, per customer.
-fn true_qini(ranked_uplift: &[f64]) -> f64 {
-    let n = ranked_uplift.len() as f64;
-    let total: f64 = ranked_uplift.iter().sum();
-    let mut cumulative = 0.0;
-    let mut gap = 0.0;
-    for (k, u) in ranked_uplift.iter().enumerate() {
-        cumulative += u;
-        gap += cumulative - total * (k + 1) as f64 / n;
+/// Judges the model sweep's decisions about the held-out customers.
+fn judge(
+    world: World,
+    model: cvm_engine::models::ModelArtifact,
+    judged: &[Decision],
+    traits: &HashMap<String, Traits>,
+    margin: f64,
+    seed: u64,
+) -> UpliftReport {
+    let mut outcomes = BTreeMap::new();
+    for d in judged {
+        *outcomes.entry(d.outcome().as_str_name().to_owned()).or_insert(0) += 1;
     }
-    gap / (n * n)
-}
-
-/// Training rows of the customers `keep` selects.
-fn rows_of(decisions: &[Decision], purchases: &mut PurchaseLog, keep: impl Fn(&str) -> bool) -> Vec<Row> {
-    let mine: Vec<Decision> = decisions.iter().filter(|d| keep(&d.customer_id)).cloned().collect();
-    dataset::rows(&mine, purchases, Target::Offer("uplift-test"), 2 * DAY_MS)
+    let chose = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal];
+    // (true value, expected value, true propensity, engine chose), per held-out eligible customer.
+    let mut people: Vec<(f64, f64, f64, bool)> = Vec::new();
+    let mut classes: BTreeMap<&'static str, ClassCounts> = BTreeMap::new();
+    let mut types: BTreeMap<Responsiveness, ClassCounts> = BTreeMap::new();
+    for d in judged.iter().filter(|d| d.outcome() != Outcome::Ineligible && !is_training_customer(&d.customer_id, seed)) {
+        let t = &traits[d.customer_id.as_str()];
+        let (own, expected) = (world.response(t), world.expected(t));
+        let value = own.uplift() * margin - CONTACT_COST;
+        let expected_value = expected.uplift() * margin - CONTACT_COST;
+        let chosen = chose.contains(&d.outcome());
+        people.push((value, expected_value, expected.contacted, chosen));
+        let predicted = d.scores.first().filter(|s| s.source == "uplift").map(|s| s.uplift);
+        for counts in [
+            classes.entry(class_of(expected_value, expected.uplift())).or_default(),
+            types.entry(t.responsiveness).or_default(),
+        ] {
+            counts.customers += 1;
+            counts.chosen += usize::from(chosen);
+            counts.true_uplift += own.uplift();
+            if let Some(p) = predicted {
+                counts.predicted.0 += p;
+                counts.predicted.1 += 1;
+            }
+        }
+    }
+    let engine_volume = people.iter().filter(|p| p.3).count();
+    let total = |keep: &dyn Fn(&(f64, f64, f64, bool)) -> bool| -> (usize, f64) {
+        let chosen: Vec<f64> = people.iter().filter(|p| keep(p)).map(|p| p.0).collect();
+        (chosen.len(), chosen.iter().sum())
+    };
+    let mut by_propensity: Vec<&(f64, f64, f64, bool)> = people.iter().collect();
+    by_propensity.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let propensity: f64 = by_propensity.iter().take(engine_volume).map(|p| p.0).sum();
+    let everyone: f64 = people.iter().map(|p| p.0).sum();
+    let mean = if people.is_empty() { 0.0 } else { everyone / people.len() as f64 };
+    let (oracle_n, oracle) = total(&|p| p.1 > 0.0);
+    let (engine_n, engine) = total(&|p| p.3);
+    let policies = vec![
+        PolicyResult { name: "oracle", contacted: oracle_n, margin_minor: oracle },
+        PolicyResult { name: "engine", contacted: engine_n, margin_minor: engine },
+        PolicyResult { name: "random", contacted: engine_volume, margin_minor: mean * engine_volume as f64 },
+        PolicyResult { name: "propensity", contacted: engine_volume, margin_minor: propensity },
+        PolicyResult { name: "everyone", contacted: people.len(), margin_minor: everyone },
+    ];
+    UpliftReport { world, model, held_out: people.len(), policies, classes, types, outcomes }
 }
 
 /// Applies history events and due responses in time order up to `until_ms`.
@@ -298,53 +327,99 @@ impl UpliftReport {
         let mut out = String::new();
         let m = &self.model.metrics;
         let [low, high] = m.qini_interval.unwrap_or([f64::NAN; 2]);
+        let _ = writeln!(out, "world `{}`", self.world.name());
         let _ = writeln!(
             out,
-            "model {}@{}: {} training / {} validation rows (split at {}), AUC {:.3}, Qini {:.4} (95 % interval {low:.4} \
-             to {high:.4}: {}), AUUC {:.4}",
+            "  model {}@{}: {} training / {} validation rows, AUC {:.3}, Qini {:.4} (95 % interval {low:.4} to \
+             {high:.4}: {})",
             self.model.target,
             self.model.version,
             self.model.data.train_rows,
             self.model.data.validation_rows,
-            self.model.data.split_at_ms,
             m.auc,
             m.qini.unwrap_or(f64::NAN),
-            if self.model.unproven().is_none() { "beats random targeting" } else { "not shown to beat random" },
-            m.auuc.unwrap_or(f64::NAN)
+            if m.qini_interval.is_some_and(|[low, _]| low > 0.0) {
+                "beats random targeting"
+            } else {
+                "not shown to beat random targeting; used anyway, to measure it"
+            },
         );
-        let _ = writeln!(out, "calibration (validation, by decile of predicted): predicted → observed");
         let cal: Vec<String> = m.calibration.iter().map(|b| format!("{:.2}→{:.2}", b.predicted, b.observed)).collect();
-        let _ = writeln!(out, "  {}", cal.join("  "));
+        let _ = writeln!(out, "  conversion if contacted, by decile of predicted (validation): {}", cal.join("  "));
+        let uplift_bins = |bins: &[cvm_engine::models::artifact::CalibrationBin]| {
+            let text: Vec<String> =
+                bins.iter().map(|b| format!("{:+.1}/{:+.1}", b.predicted * 100.0, b.observed * 100.0)).collect();
+            text.join("  ")
+        };
         let _ = writeln!(
             out,
-            "held-out customers: {} second-sweep decisions; each policy contacts its top {} %",
-            self.held_out_rows, self.depth_percent
+            "  uplift by quintile of predicted, predicted/observed pp (validation): raw {}; calibrated {}",
+            uplift_bins(&m.uplift_calibration_raw),
+            uplift_bins(&m.uplift_calibration)
         );
-        let _ = writeln!(
-            out,
-            "{:<11} {:>31} {:>15} {:>11}",
-            "targeting", "incr. margin / 1,000 contacted", "Qini (observed)", "Qini (true)"
-        );
-        for p in &self.policies {
-            let _ = writeln!(out, "{:<11} {:>31.2} {:>15.4} {:>11.4}", p.name, p.margin_per_1000, p.qini, p.true_qini);
-        }
-        let _ = writeln!(out, "the engine with the model (third sweep, all customers):");
-        for kind in Responsiveness::ALL {
-            let counts: Vec<String> = self
-                .engine_outcomes
-                .iter()
-                .filter(|((k, _), _)| *k == kind)
-                .map(|((_, o), n)| format!("{} {n}", o.trim_start_matches("OUTCOME_").to_lowercase()))
-                .collect();
-            let predicted = self.predicted_uplift.get(&kind).map_or(0.0, |(sum, n)| sum / (*n).max(1) as f64);
+        if let Some(forest) = &self.model.forest {
+            let used: Vec<String> =
+                forest.features_used().iter().take(6).map(|(name, n)| format!("{name} {n}")).collect();
+            let c = forest.calibration;
             let _ = writeln!(
                 out,
-                "  {:<14} predicted uplift {:+5.1} pp (true {:+5.1} pp): {}",
-                kind.name(),
-                predicted * 100.0,
-                kind.uplift() * 100.0,
-                counts.join(", ")
+                "  forest: {} trees, calibration {:+.3} + {:.2} × uplift; cuts on {}",
+                forest.trees.len(),
+                c.intercept,
+                c.slope,
+                used.join(", ")
             );
+        }
+        let _ = writeln!(
+            out,
+            "  {} held-out customers decided in the model sweep ({})",
+            self.held_out,
+            self.outcomes
+                .iter()
+                .map(|(o, n)| format!("{} {n}", o.trim_start_matches("OUTCOME_").to_lowercase()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let oracle = self.policy("oracle").map_or(0.0, |p| p.margin_minor);
+        let _ = writeln!(
+            out,
+            "  {:<11} {:>10} {:>14} {:>24} {:>10}",
+            "policy", "contacted", "share", "incr. margin / 1,000", "of oracle"
+        );
+        for p in &self.policies {
+            let per_1000 = p.margin_minor / self.held_out.max(1) as f64 * 1000.0 / 100.0;
+            let of_oracle = if oracle > 0.0 { format!("{:.0} %", p.margin_minor / oracle * 100.0) } else { "-".into() };
+            let _ = writeln!(
+                out,
+                "  {:<11} {:>10} {:>13.1}% {:>24.2} {:>10}",
+                p.name,
+                p.contacted,
+                p.contacted as f64 / self.held_out.max(1) as f64 * 100.0,
+                per_1000,
+                of_oracle
+            );
+        }
+        let line = |out: &mut String, name: &str, c: &ClassCounts| {
+            let predicted = c.predicted.0 / c.predicted.1.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "    {:<14} {:>6} customers, contacted {:>5.1} %, predicted uplift {:+5.1} pp (true {:+5.1} pp)",
+                name,
+                c.customers,
+                c.contact_rate() * 100.0,
+                predicted * 100.0,
+                c.true_uplift / c.customers.max(1) as f64 * 100.0
+            );
+        };
+        let _ = writeln!(out, "  the engine's choices by what a contact does to the customer:");
+        for (name, c) in &self.classes {
+            line(&mut out, name, c);
+        }
+        if self.world == World::Types {
+            let _ = writeln!(out, "  by hidden type:");
+            for (kind, c) in &self.types {
+                line(&mut out, kind.name(), c);
+            }
         }
         out
     }
@@ -352,5 +427,11 @@ impl UpliftReport {
     /// The result of policy `name`.
     pub fn policy(&self, name: &str) -> Option<&PolicyResult> {
         self.policies.iter().find(|p| p.name == name)
+    }
+
+    /// The engine's incremental margin as a share of the oracle's.
+    pub fn engine_capture(&self) -> f64 {
+        let of = |name| self.policy(name).map_or(0.0, |p| p.margin_minor);
+        of("engine") / of("oracle")
     }
 }
