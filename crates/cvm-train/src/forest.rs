@@ -41,7 +41,7 @@ pub struct ForestOptions {
 
 impl Default for ForestOptions {
     fn default() -> Self {
-        Self { trees: 60, max_depth: 5, min_leaf_share: 0.02, feature_share: 0.7, shrinkage: 20.0 }
+        Self { trees: 60, max_depth: 6, min_leaf_share: 0.03, feature_share: 0.5, shrinkage: 10.0 }
     }
 }
 
@@ -85,7 +85,7 @@ pub fn grow(rows: &[&Row], options: &ForestOptions, seed: u64) -> Result<Forest,
         estimate_rates(&mut tree, &rate_rows, options.shrinkage);
         trees.push(tree);
     }
-    Ok(Forest { trees, calibration: Calibration { intercept: 0.0, slope: 1.0 } })
+    Ok(Forest { trees, calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] } })
 }
 
 /// The cuts linfa's tree chooses on `rows`, over the `features` slots.
@@ -115,6 +115,8 @@ fn flatten(node: &TreeNode<f64, bool>, features: &[usize], out: &mut Vec<Node>) 
     let children = node.children();
     let (Some(left), Some(right)) = (children[0].as_deref(), children[1].as_deref()) else { return };
     let (feature, threshold, _) = node.split();
+    // Six significant digits are plenty and keep the artifact small.
+    let threshold = format!("{threshold:.5e}").parse().unwrap_or(threshold);
     let left_at = out.len();
     flatten(left, features, out);
     let right_at = out.len();
@@ -148,8 +150,10 @@ fn estimate_rates(tree: &mut Tree, rows: &[&Row], k: f64) {
     for i in 0..tree.nodes.len() {
         let (pt, pc) = parent_rates[i];
         let c = counts[i];
-        let treated = (c[1] + k * pt) / (c[0] + k);
-        let control = (c[3] + k * pc) / (c[2] + k);
+        // Rates to six decimals: plenty, and the artifact stays small.
+        let round = |p: f64| (p * 1e6).round() / 1e6;
+        let treated = round((c[1] + k * pt) / (c[0] + k));
+        let control = round((c[3] + k * pc) / (c[2] + k));
         tree.nodes[i].treated = treated;
         tree.nodes[i].control = control;
         if let Some(s) = &tree.nodes[i].split {
@@ -173,12 +177,13 @@ fn transformed_outcome(r: &Row, treated_share: f64) -> f64 {
 /// The calibration line of predicted uplift on `rows` (each with the
 /// forest's raw uplift): least squares of the transformed outcome on the
 /// prediction, the slope kept at 0 or more (a forest that ranks backwards
-/// predicts the average uplift for everyone).
+/// predicts the average uplift for everyone). Its covariance is clustered
+/// by customer: one customer's several rows are not independent.
 pub fn calibrate(rows: &[(&Row, f64)]) -> Calibration {
     let n = rows.len() as f64;
     let treated = rows.iter().filter(|(r, _)| r.treated).count() as f64;
     if rows.is_empty() || treated == 0.0 || treated == n {
-        return Calibration { intercept: 0.0, slope: 1.0 };
+        return Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] };
     }
     let share = treated / n;
     let z: Vec<f64> = rows.iter().map(|(r, _)| transformed_outcome(r, share)).collect();
@@ -190,7 +195,44 @@ pub fn calibrate(rows: &[(&Row, f64)]) -> Calibration {
         var += (u - mean_u) * (u - mean_u);
     }
     let slope = if var > 1e-12 { (cov / var).max(0.0) } else { 0.0 };
-    Calibration { intercept: mean_z - slope * mean_u, slope }
+    let intercept = mean_z - slope * mean_u;
+    // Per customer: the sums of residual × (1, u) — the scores of the fit.
+    let mut scores: std::collections::HashMap<&str, [f64; 2]> = std::collections::HashMap::new();
+    for ((r, u), z) in rows.iter().zip(&z) {
+        let e = z - intercept - slope * u;
+        let s = scores.entry(r.customer.as_str()).or_default();
+        s[0] += e;
+        s[1] += e * u;
+    }
+    let covariance = if slope > 0.0 {
+        // (X'X)⁻¹ M (X'X)⁻¹ with X = [1, u].
+        let (s1, su, suu) = (n, mean_u * n, rows.iter().map(|(_, u)| u * u).sum::<f64>());
+        let det = s1 * suu - su * su;
+        let bread = [[suu / det, -su / det], [-su / det, s1 / det]];
+        let mut meat = [[0.0; 2]; 2];
+        for s in scores.values() {
+            for (i, row) in meat.iter_mut().enumerate() {
+                for (j, m) in row.iter_mut().enumerate() {
+                    *m += s[i] * s[j];
+                }
+            }
+        }
+        let product = |a: [[f64; 2]; 2], b: [[f64; 2]; 2]| {
+            let mut out = [[0.0; 2]; 2];
+            for i in 0..2 {
+                for j in 0..2 {
+                    out[i][j] = a[i][0] * b[0][j] + a[i][1] * b[1][j];
+                }
+            }
+            out
+        };
+        let v = product(product(bread, meat), bread);
+        [v[0][0], v[0][1], v[1][1]]
+    } else {
+        // The line is flat: the intercept is the mean, with its clustered variance.
+        [scores.values().map(|s| s[0] * s[0]).sum::<f64>() / (n * n), 0.0, 0.0]
+    };
+    Calibration { intercept, slope, covariance }
 }
 
 /// Predicted against observed uplift (treated rate − held-out rate) in
@@ -204,7 +246,8 @@ pub fn uplift_calibration(rows: &[(&Row, f64)], bins: usize) -> Vec<CalibrationB
         .map(|chunk| {
             let predicted = chunk.iter().map(|(_, u)| u).sum::<f64>() / chunk.len() as f64;
             let arm = |treated: bool| {
-                let arm: Vec<bool> = chunk.iter().filter(|(r, _)| r.treated == treated).map(|(r, _)| r.converted).collect();
+                let arm: Vec<bool> =
+                    chunk.iter().filter(|(r, _)| r.treated == treated).map(|(r, _)| r.converted).collect();
                 arm.iter().filter(|c| **c).count() as f64 / arm.len().max(1) as f64
             };
             CalibrationBin { predicted, observed: arm(true) - arm(false), rows: chunk.len() as u64 }
@@ -303,5 +346,8 @@ mod tests {
         assert!(c.slope < 0.6, "{c:?}");
         let mean = raw.iter().map(|(_, u)| c.intercept + c.slope * u).sum::<f64>() / raw.len() as f64;
         assert!((mean - 0.025).abs() < 0.04, "{mean}");
+        // The interval of the level covers the truth: within three errors.
+        let (level, error) = c.apply(raw.iter().map(|(_, u)| u).sum::<f64>() / raw.len() as f64);
+        assert!(error > 0.005 && error < 0.05 && (level - 0.025).abs() < 3.0 * error, "{level} ± {error}");
     }
 }

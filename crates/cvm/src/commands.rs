@@ -127,6 +127,24 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
+/// The artifact as a config document: indented JSON when that fits in a
+/// document, else compact (a forest's many nodes); refused when even that
+/// is too large for the engine to take.
+pub fn artifact_json(artifact: &cvm_engine::models::ModelArtifact) -> anyhow::Result<Vec<u8>> {
+    let limit = cvm_engine::offers::MAX_DOCUMENT_BYTES;
+    let pretty = serde_json::to_vec_pretty(artifact)?;
+    if pretty.len() <= limit {
+        return Ok(pretty);
+    }
+    let compact = serde_json::to_vec(artifact)?;
+    anyhow::ensure!(
+        compact.len() <= limit,
+        "the model is {} bytes of JSON, more than the {limit} a config document may have; train fewer or shallower trees",
+        compact.len()
+    );
+    Ok(compact)
+}
+
 /// `cvm train`: replay recorded events through the driver, then fit models.
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let TrainArgs { events, documents, scope, target, window, validation_share, seed, out, force } = args;
@@ -162,7 +180,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(why) = artifact.unproven() {
         anyhow::bail!("{summary}\nnot written: the engine would refuse it: {why} (--force writes it anyway)");
     }
-    std::fs::write(&out, serde_json::to_vec_pretty(&artifact)?)?;
+    std::fs::write(&out, artifact_json(&artifact)?)?;
     let verdict = match (artifact.control.is_some(), force) {
         (false, _) => "a propensity model (no uplift to validate)",
         (true, false) => "beats random targeting on validation",

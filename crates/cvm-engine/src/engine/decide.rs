@@ -227,7 +227,7 @@ impl Engine {
             let rules = || score(d, &features, &discount, ctx.now_ms);
             let scorer = match self.catalog.model_for(d) {
                 Some(m) if m.monitor().drifted() => Scorer::Drifted(m),
-                Some(m) => Scorer::Model(m),
+                Some(m) => Scorer::Model { model: m, lower_bound_z: settings.treat_lower_bound_z },
                 None if settings.cold_start == ColdStart::Bandit => Scorer::Bandit {
                     counts: txn.arm(ctx.partition, &ArmKey { offer: d.subject().offer, segment })?,
                     explore: ctx.exploring,
@@ -285,13 +285,22 @@ impl Engine {
                     m.monitor().reason()
                 )
             } else {
+                let value = if s.score_low < s.score {
+                    format!(
+                        "expected value {:.2}, {:.2} at the uplift's lower bound ({} standard errors below), <= 0",
+                        s.score / 100.0,
+                        s.score_low / 100.0,
+                        self.config.models.treat_lower_bound_z
+                    )
+                } else {
+                    format!("expected value {:.2} <= 0", s.score / 100.0)
+                };
                 format!(
-                "not incremental: expected value {:.2} <= 0 (uplift {:+.1} pp: {:.1} % if contacted, {:.1} % if not; model {})",
-                s.score / 100.0,
-                s.uplift * 100.0,
-                s.propensity * 100.0,
-                s.control_propensity * 100.0,
-                s.model_version
+                    "not incremental: {value} (uplift {:+.1} pp: {:.1} % if contacted, {:.1} % if not; model {})",
+                    s.uplift * 100.0,
+                    s.propensity * 100.0,
+                    s.control_propensity * 100.0,
+                    s.model_version
                 )
             };
             let decision = Decision {

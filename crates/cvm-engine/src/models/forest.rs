@@ -89,7 +89,7 @@ impl Tree {
 }
 
 /// A linear map of predicted uplift to calibrated uplift:
-/// `intercept + slope × uplift`.
+/// `intercept + slope × uplift`, with the uncertainty of the line.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
@@ -97,6 +97,20 @@ pub struct Calibration {
     pub intercept: f64,
     /// Calibrated uplift per unit of predicted uplift (0 or more).
     pub slope: f64,
+    /// Covariance of (intercept, slope) as fitted on the validation period
+    /// (clustered by customer): `[var intercept, covariance, var slope]`.
+    /// Zero: the line is taken as certain.
+    #[serde(default)]
+    pub covariance: [f64; 3],
+}
+
+impl Calibration {
+    /// The calibrated uplift of a raw prediction and its standard error.
+    pub fn apply(&self, raw_uplift: f64) -> (f64, f64) {
+        let [va, cov, vb] = self.covariance;
+        let variance = va + 2.0 * raw_uplift * cov + raw_uplift * raw_uplift * vb;
+        (self.intercept + self.slope * raw_uplift, variance.max(0.0).sqrt())
+    }
 }
 
 /// An ensemble of uplift trees with its calibration.
@@ -125,9 +139,15 @@ impl Forest {
     /// Conversion probabilities (contacted, not) at `x`: the control rate
     /// of the leaves, and that plus the calibrated uplift, within 0..1.
     pub fn predict(&self, x: &Vector) -> (f64, f64) {
+        let (p_t, p_c, _) = self.predict_with_error(x);
+        (p_t, p_c)
+    }
+
+    /// [`Forest::predict`] and the standard error of the uplift.
+    pub fn predict_with_error(&self, x: &Vector) -> (f64, f64, f64) {
         let (t, c) = self.raw(x);
-        let uplift = self.calibration.intercept + self.calibration.slope * (t - c);
-        ((c + uplift).clamp(0.0, 1.0), c)
+        let (uplift, error) = self.calibration.apply(t - c);
+        ((c + uplift).clamp(0.0, 1.0), c, error)
     }
 
     /// Each feature's share of the calibrated uplift at `x`: along every
@@ -159,6 +179,10 @@ impl Forest {
         let c = self.calibration;
         if !c.intercept.is_finite() || !c.slope.is_finite() || c.slope < 0.0 {
             out.push(format!("{path}.calibration: needs a finite intercept and a finite slope of 0 or more"));
+        }
+        let [va, cov, vb] = c.covariance;
+        if ![va, cov, vb].iter().all(|v| v.is_finite()) || va < 0.0 || vb < 0.0 {
+            out.push(format!("{path}.calibration.covariance: needs finite numbers and variances of 0 or more"));
         }
         for (t, tree) in self.trees.iter().enumerate().take(MAX_TREES) {
             let at = format!("{path}.trees[{t}]");
@@ -214,14 +238,11 @@ mod tests {
 
     /// Contact helps (40 pp) where feature 2 is at most 1, else harms (−20 pp).
     fn forest() -> Forest {
-        let root = Node {
-            treated: 0.3,
-            control: 0.2,
-            split: Some(Split { feature: 2, threshold: 1.0, left: 1, right: 2 }),
-        };
+        let root =
+            Node { treated: 0.3, control: 0.2, split: Some(Split { feature: 2, threshold: 1.0, left: 1, right: 2 }) };
         Forest {
             trees: vec![Tree { nodes: vec![root, leaf(0.5, 0.1), leaf(0.2, 0.4)] }],
-            calibration: Calibration { intercept: 0.0, slope: 1.0 },
+            calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] },
         }
     }
 
@@ -238,8 +259,14 @@ mod tests {
         let (t, c) = f.predict(&x);
         assert!((t - 0.2).abs() < 1e-12 && (c - 0.4).abs() < 1e-12);
         // Calibration moves the level; probabilities stay within 0..1.
-        let halved = Forest { calibration: Calibration { intercept: -0.5, slope: 0.5 }, ..forest() };
+        let halved = Forest {
+            calibration: Calibration { intercept: -0.5, slope: 0.5, covariance: [0.01, 0.0, 0.04] },
+            ..forest()
+        };
         assert_eq!(halved.predict(&x).0, 0.0);
+        // Uplift −0.2 before calibration: variance 0.01 + 0.2² × 0.04.
+        let (_, _, error) = halved.predict_with_error(&x);
+        assert!((error - (0.01f64 + 0.04 * 0.04).sqrt()).abs() < 1e-12, "{error}");
         assert_eq!(f.features_used(), vec![(FEATURES[2].0, 1)]);
     }
 
@@ -250,12 +277,14 @@ mod tests {
         f.trees[0].nodes[1].treated = 1.5;
         f.trees[0].nodes[0].split.as_mut().unwrap().feature = LEN;
         f.calibration.slope = f64::NAN;
+        f.calibration.covariance[0] = -1.0;
         let problems = f.problems("forest");
         for expected in [
             "forest.trees[0].nodes[0].split.left: 0 must be a later node",
             "forest.trees[0].nodes[1]: treated and control",
             "forest.trees[0].nodes[0].split.feature",
-            "forest.calibration",
+            "forest.calibration:",
+            "forest.calibration.covariance",
         ] {
             assert!(problems.iter().any(|p| p.starts_with(expected)), "{expected}: {problems:?}");
         }

@@ -68,6 +68,12 @@ pub struct ModelSettings {
     pub drift_window: usize,
     /// Scoring of offers without a model.
     pub cold_start: ColdStart,
+    /// Standard errors of the uplift below its expected value at which a
+    /// contact must still pay for an uplift model to make it (models whose
+    /// calibration carries its uncertainty: `cvm train`'s forests). 1.645
+    /// is the lower bound of a one-sided 95 % interval; 0 decides on the
+    /// expected value alone.
+    pub treat_lower_bound_z: f64,
 }
 
 impl Default for ModelSettings {
@@ -77,6 +83,7 @@ impl Default for ModelSettings {
             drift_psi_threshold: 0.25,
             drift_window: 2_000,
             cold_start: ColdStart::Bandit,
+            treat_lower_bound_z: 1.645,
         }
     }
 }
@@ -90,6 +97,11 @@ impl ModelSettings {
         }
         if self.drift_psi_threshold.is_nan() || self.drift_psi_threshold <= 0.0 {
             out.push(format!("{path}.drift_psi_threshold: must be positive (0.25 is the usual threshold)"));
+        }
+        if !(0.0..=5.0).contains(&self.treat_lower_bound_z) {
+            out.push(format!(
+                "{path}.treat_lower_bound_z: must be between 0 and 5 standard errors (1.645: one-sided 95 %)"
+            ));
         }
         if self.drift_window < 100 {
             out.push(format!("{path}.drift_window: must be at least 100 decisions for a meaningful PSI"));
@@ -258,7 +270,12 @@ impl Customer {
 #[derive(Debug, Clone, Copy)]
 pub enum Scorer<'a> {
     /// A healthy model.
-    Model(&'a Model),
+    Model {
+        /// The model.
+        model: &'a Model,
+        /// [`ModelSettings::treat_lower_bound_z`].
+        lower_bound_z: f64,
+    },
     /// A drifted model: rule priority — and, for an uplift model, only
     /// inside the exploration budget: outside it the candidate counts as
     /// not incremental, since the model that decided who is worth a contact
@@ -321,6 +338,10 @@ impl Source {
 pub struct Valuation {
     /// Expected incremental value × weight (the ranking key), minor units.
     pub value: f64,
+    /// The value with the uplift at the lower bound of its interval
+    /// (equal to `value` without one): an uplift model contacts only when
+    /// it is positive.
+    pub value_low: f64,
     /// Where it came from.
     pub source: Source,
     /// Conversion probability when contacted.
@@ -355,6 +376,7 @@ impl Valuation {
             offer_definition_id: offer.doc.id.clone(),
             offer_version: offer.doc.version,
             score: self.value,
+            score_low: self.value_low,
             propensity: self.propensity,
             expected_margin_minor: self.expected_margin_minor,
             source: self.source.name().to_owned(),
@@ -409,6 +431,7 @@ pub fn value(
     let part_at = |percent: u32| vector::offer_part(features.profile(), offer, percent);
     let by_rules = |source: Source, rules: Score, value: f64, propensity: f64| Valuation {
         value,
+        value_low: value,
         source,
         propensity,
         control_propensity: None,
@@ -435,7 +458,7 @@ pub fn value(
             let value = weight * (rate * r.expected_margin_minor - contact_cost);
             by_rules(if explore { Source::Bandit } else { Source::BanditMean }, r, value, rate)
         }
-        Scorer::Model(model) => {
+        Scorer::Model { model, lower_bound_z } => {
             let basket = crate::score::typical_basket_minor(features);
             let fixed = discount.fixed_minor as f64;
             let steps = steps(offer, &discount);
@@ -447,34 +470,37 @@ pub fn value(
             let margin = (v0 - model.value.slope(vector::DISCOUNT_SLOT) * first).max(0.0);
             let t_slope = model.treated.slope(vector::DISCOUNT_SLOT);
             let c_slope = model.control.as_ref().map_or(0.0, |c| c.slope(vector::DISCOUNT_SLOT));
-            // (value, step, p_t, p_c); the smallest step wins ties.
-            let mut best: Option<(f64, u32, f64, Option<f64>)> = None;
+            // (value, value low, step, p_t, p_c); the smallest step wins ties.
+            let mut best: Option<(f64, f64, u32, f64, Option<f64>)> = None;
             for &step in steps {
                 let shift = f64::from(step) - first;
-                let (p_t, p_c) = match &model.artifact.forest {
+                let (p_t, p_c, error) = match &model.artifact.forest {
                     Some(forest) => {
                         part[vector::OFFER_SLOTS - 1] = f64::from(step);
-                        let (p_t, p_c) = forest.predict(&vector::complete(&customer.vector, &part));
-                        (p_t, Some(p_c))
+                        let (p_t, p_c, error) = forest.predict_with_error(&vector::complete(&customer.vector, &part));
+                        (p_t, Some(p_c), error)
                     }
-                    None => (sigmoid(t0 + t_slope * shift), c0.map(|c| sigmoid(c + c_slope * shift))),
+                    None => (sigmoid(t0 + t_slope * shift), c0.map(|c| sigmoid(c + c_slope * shift)), 0.0),
                 };
                 let cost = basket * f64::from(step) / 100.0 + fixed;
                 let v = p_t * (margin - cost) - p_c.unwrap_or(0.0) * margin - contact_cost;
+                // The value moves by (margin − discount) per unit of uplift.
+                let v_low = v - lower_bound_z * error * (margin - cost).max(0.0);
                 if best.is_none_or(|b| v > b.0) {
-                    best = Some((v, step, p_t, p_c));
+                    best = Some((v, v_low, step, p_t, p_c));
                 }
             }
-            let (v, step, p_t, p_c) = best.expect("an offer has at least one step");
+            let (v, v_low, step, p_t, p_c) = best.expect("an offer has at least one step");
             part[vector::OFFER_SLOTS - 1] = f64::from(step);
             Valuation {
                 value: weight * v,
+                value_low: weight * v_low,
                 source: if p_c.is_some() { Source::Uplift } else { Source::Propensity },
                 propensity: p_t,
                 control_propensity: p_c,
                 expected_margin_minor: margin - (basket * f64::from(step) / 100.0 + fixed),
                 discount: Discount { percent: step, fixed_minor: discount.fixed_minor },
-                not_incremental: p_c.is_some() && v <= 0.0,
+                not_incremental: p_c.is_some() && v_low <= 0.0,
                 offer_part: part,
                 decile: ((p_t * 10.0) as u8).min(9),
             }
@@ -541,7 +567,14 @@ pub(crate) mod tests {
         let f = Features::compute(&never, EventFacts::default(), 400 * crate::time::DAY_MS);
         let customer = Customer::of(&f);
         let rules = || crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
-        let v = value(&offer, &f, &customer, offer.discount(0), rules, Scorer::Model(&model));
+        let v = value(
+            &offer,
+            &f,
+            &customer,
+            offer.discount(0),
+            rules,
+            Scorer::Model { model: &model, lower_bound_z: 1.645 },
+        );
         let score = v.score(&offer, Some(&model), &customer);
         assert_eq!(score.source, "uplift");
         assert!(score.uplift > 0.3 && !v.not_incremental, "{score:?}");
@@ -563,7 +596,14 @@ pub(crate) mod tests {
         rich.value.intercept = 10_000.0;
         let rich = Model::new(rich);
         let rules = || crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
-        let v = value(&offer, &f, &customer, offer.discount(0), rules, Scorer::Model(&rich));
+        let v = value(
+            &offer,
+            &f,
+            &customer,
+            offer.discount(0),
+            rules,
+            Scorer::Model { model: &rich, lower_bound_z: 1.645 },
+        );
         assert_eq!(v.discount.percent, 15, "{:?}", v.discount);
     }
 }

@@ -64,7 +64,14 @@ pub fn scoring(iterations: u32) {
         for (i, (d, m)) in offers.iter().zip(&models).enumerate() {
             let discount = d.discount(0);
             let rules = || score(d, &features, &discount, NOW);
-            let v = models::value(d, &features, &customer, discount, rules, Scorer::Model(m));
+            let v = models::value(
+                d,
+                &features,
+                &customer,
+                discount,
+                rules,
+                Scorer::Model { model: m, lower_bound_z: 1.645 },
+            );
             values.push(models::ranking_key(d.doc.priority, v.value, i as u32));
         }
         // The engine's full ranking: priority, value, then id order.

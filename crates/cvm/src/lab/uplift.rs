@@ -205,7 +205,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
             }
             let mut artifact = cvm_train::train(&train_rows, &options)?;
             if let Some(path) = &opts.out {
-                std::fs::write(path, serde_json::to_vec_pretty(&artifact)?)?;
+                std::fs::write(path, crate::commands::artifact_json(&artifact)?)?;
             }
             // Judge the model's decisions even where it could not show it
             // beats random targeting: that is part of what is measured.
@@ -252,7 +252,8 @@ fn judge(
     let mut people: Vec<(f64, f64, f64, bool)> = Vec::new();
     let mut classes: BTreeMap<&'static str, ClassCounts> = BTreeMap::new();
     let mut types: BTreeMap<Responsiveness, ClassCounts> = BTreeMap::new();
-    for d in judged.iter().filter(|d| d.outcome() != Outcome::Ineligible && !is_training_customer(&d.customer_id, seed)) {
+    for d in judged.iter().filter(|d| d.outcome() != Outcome::Ineligible && !is_training_customer(&d.customer_id, seed))
+    {
         let t = &traits[d.customer_id.as_str()];
         let (own, expected) = (world.response(t), world.expected(t));
         let value = own.uplift() * margin - CONTACT_COST;
