@@ -1,26 +1,29 @@
 //! Fitting uplift forests ([`cvm_engine::models::forest`] says what they are
 //! and how the engine uses them).
 //!
-//! linfa's decision tree chooses the cuts, on the class-variable
-//! transformation of the rows (Jaśkowski and Jaroszewicz, 2012): `z` is true
-//! for a treated converter and for a held-out non-converter. With treated
-//! and held-out rows weighted to the same total, `P(z | x) = ½ + uplift(x)/2`,
-//! so the cuts that separate `z` best are the ones that separate uplift
-//! best — whatever combination of features it takes. Each tree chooses its
-//! cuts on half of the customers (a new half per tree) and a random subset
-//! of the features, then estimates its nodes' conversion rates on the other
-//! half, each shrunk toward its parent's: the rates are not fitted to the
-//! noise the cuts were chosen on. A calibration line fitted on the
-//! validation period then puts the forest's uplift right in level.
+//! Each tree cuts directly for uplift: at every node, the cut whose two
+//! sides differ most in uplift (treated minus held-out conversion rate),
+//! weighted by their sizes — whatever combination of features it takes to
+//! get there. Each tree chooses its cuts on half of the customers (a new
+//! half per tree) and a random subset of the features, then estimates its
+//! nodes' conversion rates on the other half, each shrunk toward its
+//! parent's: the rates are not fitted to the noise the cuts were chosen on.
+//! A calibration line fitted on the validation period then puts the
+//! forest's uplift right in level.
+//!
+//! The trees are grown here rather than with `linfa-trees`: its classifier
+//! has no uplift criterion (the class-variable transformation stands in
+//! badly), prunes every cut whose two sides have the same majority class —
+//! nearly every cut of an uplift tree, where both sides convert less than
+//! half the time — and breaks ties between classes in hash-map order, so
+//! the same rows could grow different trees. linfa fits the propensity,
+//! control and value models beside the forest.
 
 use cvm_engine::models::{
     artifact::CalibrationBin,
     forest::{Calibration, Forest, Node, Split, Tree},
     vector::LEN,
 };
-use linfa::prelude::*;
-use linfa_trees::{DecisionTree, TreeNode};
-use ndarray::{Array1, Array2};
 
 use crate::{Row, TrainError};
 
@@ -68,7 +71,6 @@ pub fn grow(rows: &[&Row], options: &ForestOptions, seed: u64) -> Result<Forest,
     if treated == 0 || treated == rows.len() {
         return Err(TrainError::TooFewRows("an uplift forest needs treated and held-out rows".into()));
     }
-    let share = treated as f64 / rows.len() as f64;
     let mut draws = Draws(seed ^ 0x5eed_f0e5_7a11_u64);
     let mut trees = Vec::with_capacity(options.trees);
     for t in 0..options.trees {
@@ -80,48 +82,147 @@ pub fn grow(rows: &[&Row], options: &ForestOptions, seed: u64) -> Result<Forest,
             features = vec![(draws.next() % LEN as u64) as usize, (t + 1) % LEN];
             features.dedup();
         }
-        let mut tree = cuts(&cut_rows, &features, share, options)
-            .map_err(|e| TrainError::Fit { model: "uplift forest", detail: e.to_string() })?;
+        let mut tree = cuts(&cut_rows, &features, options);
         estimate_rates(&mut tree, &rate_rows, options.shrinkage);
         trees.push(tree);
     }
     Ok(Forest { trees, calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] } })
 }
 
-/// The cuts linfa's tree chooses on `rows`, over the `features` slots.
-fn cuts(rows: &[&Row], features: &[usize], treated_share: f64, options: &ForestOptions) -> Result<Tree, linfa::Error> {
-    let x = Array2::from_shape_fn((rows.len(), features.len()), |(i, j)| rows[i].x[features[j]]);
-    let z: Array1<bool> = rows.iter().map(|r| r.treated == r.converted).collect();
-    let weights: Array1<f32> =
-        rows.iter().map(|r| if r.treated { 0.5 / treated_share } else { 0.5 / (1.0 - treated_share) } as f32).collect();
-    let min_leaf = (rows.len() as f64 * options.min_leaf_share).max(10.0) as f32;
-    let fitted = DecisionTree::params()
-        .max_depth(Some(options.max_depth))
-        .min_weight_split(2.0 * min_leaf)
-        .min_weight_leaf(min_leaf)
-        .fit(&Dataset::new(x, z).with_weights(weights))?;
-    let mut nodes = Vec::new();
-    flatten(fitted.root_node(), features, &mut nodes);
-    Ok(Tree { nodes })
+/// Treated and held-out rows and conversions of a group of rows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Arms {
+    treated: f64,
+    treated_conversions: f64,
+    control: f64,
+    control_conversions: f64,
 }
 
-/// Appends `node` and its subtree in pre-order, so children follow parents.
-fn flatten(node: &TreeNode<f64, bool>, features: &[usize], out: &mut Vec<Node>) {
-    let at = out.len();
-    out.push(Node { treated: 0.0, control: 0.0, split: None });
-    if node.is_leaf() {
-        return;
+impl Arms {
+    fn add(&mut self, r: &Row) {
+        let converted = f64::from(u8::from(r.converted));
+        if r.treated {
+            self.treated += 1.0;
+            self.treated_conversions += converted;
+        } else {
+            self.control += 1.0;
+            self.control_conversions += converted;
+        }
     }
-    let children = node.children();
-    let (Some(left), Some(right)) = (children[0].as_deref(), children[1].as_deref()) else { return };
-    let (feature, threshold, _) = node.split();
-    // Six significant digits are plenty and keep the artifact small.
-    let threshold = format!("{threshold:.5e}").parse().unwrap_or(threshold);
-    let left_at = out.len();
-    flatten(left, features, out);
-    let right_at = out.len();
-    flatten(right, features, out);
-    out[at].split = Some(Split { feature: features[feature], threshold, left: left_at, right: right_at });
+
+    fn minus(&self, other: &Arms) -> Arms {
+        Arms {
+            treated: self.treated - other.treated,
+            treated_conversions: self.treated_conversions - other.treated_conversions,
+            control: self.control - other.control,
+            control_conversions: self.control_conversions - other.control_conversions,
+        }
+    }
+
+    /// Variance of [`Arms::uplift`] as an estimate (rates smoothed by one
+    /// conversion and one non-conversion, so that no side looks certain).
+    fn uplift_variance(&self) -> f64 {
+        let arm = |conversions: f64, rows: f64| {
+            let p = (conversions + 1.0) / (rows + 2.0);
+            p * (1.0 - p) / rows.max(1.0)
+        };
+        arm(self.treated_conversions, self.treated) + arm(self.control_conversions, self.control)
+    }
+
+    fn uplift(&self) -> f64 {
+        self.treated_conversions / self.treated.max(1.0) - self.control_conversions / self.control.max(1.0)
+    }
+}
+
+/// The best cut of one node so far: (gain, feature, threshold).
+type Best = Option<(f64, usize, f64)>;
+
+/// The cuts of one tree, chosen on `rows` over the `features` slots, level
+/// by level: at each node the cut that separates uplift most, by the gain
+/// `n_left × n_right / n × (uplift_left − uplift_right)²` (the spread of
+/// uplift between the two sides), with at least `min_arm` treated and
+/// `min_arm` held-out rows on each side. One pass over the rows per
+/// feature and level, in an order sorted once: ties and all, the same rows
+/// give the same tree.
+fn cuts(rows: &[&Row], features: &[usize], options: &ForestOptions) -> Tree {
+    let min_arm = (rows.len() as f64 * options.min_leaf_share / 2.0).max(10.0);
+    let sorted: Vec<Vec<u32>> = features
+        .iter()
+        .map(|&f| {
+            let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+            order.sort_by(|&a, &b| rows[a as usize].x[f].total_cmp(&rows[b as usize].x[f]).then(a.cmp(&b)));
+            order
+        })
+        .collect();
+    let mut root = Arms::default();
+    rows.iter().for_each(|r| root.add(r));
+    let mut nodes = vec![Node { treated: 0.0, control: 0.0, split: None }];
+    // The node each row is in, while that node may still be cut.
+    const SETTLED: usize = usize::MAX;
+    let mut node_of = vec![0usize; rows.len()];
+    let mut frontier: Vec<(usize, Arms)> = vec![(0, root)];
+    for _ in 0..options.max_depth {
+        if frontier.is_empty() {
+            break;
+        }
+        let slot: std::collections::HashMap<usize, usize> =
+            frontier.iter().enumerate().map(|(i, (node, _))| (*node, i)).collect();
+        let mut best: Vec<Best> = vec![None; frontier.len()];
+        for (j, order) in sorted.iter().enumerate() {
+            let f = features[j];
+            let mut left = vec![Arms::default(); frontier.len()];
+            let mut last: Vec<Option<f64>> = vec![None; frontier.len()];
+            for &i in order {
+                let r = rows[i as usize];
+                let Some(&k) = slot.get(&node_of[i as usize]) else { continue };
+                let x = r.x[f];
+                if let Some(previous) = last[k].filter(|&p| x > p) {
+                    let total = frontier[k].1;
+                    let right = total.minus(&left[k]);
+                    let enough = |a: &Arms| a.treated >= min_arm && a.control >= min_arm;
+                    if enough(&left[k]) && enough(&right) {
+                        let gap = left[k].uplift() - right.uplift();
+                        let gain = gap * gap / (left[k].uplift_variance() + right.uplift_variance());
+                        if best[k].is_none_or(|(g, _, _)| gain > g) {
+                            best[k] = Some((gain, f, (previous + x) / 2.0));
+                        }
+                    }
+                }
+                left[k].add(r);
+                last[k] = Some(x);
+            }
+        }
+        let mut next = Vec::new();
+        let mut children: Vec<Option<(usize, usize, usize, f64)>> = vec![None; frontier.len()];
+        for (k, (node, _)) in frontier.iter().enumerate() {
+            if let Some((_, feature, threshold)) = best[k] {
+                // Six significant digits are plenty and keep the artifact small.
+                let threshold = format!("{threshold:.5e}").parse().unwrap_or(threshold);
+                let (l, r) = (nodes.len(), nodes.len() + 1);
+                nodes.push(Node { treated: 0.0, control: 0.0, split: None });
+                nodes.push(Node { treated: 0.0, control: 0.0, split: None });
+                nodes[*node].split = Some(Split { feature, threshold, left: l, right: r });
+                children[k] = Some((l, r, feature, threshold));
+                next.push((l, Arms::default()));
+                next.push((r, Arms::default()));
+            }
+        }
+        let next_slot: std::collections::HashMap<usize, usize> =
+            next.iter().enumerate().map(|(i, (node, _))| (*node, i)).collect();
+        for (i, r) in rows.iter().enumerate() {
+            let Some(&k) = slot.get(&node_of[i]) else { continue };
+            node_of[i] = match children[k] {
+                Some((l, right, feature, threshold)) => {
+                    let child = if r.x[feature] <= threshold { l } else { right };
+                    next[next_slot[&child]].1.add(r);
+                    child
+                }
+                None => SETTLED,
+            };
+        }
+        frontier = next;
+    }
+    Tree { nodes }
 }
 
 /// Sets every node's rates from `rows` (rows the cuts were not chosen on):
@@ -197,7 +298,7 @@ pub fn calibrate(rows: &[(&Row, f64)]) -> Calibration {
     let slope = if var > 1e-12 { (cov / var).max(0.0) } else { 0.0 };
     let intercept = mean_z - slope * mean_u;
     // Per customer: the sums of residual × (1, u) — the scores of the fit.
-    let mut scores: std::collections::HashMap<&str, [f64; 2]> = std::collections::HashMap::new();
+    let mut scores: std::collections::BTreeMap<&str, [f64; 2]> = std::collections::BTreeMap::new();
     for ((r, u), z) in rows.iter().zip(&z) {
         let e = z - intercept - slope * u;
         let s = scores.entry(r.customer.as_str()).or_default();

@@ -52,8 +52,19 @@ fn the_same_rows_and_seed_give_the_same_artifact() {
     let b = train(&data, &options(7)).unwrap();
     assert_eq!(a, b);
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    // Another seed orders the rows the solvers see and grows other trees:
+    // the linear models are the same up to rounding, the forest another
+    // draw of the same finding.
     let c = train(&data, &options(8)).unwrap();
-    assert!((a.metrics.auc - c.metrics.auc).abs() < 0.01, "another seed, the same model up to rounding");
+    let close = a.treated.weights.iter().zip(&c.treated.weights).all(|(x, y)| (x - y).abs() < 1e-3);
+    assert!(close, "{:?} vs {:?}", a.treated.weights, c.treated.weights);
+    assert_ne!(a.forest, c.forest);
+    assert!(
+        (a.metrics.qini.unwrap() - c.metrics.qini.unwrap()).abs() < 0.02,
+        "{:?} {:?}",
+        a.metrics.qini,
+        c.metrics.qini
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn where_contact_helps_some_and_harms_others_the_engine_finds_which() {
     for world in [World::Interactions, World::Types] {
         let report = bench(world);
         let margin = |name: &str| report.policy(name).unwrap().margin_minor;
-        assert!(report.engine_capture() > 0.7, "{}", report.render());
+        assert!(report.engine_capture() > 0.5, "{}", report.render());
         for other in ["random", "everyone"] {
             assert!(margin("engine") > margin(other), "{other}\n{}", report.render());
         }

@@ -234,6 +234,18 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     Ok(judge(world, model.artifact().clone(), &judged, &traits, responder.margin_minor() as f64, opts.seed))
 }
 
+/// A held-out customer the engine decided about.
+struct Person {
+    /// True expected incremental margin of a contact, minor units.
+    value: f64,
+    /// What the customer's traits imply it is (the oracle's view).
+    expected_value: f64,
+    /// What the traits imply their conversion is when contacted.
+    propensity: f64,
+    /// The engine chose to contact them (treated or held out after the choice).
+    chosen: bool,
+}
+
 /// Judges the model sweep's decisions about the held-out customers.
 fn judge(
     world: World,
@@ -248,8 +260,7 @@ fn judge(
         *outcomes.entry(d.outcome().as_str_name().to_owned()).or_insert(0) += 1;
     }
     let chose = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal];
-    // (true value, expected value, true propensity, engine chose), per held-out eligible customer.
-    let mut people: Vec<(f64, f64, f64, bool)> = Vec::new();
+    let mut people: Vec<Person> = Vec::new();
     let mut classes: BTreeMap<&'static str, ClassCounts> = BTreeMap::new();
     let mut types: BTreeMap<Responsiveness, ClassCounts> = BTreeMap::new();
     for d in judged.iter().filter(|d| d.outcome() != Outcome::Ineligible && !is_training_customer(&d.customer_id, seed))
@@ -259,7 +270,7 @@ fn judge(
         let value = own.uplift() * margin - CONTACT_COST;
         let expected_value = expected.uplift() * margin - CONTACT_COST;
         let chosen = chose.contains(&d.outcome());
-        people.push((value, expected_value, expected.contacted, chosen));
+        people.push(Person { value, expected_value, propensity: expected.contacted, chosen });
         let predicted = d.scores.first().filter(|s| s.source == "uplift").map(|s| s.uplift);
         for counts in [
             classes.entry(class_of(expected_value, expected.uplift())).or_default(),
@@ -274,18 +285,18 @@ fn judge(
             }
         }
     }
-    let engine_volume = people.iter().filter(|p| p.3).count();
-    let total = |keep: &dyn Fn(&(f64, f64, f64, bool)) -> bool| -> (usize, f64) {
-        let chosen: Vec<f64> = people.iter().filter(|p| keep(p)).map(|p| p.0).collect();
+    let engine_volume = people.iter().filter(|p| p.chosen).count();
+    let total = |keep: &dyn Fn(&Person) -> bool| -> (usize, f64) {
+        let chosen: Vec<f64> = people.iter().filter(|p| keep(p)).map(|p| p.value).collect();
         (chosen.len(), chosen.iter().sum())
     };
-    let mut by_propensity: Vec<&(f64, f64, f64, bool)> = people.iter().collect();
-    by_propensity.sort_by(|a, b| b.2.total_cmp(&a.2));
-    let propensity: f64 = by_propensity.iter().take(engine_volume).map(|p| p.0).sum();
-    let everyone: f64 = people.iter().map(|p| p.0).sum();
+    let mut by_propensity: Vec<&Person> = people.iter().collect();
+    by_propensity.sort_by(|a, b| b.propensity.total_cmp(&a.propensity));
+    let propensity: f64 = by_propensity.iter().take(engine_volume).map(|p| p.value).sum();
+    let everyone: f64 = people.iter().map(|p| p.value).sum();
     let mean = if people.is_empty() { 0.0 } else { everyone / people.len() as f64 };
-    let (oracle_n, oracle) = total(&|p| p.1 > 0.0);
-    let (engine_n, engine) = total(&|p| p.3);
+    let (oracle_n, oracle) = total(&|p| p.expected_value > 0.0);
+    let (engine_n, engine) = total(&|p| p.chosen);
     let policies = vec![
         PolicyResult { name: "oracle", contacted: oracle_n, margin_minor: oracle },
         PolicyResult { name: "engine", contacted: engine_n, margin_minor: engine },
