@@ -87,9 +87,58 @@ fn an_uplift_model_holds_back_customers_it_expects_to_lose_except_when_exploring
         d.reason
     );
     assert!(d.scores[0].uplift < -0.2);
+    // Logged for training: only the exploration slice (none here) would
+    // have sent it; once sent, it is treated outside the holdout and the
+    // global control group: 80 % × 90 %.
+    assert_eq!(d.selection_probability, 0.0);
+    let catalog = docs.iter().cloned().fold(Catalog::default(), |c, d| c.with_document(d));
+    let config = EngineConfig { models: no_exploration(), default_holdout_percent: 20.0, ..config(10.0) };
+    let d = open(&Engine::new(config, catalog), &mut state, "c4", DAY);
+    assert_eq!(d.outcome(), Outcome::NotIncremental);
+    assert!((d.treatment_probability - 0.72).abs() < 1e-12, "{d:?}");
     let everyone_explores = ModelSettings { exploration_percent: 100.0, ..ModelSettings::default() };
-    let d = open(&engine(docs, everyone_explores), &mut state, "c2", DAY);
+    let d = open(&engine(docs.clone(), everyone_explores), &mut state, "c2", DAY);
     assert_eq!(d.outcome(), Outcome::Treated, "inside the exploration budget the model does not hold back");
+    assert_eq!(d.selection_probability, 1.0);
+    let some_explore = ModelSettings { exploration_percent: 5.0, ..ModelSettings::default() };
+    let d = open(&engine(docs, some_explore), &mut state, "c3", DAY);
+    assert!((d.selection_probability - 0.05).abs() < 1e-12, "{d:?}");
+}
+
+#[test]
+fn a_forest_decides_by_the_customer_and_treats_only_what_pays_at_its_lower_bound() {
+    use cvm_engine::models::forest::{Calibration, Forest, Node, Split, Tree};
+    // Customers who never bought (recency ln 366 ≈ 5.9) gain `gain` from
+    // a contact; recent buyers lose 30 pp. The line is uncertain by 3 pp.
+    let forest_model = |gain: f64| {
+        let mut artifact = ModelArtifact::constant("o", 1, 0.0, Some(0.0), 1_500.0);
+        let root =
+            Node { treated: 0.3, control: 0.3, split: Some(Split { feature: 0, threshold: 3.0, left: 1, right: 2 }) };
+        let recent = Node { treated: 0.2, control: 0.5, split: None };
+        let never = Node { treated: 0.1 + gain, control: 0.1, split: None };
+        artifact.forest = Some(Forest {
+            trees: vec![Tree { nodes: vec![root, recent, never] }],
+            calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0009, 0.0, 0.0] },
+        });
+        ConfigDocument::parse(&artifact.key(), &serde_json::to_vec(&artifact).unwrap()).unwrap()
+    };
+    let mut state = MemoryState::default();
+    let d = open(&engine(vec![offer("o"), forest_model(0.2)], no_exploration()), &mut state, "c1", DAY);
+    assert_eq!(d.outcome(), Outcome::Treated, "{d:?}");
+    let s = &d.scores[0];
+    assert!((s.uplift - 0.2).abs() < 1e-9 && (s.control_propensity - 0.1).abs() < 1e-9, "{s:?}");
+    assert_eq!(s.contributions[0].feature, "recency_log_days", "the cut that made the difference");
+    // 15.00 × (0.2 − 1.645 × 0.03) − 0.01 > 0.
+    assert!(s.score_low > 0.0 && s.score_low < s.score, "{s:?}");
+    // A 2 pp gain pays on average (30 − 1 > 0) but not at the lower bound.
+    let d = open(&engine(vec![offer("o"), forest_model(0.02)], no_exploration()), &mut state, "c2", DAY);
+    assert_eq!(d.outcome(), Outcome::NotIncremental, "{d:?}");
+    assert!(d.scores[0].score > 0.0 && d.scores[0].score_low < 0.0);
+    assert!(d.reason.contains("at the uplift's lower bound (1.645 standard errors below)"), "{}", d.reason);
+    // Deciding on the expected value alone, it is sent.
+    let on_average = ModelSettings { treat_lower_bound_z: 0.0, ..no_exploration() };
+    let d = open(&engine(vec![offer("o"), forest_model(0.02)], on_average), &mut state, "c3", DAY);
+    assert_eq!(d.outcome(), Outcome::Treated, "{d:?}");
 }
 
 #[test]

@@ -29,6 +29,46 @@ pub struct Row {
     pub converted: bool,
     /// Margin bought within the window, minor units.
     pub margin_minor: f64,
+    /// How the decision was randomised, as it logged (see [`Assignment`]).
+    pub assignment: Assignment,
+}
+
+/// How a decision was randomised: the probabilities it logged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assignment {
+    /// Probability that a decision like it reached the treatment/holdout
+    /// coin flip (1 when the policy chose the offer, the exploration share
+    /// when a model expected the contact not to pay).
+    pub selection: f64,
+    /// Probability of treatment once selected; `None` when the decision did
+    /// not log it (then the rows' own treated share stands in).
+    pub treatment: Option<f64>,
+}
+
+impl Default for Assignment {
+    fn default() -> Self {
+        Self { selection: 1.0, treatment: None }
+    }
+}
+
+impl Assignment {
+    /// The row's weight in training: one over its selection probability, so
+    /// that the explored customers a model did not choose stand for all of
+    /// them and the rows describe every eligible customer, not only those
+    /// the model liked.
+    pub fn weight(&self) -> f64 {
+        1.0 / self.selection
+    }
+
+    fn of(d: &Decision) -> Self {
+        // Decisions written before these fields existed logged 0: chosen by
+        // the policy, treated at the rows' own share.
+        let selection =
+            if d.selection_probability > 0.0 && d.selection_probability <= 1.0 { d.selection_probability } else { 1.0 };
+        let treatment =
+            (d.treatment_probability > 0.0 && d.treatment_probability < 1.0).then_some(d.treatment_probability);
+        Self { selection, treatment }
+    }
 }
 
 /// Which decisions a model learns from.
@@ -105,6 +145,7 @@ pub fn rows(decisions: &[Decision], purchases: &mut PurchaseLog, target: Target<
             x,
             converted,
             margin_minor: margin as f64,
+            assignment: Assignment::of(d),
         });
     }
     out

@@ -89,24 +89,30 @@ pub fn grow(rows: &[&Row], options: &ForestOptions, seed: u64) -> Result<Forest,
     Ok(Forest { trees, calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] } })
 }
 
-/// Treated and held-out rows and conversions of a group of rows.
+/// Treated and held-out rows and conversions of a group of rows, weighted
+/// by [`crate::Assignment::weight`], and the rows themselves.
 #[derive(Debug, Clone, Copy, Default)]
 struct Arms {
     treated: f64,
     treated_conversions: f64,
     control: f64,
     control_conversions: f64,
+    treated_rows: f64,
+    control_rows: f64,
 }
 
 impl Arms {
     fn add(&mut self, r: &Row) {
+        let w = r.assignment.weight();
         let converted = f64::from(u8::from(r.converted));
         if r.treated {
-            self.treated += 1.0;
-            self.treated_conversions += converted;
+            self.treated += w;
+            self.treated_conversions += w * converted;
+            self.treated_rows += 1.0;
         } else {
-            self.control += 1.0;
-            self.control_conversions += converted;
+            self.control += w;
+            self.control_conversions += w * converted;
+            self.control_rows += 1.0;
         }
     }
 
@@ -116,17 +122,22 @@ impl Arms {
             treated_conversions: self.treated_conversions - other.treated_conversions,
             control: self.control - other.control,
             control_conversions: self.control_conversions - other.control_conversions,
+            treated_rows: self.treated_rows - other.treated_rows,
+            control_rows: self.control_rows - other.control_rows,
         }
     }
 
     /// Variance of [`Arms::uplift`] as an estimate (rates smoothed by one
     /// conversion and one non-conversion, so that no side looks certain).
     fn uplift_variance(&self) -> f64 {
-        let arm = |conversions: f64, rows: f64| {
-            let p = (conversions + 1.0) / (rows + 2.0);
+        // Rates from the weighted counts, their noise from the rows behind them.
+        let rate = |conversions: f64, weight: f64| conversions / weight.max(1e-9);
+        let arm = |p: f64, rows: f64| {
+            let p = (p * rows + 1.0) / (rows + 2.0);
             p * (1.0 - p) / rows.max(1.0)
         };
-        arm(self.treated_conversions, self.treated) + arm(self.control_conversions, self.control)
+        arm(rate(self.treated_conversions, self.treated), self.treated_rows)
+            + arm(rate(self.control_conversions, self.control), self.control_rows)
     }
 
     fn uplift(&self) -> f64 {
@@ -179,7 +190,7 @@ fn cuts(rows: &[&Row], features: &[usize], options: &ForestOptions) -> Tree {
                 if let Some(previous) = last[k].filter(|&p| x > p) {
                     let total = frontier[k].1;
                     let right = total.minus(&left[k]);
-                    let enough = |a: &Arms| a.treated >= min_arm && a.control >= min_arm;
+                    let enough = |a: &Arms| a.treated_rows >= min_arm && a.control_rows >= min_arm;
                     if enough(&left[k]) && enough(&right) {
                         let gap = left[k].uplift() - right.uplift();
                         let gain = gap * gap / (left[k].uplift_variance() + right.uplift_variance());
@@ -229,17 +240,19 @@ fn cuts(rows: &[&Row], features: &[usize], options: &ForestOptions) -> Tree {
 /// `(conversions + k × parent's rate) / (rows + k)`, the root shrunk toward
 /// the rows' overall rates.
 fn estimate_rates(tree: &mut Tree, rows: &[&Row], k: f64) {
-    // (treated rows, treated conversions, held-out rows, held-out conversions) per node.
+    // (treated weight, treated conversions, held-out weight, held-out conversions) per node.
     let mut counts = vec![[0.0f64; 4]; tree.nodes.len()];
     let mut overall = [0.0f64; 4];
     for r in rows {
         let arm = if r.treated { 0 } else { 2 };
-        overall[arm] += 1.0;
-        overall[arm + 1] += f64::from(u8::from(r.converted));
+        let w = r.assignment.weight();
+        let converted = w * f64::from(u8::from(r.converted));
+        overall[arm] += w;
+        overall[arm + 1] += converted;
         let mut at = 0;
         loop {
-            counts[at][arm] += 1.0;
-            counts[at][arm + 1] += f64::from(u8::from(r.converted));
+            counts[at][arm] += w;
+            counts[at][arm + 1] += converted;
             match &tree.nodes[at].split {
                 Some(s) => at = if r.x[s.feature] <= s.threshold { s.left } else { s.right },
                 None => break,
@@ -265,51 +278,55 @@ fn estimate_rates(tree: &mut Tree, rows: &[&Row], k: f64) {
 }
 
 /// The transformed outcome of a row: its expectation given the features is
-/// the uplift, when `treated_share` of the rows were treated at random.
-fn transformed_outcome(r: &Row, treated_share: f64) -> f64 {
+/// the uplift, when the row was treated with probability `treatment`.
+fn transformed_outcome(r: &Row, treatment: f64) -> f64 {
     let y = f64::from(u8::from(r.converted));
     if r.treated {
-        y / treated_share
+        y / treatment
     } else {
-        -y / (1.0 - treated_share)
+        -y / (1.0 - treatment)
     }
 }
 
 /// The calibration line of predicted uplift on `rows` (each with the
-/// forest's raw uplift): least squares of the transformed outcome on the
-/// prediction, the slope kept at 0 or more (a forest that ranks backwards
-/// predicts the average uplift for everyone). Its covariance is clustered
-/// by customer: one customer's several rows are not independent.
+/// forest's raw uplift): weighted least squares of the transformed outcome
+/// (with each row's logged treatment probability) on the prediction, the
+/// slope kept at 0 or more (a forest that ranks backwards predicts the
+/// average uplift for everyone). Its covariance is clustered by customer:
+/// one customer's several rows are not independent.
 pub fn calibrate(rows: &[(&Row, f64)]) -> Calibration {
-    let n = rows.len() as f64;
-    let treated = rows.iter().filter(|(r, _)| r.treated).count() as f64;
-    if rows.is_empty() || treated == 0.0 || treated == n {
+    let treated = rows.iter().filter(|(r, _)| r.treated).count();
+    if rows.is_empty() || treated == 0 || treated == rows.len() {
         return Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] };
     }
-    let share = treated / n;
-    let z: Vec<f64> = rows.iter().map(|(r, _)| transformed_outcome(r, share)).collect();
-    let mean_z = z.iter().sum::<f64>() / n;
-    let mean_u = rows.iter().map(|(_, u)| u).sum::<f64>() / n;
+    let share = treated as f64 / rows.len() as f64;
+    let w: Vec<f64> = rows.iter().map(|(r, _)| r.assignment.weight()).collect();
+    let z: Vec<f64> =
+        rows.iter().map(|(r, _)| transformed_outcome(r, r.assignment.treatment.unwrap_or(share))).collect();
+    let n: f64 = w.iter().sum();
+    let mean_z = w.iter().zip(&z).map(|(w, z)| w * z).sum::<f64>() / n;
+    let mean_u = w.iter().zip(rows).map(|(w, (_, u))| w * u).sum::<f64>() / n;
     let (mut cov, mut var) = (0.0, 0.0);
-    for ((_, u), z) in rows.iter().zip(&z) {
-        cov += (u - mean_u) * (z - mean_z);
-        var += (u - mean_u) * (u - mean_u);
+    for ((w, (_, u)), z) in w.iter().zip(rows).zip(&z) {
+        cov += w * (u - mean_u) * (z - mean_z);
+        var += w * (u - mean_u) * (u - mean_u);
     }
     let slope = if var > 1e-12 { (cov / var).max(0.0) } else { 0.0 };
     let intercept = mean_z - slope * mean_u;
-    // Per customer: the sums of residual × (1, u) — the scores of the fit.
+    // Per customer: the sums of weight × residual × (1, u) — the scores of the fit.
     let mut scores: std::collections::BTreeMap<&str, [f64; 2]> = std::collections::BTreeMap::new();
-    for ((r, u), z) in rows.iter().zip(&z) {
-        let e = z - intercept - slope * u;
+    for ((w, (r, u)), z) in w.iter().zip(rows).zip(&z) {
+        let e = w * (z - intercept - slope * u);
         let s = scores.entry(r.customer.as_str()).or_default();
         s[0] += e;
         s[1] += e * u;
     }
     let covariance = if slope > 0.0 {
-        // (X'X)⁻¹ M (X'X)⁻¹ with X = [1, u].
-        let (s1, su, suu) = (n, mean_u * n, rows.iter().map(|(_, u)| u * u).sum::<f64>());
-        let det = s1 * suu - su * su;
-        let bread = [[suu / det, -su / det], [-su / det, s1 / det]];
+        // (X'WX)⁻¹ M (X'WX)⁻¹ with X = [1, u].
+        let su = mean_u * n;
+        let suu = w.iter().zip(rows).map(|(w, (_, u))| w * u * u).sum::<f64>();
+        let det = n * suu - su * su;
+        let bread = [[suu / det, -su / det], [-su / det, n / det]];
         let mut meat = [[0.0; 2]; 2];
         for s in scores.values() {
             for (i, row) in meat.iter_mut().enumerate() {
@@ -330,7 +347,7 @@ pub fn calibrate(rows: &[(&Row, f64)]) -> Calibration {
         let v = product(product(bread, meat), bread);
         [v[0][0], v[0][1], v[1][1]]
     } else {
-        // The line is flat: the intercept is the mean, with its clustered variance.
+        // The line is flat: the intercept is the weighted mean, with its clustered variance.
         [scores.values().map(|s| s[0] * s[0]).sum::<f64>() / (n * n), 0.0, 0.0]
     };
     Calibration { intercept, slope, covariance }
@@ -387,6 +404,7 @@ mod tests {
                     x,
                     converted: d.uniform() < p,
                     margin_minor: 0.0,
+                    assignment: Default::default(),
                 }
             })
             .collect()
@@ -450,5 +468,58 @@ mod tests {
         // The interval of the level covers the truth: within three errors.
         let (level, error) = c.apply(raw.iter().map(|(_, u)| u).sum::<f64>() / raw.len() as f64);
         assert!(error > 0.005 && error < 0.05 && (level - 0.025).abs() < 3.0 * error, "{level} ± {error}");
+    }
+
+    #[test]
+    fn logged_propensities_make_the_rows_a_model_chose_stand_for_everyone() {
+        // A model contacted everyone it liked (contact helps them +30 pp,
+        // 80 % treated) and 10 % of the others as exploration (contact
+        // harms them −20 pp, 50 % treated). Half the population is each:
+        // the true average uplift is +5 pp. The features that tell them
+        // apart are hidden, so the calibrated forest predicts the average.
+        let mut d = Draws(11);
+        let mut rows = Vec::new();
+        for i in 0..40_000 {
+            let liked = i % 2 == 0;
+            let assignment = if liked {
+                crate::Assignment { selection: 1.0, treatment: Some(0.8) }
+            } else {
+                crate::Assignment { selection: 0.1, treatment: Some(0.5) }
+            };
+            if d.uniform() >= assignment.selection {
+                continue;
+            }
+            let treated = d.uniform() < assignment.treatment.unwrap();
+            let p = match (liked, treated) {
+                (true, true) => 0.5,
+                (true, false) => 0.2,
+                (false, true) => 0.1,
+                (false, false) => 0.3,
+            };
+            rows.push(Row {
+                decision: i,
+                customer: format!("c{i}"),
+                at_ms: 0,
+                treated,
+                x: [0.0; LEN],
+                converted: d.uniform() < p,
+                margin_minor: 0.0,
+                assignment,
+            });
+        }
+        let level = |rows: &[Row]| {
+            let refs: Vec<&Row> = rows.iter().collect();
+            let forest = grow(&refs, &ForestOptions::default(), 3).unwrap();
+            let raw: Vec<(&Row, f64)> = rows.iter().map(|r| (r, forest.raw(&r.x).0 - forest.raw(&r.x).1)).collect();
+            calibrate(&raw).apply(raw[0].1).0
+        };
+        let weighted = level(&rows);
+        assert!((weighted - 0.05).abs() < 0.04, "{weighted}");
+        // Without the logged probabilities the rows describe the liked
+        // customers (and their treated share, taken as the overall one,
+        // biases the rest): the level is far off.
+        let unlogged: Vec<Row> = rows.into_iter().map(|r| Row { assignment: Default::default(), ..r }).collect();
+        let naive = level(&unlogged);
+        assert!(naive > 0.15, "{naive}");
     }
 }

@@ -39,7 +39,7 @@ use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use ndarray::{Array1, Array2};
 
-pub use dataset::Row;
+pub use dataset::{Assignment, Row};
 
 /// Why a model could not be trained.
 #[derive(Debug, thiserror::Error)]

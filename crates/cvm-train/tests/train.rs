@@ -36,6 +36,7 @@ fn rows(n: usize, seed: u64) -> Vec<Row> {
                 x,
                 converted,
                 margin_minor: if converted { 1_500.0 + rng.random_range(-200.0..200.0) } else { 0.0 },
+                assignment: Default::default(),
             }
         })
         .collect()

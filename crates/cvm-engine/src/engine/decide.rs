@@ -306,6 +306,8 @@ impl Engine {
             let decision = Decision {
                 model_version: s.model_version.clone(),
                 scores: ranking.scores.clone(),
+                selection_probability: self.selection_probability(v),
+                treatment_probability: self.treatment_probability(&best.doc.campaign_id),
                 ..ctx.unspecified(Outcome::NotIncremental, reason, best)
             };
             return Some(Outbound::Decision(decision));
@@ -497,7 +499,24 @@ impl Engine {
             model_version: model.map_or(String::new(), |m| m.label().to_owned()),
             model_features: if acted { v.vector(&ranking.customer).to_vec() } else { Vec::new() },
             reason,
+            selection_probability: self.selection_probability(v),
+            treatment_probability: self.treatment_probability(&d.doc.campaign_id),
             ..decision
         }
+    }
+
+    /// [`Decision::selection_probability`] of a candidate valued `v`.
+    fn selection_probability(&self, v: &Valuation) -> f64 {
+        if v.not_incremental {
+            self.config.models.exploration_percent / 100.0
+        } else {
+            1.0
+        }
+    }
+
+    /// [`Decision::treatment_probability`] in `campaign_id`.
+    fn treatment_probability(&self, campaign_id: &str) -> f64 {
+        let holdout = self.campaign(campaign_id).holdout_percent / 100.0;
+        (1.0 - holdout) * (1.0 - self.config.global_control_percent / 100.0)
     }
 }
