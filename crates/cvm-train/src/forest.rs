@@ -277,80 +277,109 @@ fn estimate_rates(tree: &mut Tree, rows: &[&Row], k: f64) {
     }
 }
 
-/// The transformed outcome of a row: its expectation given the features is
-/// the uplift, when the row was treated with probability `treatment`.
-fn transformed_outcome(r: &Row, treatment: f64) -> f64 {
-    let y = f64::from(u8::from(r.converted));
-    if r.treated {
-        y / treatment
-    } else {
-        -y / (1.0 - treatment)
-    }
-}
+/// Groups of validation rows the calibration line is fitted to.
+const CALIBRATION_BINS: usize = 10;
+/// Bootstrap draws of the line's covariance.
+const CALIBRATION_RESAMPLES: usize = 200;
 
 /// The calibration line of predicted uplift on `rows` (each with the
-/// forest's raw uplift): weighted least squares of the transformed outcome
-/// (with each row's logged treatment probability) on the prediction, the
-/// slope kept at 0 or more (a forest that ranks backwards predicts the
-/// average uplift for everyone). Its covariance is clustered by customer:
-/// one customer's several rows are not independent.
-pub fn calibrate(rows: &[(&Row, f64)]) -> Calibration {
+/// forest's raw uplift). The rows are cut into ten groups by prediction;
+/// in each, the observed uplift is the treated minus the held-out
+/// conversion rate, each row weighted by its selection weight over the
+/// probability of the arm it was in (its logged treatment probability, or
+/// the rows' treated share) — so a group mixing customers treated at
+/// different rates compares like with like. The line is weighted least
+/// squares of observed on predicted over the groups (groups, not rows: a
+/// few extreme predictions cannot tilt it), its slope kept at 0 or more (a
+/// forest that ranks backwards predicts the average uplift for everyone).
+/// Its covariance comes from redrawing customers, all rows of one
+/// customer together, since they are not independent.
+pub fn calibrate(rows: &[(&Row, f64)], seed: u64) -> Calibration {
     let treated = rows.iter().filter(|(r, _)| r.treated).count();
     if rows.is_empty() || treated == 0 || treated == rows.len() {
         return Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] };
     }
     let share = treated as f64 / rows.len() as f64;
-    let w: Vec<f64> = rows.iter().map(|(r, _)| r.assignment.weight()).collect();
-    let z: Vec<f64> =
-        rows.iter().map(|(r, _)| transformed_outcome(r, r.assignment.treatment.unwrap_or(share))).collect();
-    let n: f64 = w.iter().sum();
-    let mean_z = w.iter().zip(&z).map(|(w, z)| w * z).sum::<f64>() / n;
-    let mean_u = w.iter().zip(rows).map(|(w, (_, u))| w * u).sum::<f64>() / n;
-    let (mut cov, mut var) = (0.0, 0.0);
-    for ((w, (_, u)), z) in w.iter().zip(rows).zip(&z) {
-        cov += w * (u - mean_u) * (z - mean_z);
-        var += w * (u - mean_u) * (u - mean_u);
+    // Each row's group (by prediction) and its weight in its arm.
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| rows[a].1.total_cmp(&rows[b].1).then(a.cmp(&b)));
+    let mut group = vec![0usize; rows.len()];
+    for (rank, &i) in order.iter().enumerate() {
+        group[i] = rank * CALIBRATION_BINS / rows.len();
     }
-    let slope = if var > 1e-12 { (cov / var).max(0.0) } else { 0.0 };
-    let intercept = mean_z - slope * mean_u;
-    // Per customer: the sums of weight × residual × (1, u) — the scores of the fit.
-    let mut scores: std::collections::BTreeMap<&str, [f64; 2]> = std::collections::BTreeMap::new();
-    for ((w, (r, u)), z) in w.iter().zip(rows).zip(&z) {
-        let e = w * (z - intercept - slope * u);
-        let s = scores.entry(r.customer.as_str()).or_default();
-        s[0] += e;
-        s[1] += e * u;
-    }
-    let covariance = if slope > 0.0 {
-        // (X'WX)⁻¹ M (X'WX)⁻¹ with X = [1, u].
-        let su = mean_u * n;
-        let suu = w.iter().zip(rows).map(|(w, (_, u))| w * u * u).sum::<f64>();
-        let det = n * suu - su * su;
-        let bread = [[suu / det, -su / det], [-su / det, n / det]];
-        let mut meat = [[0.0; 2]; 2];
-        for s in scores.values() {
-            for (i, row) in meat.iter_mut().enumerate() {
-                for (j, m) in row.iter_mut().enumerate() {
-                    *m += s[i] * s[j];
-                }
+    let weight: Vec<f64> = rows
+        .iter()
+        .map(|(r, _)| {
+            let e = r.assignment.treatment.unwrap_or(share);
+            r.assignment.weight() / if r.treated { e } else { 1.0 - e }
+        })
+        .collect();
+    let fit = |count: &dyn Fn(usize) -> f64| {
+        // Per group: weight and conversions of each arm, weighted prediction.
+        let mut sums = [[0.0f64; 6]; CALIBRATION_BINS];
+        for (i, (r, u)) in rows.iter().enumerate() {
+            let (k, w) = (count(i), weight[i]);
+            if k == 0.0 {
+                continue;
             }
+            let s = &mut sums[group[i]];
+            let arm = if r.treated { 0 } else { 2 };
+            s[arm] += k * w;
+            s[arm + 1] += k * w * f64::from(u8::from(r.converted));
+            s[4] += k * r.assignment.weight() * u;
+            s[5] += k * r.assignment.weight();
         }
-        let product = |a: [[f64; 2]; 2], b: [[f64; 2]; 2]| {
-            let mut out = [[0.0; 2]; 2];
-            for i in 0..2 {
-                for j in 0..2 {
-                    out[i][j] = a[i][0] * b[0][j] + a[i][1] * b[1][j];
-                }
-            }
-            out
-        };
-        let v = product(product(bread, meat), bread);
-        [v[0][0], v[0][1], v[1][1]]
-    } else {
-        // The line is flat: the intercept is the weighted mean, with its clustered variance.
-        [scores.values().map(|s| s[0] * s[0]).sum::<f64>() / (n * n), 0.0, 0.0]
+        let points: Vec<(f64, f64, f64)> = sums
+            .iter()
+            .filter(|s| s[0] > 0.0 && s[2] > 0.0)
+            .map(|s| (s[4] / s[5], s[1] / s[0] - s[3] / s[2], s[5]))
+            .collect();
+        line(&points)
     };
+    let (intercept, slope) = fit(&|_| 1.0);
+    // Redraw customers: each draw counts every row of a drawn customer once
+    // per time the customer was drawn.
+    let mut customers: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let customer_of: Vec<usize> = rows
+        .iter()
+        .map(|(r, _)| {
+            let next = customers.len();
+            *customers.entry(r.customer.as_str()).or_insert(next)
+        })
+        .collect();
+    let mut draws = Draws(seed ^ 0xca11_b7a7_e5ee_d5u64);
+    let mut lines = Vec::with_capacity(CALIBRATION_RESAMPLES);
+    for _ in 0..CALIBRATION_RESAMPLES {
+        let mut times = vec![0.0f64; customers.len()];
+        for _ in 0..customers.len() {
+            times[(draws.next() % customers.len() as u64) as usize] += 1.0;
+        }
+        lines.push(fit(&|i| times[customer_of[i]]));
+    }
+    let n = lines.len() as f64;
+    let (ma, mb) = (lines.iter().map(|l| l.0).sum::<f64>() / n, lines.iter().map(|l| l.1).sum::<f64>() / n);
+    let mut covariance = [0.0; 3];
+    for (a, b) in &lines {
+        covariance[0] += (a - ma) * (a - ma) / (n - 1.0);
+        covariance[1] += (a - ma) * (b - mb) / (n - 1.0);
+        covariance[2] += (b - mb) * (b - mb) / (n - 1.0);
+    }
     Calibration { intercept, slope, covariance }
+}
+
+/// Weighted least squares of `y` on `x` over `(x, y, weight)` points, the
+/// slope kept at 0 or more (then the line is the weighted mean of `y`).
+fn line(points: &[(f64, f64, f64)]) -> (f64, f64) {
+    let total: f64 = points.iter().map(|p| p.2).sum();
+    if total <= 0.0 {
+        return (0.0, 0.0);
+    }
+    let mx = points.iter().map(|p| p.2 * p.0).sum::<f64>() / total;
+    let my = points.iter().map(|p| p.2 * p.1).sum::<f64>() / total;
+    let sxx: f64 = points.iter().map(|p| p.2 * (p.0 - mx) * (p.0 - mx)).sum();
+    let sxy: f64 = points.iter().map(|p| p.2 * (p.0 - mx) * (p.1 - my)).sum();
+    let slope = if sxx > 1e-12 { (sxy / sxx).max(0.0) } else { 0.0 };
+    (my - slope * mx, slope)
 }
 
 /// Predicted against observed uplift (treated rate − held-out rate) in
@@ -418,7 +447,7 @@ mod tests {
         assert!(forest.problems("forest").is_empty(), "{:?}", forest.problems("forest"));
         let validation = rows(4_000, 2);
         let raw: Vec<(&Row, f64)> = validation.iter().map(|r| (r, forest.raw(&r.x).0 - forest.raw(&r.x).1)).collect();
-        forest.calibration = calibrate(&raw);
+        forest.calibration = calibrate(&raw, 7);
         assert!(forest.calibration.slope > 0.5, "{:?}", forest.calibration);
         let at = |a: f64, b: f64| {
             let mut x = [0.0; LEN];
@@ -458,7 +487,7 @@ mod tests {
             })
             .collect();
         let raw: Vec<(&Row, f64)> = validation.iter().map(|r| (r, forest.raw(&r.x).0 - forest.raw(&r.x).1)).collect();
-        let c = calibrate(&raw);
+        let c = calibrate(&raw, 7);
         // The features that drove the outcomes are hidden: what the trees
         // cut on is noise, and the calibrated forest predicts about the
         // average uplift, ¼ × 40 − ¼ × 30 = 2.5 pp, for everyone.
@@ -511,7 +540,7 @@ mod tests {
             let refs: Vec<&Row> = rows.iter().collect();
             let forest = grow(&refs, &ForestOptions::default(), 3).unwrap();
             let raw: Vec<(&Row, f64)> = rows.iter().map(|r| (r, forest.raw(&r.x).0 - forest.raw(&r.x).1)).collect();
-            calibrate(&raw).apply(raw[0].1).0
+            calibrate(&raw, 7).apply(raw[0].1).0
         };
         let weighted = level(&rows);
         assert!((weighted - 0.05).abs() < 0.04, "{weighted}");

@@ -166,7 +166,7 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
                     (*r, t - c)
                 })
                 .collect();
-            forest.calibration = forest::calibrate(&raw);
+            forest.calibration = forest::calibrate(&raw, options.seed);
             Some((forest, forest::uplift_calibration(&raw, UPLIFT_BINS)))
         }
         _ => None,

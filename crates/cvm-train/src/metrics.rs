@@ -61,6 +61,7 @@ pub fn qini_curve(rows: &[UpliftRow]) -> Vec<(f64, f64)> {
     let (mut nt, mut nc, mut yt, mut yc) = (0.0, 0.0, 0.0, 0.0);
     let mut curve = vec![(0.0, 0.0)];
     let n = sorted.len();
+    let mut last_percent = 0;
     for (i, r) in sorted.iter().enumerate() {
         if r.treated {
             nt += 1.0;
@@ -70,9 +71,13 @@ pub fn qini_curve(rows: &[UpliftRow]) -> Vec<(f64, f64)> {
             yc += f64::from(u8::from(r.converted));
         }
         let at = i + 1;
-        if at * 100 / n != i * 100 / n || at == n {
+        // A point per percent of rows, never inside a group of tied scores:
+        // their order is arbitrary, so a tie counts as random targeting.
+        let tie_continues = at < n && sorted[at].score == r.score;
+        if at == n || (!tie_continues && at * 100 / n != last_percent) {
             let gain = if nc > 0.0 { yt - yc * nt / nc } else { yt };
             curve.push((at as f64 / n as f64, gain));
+            last_percent = at * 100 / n;
         }
     }
     curve
@@ -164,6 +169,10 @@ mod tests {
         let reversed: Vec<_> = rows.iter().map(|r| UpliftRow { score: -r.score, ..*r }).collect();
         assert!(qini_auuc(&reversed).0 < -0.05);
         assert!(auuc > qini);
+        // The same rows with one score for all: their order says nothing,
+        // so the ranking is worth what random targeting is.
+        let tied: Vec<_> = rows.iter().map(|r| UpliftRow { score: 0.3, ..*r }).collect();
+        assert_eq!(qini_auuc(&tied).0, 0.0);
         let calibration = calibration(&[(0.1, false), (0.1, true), (0.9, true), (0.9, true)], 2);
         assert_eq!((calibration[0].observed, calibration[1].observed), (0.5, 1.0));
     }
