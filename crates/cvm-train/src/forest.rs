@@ -347,7 +347,7 @@ pub fn calibrate(rows: &[(&Row, f64)], seed: u64) -> Calibration {
             *customers.entry(r.customer.as_str()).or_insert(next)
         })
         .collect();
-    let mut draws = Draws(seed ^ 0xca11_b7a7_e5ee_d5u64);
+    let mut draws = Draws(seed ^ 0x00ca_11b7_a7e5_eed5_u64);
     let mut lines = Vec::with_capacity(CALIBRATION_RESAMPLES);
     for _ in 0..CALIBRATION_RESAMPLES {
         let mut times = vec![0.0f64; customers.len()];
