@@ -2,12 +2,19 @@
 //! bought, summed so that uplift and its confidence interval can be computed
 //! at any moment without keeping per-customer data.
 //!
-//! The unit is an *episode*: a customer's first decision of a campaign opens
-//! one, in the group the decision put them in (treated, campaign holdout or
-//! global control), and it lasts the campaign's attribution window. Every
-//! purchase inside an open episode adds to it. Later decisions of the same
-//! campaign inside the window do not open another, so treated and control
-//! episodes have the same length whatever the caps did.
+//! The unit is the *customer*: a customer's first decision of a campaign
+//! opens their one episode of it, in the group the decision put them in
+//! (treated, campaign holdout or global control), and it lasts the
+//! campaign's attribution window. Every purchase inside it adds to it. Later
+//! decisions of the campaign open no other episode, inside the window or
+//! after it. This is the estimand the report states: the effect of being
+//! assigned to the campaign, over the window after the first decision
+//! (intention to treat). Counting an episode per window instead compares
+//! unlike groups: a held-out customer uses no cap slot and is never
+//! fatigued, so they are decided again and again, and customers who are
+//! decided often differ from the rest in what they would buy anyway. One
+//! episode per customer also keeps the report's per-customer variances
+//! right: a customer's several windows are not independent.
 //!
 //! Control customers are decided like treated ones up to the very last
 //! step: eligibility, caps and quiet hours all apply, and only then does the
@@ -24,7 +31,7 @@
 //! they are in the global control group, over all their purchases.
 
 use crate::{
-    profile::{Exposure, Profile, Totals, MAX_EXPOSURES},
+    profile::{contact_hash, Exposure, Profile, Totals, MAX_ASSIGNED, MAX_EXPOSURES},
     time::DAY_MS,
     StateTxn, StoreError,
 };
@@ -54,8 +61,9 @@ pub(crate) fn new_customer(
     txn.add_stats(partition, key(PROGRAMME, group, at_ms), &Stats { customers: 1, ..Stats::default() })
 }
 
-/// Opens an episode of `campaign_id` in `group` at `now_ms`, unless one is
-/// open already; closed episodes are forgotten.
+/// Opens the customer's episode of `campaign_id` in `group` at `now_ms`,
+/// unless they had one already; closed episodes are forgotten (the
+/// campaign is remembered in [`Profile::assigned`]).
 pub(crate) fn expose(
     txn: &mut impl StateTxn,
     partition: u32,
@@ -66,8 +74,15 @@ pub(crate) fn expose(
     window_ms: i64,
 ) -> Result<(), StoreError> {
     profile.exposures.retain(|e| e.until_ms > now_ms);
-    if profile.exposures.iter().any(|e| e.campaign_id == campaign_id && e.start_ms <= now_ms) {
+    let campaign = contact_hash(campaign_id);
+    if profile.assigned.contains(&campaign)
+        || profile.exposures.iter().any(|e| e.campaign_id == campaign_id && e.start_ms <= now_ms)
+    {
         return Ok(());
+    }
+    profile.assigned.push(campaign);
+    if profile.assigned.len() > MAX_ASSIGNED {
+        profile.assigned.remove(0);
     }
     profile.exposures.push(Exposure {
         campaign_id: campaign_id.to_owned(),
@@ -119,6 +134,28 @@ pub(crate) fn purchase(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_customer_has_one_episode_per_campaign_however_often_decided() {
+        let mut txn = crate::MemoryState::default();
+        let mut profile = Profile::default();
+        let window = 7 * DAY_MS;
+        expose(&mut txn, 0, &mut profile, "c", Group::CampaignControl, DAY_MS, window).unwrap();
+        // Decided again inside the window, and long after it: no new episode.
+        expose(&mut txn, 0, &mut profile, "c", Group::CampaignControl, 2 * DAY_MS, window).unwrap();
+        expose(&mut txn, 0, &mut profile, "c", Group::CampaignControl, 30 * DAY_MS, window).unwrap();
+        expose(&mut txn, 0, &mut profile, "other", Group::Treated, 30 * DAY_MS, window).unwrap();
+        let stats = txn.stats();
+        let customers = |campaign: &str, group, day: i64| {
+            let key = key(campaign, group, day * DAY_MS);
+            stats.iter().find(|(k, _)| *k == key).map_or(0, |(_, s)| s.customers)
+        };
+        assert_eq!(customers("c", Group::CampaignControl, 1), 1);
+        assert_eq!(customers("c", Group::CampaignControl, 2) + customers("c", Group::CampaignControl, 30), 0);
+        assert_eq!(customers("other", Group::Treated, 30), 1);
+        assert_eq!(profile.exposures.len(), 1, "the first episode closed; the other campaign's is open");
+        assert_eq!(profile.assigned, [contact_hash("c"), contact_hash("other")]);
+    }
 
     #[test]
     fn sums_of_squares_are_additive_per_episode() {

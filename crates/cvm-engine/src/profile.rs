@@ -26,7 +26,11 @@ pub const MAX_DEVICES: usize = 8;
 /// Half-life of category affinity, in days.
 const AFFINITY_HALF_LIFE_DAYS: f64 = 60.0;
 /// Encoding version written in front of every stored profile.
-const FORMAT_VERSION: u8 = 4;
+const FORMAT_VERSION: u8 = 5;
+/// The previous version, still read: it lacks [`Profile::assigned`].
+const FORMAT_VERSION_WITHOUT_ASSIGNED: u8 = 4;
+/// Campaigns remembered per customer in [`Profile::assigned`].
+pub const MAX_ASSIGNED: usize = 256;
 /// Half-life of the engagement counters, in days.
 const ENGAGEMENT_HALF_LIFE_DAYS: f64 = 30.0;
 /// [`Contact::decile`] of a contact no model scored.
@@ -279,6 +283,10 @@ pub struct Profile {
     pub devices: Vec<String>,
     /// Decayed app engagement counts.
     pub engagement: Engagement,
+    /// [`contact_hash`]es of the campaigns the customer has had an
+    /// attribution episode of, oldest first (at most [`MAX_ASSIGNED`]): a
+    /// customer counts once per campaign in its report.
+    pub assigned: Vec<u64>,
 }
 
 fn day_of(ms: i64) -> i32 {
@@ -298,6 +306,13 @@ impl Profile {
         match bytes.split_first() {
             Some((&FORMAT_VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt { what: "profile", detail: e.to_string() })
+            }
+            Some((&FORMAT_VERSION_WITHOUT_ASSIGNED, rest)) => {
+                // Postcard writes fields in order, so the old bytes followed
+                // by an empty list (a zero length) are the new profile.
+                let mut bytes = rest.to_vec();
+                bytes.push(0);
+                postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt { what: "profile", detail: e.to_string() })
             }
             Some((v, _)) => Err(StoreError::Corrupt { what: "profile", detail: format!("unknown format version {v}") }),
             None => Err(StoreError::Corrupt { what: "profile", detail: "empty record".into() }),
@@ -690,6 +705,14 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = 99;
         assert!(matches!(Profile::decode(&bad), Err(StoreError::Corrupt { .. })));
+        // A profile stored by the previous version (no `assigned` at the
+        // end) still reads, with no campaign assigned.
+        assert_eq!(bytes.last(), Some(&0), "an empty `assigned` is one zero byte, last");
+        let mut old = bytes[..bytes.len() - 1].to_vec();
+        old[0] = FORMAT_VERSION_WITHOUT_ASSIGNED;
+        assert_eq!(Profile::decode(&old).unwrap(), p);
+        p.assigned.push(contact_hash("c"));
+        assert_eq!(Profile::decode(&p.encode()).unwrap(), p);
     }
 
     #[test]
