@@ -20,12 +20,17 @@ use cvm_synth::{Effect, Responder, Retailer, RetailerConfig};
 const REAL: Effect = Effect { probability: 0.3, price_minor: 8_000, cost_minor: 4_000 };
 
 fn sweep_offer(id: &str, campaign: &str) -> OfferDefinition {
+    offer(id, campaign, "{ kind: sweep }")
+}
+
+/// An offer of `campaign` on both channels, with a 10 % discount.
+fn offer(id: &str, campaign: &str, trigger: &str) -> OfferDefinition {
     let doc = format!(
         r#"
 id: {id}
 version: 1
 campaign_id: {campaign}
-trigger: {{ kind: sweep }}
+trigger: {trigger}
 channels:
   push: {{ title: "For you", body: "{{{{discount}}}} off" }}
   stories: {{ template: t, call_to_action: "Shop" }}
@@ -158,28 +163,11 @@ fn the_interval_covers_the_truth_in_most_runs() {
     assert!(misses <= 2, "{misses} of 10 intervals missed the true uplift");
 }
 
-/// An offer sent on app opens, on both channels: decided again at every
-/// open, so the contact policy's caps and fatigue decide how often.
-fn app_open_offer(id: &str, campaign: &str) -> OfferDefinition {
-    let doc = format!(
-        r#"
-id: {id}
-version: 1
-campaign_id: {campaign}
-trigger: {{ kind: event, event: app_open }}
-channels:
-  push: {{ title: "Welcome back", body: "{{{{discount}}}} off" }}
-  stories: {{ template: t, call_to_action: "Shop" }}
-reward: {{ percent: 10 }}
-economics: {{ margin_per_redemption_minor: 500, contact_cost_minor: 2 }}
-"#
-    );
-    OfferDefinition::parse(id, doc.as_bytes()).unwrap()
-}
-
 #[test]
 fn an_app_open_campaign_counts_each_customer_once_and_without_effect_is_not_flagged() {
-    // Treated customers use cap slots and tire of pushes; held-out customers
+    // An offer sent on app opens is decided again at every open: the
+    // contact policy's caps and fatigue decide how often. Treated
+    // customers use cap slots and tire of pushes; held-out customers
     // do neither, so they are decided again at every open. Counting a
     // window per decision compared frequent app users in the holdout with
     // everyone in treatment; one episode per customer compares like with
@@ -188,7 +176,8 @@ fn an_app_open_campaign_counts_each_customer_once_and_without_effect_is_not_flag
     let mut flagged = Vec::new();
     for seed in 1..=10 {
         let config = RetailerConfig { seed, customers: 2_500, days: 30, ..Default::default() };
-        let catalog = Catalog::new([app_open_offer("open-offer", "open")]).with_document(campaign("open"));
+        let catalog = Catalog::new([offer("open-offer", "open", "{ kind: event, event: app_open }")])
+            .with_document(campaign("open"));
         let engine = Engine::new(EngineConfig { global_control_percent: 0.0, ..Default::default() }, catalog);
         let mut world = World {
             driver: Driver::replay(engine),

@@ -196,15 +196,7 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         control,
         forest: forest.as_ref().map(|(f, _)| f.clone()),
         value,
-        metrics: Metrics {
-            auc: 0.0,
-            qini: None,
-            qini_interval: None,
-            auuc: None,
-            calibration: Vec::new(),
-            uplift_calibration: Vec::new(),
-            uplift_calibration_raw: Vec::new(),
-        },
+        metrics: Metrics::default(),
         force: false,
         reference: Vec::new(),
     });

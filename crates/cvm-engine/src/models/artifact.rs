@@ -81,7 +81,7 @@ pub struct CalibrationBin {
 }
 
 /// Quality on the validation period.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
     /// Area under the ROC curve of the propensity (treated) model.
@@ -203,15 +203,7 @@ impl ModelArtifact {
             control: control.map(|c| Linear { intercept: c, weights: zeros.clone() }),
             forest: None,
             value: Linear { intercept: value_minor, weights: zeros },
-            metrics: Metrics {
-                auc: 0.5,
-                qini: None,
-                qini_interval: None,
-                auuc: None,
-                calibration: Vec::new(),
-                uplift_calibration: Vec::new(),
-                uplift_calibration_raw: Vec::new(),
-            },
+            metrics: Metrics { auc: 0.5, ..Metrics::default() },
             reference: Vec::new(),
             // Hand-made: nothing was validated.
             force: true,

@@ -566,15 +566,11 @@ pub(crate) mod tests {
         let never = Profile::default();
         let f = Features::compute(&never, EventFacts::default(), 400 * crate::time::DAY_MS);
         let customer = Customer::of(&f);
-        let rules = || crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
-        let v = value(
-            &offer,
-            &f,
-            &customer,
-            offer.discount(0),
-            rules,
-            Scorer::Model { model: &model, lower_bound_z: 1.645 },
-        );
+        let value_by = |model: &Model| {
+            let rules = || crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
+            value(&offer, &f, &customer, offer.discount(0), rules, Scorer::Model { model, lower_bound_z: 1.645 })
+        };
+        let v = value_by(&model);
         let score = v.score(&offer, Some(&model), &customer);
         assert_eq!(score.source, "uplift");
         assert!(score.uplift > 0.3 && !v.not_incremental, "{score:?}");
@@ -594,16 +590,7 @@ pub(crate) mod tests {
         // itself; 40 % off does not add enough response to pay its cost.
         let mut rich = artifact(&offer.doc.id);
         rich.value.intercept = 10_000.0;
-        let rich = Model::new(rich);
-        let rules = || crate::score::score(&offer, &f, &offer.discount(0), f.now_ms());
-        let v = value(
-            &offer,
-            &f,
-            &customer,
-            offer.discount(0),
-            rules,
-            Scorer::Model { model: &rich, lower_bound_z: 1.645 },
-        );
+        let v = value_by(&Model::new(rich));
         assert_eq!(v.discount.percent, 15, "{:?}", v.discount);
     }
 }
