@@ -228,6 +228,85 @@ impl Forest {
     }
 }
 
+/// A checked forest laid out for scoring: every tree's nodes in one array
+/// of 16-byte steps, a cut's two children side by side. The artifact's
+/// nodes (56 bytes, children anywhere) are for reading and checking; this
+/// is for the hot path, where a candidate walks every tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Walker {
+    steps: Vec<Step>,
+    /// Each tree's root step.
+    roots: Vec<u32>,
+    /// Control rates of the leaves, by [`Step::next`] of a leaf.
+    controls: Vec<f64>,
+    calibration: Calibration,
+}
+
+/// A cut (`x[feature] <= value` goes to `next`, else `next + 1`) or a leaf
+/// (`feature` = [`Step::LEAF`], `value` its treated rate, `next` its control rate's index).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Step {
+    value: f64,
+    next: u32,
+    feature: u16,
+}
+
+impl Step {
+    const LEAF: u16 = u16::MAX;
+}
+
+impl Walker {
+    /// Lays out a forest that passed [`Forest::problems`].
+    pub fn new(forest: &Forest) -> Self {
+        let mut w =
+            Walker { steps: Vec::new(), roots: Vec::new(), controls: Vec::new(), calibration: forest.calibration };
+        for tree in &forest.trees {
+            w.roots.push(w.steps.len() as u32);
+            // (node in the tree, its step), breadth first.
+            let mut queue = std::collections::VecDeque::from([(0usize, w.steps.len())]);
+            w.steps.push(Step { value: 0.0, next: 0, feature: Step::LEAF });
+            while let Some((node, at)) = queue.pop_front() {
+                let n = &tree.nodes[node];
+                w.steps[at] = match &n.split {
+                    Some(s) => {
+                        let children = w.steps.len();
+                        w.steps.push(Step { value: 0.0, next: 0, feature: Step::LEAF });
+                        w.steps.push(Step { value: 0.0, next: 0, feature: Step::LEAF });
+                        queue.push_back((s.left, children));
+                        queue.push_back((s.right, children + 1));
+                        Step { value: s.threshold, next: children as u32, feature: s.feature as u16 }
+                    }
+                    None => {
+                        w.controls.push(n.control);
+                        Step { value: n.treated, next: (w.controls.len() - 1) as u32, feature: Step::LEAF }
+                    }
+                };
+            }
+        }
+        w
+    }
+
+    /// [`Forest::predict_with_error`], the same numbers.
+    #[inline]
+    pub fn predict_with_error(&self, x: &Vector) -> (f64, f64, f64) {
+        let (mut t, mut c) = (0.0, 0.0);
+        for &root in &self.roots {
+            let mut step = self.steps[root as usize];
+            while step.feature != Step::LEAF {
+                // As the artifact's trees: `<=` goes left (a NaN goes right).
+                let right = if x[usize::from(step.feature)] <= step.value { 0 } else { 1 };
+                step = self.steps[(step.next + right) as usize];
+            }
+            t += step.value;
+            c += self.controls[step.next as usize];
+        }
+        let n = self.roots.len().max(1) as f64;
+        let (t, c) = (t / n, c / n);
+        let (uplift, error) = self.calibration.apply(t - c);
+        ((c + uplift).clamp(0.0, 1.0), c, error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +347,36 @@ mod tests {
         let (_, _, error) = halved.predict_with_error(&x);
         assert!((error - (0.01f64 + 0.04 * 0.04).sqrt()).abs() < 1e-12, "{error}");
         assert_eq!(f.features_used(), vec![(FEATURES[2].0, 1)]);
+    }
+
+    #[test]
+    fn the_walker_predicts_what_the_forest_does() {
+        // Two trees, the second cutting twice; children listed out of order.
+        let mut f = forest();
+        let nodes = vec![
+            Node { treated: 0.3, control: 0.2, split: Some(Split { feature: 0, threshold: 0.5, left: 3, right: 1 }) },
+            Node { treated: 0.4, control: 0.1, split: Some(Split { feature: 1, threshold: -1.0, left: 2, right: 4 }) },
+            leaf(0.9, 0.05),
+            leaf(0.1, 0.3),
+            leaf(0.35, 0.35),
+        ];
+        f.trees.push(Tree { nodes });
+        f.calibration = Calibration { intercept: 0.01, slope: 1.2, covariance: [0.001, 0.0001, 0.01] };
+        assert!(f.problems("f").is_empty(), "{:?}", f.problems("f"));
+        let walker = Walker::new(&f);
+        let cases = [
+            (0.0, 0.0, 0.0),
+            (1.0, -2.0, 1.0),
+            (1.0, 0.0, 2.0),
+            (0.5, -1.0, 0.5),
+            (0.7, 3.0, -1.0),
+            (f64::NAN, 0.0, 9.0),
+        ];
+        for (a, b, c) in cases {
+            let mut x = [0.0; LEN];
+            (x[0], x[1], x[2]) = (a, b, c);
+            assert_eq!(walker.predict_with_error(&x), f.predict_with_error(&x), "{a} {b} {c}");
+        }
     }
 
     #[test]

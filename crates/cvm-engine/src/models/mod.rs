@@ -122,6 +122,8 @@ pub struct Model {
     /// precision with a zero fourth lane, so that a feature's products are
     /// one SIMD multiplication: [`Model::log_odds_and_value`].
     fused: [[f32; 4]; vector::LEN],
+    /// The artifact's forest laid out for scoring.
+    walker: Option<forest::Walker>,
     /// For each reference series: the vector slot it watches (`None` = the score).
     series: Vec<Option<usize>>,
     monitor: DriftMonitor,
@@ -147,6 +149,7 @@ impl Model {
             *f = weights.map(|w| w as f32);
         }
         Self {
+            walker: artifact.forest.as_ref().map(forest::Walker::new),
             label: artifact.label(),
             treated,
             control,
@@ -175,8 +178,8 @@ impl Model {
 
     /// Conversion probability when contacted, and when not (uplift models).
     pub fn predict(&self, x: &Vector) -> (f64, Option<f64>) {
-        if let Some(forest) = &self.artifact.forest {
-            let (p_t, p_c) = forest.predict(x);
+        if let Some(walker) = &self.walker {
+            let (p_t, p_c, _) = walker.predict_with_error(x);
             return (p_t, Some(p_c));
         }
         (sigmoid(self.treated.predict(x)), self.control.as_ref().map(|c| sigmoid(c.predict(x))))
@@ -474,10 +477,10 @@ pub fn value(
             let mut best: Option<(f64, f64, u32, f64, Option<f64>)> = None;
             for &step in steps {
                 let shift = f64::from(step) - first;
-                let (p_t, p_c, error) = match &model.artifact.forest {
-                    Some(forest) => {
+                let (p_t, p_c, error) = match &model.walker {
+                    Some(walker) => {
                         part[vector::OFFER_SLOTS - 1] = f64::from(step);
-                        let (p_t, p_c, error) = forest.predict_with_error(&vector::complete(&customer.vector, &part));
+                        let (p_t, p_c, error) = walker.predict_with_error(&vector::complete(&customer.vector, &part));
                         (p_t, Some(p_c), error)
                     }
                     None => (sigmoid(t0 + t_slope * shift), c0.map(|c| sigmoid(c + c_slope * shift)), 0.0),
