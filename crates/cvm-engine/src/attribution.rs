@@ -75,6 +75,8 @@ pub(crate) fn expose(
 ) -> Result<(), StoreError> {
     profile.exposures.retain(|e| e.until_ms > now_ms);
     let campaign = contact_hash(campaign_id);
+    // The open-episode check covers profiles stored before `assigned`
+    // existed, and campaigns pushed out of its bounded list.
     if profile.assigned.contains(&campaign)
         || profile.exposures.iter().any(|e| e.campaign_id == campaign_id && e.start_ms <= now_ms)
     {

@@ -2,9 +2,9 @@
 //! and how the engine uses them).
 //!
 //! Each tree cuts directly for uplift: at every node, the cut whose two
-//! sides differ most in uplift (treated minus held-out conversion rate),
-//! weighted by their sizes — whatever combination of features it takes to
-//! get there. Each tree chooses its cuts on half of the customers (a new
+//! sides differ most in uplift (treated minus held-out conversion rate)
+//! relative to that difference's standard error — whatever combination of
+//! features it takes to get there. Each tree chooses its cuts on half of the customers (a new
 //! half per tree) and a random subset of the features, then estimates its
 //! nodes' conversion rates on the other half, each shrunk toward its
 //! parent's: the rates are not fitted to the noise the cuts were chosen on.
@@ -25,7 +25,7 @@ use cvm_engine::models::{
     vector::LEN,
 };
 
-use crate::{Row, TrainError};
+use crate::{metrics::Draws, Row, TrainError};
 
 /// How forests are grown.
 #[derive(Debug, Clone)]
@@ -45,23 +45,6 @@ pub struct ForestOptions {
 impl Default for ForestOptions {
     fn default() -> Self {
         Self { trees: 60, max_depth: 6, min_leaf_share: 0.03, feature_share: 0.5, shrinkage: 10.0 }
-    }
-}
-
-/// A small seeded generator (splitmix64): the same seed grows the same forest.
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -150,8 +133,9 @@ type Best = Option<(f64, usize, f64)>;
 
 /// The cuts of one tree, chosen on `rows` over the `features` slots, level
 /// by level: at each node the cut that separates uplift most, by the gain
-/// `n_left × n_right / n × (uplift_left − uplift_right)²` (the spread of
-/// uplift between the two sides), with at least `min_arm` treated and
+/// `(uplift_left − uplift_right)² / (var_left + var_right)` (the squared
+/// gap over its variance, so that noise on a small side does not win),
+/// with at least `min_arm` treated and
 /// `min_arm` held-out rows on each side. One pass over the rows per
 /// feature and level, in an order sorted once: ties and all, the same rows
 /// give the same tree.
@@ -382,6 +366,16 @@ fn line(points: &[(f64, f64, f64)]) -> (f64, f64) {
     (my - slope * mx, slope)
 }
 
+/// Each row with the forest's uncalibrated uplift at its features.
+pub fn raw_uplifts<'r>(forest: &Forest, rows: &[&'r Row]) -> Vec<(&'r Row, f64)> {
+    rows.iter()
+        .map(|r| {
+            let (t, c) = forest.raw(&r.x);
+            (*r, t - c)
+        })
+        .collect()
+}
+
 /// Predicted against observed uplift (treated rate − held-out rate) in
 /// `bins` equal groups of rows by predicted uplift.
 pub fn uplift_calibration(rows: &[(&Row, f64)], bins: usize) -> Vec<CalibrationBin> {
@@ -446,7 +440,7 @@ mod tests {
         let mut forest = grow(&refs, &ForestOptions::default(), 7).unwrap();
         assert!(forest.problems("forest").is_empty(), "{:?}", forest.problems("forest"));
         let validation = rows(4_000, 2);
-        let raw: Vec<(&Row, f64)> = validation.iter().map(|r| (r, forest.raw(&r.x).0 - forest.raw(&r.x).1)).collect();
+        let raw = raw_uplifts(&forest, &validation.iter().collect::<Vec<_>>());
         forest.calibration = calibrate(&raw, 7);
         assert!(forest.calibration.slope > 0.5, "{:?}", forest.calibration);
         let at = |a: f64, b: f64| {
@@ -468,25 +462,21 @@ mod tests {
 
     #[test]
     fn a_forest_of_noise_is_calibrated_flat_at_the_average_uplift() {
-        let noise: Vec<Row> = rows(6_000, 3)
-            .into_iter()
-            .map(|mut r| {
-                r.x[0] = 0.0;
-                r.x[1] = 0.0;
-                r
-            })
-            .collect();
+        // Rows whose driving features (0 and 1) are hidden.
+        let hidden = |rows: Vec<Row>| -> Vec<Row> {
+            rows.into_iter()
+                .map(|mut r| {
+                    r.x[0] = 0.0;
+                    r.x[1] = 0.0;
+                    r
+                })
+                .collect()
+        };
+        let noise = hidden(rows(6_000, 3));
         let refs: Vec<&Row> = noise.iter().collect();
         let forest = grow(&refs, &ForestOptions::default(), 7).unwrap();
-        let validation: Vec<Row> = rows(4_000, 4)
-            .into_iter()
-            .map(|mut r| {
-                r.x[0] = 0.0;
-                r.x[1] = 0.0;
-                r
-            })
-            .collect();
-        let raw: Vec<(&Row, f64)> = validation.iter().map(|r| (r, forest.raw(&r.x).0 - forest.raw(&r.x).1)).collect();
+        let validation = hidden(rows(4_000, 4));
+        let raw = raw_uplifts(&forest, &validation.iter().collect::<Vec<_>>());
         let c = calibrate(&raw, 7);
         // The features that drove the outcomes are hidden: what the trees
         // cut on is noise, and the calibrated forest predicts about the
@@ -539,7 +529,7 @@ mod tests {
         let level = |rows: &[Row]| {
             let refs: Vec<&Row> = rows.iter().collect();
             let forest = grow(&refs, &ForestOptions::default(), 3).unwrap();
-            let raw: Vec<(&Row, f64)> = rows.iter().map(|r| (r, forest.raw(&r.x).0 - forest.raw(&r.x).1)).collect();
+            let raw = raw_uplifts(&forest, &refs);
             calibrate(&raw, 7).apply(raw[0].1).0
         };
         let weighted = level(&rows);

@@ -159,13 +159,7 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
     let forest = match (&control, &options.forest) {
         (Some(_), Some(forest_options)) => {
             let mut forest = forest::grow(&train, forest_options, options.seed)?;
-            let raw: Vec<(&Row, f64)> = validation
-                .iter()
-                .map(|r| {
-                    let (t, c) = forest.raw(&r.x);
-                    (*r, t - c)
-                })
-                .collect();
+            let raw = forest::raw_uplifts(&forest, &validation);
             forest.calibration = forest::calibrate(&raw, options.seed);
             Some((forest, forest::uplift_calibration(&raw, UPLIFT_BINS)))
         }
@@ -203,15 +197,13 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
     let predict = |r: &Row| model.predict(&r.x);
     let treated_validation: Vec<(f64, bool)> =
         validation.iter().filter(|r| r.treated).map(|r| (predict(r).0, r.converted)).collect();
-    let uplift_rows: Vec<metrics::UpliftRow> = validation
+    // Uplift models only (the metrics below are not drawn without one).
+    let predicted_uplift: Vec<(&Row, f64)> = validation.iter().map(|r| (*r, uplift_of(predict(r)))).collect();
+    let uplift_rows: Vec<metrics::UpliftRow> = predicted_uplift
         .iter()
-        .map(|r| {
-            let (p_t, p_c) = predict(r);
-            metrics::UpliftRow { score: p_t - p_c.unwrap_or(0.0), treated: r.treated, converted: r.converted }
-        })
+        .map(|(r, u)| metrics::UpliftRow { score: *u, treated: r.treated, converted: r.converted })
         .collect();
     let has_control = model.artifact().control.is_some();
-    let predicted_uplift: Vec<(&Row, f64)> = validation.iter().map(|r| (*r, uplift_of(predict(r)))).collect();
     let uplift_calibration =
         if has_control { forest::uplift_calibration(&predicted_uplift, UPLIFT_BINS) } else { Vec::new() };
     let (qini, auuc) = if has_control { metrics::qini_auuc(&uplift_rows) } else { (f64::NAN, f64::NAN) };

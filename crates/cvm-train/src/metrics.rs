@@ -42,6 +42,27 @@ pub fn calibration(rows: &[(f64, bool)], bins: usize) -> Vec<cvm_engine::models:
         .collect()
 }
 
+/// A small seeded generator (splitmix64: small, fast and good enough to
+/// draw indices): the same seed draws the same bootstrap samples and grows
+/// the same forest.
+pub(crate) struct Draws(pub(crate) u64);
+
+impl Draws {
+    /// The next 64 random bits.
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..1.
+    pub(crate) fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// A validation row for uplift metrics.
 #[derive(Debug, Clone, Copy)]
 pub struct UpliftRow {
@@ -113,20 +134,12 @@ pub fn qini_interval(rows: &[UpliftRow], customers: &[&str], resamples: usize, s
     if groups.is_empty() || resamples == 0 {
         return (f64::NAN, f64::NAN);
     }
-    let mut state = seed ^ 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        // splitmix64: small, fast and good enough to draw indices.
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut draws = Draws(seed ^ 0x2545_f491_4f6c_dd1d);
     let mut qinis: Vec<f64> = (0..resamples)
         .map(|_| {
             let mut sample = Vec::with_capacity(rows.len());
             for _ in 0..groups.len() {
-                let g = &groups[(next() % groups.len() as u64) as usize];
+                let g = &groups[(draws.next() % groups.len() as u64) as usize];
                 sample.extend(g.iter().map(|&i| rows[i]));
             }
             qini_auuc(&sample).0

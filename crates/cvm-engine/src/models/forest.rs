@@ -111,6 +111,14 @@ impl Calibration {
         let variance = va + 2.0 * raw_uplift * cov + raw_uplift * raw_uplift * vb;
         (self.intercept + self.slope * raw_uplift, variance.max(0.0).sqrt())
     }
+
+    /// Conversion probabilities (contacted, not) and the uplift's standard
+    /// error from a forest's average rates: the control rate, and that plus
+    /// the calibrated uplift, within 0..1.
+    fn probabilities(&self, treated: f64, control: f64) -> (f64, f64, f64) {
+        let (uplift, error) = self.apply(treated - control);
+        ((control + uplift).clamp(0.0, 1.0), control, error)
+    }
 }
 
 /// An ensemble of uplift trees with its calibration.
@@ -146,8 +154,7 @@ impl Forest {
     /// [`Forest::predict`] and the standard error of the uplift.
     pub fn predict_with_error(&self, x: &Vector) -> (f64, f64, f64) {
         let (t, c) = self.raw(x);
-        let (uplift, error) = self.calibration.apply(t - c);
-        ((c + uplift).clamp(0.0, 1.0), c, error)
+        self.calibration.probabilities(t, c)
     }
 
     /// Each feature's share of the calibrated uplift at `x`: along every
@@ -301,9 +308,7 @@ impl Walker {
             c += self.controls[step.next as usize];
         }
         let n = self.roots.len().max(1) as f64;
-        let (t, c) = (t / n, c / n);
-        let (uplift, error) = self.calibration.apply(t - c);
-        ((c + uplift).clamp(0.0, 1.0), c, error)
+        self.calibration.probabilities(t / n, c / n)
     }
 }
 

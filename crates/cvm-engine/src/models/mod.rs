@@ -229,14 +229,18 @@ impl Model {
     /// not for every one scored.
     pub fn contributions(&self, x: &Vector) -> Vec<Contribution> {
         let mean = &self.artifact.features.mean;
-        let mut terms = self.treated.terms(x, mean);
-        if let Some(forest) = &self.artifact.forest {
-            terms = forest.contributions(x);
-        } else if let Some(c) = &self.control {
-            for (t, c) in terms.iter_mut().zip(c.terms(x, mean)) {
-                *t -= c;
+        let terms = match (&self.artifact.forest, &self.control) {
+            (Some(forest), _) => forest.contributions(x),
+            (None, control) => {
+                let mut terms = self.treated.terms(x, mean);
+                if let Some(c) = control {
+                    for (t, c) in terms.iter_mut().zip(c.terms(x, mean)) {
+                        *t -= c;
+                    }
+                }
+                terms
             }
-        }
+        };
         let mut order: Vec<usize> = (0..terms.len()).collect();
         order.sort_by(|&a, &b| terms[b].abs().total_cmp(&terms[a].abs()).then(a.cmp(&b)));
         order
