@@ -20,6 +20,9 @@
 //! — is drained (for at most [`REVOKE_DRAIN`]), so the next owner restores
 //! everything this one decided. Messages the worker had polled for the
 //! batch it was filling are discarded (see [`Ownership::rebalances`]).
+//!
+//! Pausing (the outbox over its bound, see the ingest loop) is the
+//! worker's state, not the partition's: every assignment starts resumed.
 
 use std::{
     collections::BTreeSet,
@@ -246,6 +249,14 @@ impl Ownership {
         if let Err(e) = consumer.assign(tpl) {
             error!(error = %e, "Assign failed.");
         }
+        // librdkafka keeps a partition's pause through a revoke and a new
+        // assignment (Kafka's Java consumer does not): a partition paused
+        // when it was lost would never be fetched again once it came back.
+        // Every assignment starts resumed; a worker still over its outbox
+        // bound pauses it again before its next batch.
+        if let Err(e) = consumer.resume(tpl) {
+            error!(error = %e, "Cannot resume the assigned partitions.");
+        }
         self.gained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(numbers.iter().map(|p| *p as u32));
         self.status.owned_delta(numbers.len(), 0);
     }
@@ -295,5 +306,93 @@ impl ConsumerContext for Ownership {
             other => error!(error = ?other, "Rebalance error."),
         }
         self.rebalances.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cvm_store::StoreConfig;
+    use rdkafka::{
+        message::Message,
+        mocking::MockCluster,
+        producer::{BaseProducer, BaseRecord, Producer},
+    };
+
+    use super::*;
+
+    const INPUT: &str = "in";
+
+    fn member(
+        mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
+        dir: &std::path::Path,
+        worker: usize,
+    ) -> BaseConsumer<Ownership> {
+        let mut config = KafkaConfig { brokers: mock.bootstrap_servers(), group_id: "g".into(), ..Default::default() };
+        config.topics.changelog = "changelog".into();
+        config.consumer.insert("session.timeout.ms".into(), "6000".into());
+        config.consumer.insert("heartbeat.interval.ms".into(), "200".into());
+        let store_config = StoreConfig {
+            path: dir.join(worker.to_string()),
+            block_cache_mb: 8,
+            memtable_budget_mb: 4,
+            write_buffer_mb: 4,
+            ..Default::default()
+        };
+        let store = Store::open(&store_config).unwrap().with_changelog("changelog");
+        let stop = Arc::new(AtomicBool::new(false));
+        let ownership = Ownership::new(store, config.clone(), Arc::default(), stop, Arc::default());
+        let consumer = consumer(&config, ownership, worker).unwrap();
+        consumer.subscribe(&[INPUT]).unwrap();
+        consumer
+    }
+
+    /// Polls every consumer until `done` holds of the first one's assignment, for at most 30 s.
+    fn poll_until(consumers: &[&BaseConsumer<Ownership>], done: impl Fn(usize) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(consumers[0].assignment().map(|a| a.count()).unwrap_or(0)) {
+            assert!(Instant::now() < deadline, "no rebalance");
+            for c in consumers {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// A worker paused (its outbox over the bound) when a second member
+    /// joined; the second one leaves and the partitions come back. In
+    /// librdkafka they would come back paused, for good: the test broker's
+    /// outage in the fault suite stalled this way (tansu restarted,
+    /// rebalancing while the workers were paused).
+    #[test]
+    fn partitions_lost_while_paused_are_fetched_when_they_come_back() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic(INPUT, 2, 1).unwrap();
+        mock.create_topic("changelog", 2, 1).unwrap();
+        let producer: BaseProducer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).create().unwrap();
+        for partition in 0..2 {
+            producer
+                .send(BaseRecord::<str, str>::to(INPUT).key("k").payload("v").partition(partition))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+
+        let first = member(&mock, dir.path(), 0);
+        poll_until(&[&first], |owned| owned == 2);
+        first.pause(&first.assignment().unwrap()).unwrap();
+        let second = member(&mock, dir.path(), 1);
+        poll_until(&[&first, &second], |owned| owned == 1);
+        drop(second);
+        poll_until(&[&first], |owned| owned == 2);
+
+        let mut fetched = BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fetched.len() < 2 && Instant::now() < deadline {
+            if let Some(Ok(m)) = first.poll(Duration::from_millis(50)) {
+                fetched.insert(m.partition());
+            }
+        }
+        assert_eq!(fetched, BTreeSet::from([0, 1]), "every partition assigned again is fetched");
     }
 }
