@@ -26,9 +26,10 @@ pub const MAX_DEVICES: usize = 8;
 /// Half-life of category affinity, in days.
 const AFFINITY_HALF_LIFE_DAYS: f64 = 60.0;
 /// Encoding version written in front of every stored profile.
-const FORMAT_VERSION: u8 = 5;
-/// The previous version, still read: it lacks [`Profile::assigned`].
-const FORMAT_VERSION_WITHOUT_ASSIGNED: u8 = 4;
+const FORMAT_VERSION: u8 = 6;
+/// The oldest version still read. Each version since appended one list to
+/// the profile (4 lacks [`Profile::assigned`], 5 [`Profile::viewed`]).
+const OLDEST_FORMAT_VERSION: u8 = 4;
 /// Campaigns remembered per customer in [`Profile::assigned`].
 pub const MAX_ASSIGNED: usize = 256;
 /// Half-life of the engagement counters, in days.
@@ -287,6 +288,10 @@ pub struct Profile {
     /// attribution episode of, oldest first (at most [`MAX_ASSIGNED`]): a
     /// customer counts once per campaign in its report.
     pub assigned: Vec<u64>,
+    /// Strongest categories by decayed interest in the app — product views
+    /// and cart adds, one each — strongest first: what a customer browses
+    /// says what they like before their spend does.
+    pub viewed: Vec<CategoryAffinity>,
 }
 
 fn day_of(ms: i64) -> i32 {
@@ -307,11 +312,12 @@ impl Profile {
             Some((&FORMAT_VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| StoreError::Corrupt { what: "profile", detail: e.to_string() })
             }
-            Some((&FORMAT_VERSION_WITHOUT_ASSIGNED, rest)) => {
+            Some((&v, rest)) if (OLDEST_FORMAT_VERSION..FORMAT_VERSION).contains(&v) => {
                 // Postcard writes fields in order, so the old bytes followed
-                // by an empty list (a zero length) are the new profile.
+                // by an empty list (a zero length) per list added since are
+                // the new profile.
                 let mut bytes = rest.to_vec();
-                bytes.push(0);
+                bytes.extend(std::iter::repeat_n(0, usize::from(FORMAT_VERSION - v)));
                 postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt { what: "profile", detail: e.to_string() })
             }
             Some((v, _)) => Err(StoreError::Corrupt { what: "profile", detail: format!("unknown format version {v}") }),
@@ -343,7 +349,7 @@ impl Profile {
             revenue = revenue.saturating_add(line_revenue);
             margin =
                 margin.saturating_add(line.unit_price_minor.saturating_sub(line.unit_cost_minor).saturating_mul(q));
-            self.add_affinity(&line.category, line_revenue as f64, day);
+            add_decayed(&mut self.categories, &line.category, line_revenue as f64, day);
             self.cart.retain(|c| c.sku != line.sku);
         }
         match self.days.binary_search_by_key(&day, |d| d.day) {
@@ -360,29 +366,14 @@ impl Profile {
         Totals { orders: 1, revenue_minor: revenue, margin_minor: margin }
     }
 
-    fn add_affinity(&mut self, category: &str, spend: f64, day: i32) {
-        if category.is_empty() {
-            return;
-        }
-        for c in &mut self.categories {
-            c.score *= decay(day - c.as_of_day);
-            c.as_of_day = day;
-        }
-        match self.categories.iter_mut().find(|c| c.category == category) {
-            Some(c) => c.score += spend,
-            None => {
-                self.categories.push(CategoryAffinity { category: category.to_owned(), score: spend, as_of_day: day })
-            }
-        }
-        self.categories.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.category.cmp(&b.category)));
-        self.categories.truncate(TOP_CATEGORIES);
-    }
-
     /// Applies an app event (with its customer already resolved).
     pub fn apply_app_event(&mut self, e: &AppEvent) {
         self.touch(e.timestamp_ms);
         self.reach.has_app = true;
         self.last_app_activity_ms = Some(self.last_app_activity_ms.map_or(e.timestamp_ms, |t| t.max(e.timestamp_ms)));
+        if matches!(e.kind(), AppEventKind::ProductView | AppEventKind::AddToCart) {
+            add_decayed(&mut self.viewed, &e.category, 1.0, day_of(e.timestamp_ms));
+        }
         match e.kind() {
             AppEventKind::AddToCart if !e.sku.is_empty() => {
                 let qty = e.quantity.max(1);
@@ -559,17 +550,46 @@ impl Profile {
 
     /// Share (0..=1) of the customer's decayed spend that went to `category`.
     pub fn category_share(&self, category: &str) -> f64 {
-        let total: f64 = self.categories.iter().map(|c| c.score).sum();
-        if total <= 0.0 {
-            return 0.0;
-        }
-        self.categories.iter().find(|c| c.category == category).map_or(0.0, |c| c.score / total)
+        share_of(&self.categories, category)
+    }
+
+    /// Share (0..=1) of the customer's decayed product views and cart adds
+    /// that were in `category`.
+    pub fn viewed_share(&self, category: &str) -> f64 {
+        share_of(&self.viewed, category)
     }
 
     /// The strongest category, if any.
     pub fn favourite_category(&self) -> Option<&str> {
         self.categories.first().map(|c| c.category.as_str())
     }
+}
+
+/// Adds `amount` to `category` in a decayed top list (decaying the others
+/// to `day` first), keeping the strongest [`TOP_CATEGORIES`].
+fn add_decayed(list: &mut Vec<CategoryAffinity>, category: &str, amount: f64, day: i32) {
+    if category.is_empty() {
+        return;
+    }
+    for c in list.iter_mut() {
+        c.score *= decay(day - c.as_of_day);
+        c.as_of_day = day;
+    }
+    match list.iter_mut().find(|c| c.category == category) {
+        Some(c) => c.score += amount,
+        None => list.push(CategoryAffinity { category: category.to_owned(), score: amount, as_of_day: day }),
+    }
+    list.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.category.cmp(&b.category)));
+    list.truncate(TOP_CATEGORIES);
+}
+
+/// Share (0..=1) of a decayed top list's total that is `category`'s.
+fn share_of(list: &[CategoryAffinity], category: &str) -> f64 {
+    let total: f64 = list.iter().map(|c| c.score).sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    list.iter().find(|c| c.category == category).map_or(0.0, |c| c.score / total)
 }
 
 fn decay(days: i32) -> f64 {
@@ -705,12 +725,17 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = 99;
         assert!(matches!(Profile::decode(&bad), Err(StoreError::Corrupt { .. })));
-        // A profile stored by the previous version (no `assigned` at the
-        // end) still reads, with no campaign assigned.
-        assert_eq!(bytes.last(), Some(&0), "an empty `assigned` is one zero byte, last");
-        let mut old = bytes[..bytes.len() - 1].to_vec();
-        old[0] = FORMAT_VERSION_WITHOUT_ASSIGNED;
-        assert_eq!(Profile::decode(&old).unwrap(), p);
+        // Profiles stored by the previous versions (without `viewed`, and
+        // without `assigned` before it, at the end) still read, with those empty.
+        assert!(bytes.ends_with(&[0, 0]), "an empty list is one zero byte");
+        for (version, dropped) in [(5, 1), (4, 2)] {
+            let mut old = bytes[..bytes.len() - dropped].to_vec();
+            old[0] = version;
+            assert_eq!(Profile::decode(&old).unwrap(), p, "version {version}");
+        }
+        let mut older = bytes.clone();
+        older[0] = OLDEST_FORMAT_VERSION - 1;
+        assert!(Profile::decode(&older).is_err(), "too old to read");
         p.assigned.push(contact_hash("c"));
         assert_eq!(Profile::decode(&p.encode()).unwrap(), p);
     }

@@ -24,10 +24,14 @@
 //! targeting — the training distributions for the drift monitor, and the
 //! feature schema hash that the engine checks on load. The seed orders the
 //! rows the solvers see; the same rows and seed give the same artifact.
+//!
+//! What a challenger would earn if promoted is estimated from the same
+//! logged decisions by [`offpolicy`], with the probabilities they logged.
 
 pub mod dataset;
 pub mod forest;
 pub mod metrics;
+pub mod offpolicy;
 
 use cvm_engine::models::{
     artifact::{DataWindow, FeatureSchema, Histogram, Linear, Metrics, ModelKind},

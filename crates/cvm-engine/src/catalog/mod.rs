@@ -426,7 +426,7 @@ mod tests {
             e.errors[0].starts_with("features.hash: the model was trained on feature schema 0123456789abcdef"),
             "{e}"
         );
-        assert!(e.errors.iter().any(|x| x.starts_with("treated.weights: has 18 numbers")), "{e}");
+        assert!(e.errors.iter().any(|x| x.starts_with("treated.weights: has 19 numbers")), "{e}");
         let e = ConfigDocument::parse("model/offer/other", &good).unwrap_err();
         assert!(e.errors[0].starts_with("id: the document belongs under key \"model/offer/sushi-comeback\""), "{e}");
     }

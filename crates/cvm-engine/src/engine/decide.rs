@@ -170,7 +170,8 @@ impl Engine {
         }
         if self.in_global_control(ctx.customer_id) {
             let (best, v) = &ranking.eligible[0];
-            self.observe_drift(best, &v.vector(&ranking.customer));
+            let features = v.vector(&ranking.customer);
+            self.observe_drift(best, &features);
             let window_ms = self.campaign(&best.doc.campaign_id).window_ms;
             let campaign_id = &best.doc.campaign_id;
             attribution::expose(txn, ctx.partition, profile, campaign_id, Group::GlobalControl, ctx.now_ms, window_ms)?;
@@ -273,7 +274,8 @@ impl Engine {
         }
         if ranking.eligible.iter().all(|(_, v)| v.not_incremental) {
             let (best, v) = &ranking.eligible[0];
-            self.observe_drift(best, &v.vector(&ranking.customer));
+            let features = v.vector(&ranking.customer);
+            self.observe_drift(best, &features);
             let s = &ranking.scores[0];
             let drifted = self.catalog.model_for(best).filter(|_| v.source == Source::RulesDrift);
             let reason = if let Some(m) = drifted {
@@ -306,6 +308,8 @@ impl Engine {
             let decision = Decision {
                 model_version: s.model_version.clone(),
                 scores: ranking.scores.clone(),
+                // What a challenger would have done here is judged from these.
+                model_features: features.to_vec(),
                 selection_probability: self.selection_probability(v),
                 treatment_probability: self.treatment_probability(&best.doc.campaign_id),
                 ..ctx.unspecified(Outcome::NotIncremental, reason, best)

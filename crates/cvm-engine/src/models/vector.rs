@@ -1,7 +1,7 @@
 //! The model feature vector: one function computes it, at decision time for
-//! scoring and for the `model_features` every treated or held-out decision
-//! records, which is what `cvm train` learns from. Training and scoring
-//! therefore cannot disagree on what a feature means.
+//! scoring and for the `model_features` every treated, held-out or held-back
+//! (not incremental) decision records, which is what `cvm train` learns from.
+//! Training and scoring therefore cannot disagree on what a feature means.
 //!
 //! Counts and money are log-compressed (`ln(1 + x)`) so that a few heavy
 //! buyers do not dominate a linear model; rates are smoothed so that one
@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Every model feature: name and meaning, in vector order.
-pub const FEATURES: [(&str, &str); 19] = [
+pub const FEATURES: [(&str, &str); 20] = [
     ("recency_log_days", "ln(1 + days since the last purchase); ln(366) without one"),
     ("tenure_log_days", "ln(1 + days since first seen)"),
     ("orders_30d", "orders in the last 30 days"),
@@ -38,6 +38,10 @@ pub const FEATURES: [(&str, &str); 19] = [
     ("clv_12m_log", "ln(1 + estimated margin of the next 12 months, currency units)"),
     ("offer_category_share", "share of the customer's decayed spend in the offer's category (0 without one)"),
     ("offer_category_in_cart", "1 if a product of the offer's category is in the cart"),
+    (
+        "offer_category_viewed_share",
+        "share of the customer's decayed product views and cart adds in the offer's category",
+    ),
     ("discount_percent", "the discount offered, percent (the treatment's depth)"),
 ];
 
@@ -46,9 +50,9 @@ pub const LEN: usize = FEATURES.len();
 
 /// Slot of the discount depth, the one feature set per ladder step.
 pub const DISCOUNT_SLOT: usize = LEN - 1;
-/// The offer's part of the vector: its last three slots.
-pub const OFFER_SLOTS: usize = 3;
-const CATEGORY_SHARE_SLOT: usize = LEN - 3;
+/// The offer's part of the vector: its last four slots.
+pub const OFFER_SLOTS: usize = 4;
+const CATEGORY_SHARE_SLOT: usize = LEN - OFFER_SLOTS;
 
 /// Features the drift monitor watches besides the score: the ones that move
 /// first when the economy turns (spend, frequency, recency, engagement).
@@ -116,19 +120,22 @@ pub fn customer(features: &Features<'_>) -> Vector {
         0.0,
         0.0,
         0.0,
+        0.0,
     ]
 }
 
-/// The offer's slots for this customer: category share, category in cart,
-/// discount percent.
+/// The offer's slots for this customer: category share of spend, category
+/// in cart, category share of views, discount percent.
 pub fn offer_part(profile: &Profile, offer: &OfferDefinition, discount_percent: u32) -> [f64; OFFER_SLOTS] {
-    let (share, in_cart) = match offer.doc.category.as_deref() {
-        Some(category) => {
-            (profile.category_share(category), f64::from(u8::from(profile.cart.iter().any(|l| l.category == category))))
-        }
-        None => (0.0, 0.0),
+    let Some(category) = offer.doc.category.as_deref() else {
+        return [0.0, 0.0, 0.0, f64::from(discount_percent)];
     };
-    [share, in_cart, f64::from(discount_percent)]
+    [
+        profile.category_share(category),
+        f64::from(u8::from(profile.cart.iter().any(|l| l.category == category))),
+        profile.viewed_share(category),
+        f64::from(discount_percent),
+    ]
 }
 
 /// `customer` completed with an offer's part.

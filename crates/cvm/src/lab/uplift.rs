@@ -17,6 +17,13 @@
 //! same population: the **oracle** (contacts exactly those whose traits
 //! make a contact pay), **random** and **true propensity** targeting at the
 //! engine's volume, and **contacting everyone**.
+//!
+//! Then the same policies, and a **challenger** (the other learner, trained
+//! on the same rows), are valued the way a retailer would have to, without
+//! knowing anyone's response: off-policy, from the model sweep's logged
+//! decisions, their logged probabilities and what the customers bought in
+//! the attribution window ([`cvm_train::offpolicy`]). Each estimate, with
+//! its interval, is printed beside the value its choices really have.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -33,7 +40,8 @@ use cvm_engine::{
 use cvm_proto::v1::{Decision, Outcome};
 use cvm_synth::{Responsiveness, Retailer, RetailerConfig, Traits, World, WorldResponder};
 use cvm_train::{
-    dataset::{self, PurchaseLog, Target},
+    dataset::{self, PurchaseLog, Row, Target},
+    offpolicy::{self, PolicyValue},
     TrainOptions,
 };
 
@@ -123,6 +131,19 @@ pub struct UpliftReport {
     pub types: BTreeMap<Responsiveness, ClassCounts>,
     /// Decisions of the model sweep by outcome.
     pub outcomes: BTreeMap<String, usize>,
+    /// Off-policy estimates against the realised values.
+    pub off_policy: Vec<OffPolicyLine>,
+}
+
+/// One policy valued off-policy from the model sweep's logged decisions.
+#[derive(Debug, Clone)]
+pub struct OffPolicyLine {
+    /// The policy (as in [`UpliftReport::policies`], or `challenger`).
+    pub name: &'static str,
+    /// True expected incremental margin of its choices, minor units.
+    pub realised_minor: f64,
+    /// What the logged decisions say it earns.
+    pub estimate: PolicyValue,
 }
 
 fn is_training_customer(customer_id: &str, seed: u64) -> bool {
@@ -185,6 +206,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     // Responses wait here until event time reaches them.
     let mut pending: Vec<cvm_proto::v1::Purchase> = Vec::new();
     let mut events = retailer.peekable();
+    let mut challenger = None;
     let mut moments: Vec<i64> = sweeps.to_vec();
     moments.push(model_sweep);
     for (i, &at) in moments.iter().enumerate() {
@@ -204,6 +226,10 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
                 options.forest = None;
             }
             let mut artifact = cvm_train::train(&train_rows, &options)?;
+            let mut other = options.clone();
+            other.progress = false;
+            other.forest = if opts.linear { TrainOptions::new(Scope::Offer, "uplift-test", at).forest } else { None };
+            challenger = Some(cvm_engine::models::Model::new(cvm_train::train(&train_rows, &other)?));
             if let Some(path) = &opts.out {
                 std::fs::write(path, crate::commands::artifact_json(&artifact)?)?;
             }
@@ -228,10 +254,24 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
             decisions.push(d);
         }
     }
-    let Some(model) = driver.engine().catalog().models().first().map(|m| Arc::clone(m)) else {
+    let (Some(model), Some(challenger)) =
+        (driver.engine().catalog().models().first().map(|m| Arc::clone(m)), challenger)
+    else {
         anyhow::bail!("no model was trained");
     };
-    Ok(judge(world, model.artifact().clone(), &judged, &traits, responder.margin_minor() as f64, opts.seed))
+    // What the model sweep's customers bought in the attribution window.
+    let window = 2 * DAY_MS;
+    apply_until(&mut driver, &mut state, &mut events, &mut pending, &mut purchases, model_sweep + window + 1)?;
+    judged.retain(|d| !is_training_customer(&d.customer_id, opts.seed));
+    let rows = dataset::rows(&judged, &mut purchases, Target::Offer("uplift-test"), window);
+    let margin = responder.margin_minor() as f64;
+    let challenger = |x: &[f64]| {
+        let mut v = [0.0; cvm_engine::models::vector::LEN];
+        v.copy_from_slice(x);
+        let (p_t, p_c) = challenger.predict(&v);
+        (p_t - p_c.unwrap_or(p_t)) * margin - CONTACT_COST > 0.0
+    };
+    Ok(judge(world, model.artifact().clone(), &judged, &rows, &challenger, &traits, margin))
 }
 
 /// A held-out customer the engine decided about.
@@ -244,16 +284,24 @@ struct Person {
     propensity: f64,
     /// The engine chose to contact them (treated or held out after the choice).
     chosen: bool,
+    /// The challenger would contact them (known where the decision logged
+    /// its features: the model scored the customer).
+    challenger: bool,
 }
 
-/// Judges the model sweep's decisions about the held-out customers.
+/// A targeting rule over the judged customers: index and person → contact.
+type PersonRule<'a> = dyn Fn(usize, &Person) -> bool + 'a;
+
+/// Judges the model sweep's decisions about the held-out customers
+/// (`judged`), on its own and off-policy from their `rows`.
 fn judge(
     world: World,
     model: cvm_engine::models::ModelArtifact,
     judged: &[Decision],
+    rows: &[Row],
+    challenger: &dyn Fn(&[f64]) -> bool,
     traits: &HashMap<String, Traits>,
     margin: f64,
-    seed: u64,
 ) -> UpliftReport {
     let mut outcomes = BTreeMap::new();
     for d in judged {
@@ -263,14 +311,16 @@ fn judge(
     let mut people: Vec<Person> = Vec::new();
     let mut classes: BTreeMap<&'static str, ClassCounts> = BTreeMap::new();
     let mut types: BTreeMap<Responsiveness, ClassCounts> = BTreeMap::new();
-    for d in judged.iter().filter(|d| d.outcome() != Outcome::Ineligible && !is_training_customer(&d.customer_id, seed))
-    {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for d in judged.iter().filter(|d| d.outcome() != Outcome::Ineligible) {
         let t = &traits[d.customer_id.as_str()];
         let (own, expected) = (world.response(t), world.expected(t));
         let value = own.uplift() * margin - CONTACT_COST;
         let expected_value = expected.uplift() * margin - CONTACT_COST;
         let chosen = chose.contains(&d.outcome());
-        people.push(Person { value, expected_value, propensity: expected.contacted, chosen });
+        let challenger = d.model_features.len() == cvm_engine::models::vector::LEN && challenger(&d.model_features);
+        index.insert(d.customer_id.as_str(), people.len());
+        people.push(Person { value, expected_value, propensity: expected.contacted, chosen, challenger });
         let predicted = d.scores.first().filter(|s| s.source == "uplift").map(|s| s.uplift);
         for counts in [
             classes.entry(class_of(expected_value, expected.uplift())).or_default(),
@@ -290,9 +340,13 @@ fn judge(
         let chosen: Vec<f64> = people.iter().filter(|p| keep(p)).map(|p| p.value).collect();
         (chosen.len(), chosen.iter().sum())
     };
-    let mut by_propensity: Vec<&Person> = people.iter().collect();
-    by_propensity.sort_by(|a, b| b.propensity.total_cmp(&a.propensity));
-    let propensity: f64 = by_propensity.iter().take(engine_volume).map(|p| p.value).sum();
+    let mut by_propensity: Vec<usize> = (0..people.len()).collect();
+    by_propensity.sort_by(|a, b| people[*b].propensity.total_cmp(&people[*a].propensity));
+    let mut top_propensity = vec![false; people.len()];
+    for &i in by_propensity.iter().take(engine_volume) {
+        top_propensity[i] = true;
+    }
+    let propensity: f64 = (0..people.len()).filter(|i| top_propensity[*i]).map(|i| people[i].value).sum();
     let everyone: f64 = people.iter().map(|p| p.value).sum();
     let mean = if people.is_empty() { 0.0 } else { everyone / people.len() as f64 };
     let (oracle_n, oracle) = total(&|p| p.expected_value > 0.0);
@@ -304,7 +358,29 @@ fn judge(
         PolicyResult { name: "propensity", contacted: engine_volume, margin_minor: propensity },
         PolicyResult { name: "everyone", contacted: people.len(), margin_minor: everyone },
     ];
-    UpliftReport { world, model, held_out: people.len(), policies, classes, types, outcomes }
+    let person = |r: &Row| index.get(r.customer.as_str()).map(|&i| (i, &people[i]));
+    let rules: [(&'static str, &PersonRule<'_>); 5] = [
+        ("engine", &|_, p| p.chosen),
+        ("challenger", &|_, p| p.challenger),
+        ("oracle", &|_, p| p.expected_value > 0.0),
+        ("propensity", &|i, _| top_propensity[i]),
+        ("everyone", &|_, _| true),
+    ];
+    let off_policy = rules
+        .iter()
+        .map(|(name, rule)| {
+            let realised_minor = people.iter().enumerate().filter(|(i, p)| rule(*i, p)).map(|(_, p)| p.value).sum();
+            let estimate = if *name == "engine" {
+                // The engine as it ran: its exploration slice selected the
+                // explored rows with their logged probability.
+                offpolicy::value(rows, CONTACT_COST, |r| r.assignment.selection)
+            } else {
+                offpolicy::value(rows, CONTACT_COST, offpolicy::rule(|r| person(r).is_some_and(|(i, p)| rule(i, p))))
+            };
+            OffPolicyLine { name, realised_minor, estimate }
+        })
+        .collect();
+    UpliftReport { world, model, held_out: people.len(), policies, classes, types, outcomes, off_policy }
 }
 
 /// Applies history events and due responses in time order up to `until_ms`.
@@ -426,6 +502,25 @@ impl UpliftReport {
         let _ = writeln!(out, "  the engine's choices by what a contact does to the customer:");
         for (name, c) in &self.classes {
             line(&mut out, name, c);
+        }
+        let _ = writeln!(
+            out,
+            "  off-policy, from the logged decisions and purchases (incr. margin / 1,000, 95 % interval) against \
+             the true value of the same choices:"
+        );
+        let per_1000 = |minor: f64| minor / self.held_out.max(1) as f64 * 1000.0 / 100.0;
+        for line in &self.off_policy {
+            let e = &line.estimate;
+            let _ = writeln!(
+                out,
+                "    {:<11} estimate {:>9.2} ({:>9.2} to {:>9.2}), true {:>9.2}{}",
+                line.name,
+                per_1000(e.increment_minor),
+                per_1000(e.low_minor),
+                per_1000(e.high_minor),
+                per_1000(line.realised_minor),
+                if e.covers(line.realised_minor) { "" } else { "  (outside the interval)" }
+            );
         }
         if self.world == World::Types {
             let _ = writeln!(out, "  by hidden type:");
