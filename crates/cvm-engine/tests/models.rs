@@ -118,7 +118,7 @@ fn a_forest_decides_by_the_customer_and_treats_only_what_pays_at_its_lower_bound
         let never = Node { treated: 0.1 + gain, control: 0.1, split: None };
         artifact.forest = Some(Forest {
             trees: vec![Tree { nodes: vec![root, recent, never] }],
-            calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0009, 0.0, 0.0] },
+            calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0009, 0.0, 0.0], floors: Vec::new() },
         });
         ConfigDocument::parse(&artifact.key(), &serde_json::to_vec(&artifact).unwrap()).unwrap()
     };

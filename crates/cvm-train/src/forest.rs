@@ -21,7 +21,7 @@
 
 use cvm_engine::models::{
     artifact::CalibrationBin,
-    forest::{Calibration, Forest, Node, Split, Tree},
+    forest::{Calibration, Floor, Forest, Node, Split, Tree},
     vector::LEN,
 };
 
@@ -69,7 +69,10 @@ pub fn grow(rows: &[&Row], options: &ForestOptions, seed: u64) -> Result<Forest,
         estimate_rates(&mut tree, &rate_rows, options.shrinkage);
         trees.push(tree);
     }
-    Ok(Forest { trees, calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] } })
+    Ok(Forest {
+        trees,
+        calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3], floors: Vec::new() },
+    })
 }
 
 /// Treated and held-out rows and conversions of a group of rows, weighted
@@ -278,10 +281,15 @@ const CALIBRATION_RESAMPLES: usize = 200;
 /// forest that ranks backwards predicts the average uplift for everyone).
 /// Its covariance comes from redrawing customers, all rows of one
 /// customer together, since they are not independent.
+///
+/// The floors: for each group, the observed uplift of that group and all
+/// groups above it (everyone predicted at least as high), with its
+/// standard error from the same redraws — what the treat rule's lower
+/// bound is held under where the line extends a slope past what was seen.
 pub fn calibrate(rows: &[(&Row, f64)], seed: u64) -> Calibration {
     let treated = rows.iter().filter(|(r, _)| r.treated).count();
     if rows.is_empty() || treated == 0 || treated == rows.len() {
-        return Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] };
+        return Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3], floors: Vec::new() };
     }
     let share = treated as f64 / rows.len() as f64;
     // Each row's group (by prediction) and its weight in its arm.
@@ -318,9 +326,20 @@ pub fn calibrate(rows: &[(&Row, f64)], seed: u64) -> Calibration {
             .filter(|s| s[0] > 0.0 && s[2] > 0.0)
             .map(|s| (s[4] / s[5], s[1] / s[0] - s[3] / s[2], s[5]))
             .collect();
-        line(&points)
+        // Each group and those above it, summed from the top.
+        let mut above = [0.0f64; 4];
+        let mut floors = [None; CALIBRATION_BINS];
+        for g in (0..CALIBRATION_BINS).rev() {
+            for k in 0..4 {
+                above[k] += sums[g][k];
+            }
+            if above[0] > 0.0 && above[2] > 0.0 {
+                floors[g] = Some(above[1] / above[0] - above[3] / above[2]);
+            }
+        }
+        (line(&points), floors)
     };
-    let (intercept, slope) = fit(&|_| 1.0);
+    let ((intercept, slope), observed) = fit(&|_| 1.0);
     // Redraw customers: each draw counts every row of a drawn customer once
     // per time the customer was drawn.
     let mut customers: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
@@ -333,12 +352,15 @@ pub fn calibrate(rows: &[(&Row, f64)], seed: u64) -> Calibration {
         .collect();
     let mut draws = Draws(seed ^ 0x00ca_11b7_a7e5_eed5_u64);
     let mut lines = Vec::with_capacity(CALIBRATION_RESAMPLES);
+    let mut redrawn_floors = Vec::with_capacity(CALIBRATION_RESAMPLES);
     for _ in 0..CALIBRATION_RESAMPLES {
         let mut times = vec![0.0f64; customers.len()];
         for _ in 0..customers.len() {
             times[(draws.next() % customers.len() as u64) as usize] += 1.0;
         }
-        lines.push(fit(&|i| times[customer_of[i]]));
+        let (line, floors) = fit(&|i| times[customer_of[i]]);
+        lines.push(line);
+        redrawn_floors.push(floors);
     }
     let n = lines.len() as f64;
     let (ma, mb) = (lines.iter().map(|l| l.0).sum::<f64>() / n, lines.iter().map(|l| l.1).sum::<f64>() / n);
@@ -348,7 +370,30 @@ pub fn calibrate(rows: &[(&Row, f64)], seed: u64) -> Calibration {
         covariance[1] += (a - ma) * (b - mb) / (n - 1.0);
         covariance[2] += (b - mb) * (b - mb) / (n - 1.0);
     }
-    Calibration { intercept, slope, covariance }
+    // Where each group starts: its lowest raw prediction.
+    let mut starts = [f64::NAN; CALIBRATION_BINS];
+    for &i in order.iter().rev() {
+        starts[group[i]] = rows[i].1;
+    }
+    let floors = (0..CALIBRATION_BINS)
+        .filter_map(|g| {
+            let uplift = observed[g]?;
+            let draws: Vec<f64> = redrawn_floors.iter().filter_map(|f| f[g]).collect();
+            let mean = draws.iter().sum::<f64>() / draws.len().max(1) as f64;
+            let variance =
+                draws.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / (draws.len() as f64 - 1.0).max(1.0);
+            Some(Floor { from: starts[g], uplift, error: variance.sqrt() })
+        })
+        .filter(|f| f.from.is_finite())
+        .fold(Vec::<Floor>::new(), |mut floors, f| {
+            // Ties of predictions can start two groups at one value: the higher group's set is the one.
+            if floors.last().is_some_and(|last| last.from >= f.from) {
+                floors.pop();
+            }
+            floors.push(f);
+            floors
+        });
+    Calibration { intercept, slope, covariance, floors }
 }
 
 /// Weighted least squares of `y` on `x` over `(x, y, weight)` points, the
@@ -431,6 +476,50 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn where_contact_helps_nobody_the_floor_holds_the_top_of_the_ranking_down() {
+        // Half harmed (−20 pp, predicted −5 pp), half indifferent with
+        // predictions spread over 0 to +6 pp that mean nothing.
+        let mut d = Draws(11);
+        let rows: Vec<Row> = (0..8_000)
+            .map(|i| {
+                let treated = d.uniform() < 0.5;
+                let harmed = i % 2 == 0;
+                let p = if harmed && treated {
+                    0.1
+                } else if harmed {
+                    0.3
+                } else {
+                    0.2
+                };
+                Row {
+                    decision: i,
+                    customer: format!("c{i}"),
+                    at_ms: 0,
+                    treated,
+                    x: [0.0; LEN],
+                    converted: d.uniform() < p,
+                    margin_minor: 0.0,
+                    assignment: Default::default(),
+                }
+            })
+            .collect();
+        let raw: Vec<(&Row, f64)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r, if i % 2 == 0 { -0.05 } else { 0.06 * (i % 100) as f64 / 100.0 }))
+            .collect();
+        let c = calibrate(&raw, 3);
+        // The line, its slope learnt from the harmed, promises the top +5 pp and more…
+        let (line, error) = c.apply(0.06);
+        assert!(c.slope > 1.0 && line - 1.645 * error > 0.02, "{c:?}");
+        // …which the customers ranked alike did not show.
+        assert!(c.lower_bound(0.06, 1.645) < 0.005, "{c:?}");
+        assert!(c.floors.windows(2).all(|w| w[0].from < w[1].from), "{c:?}");
+        // Where the harmed are, line and floor agree that contact harms.
+        assert!(c.lower_bound(-0.05, 1.645) < -0.1, "{c:?}");
     }
 
     #[test]

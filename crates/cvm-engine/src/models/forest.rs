@@ -10,6 +10,15 @@
 //! the customer falls in; a calibration line, fitted on the validation
 //! period, puts the predicted uplift right in level as well as in rank.
 //!
+//! The line is straight, and the truth need not be: where contact harms
+//! some customers and helps nobody, the line learns its slope from the
+//! harmed and extends it past zero, promising the top of the ranking an
+//! increment nobody gets. So the treat rule's lower bound is also held
+//! under a **floor**: what the validation period saw among all customers
+//! predicted at least as high, at the same number of standard errors below.
+//! A customer is contacted only if both the line and the customers ranked
+//! like them say it pays.
+//!
 //! Artifacts are input like any other: a forest is checked (node indices
 //! point forward and inside the tree, features exist, rates are
 //! probabilities, sizes are bounded) before the engine walks it, so a
@@ -23,6 +32,8 @@ use super::vector::{Vector, FEATURES, LEN};
 pub const MAX_TREES: usize = 1_000;
 /// Most nodes a tree may have.
 pub const MAX_NODES: usize = 4_096;
+/// Most floors a calibration may have.
+pub const MAX_FLOORS: usize = 64;
 
 /// A cut: rows with `x[feature] <= threshold` go left, the others right.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,7 +101,7 @@ impl Tree {
 
 /// A linear map of predicted uplift to calibrated uplift:
 /// `intercept + slope × uplift`, with the uncertainty of the line.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Calibration {
     /// Uplift at a prediction of 0.
@@ -102,6 +113,24 @@ pub struct Calibration {
     /// Zero: the line is taken as certain.
     #[serde(default)]
     pub covariance: [f64; 3],
+    /// The uplift observed on the validation period among the customers
+    /// predicted at least as high as each floor's start, ascending by start
+    /// (see the module docs). Empty: the line alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floors: Vec<Floor>,
+}
+
+/// The uplift observed among the validation customers whose raw predicted
+/// uplift was at least `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Floor {
+    /// Raw predicted uplift where it starts.
+    pub from: f64,
+    /// Treated minus held-out conversion rate of those customers.
+    pub uplift: f64,
+    /// Its standard error (clustered by customer).
+    pub error: f64,
 }
 
 impl Calibration {
@@ -112,12 +141,24 @@ impl Calibration {
         (self.intercept + self.slope * raw_uplift, variance.max(0.0).sqrt())
     }
 
-    /// Conversion probabilities (contacted, not) and the uplift's standard
-    /// error from a forest's average rates: the control rate, and that plus
-    /// the calibrated uplift, within 0..1.
-    fn probabilities(&self, treated: f64, control: f64) -> (f64, f64, f64) {
-        let (uplift, error) = self.apply(treated - control);
-        ((control + uplift).clamp(0.0, 1.0), control, error)
+    /// The calibrated uplift of a raw prediction `z` standard errors below,
+    /// held under its floor (`z` of the floor's standard errors below what
+    /// the customers predicted at least as high showed; below the first
+    /// floor's start, the first floor).
+    pub fn lower_bound(&self, raw_uplift: f64, z: f64) -> f64 {
+        let (uplift, error) = self.apply(raw_uplift);
+        let line = uplift - z * error;
+        let floor = self.floors.iter().rev().find(|f| f.from <= raw_uplift).or(self.floors.first());
+        floor.map_or(line, |f| line.min(f.uplift - z * f.error))
+    }
+
+    /// Conversion probabilities (contacted, not) and how far the uplift's
+    /// lower bound at `z` lies below it, from a forest's average rates: the
+    /// control rate, and that plus the calibrated uplift, within 0..1.
+    fn probabilities(&self, treated: f64, control: f64, z: f64) -> (f64, f64, f64) {
+        let raw = treated - control;
+        let uplift = self.apply(raw).0;
+        ((control + uplift).clamp(0.0, 1.0), control, uplift - self.lower_bound(raw, z))
     }
 }
 
@@ -147,14 +188,15 @@ impl Forest {
     /// Conversion probabilities (contacted, not) at `x`: the control rate
     /// of the leaves, and that plus the calibrated uplift, within 0..1.
     pub fn predict(&self, x: &Vector) -> (f64, f64) {
-        let (p_t, p_c, _) = self.predict_with_error(x);
+        let (p_t, p_c, _) = self.predict_with_shortfall(x, 0.0);
         (p_t, p_c)
     }
 
-    /// [`Forest::predict`] and the standard error of the uplift.
-    pub fn predict_with_error(&self, x: &Vector) -> (f64, f64, f64) {
+    /// [`Forest::predict`] and how far below the uplift its lower bound at
+    /// `z` standard errors lies ([`Calibration::lower_bound`]).
+    pub fn predict_with_shortfall(&self, x: &Vector, z: f64) -> (f64, f64, f64) {
         let (t, c) = self.raw(x);
-        self.calibration.probabilities(t, c)
+        self.calibration.probabilities(t, c, z)
     }
 
     /// Each feature's share of the calibrated uplift at `x`: along every
@@ -183,13 +225,24 @@ impl Forest {
         if self.trees.is_empty() || self.trees.len() > MAX_TREES {
             out.push(format!("{path}.trees: has {} trees; needs 1 to {MAX_TREES}", self.trees.len()));
         }
-        let c = self.calibration;
+        let c = &self.calibration;
         if !c.intercept.is_finite() || !c.slope.is_finite() || c.slope < 0.0 {
             out.push(format!("{path}.calibration: needs a finite intercept and a finite slope of 0 or more"));
         }
         let [va, cov, vb] = c.covariance;
         if ![va, cov, vb].iter().all(|v| v.is_finite()) || va < 0.0 || vb < 0.0 {
             out.push(format!("{path}.calibration.covariance: needs finite numbers and variances of 0 or more"));
+        }
+        if c.floors.len() > MAX_FLOORS {
+            out.push(format!("{path}.calibration.floors: has {}; at most {MAX_FLOORS}", c.floors.len()));
+        }
+        for (i, f) in c.floors.iter().enumerate() {
+            if ![f.from, f.uplift, f.error].iter().all(|v| v.is_finite()) || f.error < 0.0 {
+                out.push(format!("{path}.calibration.floors[{i}]: needs finite numbers and an error of 0 or more"));
+            }
+            if i > 0 && c.floors[i - 1].from >= f.from {
+                out.push(format!("{path}.calibration.floors[{i}].from: must be above the previous floor's"));
+            }
         }
         for (t, tree) in self.trees.iter().enumerate().take(MAX_TREES) {
             let at = format!("{path}.trees[{t}]");
@@ -265,8 +318,12 @@ impl Step {
 impl Walker {
     /// Lays out a forest that passed [`Forest::problems`].
     pub fn new(forest: &Forest) -> Self {
-        let mut w =
-            Walker { steps: Vec::new(), roots: Vec::new(), controls: Vec::new(), calibration: forest.calibration };
+        let mut w = Walker {
+            steps: Vec::new(),
+            roots: Vec::new(),
+            controls: Vec::new(),
+            calibration: forest.calibration.clone(),
+        };
         for tree in &forest.trees {
             w.roots.push(w.steps.len() as u32);
             // (node in the tree, its step), breadth first.
@@ -293,9 +350,9 @@ impl Walker {
         w
     }
 
-    /// [`Forest::predict_with_error`], the same numbers.
+    /// [`Forest::predict_with_shortfall`], the same numbers.
     #[inline]
-    pub fn predict_with_error(&self, x: &Vector) -> (f64, f64, f64) {
+    pub fn predict_with_shortfall(&self, x: &Vector, z: f64) -> (f64, f64, f64) {
         let (mut t, mut c) = (0.0, 0.0);
         for &root in &self.roots {
             let mut step = self.steps[root as usize];
@@ -308,7 +365,7 @@ impl Walker {
             c += self.controls[step.next as usize];
         }
         let n = self.roots.len().max(1) as f64;
-        self.calibration.probabilities(t / n, c / n)
+        self.calibration.probabilities(t / n, c / n, z)
     }
 }
 
@@ -326,7 +383,7 @@ mod tests {
             Node { treated: 0.3, control: 0.2, split: Some(Split { feature: 2, threshold: 1.0, left: 1, right: 2 }) };
         Forest {
             trees: vec![Tree { nodes: vec![root, leaf(0.5, 0.1), leaf(0.2, 0.4)] }],
-            calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3] },
+            calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [0.0; 3], floors: Vec::new() },
         }
     }
 
@@ -344,14 +401,41 @@ mod tests {
         assert!((t - 0.2).abs() < 1e-12 && (c - 0.4).abs() < 1e-12);
         // Calibration moves the level; probabilities stay within 0..1.
         let halved = Forest {
-            calibration: Calibration { intercept: -0.5, slope: 0.5, covariance: [0.01, 0.0, 0.04] },
+            calibration: Calibration { intercept: -0.5, slope: 0.5, covariance: [0.01, 0.0, 0.04], floors: Vec::new() },
             ..forest()
         };
         assert_eq!(halved.predict(&x).0, 0.0);
-        // Uplift −0.2 before calibration: variance 0.01 + 0.2² × 0.04.
-        let (_, _, error) = halved.predict_with_error(&x);
-        assert!((error - (0.01f64 + 0.04 * 0.04).sqrt()).abs() < 1e-12, "{error}");
+        // Uplift −0.2 before calibration: variance 0.01 + 0.2² × 0.04, two errors below.
+        let (_, _, shortfall) = halved.predict_with_shortfall(&x, 2.0);
+        assert!((shortfall - 2.0 * (0.01f64 + 0.04 * 0.04).sqrt()).abs() < 1e-12, "{shortfall}");
         assert_eq!(f.features_used(), vec![(FEATURES[2].0, 1)]);
+    }
+
+    #[test]
+    fn the_lower_bound_is_held_under_what_customers_ranked_alike_showed() {
+        // A line learnt from the harmed, extended past zero: +10 pp at a raw +5 pp.
+        let line = Calibration { intercept: 0.0, slope: 2.0, covariance: [0.0; 3], floors: Vec::new() };
+        assert!((line.lower_bound(0.05, 1.645) - 0.1).abs() < 1e-12);
+        // The validation period saw +1 pp (± 1 pp) among those predicted above +3 pp.
+        let floored = Calibration {
+            floors: vec![
+                Floor { from: -0.2, uplift: -0.01, error: 0.002 },
+                Floor { from: 0.03, uplift: 0.01, error: 0.01 },
+            ],
+            ..line
+        };
+        assert!((floored.lower_bound(0.05, 1.645) - (0.01 - 0.01645)).abs() < 1e-12);
+        assert!((floored.lower_bound(0.05, 0.0) - 0.01).abs() < 1e-12, "z = 0: the floor's own uplift");
+        // Below the first floor's start, the first floor; where the line is lower, the line.
+        assert!((floored.lower_bound(-0.5, 0.0) - (-1.0)).abs() < 1e-12);
+        assert!((floored.lower_bound(-0.3, 0.0) - (-0.6)).abs() < 1e-12);
+        assert!((floored.lower_bound(0.0, 0.0) - (-0.01)).abs() < 1e-12);
+        // The point prediction is the line's.
+        let f = Forest { calibration: floored, ..forest() };
+        let mut x = [0.0; LEN];
+        x[2] = 1.0;
+        let (t, c, shortfall) = f.predict_with_shortfall(&x, 0.0);
+        assert!((t - c - 0.8).abs() < 1e-12 && (shortfall - (0.8 - 0.01)).abs() < 1e-12, "{t} {c} {shortfall}");
     }
 
     #[test]
@@ -366,7 +450,15 @@ mod tests {
             leaf(0.35, 0.35),
         ];
         f.trees.push(Tree { nodes });
-        f.calibration = Calibration { intercept: 0.01, slope: 1.2, covariance: [0.001, 0.0001, 0.01] };
+        f.calibration = Calibration {
+            intercept: 0.01,
+            slope: 1.2,
+            covariance: [0.001, 0.0001, 0.01],
+            floors: vec![
+                Floor { from: -0.1, uplift: 0.02, error: 0.01 },
+                Floor { from: 0.2, uplift: 0.3, error: 0.05 },
+            ],
+        };
         assert!(f.problems("f").is_empty(), "{:?}", f.problems("f"));
         let walker = Walker::new(&f);
         let cases = [
@@ -380,7 +472,7 @@ mod tests {
         for (a, b, c) in cases {
             let mut x = [0.0; LEN];
             (x[0], x[1], x[2]) = (a, b, c);
-            assert_eq!(walker.predict_with_error(&x), f.predict_with_error(&x), "{a} {b} {c}");
+            assert_eq!(walker.predict_with_shortfall(&x, 1.645), f.predict_with_shortfall(&x, 1.645), "{a} {b} {c}");
         }
     }
 
@@ -392,6 +484,8 @@ mod tests {
         f.trees[0].nodes[0].split.as_mut().unwrap().feature = LEN;
         f.calibration.slope = f64::NAN;
         f.calibration.covariance[0] = -1.0;
+        f.calibration.floors =
+            vec![Floor { from: 0.1, uplift: 0.0, error: -1.0 }, Floor { from: 0.1, uplift: 0.0, error: 0.0 }];
         let problems = f.problems("forest");
         for expected in [
             "forest.trees[0].nodes[0].split.left: 0 must be a later node",
@@ -399,6 +493,8 @@ mod tests {
             "forest.trees[0].nodes[0].split.feature",
             "forest.calibration:",
             "forest.calibration.covariance",
+            "forest.calibration.floors[0]: needs finite numbers",
+            "forest.calibration.floors[1].from: must be above",
         ] {
             assert!(problems.iter().any(|p| p.starts_with(expected)), "{expected}: {problems:?}");
         }

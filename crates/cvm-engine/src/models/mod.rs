@@ -179,7 +179,7 @@ impl Model {
     /// Conversion probability when contacted, and when not (uplift models).
     pub fn predict(&self, x: &Vector) -> (f64, Option<f64>) {
         if let Some(walker) = &self.walker {
-            let (p_t, p_c, _) = walker.predict_with_error(x);
+            let (p_t, p_c, _) = walker.predict_with_shortfall(x, 0.0);
             return (p_t, Some(p_c));
         }
         (sigmoid(self.treated.predict(x)), self.control.as_ref().map(|c| sigmoid(c.predict(x))))
@@ -481,18 +481,19 @@ pub fn value(
             let mut best: Option<(f64, f64, u32, f64, Option<f64>)> = None;
             for &step in steps {
                 let shift = f64::from(step) - first;
-                let (p_t, p_c, error) = match &model.walker {
+                let (p_t, p_c, shortfall) = match &model.walker {
                     Some(walker) => {
                         part[vector::OFFER_SLOTS - 1] = f64::from(step);
-                        let (p_t, p_c, error) = walker.predict_with_error(&vector::complete(&customer.vector, &part));
-                        (p_t, Some(p_c), error)
+                        let x = vector::complete(&customer.vector, &part);
+                        let (p_t, p_c, shortfall) = walker.predict_with_shortfall(&x, lower_bound_z);
+                        (p_t, Some(p_c), shortfall)
                     }
                     None => (sigmoid(t0 + t_slope * shift), c0.map(|c| sigmoid(c + c_slope * shift)), 0.0),
                 };
                 let cost = basket * f64::from(step) / 100.0 + fixed;
                 let v = p_t * (margin - cost) - p_c.unwrap_or(0.0) * margin - contact_cost;
                 // The value moves by (margin − discount) per unit of uplift.
-                let v_low = v - lower_bound_z * error * (margin - cost).max(0.0);
+                let v_low = v - shortfall * (margin - cost).max(0.0);
                 if best.is_none_or(|b| v > b.0) {
                     best = Some((v, v_low, step, p_t, p_c));
                 }

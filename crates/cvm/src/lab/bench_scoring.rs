@@ -68,7 +68,10 @@ fn forest(i: usize) -> Forest {
             Tree { nodes }
         })
         .collect();
-    Forest { trees, calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [1e-4, 0.0, 1e-3] } }
+    Forest {
+        trees,
+        calibration: Calibration { intercept: 0.0, slope: 1.0, covariance: [1e-4, 0.0, 1e-3], floors: Vec::new() },
+    }
 }
 
 /// A model with pseudo-random weights, and with a forest when given one.

@@ -448,13 +448,16 @@ impl UpliftReport {
         if let Some(forest) = &self.model.forest {
             let used: Vec<String> =
                 forest.features_used().iter().take(6).map(|(name, n)| format!("{name} {n}")).collect();
-            let c = forest.calibration;
+            let c = &forest.calibration;
+            let floors: Vec<String> =
+                c.floors.iter().map(|f| format!("{:+.1}±{:.1}", f.uplift * 100.0, f.error * 100.0)).collect();
             let _ = writeln!(
                 out,
-                "  forest: {} trees, calibration {:+.3} + {:.2} × uplift; cuts on {}",
+                "  forest: {} trees, calibration {:+.3} + {:.2} × uplift, floors (pp, bottom up) {}; cuts on {}",
                 forest.trees.len(),
                 c.intercept,
                 c.slope,
+                floors.join(" "),
                 used.join(", ")
             );
         }
