@@ -14,7 +14,9 @@ for _ in $(seq 1 50); do
   (echo >/dev/tcp/127.0.0.1/$TANSU_PORT) 2>/dev/null || break
 done
 TANSU_LOG="$CVM_CACHE/tansu-$TANSU_PORT.log"
-"$TANSU" broker --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+# The group coordinator at debug (members joining, expiring, assignments):
+# what a stalled rebalance in the scale suite needs to be explained.
+RUST_LOG="${TANSU_LOG_FILTER:-warn,tansu_broker::coordinator=debug}" "$TANSU" broker --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
   --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
 TANSU_PID=$!

@@ -20,7 +20,11 @@ source scripts/tansu.sh
 echo "==> end-to-end suite against tansu"
 CVM_TANSU="$TANSU" cargo test --locked -p cvm-e2e --test e2e --test hostile --no-fail-fast
 echo "==> scale-out, kill -9 and failover against tansu (dynamic membership: tansu 0.6.0 stalls static members)"
-CVM_TANSU="$TANSU" CVM_DYNAMIC_MEMBERSHIP=1 cargo test --locked -p cvm-e2e --test scale --no-fail-fast
+# Each `cvm run` instance's log is kept beside the broker's, for a failure to be read afterwards.
+scale_logs="$CVM_CACHE/scale-logs-$TANSU_PORT"
+mkdir -p "$scale_logs"
+echo "    (instance logs: $scale_logs; broker log: $TANSU_LOG)"
+CVM_TANSU="$TANSU" CVM_DYNAMIC_MEMBERSHIP=1 CVM_KEEP_LOGS="$scale_logs" cargo test --locked -p cvm-e2e --test scale --no-fail-fast
 # The broker is not needed further; stopping it here also keeps it out of the benchmarks.
 kill "$TANSU_PID" 2>/dev/null || true
 wait "$TANSU_PID" 2>/dev/null || true
