@@ -478,6 +478,20 @@ mod tests {
             .collect()
     }
 
+    /// Row `i` of customer `c{i}`, all features 0 (the tests give it its prediction).
+    fn featureless(i: usize, treated: bool, converted: bool, assignment: crate::Assignment) -> Row {
+        Row {
+            decision: i,
+            customer: format!("c{i}"),
+            at_ms: 0,
+            treated,
+            x: [0.0; LEN],
+            converted,
+            margin_minor: 0.0,
+            assignment,
+        }
+    }
+
     #[test]
     fn where_contact_helps_nobody_the_floor_holds_the_top_of_the_ranking_down() {
         // Half harmed (−20 pp, predicted −5 pp), half indifferent with
@@ -494,16 +508,7 @@ mod tests {
                 } else {
                     0.2
                 };
-                Row {
-                    decision: i,
-                    customer: format!("c{i}"),
-                    at_ms: 0,
-                    treated,
-                    x: [0.0; LEN],
-                    converted: d.uniform() < p,
-                    margin_minor: 0.0,
-                    assignment: Default::default(),
-                }
+                featureless(i, treated, d.uniform() < p, Default::default())
             })
             .collect();
         let raw: Vec<(&Row, f64)> = rows
@@ -604,16 +609,7 @@ mod tests {
                 (false, true) => 0.1,
                 (false, false) => 0.3,
             };
-            rows.push(Row {
-                decision: i,
-                customer: format!("c{i}"),
-                at_ms: 0,
-                treated,
-                x: [0.0; LEN],
-                converted: d.uniform() < p,
-                margin_minor: 0.0,
-                assignment,
-            });
+            rows.push(featureless(i, treated, d.uniform() < p, assignment));
         }
         let level = |rows: &[Row]| {
             let refs: Vec<&Row> = rows.iter().collect();

@@ -133,20 +133,7 @@ fn estimate(rows: &[Row], contact_cost_minor: f64, weight: impl Fn(&Row) -> f64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::Assignment;
-
-    /// splitmix64: a deterministic stream of uniforms in [0, 1).
-    struct Uniforms(u64);
-
-    impl Uniforms {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
+    use crate::{dataset::Assignment, metrics::Draws};
 
     /// Customer `i`'s conversion rate without and with a contact: half are
     /// helped (+20 pp), half harmed (−10 pp), by the first feature.
@@ -168,17 +155,17 @@ mod tests {
     /// and explored the others at `explore`, with a 50 % holdout; each
     /// converts by their own rate. Returns the rows and who was helped.
     fn logged(n: usize, explore: f64, seed: u64) -> Vec<Row> {
-        let mut u = Uniforms(seed);
+        let mut u = Draws(seed);
         let mut rows = Vec::new();
         for i in 0..n {
             let helped = i % 2 == 0;
             let selection = if helped { 1.0 } else { explore };
-            if u.next() >= selection {
+            if u.uniform() >= selection {
                 continue; // held back by the model, not explored: no coin flip, no row
             }
-            let treated = u.next() < 0.5;
+            let treated = u.uniform() < 0.5;
             let (p0, p1) = rates(helped);
-            let converted = u.next() < if treated { p1 } else { p0 };
+            let converted = u.uniform() < if treated { p1 } else { p0 };
             let mut x = [0.0; cvm_engine::models::vector::LEN];
             x[0] = f64::from(u8::from(helped));
             rows.push(Row {

@@ -170,8 +170,7 @@ impl Engine {
         }
         if self.in_global_control(ctx.customer_id) {
             let (best, v) = &ranking.eligible[0];
-            let features = v.vector(&ranking.customer);
-            self.observe_drift(best, &features);
+            self.observe_drift(best, &v.vector(&ranking.customer));
             let window_ms = self.campaign(&best.doc.campaign_id).window_ms;
             let campaign_id = &best.doc.campaign_id;
             attribution::expose(txn, ctx.partition, profile, campaign_id, Group::GlobalControl, ctx.now_ms, window_ms)?;

@@ -228,7 +228,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
             let mut artifact = cvm_train::train(&train_rows, &options)?;
             let mut other = options.clone();
             other.progress = false;
-            other.forest = if opts.linear { TrainOptions::new(Scope::Offer, "uplift-test", at).forest } else { None };
+            other.forest = opts.linear.then(cvm_train::forest::ForestOptions::default);
             challenger = Some(cvm_engine::models::Model::new(cvm_train::train(&train_rows, &other)?));
             if let Some(path) = &opts.out {
                 std::fs::write(path, crate::commands::artifact_json(&artifact)?)?;
