@@ -31,6 +31,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod attribution;
+pub mod budget;
 pub mod catalog;
 pub mod driver;
 mod engine;

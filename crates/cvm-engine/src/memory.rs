@@ -8,6 +8,7 @@ use cvm_proto::v1::AppEvent;
 
 use crate::{
     attribution::{Stats, StatsKey},
+    budget::Ledger,
     driver::{ProfileScan, SweepProgress, TimerQueue},
     models::{ArmCounts, ArmKey},
     profile::Profile,
@@ -27,6 +28,7 @@ pub struct MemoryState {
     timers: BTreeMap<(u32, Vec<u8>), Timer>,
     stats: HashMap<(u32, StatsKey), Stats>,
     arms: HashMap<(u32, ArmKey), ArmCounts>,
+    budgets: HashMap<(u32, u64), Ledger>,
     /// Per partition, the earliest due time set since it was last taken.
     earliest_set: HashMap<u32, i64>,
     sweeps: HashMap<(String, u32, u32), SweepProgress>,
@@ -155,6 +157,13 @@ impl StateTxn for MemoryState {
     }
     fn add_arm(&mut self, partition: u32, key: &ArmKey, delta: ArmCounts) -> Result<(), StoreError> {
         self.arms.entry((partition, *key)).or_default().add(delta);
+        Ok(())
+    }
+    fn budget(&mut self, partition: u32, campaign: u64) -> Result<Ledger, StoreError> {
+        Ok(self.budgets.get(&(partition, campaign)).cloned().unwrap_or_default())
+    }
+    fn put_budget(&mut self, partition: u32, campaign: u64, ledger: Ledger) -> Result<(), StoreError> {
+        self.budgets.insert((partition, campaign), ledger);
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 use cvm_proto::v1::AppEvent;
 
 use crate::{
+    budget::Ledger,
     error::StoreError,
     models::{ArmCounts, ArmKey},
     profile::Profile,
@@ -58,4 +59,9 @@ pub trait StateTxn {
     fn arm(&mut self, partition: u32, key: &ArmKey) -> Result<ArmCounts, StoreError>;
     /// Adds `delta` to bandit arm `key` of `partition`.
     fn add_arm(&mut self, partition: u32, key: &ArmKey, delta: ArmCounts) -> Result<(), StoreError>;
+    /// The budget ledger of the campaign with contact hash `campaign` in
+    /// `partition` (empty when it has none).
+    fn budget(&mut self, partition: u32, campaign: u64) -> Result<Ledger, StoreError>;
+    /// Replaces that ledger.
+    fn put_budget(&mut self, partition: u32, campaign: u64, ledger: Ledger) -> Result<(), StoreError>;
 }

@@ -8,7 +8,7 @@ use cvm_proto::v1::Outcome;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
 /// Every decision outcome, in protobuf-number order (so `OUTCOMES[o as usize] == o`).
-pub const OUTCOMES: [Outcome; 10] = [
+pub const OUTCOMES: [Outcome; 11] = [
     Outcome::Unspecified,
     Outcome::Treated,
     Outcome::HoldoutGlobal,
@@ -19,6 +19,7 @@ pub const OUTCOMES: [Outcome; 10] = [
     Outcome::Deferred,
     Outcome::Suppressed,
     Outcome::NotIncremental,
+    Outcome::OverBudget,
 ];
 
 /// The `outcome` label of a decision outcome, e.g. `holdout_global`.

@@ -181,6 +181,12 @@ mod faulty {
         fn add_arm(&mut self, p: u32, k: &ArmKey, d: ArmCounts) -> Result<(), StoreError> {
             self.inner.add_arm(p, k, d)
         }
+        fn budget(&mut self, p: u32, c: u64) -> Result<cvm_engine::budget::Ledger, StoreError> {
+            self.inner.budget(p, c)
+        }
+        fn put_budget(&mut self, p: u32, c: u64, l: cvm_engine::budget::Ledger) -> Result<(), StoreError> {
+            self.inner.put_budget(p, c, l)
+        }
     }
 
     impl TimerQueue for PanicsOnWrite {

@@ -13,7 +13,7 @@ use std::{
 /// Bottom first.
 const LAYERS: &[&[&str]] = &[
     &["error", "ids", "holdout", "telemetry", "time"],
-    &["events"],
+    &["events", "budget"],
     &["validation"],
     &["profile"],
     &["features", "policy"],

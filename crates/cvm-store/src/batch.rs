@@ -8,6 +8,7 @@ use std::{
 
 use cvm_engine::{
     attribution::{Stats, StatsKey},
+    budget::Ledger,
     driver::{ClockState, ProfileScan, SweepProgress, TimerQueue},
     models::{ArmCounts, ArmKey},
     Profile, StoreError, Timer,
@@ -42,6 +43,7 @@ impl Store {
             stats: HashMap::new(),
             stats_resolved: false,
             arms: HashMap::new(),
+            budgets: HashMap::new(),
         }
     }
 }
@@ -79,6 +81,8 @@ pub struct Batch<'s> {
     pub(crate) stats_resolved: bool,
     /// Bandit arms read or written, with whether they changed.
     pub(crate) arms: HashMap<(u32, ArmKey), (ArmCounts, bool)>,
+    /// Budget ledgers written, by partition and campaign hash.
+    pub(crate) budgets: HashMap<(u32, u64), Ledger>,
 }
 
 /// A timer set or cancelled in a batch: what is committed now, and what will be.
@@ -243,6 +247,9 @@ impl Batch<'_> {
             if *changed {
                 w.put(*p, CF_ARMS, &arm_key(*p, key), &postcard::to_stdvec(counts).expect("arm serialize"));
             }
+        }
+        for ((p, campaign), ledger) in &self.budgets {
+            w.put(*p, CF_BUDGETS, &budget_key(*p, *campaign), &postcard::to_stdvec(ledger).expect("ledger serialize"));
         }
         for ((t, p), o) in &self.offsets {
             w.put(*p as u32, CF_OFFSETS, &offset_key(t, *p), &o.to_be_bytes());

@@ -33,7 +33,7 @@ const MARKER: [u8; 1] = [0xff];
 
 /// Column families in the changelog, with their codes (stable: they are
 /// the first byte of every changelog key on the broker).
-const FAMILIES: [(u8, &str); 9] = [
+const FAMILIES: [(u8, &str); 10] = [
     (1, CF_PROFILES),
     (2, CF_EVENTS),
     (3, CF_DEVICES),
@@ -43,6 +43,7 @@ const FAMILIES: [(u8, &str); 9] = [
     (7, CF_STATS),
     (8, CF_ARMS),
     (9, CF_SCANS),
+    (10, CF_BUDGETS),
 ];
 
 fn code_of(cf: &str) -> u8 {
@@ -148,7 +149,7 @@ impl Store {
         // Kafka partitions are non-negative `i32`s: `partition + 1` fits.
         let (from, to) = (partition.to_be_bytes(), partition.saturating_add(1).to_be_bytes());
         let mut wb = WriteBatch::default();
-        for cf in [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_TIMERS, CF_TIMER_INDEX, CF_STATS, CF_ARMS] {
+        for cf in [CF_PROFILES, CF_EVENTS, CF_DEVICES, CF_TIMERS, CF_TIMER_INDEX, CF_STATS, CF_ARMS, CF_BUDGETS] {
             wb.delete_range_cf(self.cf(cf), from, to);
         }
         for cf in [CF_OFFSETS, CF_SCANS] {

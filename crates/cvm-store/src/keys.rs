@@ -20,7 +20,8 @@ pub(crate) const CF_STATS: &str = "stats";
 pub(crate) const CF_ARMS: &str = "arms";
 pub(crate) const CF_SCANS: &str = "scans";
 pub(crate) const CF_PARKED: &str = "parked";
-pub(crate) const ALL_CFS: [&str; 11] = [
+pub(crate) const CF_BUDGETS: &str = "budgets";
+pub(crate) const ALL_CFS: [&str; 12] = [
     CF_PROFILES,
     CF_EVENTS,
     CF_DEVICES,
@@ -32,6 +33,7 @@ pub(crate) const ALL_CFS: [&str; 11] = [
     CF_ARMS,
     CF_SCANS,
     CF_PARKED,
+    CF_BUDGETS,
 ];
 
 pub(crate) fn arm_key(partition: u32, key: &ArmKey) -> Vec<u8> {
@@ -39,6 +41,13 @@ pub(crate) fn arm_key(partition: u32, key: &ArmKey) -> Vec<u8> {
     k.extend_from_slice(&partition.to_be_bytes());
     k.push(key.segment);
     k.extend_from_slice(&key.offer.to_be_bytes());
+    k
+}
+
+pub(crate) fn budget_key(partition: u32, campaign: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(12);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&campaign.to_be_bytes());
     k
 }
 

@@ -33,6 +33,8 @@
 //! - `stats`: `partition ‖ group ‖ day ‖ campaign` → attribution [`Stats`];
 //!   a batch sums its deltas in memory and adds them at commit
 //! - `arms`: `partition ‖ segment ‖ offer hash` → bandit [`ArmCounts`]
+//! - `budgets`: `partition ‖ campaign hash` → the campaign's daily budget
+//!   [`Ledger`](cvm_engine::budget::Ledger)
 //!
 //! With a changelog topic set, every commit also queues its changes for it,
 //! so a partition's state can be restored elsewhere (`changelog` module).

@@ -337,6 +337,10 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     b.set_sweep_progress("sweep", 1, 2, SweepProgress::After("c1".into()));
     let clock = cvm_engine::driver::ClockState { inputs: vec![Some(40), None], emitted: Some(40) };
     b.set_clock(2, clock.clone());
+    let mut ledger = cvm_engine::budget::Ledger::default().at(3 * 86_400_000);
+    ledger.observe(120.0, 3 * 86_400_000);
+    ledger.spend(40.0);
+    b.put_budget(2, 77, ledger.clone()).unwrap();
     b.commit().unwrap();
     let mut b = writer.begin();
     b.delete_profile(2, "c2").unwrap();
@@ -348,6 +352,7 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     let reader = open(&dir.path().join("b")).with_changelog("log");
     let mut b = reader.begin();
     b.put_profile(2, "stale", p.clone()).unwrap();
+    b.put_budget(2, 78, cvm_engine::budget::Ledger::default().at(1)).unwrap();
     b.put_profile(9, "kept", p.clone()).unwrap();
     b.set_next_offset("in", 2, 3);
     b.set_next_offset("in", 9, 4);
@@ -377,6 +382,10 @@ fn a_partition_restored_from_the_changelog_reads_as_the_writer_left_it() {
     assert_eq!(reader.sweep_progress("sweep", 1, 2).unwrap(), Some(SweepProgress::After("c1".into())));
     assert_eq!(reader.clock(2).unwrap(), Some(clock), "the event-time clock follows the partition");
     assert_eq!(reader.commit_number(2).unwrap(), 2, "and its commit number");
+    let mut read = reader.begin();
+    assert_eq!(read.budget(2, 77).unwrap(), ledger, "the campaign budget's ledger follows the partition");
+    assert_eq!(read.budget(2, 78).unwrap(), Default::default(), "the reader's own ledger of 2 is gone");
+    drop(read);
     assert_eq!(reader.profile(5, "other").unwrap(), None, "only partition 2 was restored");
     assert_ne!(reader.writer_id(), writer.writer_id());
 }

@@ -3,6 +3,7 @@
 
 use cvm_engine::{
     attribution::{Stats, StatsKey},
+    budget::Ledger,
     models::{ArmCounts, ArmKey},
     Profile, StateTxn, StoreError, Timer, TimerKey,
 };
@@ -166,6 +167,25 @@ impl StateTxn for Batch<'_> {
         let entry = self.arm_entry(partition, key)?;
         entry.0.add(delta);
         entry.1 = true;
+        Ok(())
+    }
+
+    fn budget(&mut self, partition: u32, campaign: u64) -> Result<Ledger, StoreError> {
+        if let Some(ledger) = self.budgets.get(&(partition, campaign)) {
+            return Ok(ledger.clone());
+        }
+        let stored =
+            self.store.db.get_pinned_cf(self.store.cf(CF_BUDGETS), budget_key(partition, campaign)).map_err(backend)?;
+        match stored {
+            Some(v) => {
+                postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt { what: "budget ledger", detail: e.to_string() })
+            }
+            None => Ok(Ledger::default()),
+        }
+    }
+
+    fn put_budget(&mut self, partition: u32, campaign: u64, ledger: Ledger) -> Result<(), StoreError> {
+        self.budgets.insert((partition, campaign), ledger);
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 //! 2. hold back what an uplift model expects not to pay, and the global
 //!    control group, before any channel is looked at;
 //! 3. per channel, best offer first, [`arbitrate`](Engine::arbitrate):
-//!    reachability and contact policy (a blocked offer yields to the next);
+//!    reachability, contact policy and the campaign's daily budget (a
+//!    blocked offer yields to the next);
 //! 4. [`treat`](Engine::treat): campaign holdout, or send — record the
 //!    contact, open the attribution episode, set the cascade timer, render.
 //!
@@ -20,6 +21,7 @@ use cvm_proto::v1::{Channel, Decision, Offer, Outcome, Score};
 use super::{Engine, Outbound};
 use crate::{
     attribution::{self, Group},
+    budget::{self, Ledger, Opportunity, Refusal, Share},
     features::{EventFacts, Features},
     holdout, ids,
     models::{self, bandit, ArmCounts, ArmKey, ColdStart, Scorer, Source, Valuation},
@@ -35,6 +37,14 @@ use crate::{
 
 /// Candidates listed in a decision.
 const SCORES_IN_DECISION: usize = 5;
+
+/// Seeds the draw that admits an exploration decision under a budget.
+const BUDGET_DRAW_SEED: u64 = 0x6275_6467_6574;
+
+/// `bits` as a uniform number in [0, 1).
+fn unit_interval(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
 
 /// Why a decision is made: what recorded decisions carry as `trigger`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +144,61 @@ struct Ranking<'c> {
     scores: Vec<Score>,
     customer: models::Customer,
     segment: u8,
+    /// The customer's typical basket, minor units: what a percent discount
+    /// is expected to cost.
+    basket_minor: f64,
+}
+
+/// The budget ledgers of the ranked campaigns that have a budget: read at
+/// the start of a decision, written back at its end.
+struct Budgets {
+    ledgers: Vec<BudgetEntry>,
+}
+
+struct BudgetEntry {
+    campaign: u64,
+    ledger: Ledger,
+    share: Share,
+    /// Of the customers the budget admits, the share sent an offer (the
+    /// rest are in the campaign holdout).
+    treated_share: f64,
+    /// Counted as an opportunity in this decision (once per campaign).
+    observed: bool,
+}
+
+impl Budgets {
+    fn entry(&mut self, d: &OfferDefinition) -> Option<&mut BudgetEntry> {
+        self.ledgers.iter_mut().find(|e| e.campaign == d.subject().campaign)
+    }
+
+    /// Whether `d`'s campaign budget admits it, valued `v`.
+    fn admit(&mut self, ctx: &Context<'_>, d: &OfferDefinition, v: &Valuation, basket: f64) -> Result<(), Refusal> {
+        let Some(e) = self.entry(d) else {
+            return Ok(());
+        };
+        let discount_minor = budget::expected_discount_minor(&v.discount, v.propensity, basket);
+        let draw = xxhash_rust::xxh3::xxh3_64_with_seed(ctx.cause.id.as_bytes(), BUDGET_DRAW_SEED);
+        let o = Opportunity { value: v.value, discount_minor, exploring: ctx.exploring, draw: unit_interval(draw) };
+        if !e.observed {
+            e.ledger.observe(o.value, ctx.now_ms);
+            e.observed = true;
+        }
+        e.ledger.check(&o, &e.share, ctx.now_ms, e.treated_share)
+    }
+
+    /// Records `d` sent, valued `v`.
+    fn spend(&mut self, d: &OfferDefinition, v: &Valuation, basket: f64) {
+        if let Some(e) = self.entry(d) {
+            e.ledger.spend(budget::expected_discount_minor(&v.discount, v.propensity, basket));
+        }
+    }
+
+    fn save(self, txn: &mut impl StateTxn, partition: u32) -> Result<(), StoreError> {
+        for e in self.ledgers.into_iter().filter(|e| e.observed) {
+            txn.put_budget(partition, e.campaign, e.ledger)?;
+        }
+        Ok(())
+    }
 }
 
 /// What the contact policy allows on one channel.
@@ -181,8 +246,9 @@ impl Engine {
         let earlier = profile.contacts.len();
         let mut emits = Vec::new();
         let mut observed = false;
+        let mut budgets = self.budgets(txn, ctx, &ranking)?;
         for (first, channel) in self.channel_order(profile, ctx, &ranking) {
-            match self.arbitrate(profile, ctx, &ranking, first, channel, earlier) {
+            match self.arbitrate(profile, ctx, &ranking, &mut budgets, first, channel, earlier) {
                 Arbitration::Withhold { candidate: (d, v), outcome, reason } => {
                     let decision = self.on_channel(ctx, channel, outcome, reason);
                     emits.push(Outbound::Decision(self.annotate(&ranking, d, v, decision)));
@@ -200,11 +266,36 @@ impl Engine {
                         self.observe_drift(best, &valuation.vector(&ranking.customer));
                         observed = true;
                     }
-                    emits.extend(self.treat(txn, profile, ctx, &ranking, best, valuation, channel)?);
+                    let treated = self.treat(txn, profile, ctx, &ranking, best, valuation, channel)?;
+                    if treated.iter().any(|o| matches!(o, Outbound::Offer(_))) {
+                        budgets.spend(best, valuation, ranking.basket_minor);
+                    }
+                    emits.extend(treated);
                 }
             }
         }
+        budgets.save(txn, ctx.partition)?;
         Ok(emits)
+    }
+
+    /// The budget ledgers of the ranked campaigns that have a budget, as of now.
+    fn budgets(&self, txn: &mut impl StateTxn, ctx: &Context<'_>, ranking: &Ranking<'_>) -> Result<Budgets, StoreError> {
+        let mut ledgers: Vec<BudgetEntry> = Vec::new();
+        for (d, _) in &ranking.eligible {
+            let campaign = d.subject().campaign;
+            let settings = self.campaign(&d.doc.campaign_id);
+            if !settings.budget.is_limited() || ledgers.iter().any(|e| e.campaign == campaign) {
+                continue;
+            }
+            ledgers.push(BudgetEntry {
+                campaign,
+                ledger: txn.budget(ctx.partition, campaign)?.at(ctx.now_ms),
+                share: settings.budget.share(ctx.partition, self.partitions),
+                treated_share: 1.0 - settings.holdout_percent / 100.0,
+                observed: false,
+            });
+        }
+        Ok(Budgets { ledgers })
     }
 
     /// The eligible candidates valued and ranked: priority (the marketers'
@@ -261,7 +352,8 @@ impl Engine {
             .take(SCORES_IN_DECISION)
             .map(|(d, v)| v.score(d, self.catalog.model_for(d).map(AsRef::as_ref), &customer))
             .collect();
-        Ok(Ok(Ranking { eligible, scores, customer, segment }))
+        let basket_minor = crate::score::typical_basket_minor(&features);
+        Ok(Ok(Ranking { eligible, scores, customer, segment, basket_minor }))
     }
 
     /// When an uplift model expects no candidate to pay (outside the
@@ -351,13 +443,16 @@ impl Engine {
     }
 
     /// The best offer from rank `first` on that `channel` reaches and the
-    /// contact policy allows; a blocked offer yields to the next. `earlier`
-    /// is the number of contacts made before this decision.
+    /// contact policy and its campaign's budget allow; a blocked offer
+    /// yields to the next. `earlier` is the number of contacts made before
+    /// this decision.
+    #[allow(clippy::too_many_arguments)]
     fn arbitrate<'r, 'c>(
         &self,
         profile: &mut Profile,
         ctx: &Context<'_>,
         ranking: &'r Ranking<'c>,
+        budgets: &mut Budgets,
         first: usize,
         channel: Channel,
         earlier: usize,
@@ -383,7 +478,13 @@ impl Engine {
                     blocked.get_or_insert((candidate, outcome, reason));
                 }
                 Verdict::Defer { until_ms, reason } => return Arbitration::Defer { candidate, until_ms, reason },
-                Verdict::Allow => return Arbitration::Send(candidate),
+                Verdict::Allow => match budgets.admit(ctx, d, &candidate.1, ranking.basket_minor) {
+                    Ok(()) => return Arbitration::Send(candidate),
+                    Err(refusal) => {
+                        let reason = format!("campaign {}: {refusal}", d.doc.campaign_id);
+                        blocked.get_or_insert((candidate, Outcome::OverBudget, reason));
+                    }
+                },
             }
         }
         let (candidate, outcome, reason) = blocked.expect("the channel has at least one candidate");

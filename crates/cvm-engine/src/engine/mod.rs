@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     attribution::{self, Group},
+    budget::Budget,
     catalog::Catalog,
     events::{Event, EventKind, EventResult},
     features::{EventFacts, Features},
@@ -145,6 +146,9 @@ pub struct Engine {
     catalog: Arc<Catalog>,
     /// The configured policy with the catalog's `policy/global` applied.
     policy: ContactPolicy,
+    /// Partitions the customers are spread over: each spends its share of
+    /// a campaign budget.
+    partitions: u32,
 }
 
 /// A campaign's settings: from its document, or the engine's defaults.
@@ -152,14 +156,23 @@ struct CampaignSettings<'a> {
     holdout_percent: f64,
     window_ms: i64,
     policy: Option<&'a crate::policy::PolicyOverride>,
+    budget: Budget,
 }
 
 impl Engine {
     /// An engine with `config` evaluating `catalog`.
     pub fn new(config: EngineConfig, catalog: Catalog) -> Self {
-        let mut engine = Self { policy: config.contact_policy.clone(), config, catalog: Arc::new(catalog) };
+        let mut engine =
+            Self { policy: config.contact_policy.clone(), config, catalog: Arc::new(catalog), partitions: 1 };
         engine.set_catalog(engine.catalog.clone());
         engine
+    }
+
+    /// The engine for one of `partitions` input partitions (default 1): a
+    /// campaign budget is shared out among them.
+    pub fn with_partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions.max(1);
+        self
     }
 
     /// Swaps in a new catalog; decisions after this use it.
@@ -182,11 +195,13 @@ impl Engine {
                 holdout_percent: c.holdout_percent,
                 window_ms: millis(c.attribution_window),
                 policy: Some(&c.contact_policy),
+                budget: c.budget,
             },
             None => CampaignSettings {
                 holdout_percent: self.config.default_holdout_percent,
                 window_ms: millis(self.config.default_attribution_window),
                 policy: None,
+                budget: Budget::default(),
             },
         }
     }

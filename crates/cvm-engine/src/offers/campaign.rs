@@ -2,8 +2,8 @@
 //! `campaign/<id>`) and the global contact policy (key `policy/global`).
 //!
 //! A campaign document sets what is per campaign rather than per offer: the
-//! holdout share, the attribution window and contact-policy overrides for
-//! all its offers. Offers of a campaign without a document use the engine's
+//! holdout share, the attribution window, contact-policy overrides for
+//! all its offers and daily budgets. Offers of a campaign without a document use the engine's
 //! defaults. Both kinds are checked like offers: a bad one is rejected with
 //! field paths while the last good version keeps running.
 
@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::OfferError;
-use crate::{policy::PolicyOverride, time::duration_problem};
+use crate::{budget::Budget, policy::PolicyOverride, time::duration_problem};
 
 /// Config-topic key prefix of campaign documents.
 pub const CAMPAIGN_KEY_PREFIX: &str = "campaign/";
@@ -50,6 +50,14 @@ pub struct CampaignDocument {
     /// Contact-policy settings for all the campaign's offers.
     #[serde(default)]
     pub contact_policy: PolicyOverride,
+    /// Daily limits on contacts or discount, spent on the opportunities
+    /// with the highest expected value ([`crate::budget`]).
+    #[serde(default, skip_serializing_if = "is_unlimited")]
+    pub budget: Budget,
+}
+
+fn is_unlimited(budget: &Budget) -> bool {
+    !budget.is_limited()
 }
 
 fn seven_days() -> Duration {
@@ -80,6 +88,7 @@ pub struct PolicyDocument {
 impl CampaignDocument {
     pub(crate) fn problems(&self) -> Vec<String> {
         let mut out = self.contact_policy.problems("contact_policy");
+        out.extend(self.budget.problems("budget"));
         out.extend(version_problem(self.version));
         if !(0.0..=50.0).contains(&self.holdout_percent) {
             out.push("holdout_percent: must be between 0 and 50".into());

@@ -132,7 +132,8 @@ impl Pipeline {
         let workers = k.worker_count();
         let mut ingest = Vec::with_capacity(workers);
         for worker in 0..workers {
-            let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default());
+            let engine = Engine::new(config.engine.clone(), cvm_engine::Catalog::default())
+                .with_partitions(u32::try_from(k.partitions).unwrap_or(1));
             let gauges = gauges.clone();
             let on_commit: cvm_kafka::CommittedStats =
                 Box::new(move |totals| (gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner))(totals));
