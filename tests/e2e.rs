@@ -7,7 +7,9 @@ use std::{collections::HashSet, time::Duration};
 use cvm_e2e::Harness;
 use cvm_engine::{
     features::{EventFacts, Features},
-    ids, Catalog, Engine, EngineConfig, Event, OfferDefinition, Profile,
+    ids,
+    models::Scope,
+    Catalog, Engine, EngineConfig, Event, OfferDefinition, Profile,
 };
 use cvm_proto::{
     decode,
@@ -588,6 +590,30 @@ async fn kafka_pipeline_and_driver_decide_identically() {
     want_ids.sort();
     assert_eq!(sent_ids, want_ids, "offers differ");
     pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+
+    // `cvm train --brokers` learns from what the pipeline logged: the rows
+    // it reads from the decisions and purchases topics are those of the
+    // driver's decisions and the purchases sent.
+    let options = cvm_train::TrainOptions::new(Scope::Campaign, "abandoned-cart", start);
+    let (kafka, limits) = (&h.config.kafka, &h.config.engine.input);
+    let mut logged = cvm::lab::train::read_logged(kafka, limits, Duration::from_secs(60)).unwrap();
+    assert_eq!(logged.decisions.len(), want.len());
+    let window = 7 * 24 * HOUR;
+    let from_topics = cvm::lab::train::logged_rows(&mut logged, &options, window);
+    let mut replayed = cvm::lab::train::Logged::default();
+    replayed.decisions =
+        expected.emits.iter().filter_map(|e| if let Outbound::Decision(d) = e { Some(d.clone()) } else { None }).collect();
+    for e in &events {
+        if let Event::Purchase(p) = &e.event {
+            replayed.purchases.add(p);
+        }
+    }
+    let from_driver = cvm::lab::train::logged_rows(&mut replayed, &options, window);
+    let comparable = |rows: Vec<cvm_train::dataset::Row>| {
+        rows.into_iter().map(|r| cvm_train::dataset::Row { decision: 0, ..r }).collect::<Vec<_>>()
+    };
+    assert!(from_driver.iter().any(|r| r.converted) && from_driver.iter().any(|r| !r.treated), "{from_driver:?}");
+    assert_eq!(comparable(from_topics), comparable(from_driver), "rows differ between the topics and the driver");
 }
 
 /// The offsets the engine commits to the group (for lag monitoring; its

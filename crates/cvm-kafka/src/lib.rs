@@ -36,7 +36,9 @@ pub use consumer::IngestStatus;
 pub use cvm_engine::driver::Clock;
 pub use gate::PublishGate;
 pub use ingest::{CommittedStats, Ingest, IngestError, Shared};
-pub use offers_topic::{publish_documents, read_documents, read_latest, KeyedDocument, LatestValues, OffersReader};
+pub use offers_topic::{
+    publish_documents, read_all, read_documents, read_latest, KeyedDocument, LatestValues, OffersReader,
+};
 pub use publisher::Publisher;
 pub use restore::{restore_partition, RestoreError, Restored};
 

@@ -206,6 +206,31 @@ pub struct LatestValues {
     pub unread: Vec<(i32, i64, i64)>,
 }
 
+/// Reads every message of `topic` from the beginning to its end (committed
+/// transactions only), handing each payload to `on_payload`; returns the
+/// partitions not read to their end before `timeout`, as (partition,
+/// position, end) — empty when complete. For tools that learn from what
+/// the engine logged (`cvm train --brokers`).
+pub fn read_all(
+    config: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+    mut on_payload: impl FnMut(&[u8]),
+) -> Result<Vec<(i32, i64, i64)>, ClientError> {
+    let mut cc = client_config(config, &config.consumer);
+    cc.set("group.id", format!("{}-reader", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
+    let probe: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
+    read_to_end(&consumer, &probe, topic, timeout, |msg| {
+        if let Some(payload) = msg.payload() {
+            on_payload(payload);
+        }
+    })
+    .map_err(|source| ClientError::Request { action: "topic read", source })
+}
+
 /// Reads a compacted topic to its end and returns the latest value per key
 /// (`None` = deleted), in key order.
 pub fn read_latest(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<LatestValues, ClientError> {

@@ -98,9 +98,21 @@ pub struct PurchaseLog {
 impl PurchaseLog {
     /// Records a purchase.
     pub fn add(&mut self, p: &Purchase) {
-        let margin =
-            p.lines.iter().map(|l| (l.unit_price_minor - l.unit_cost_minor) * i64::from(l.quantity.max(1))).sum();
+        let margin = p.lines.iter().fold(0i64, |sum, l| {
+            let unit = l.unit_price_minor.saturating_sub(l.unit_cost_minor);
+            sum.saturating_add(unit.saturating_mul(i64::from(l.quantity.max(1))))
+        });
         self.by_customer.entry(p.customer_id.clone()).or_default().push((p.timestamp_ms, margin));
+    }
+
+    /// Purchases recorded.
+    pub fn len(&self) -> usize {
+        self.by_customer.values().map(Vec::len).sum()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.by_customer.is_empty()
     }
 
     /// Conversions and margin of `customer` in `(from_ms, to_ms]`.

@@ -104,13 +104,33 @@ pub fn report(source: ReportSource, format: ReportFormat, out: Option<PathBuf>) 
     Ok(())
 }
 
+/// Where `cvm train` finds decisions and the purchases after them.
+#[derive(Debug, Clone)]
+pub enum TrainSource {
+    /// Recorded events, replayed through the decision core with these
+    /// config documents.
+    Replay {
+        /// Recorded events.
+        events: PathBuf,
+        /// Config documents replayed with them.
+        documents: Vec<PathBuf>,
+    },
+    /// What a running engine logged: its decisions topic and the purchases
+    /// topic, read to their end.
+    Topics {
+        /// The engine's configuration: brokers, topic names and formats,
+        /// input limits.
+        config: Box<Config>,
+        /// Publish the artifact on the config topic too.
+        publish: bool,
+    },
+}
+
 /// What `cvm train` trains on and where it writes.
 #[derive(Debug, Clone)]
 pub struct TrainArgs {
-    /// Recorded events.
-    pub events: PathBuf,
-    /// Config documents replayed with them.
-    pub documents: Vec<PathBuf>,
+    /// Where the decisions and purchases come from.
+    pub source: TrainSource,
     /// Offer or campaign, and its id.
     pub scope: cvm_engine::models::Scope,
     /// The offer or campaign id.
@@ -147,21 +167,43 @@ pub fn artifact_json(artifact: &cvm_engine::models::ModelArtifact) -> anyhow::Re
 
 /// `cvm train`: replay recorded events through the driver, then fit models.
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let TrainArgs { events, documents, scope, target, window, validation_share, seed, out, force } = args;
+    let TrainArgs { source, scope, target, window, validation_share, seed, out, force } = args;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let mut options = cvm_train::TrainOptions::new(scope, &target, now);
     options.seed = seed;
     options.validation_share = validation_share;
     options.progress = true;
-    let events = recorded::read(&events)?;
-    let docs = train::documents(&documents)?;
-    let artifact = train::replay_and_train(
-        &events,
-        docs,
-        cvm_engine::EngineConfig::default(),
-        &options,
-        window.as_millis() as i64,
-    )?;
+    let window_ms = window.as_millis() as i64;
+    let rows = match &source {
+        TrainSource::Replay { events, documents } => {
+            let events = recorded::read(events)?;
+            let docs = train::documents(documents)?;
+            train::replay_rows(&events, docs, cvm_engine::EngineConfig::default(), &options, window_ms)?
+        }
+        TrainSource::Topics { config, .. } => {
+            let kafka = &config.kafka;
+            let mut logged = train::read_logged(kafka, &config.engine.input, Duration::from_secs(120))?;
+            for (topic, unread) in &logged.unread {
+                for (partition, position, end) in unread {
+                    eprintln!(
+                        "warning: {topic} partition {partition} was read to offset {position} of {end} before \
+                         the timeout; training on what was read"
+                    );
+                }
+            }
+            for (topic, n) in logged.unreadable.iter().filter(|(_, n)| *n > 0) {
+                eprintln!("warning: {n} message(s) on {topic} did not decode and were skipped");
+            }
+            eprintln!(
+                "read {} decisions and {} purchases from {}",
+                logged.decisions.len(),
+                logged.purchases.len(),
+                kafka.brokers
+            );
+            train::logged_rows(&mut logged, &options, window_ms)
+        }
+    };
+    let artifact = cvm_train::train(&rows, &options)?;
     let m = &artifact.metrics;
     let qini = match (m.qini, m.qini_interval) {
         (Some(q), Some([low, high])) => format!("{q:.4} (95 % interval {low:.4} to {high:.4})"),
@@ -180,13 +222,24 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(why) = artifact.unproven() {
         anyhow::bail!("{summary}\nnot written: the engine would refuse it: {why} (--force writes it anyway)");
     }
-    std::fs::write(&out, artifact_json(&artifact)?)?;
+    let json = artifact_json(&artifact)?;
+    std::fs::write(&out, &json)?;
     let verdict = match (artifact.control.is_some(), force) {
         (false, _) => "a propensity model (no uplift to validate)",
         (true, false) => "beats random targeting on validation",
         (true, true) => "forced: written without checking that it beats random targeting",
     };
     println!("wrote {}: {summary}; {verdict}", out.display());
+    if let TrainSource::Topics { config, publish: true } = &source {
+        let kafka = &config.kafka;
+        cvm_kafka::publish_documents(kafka, &[(artifact.key(), json)], Duration::from_secs(30))?;
+        println!(
+            "published {} to {}; engines report acceptance on {}",
+            artifact.key(),
+            kafka.topics.offers_config,
+            kafka.topics.config_status.name
+        );
+    }
     Ok(())
 }
 

@@ -4,8 +4,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use cvm::{
-    commands::{self, humantime_duration, parse_world, ReportFormat, ReportSource, TrainArgs},
+    commands::{self, humantime_duration, parse_world, ReportFormat, ReportSource, TrainArgs, TrainSource},
     lab::{bench, bench_eligibility, bench_restore, bench_scoring, bench_sweep, demo::DemoOptions, uplift},
+    Config,
 };
 use cvm_engine::models::Scope;
 
@@ -126,18 +127,34 @@ enum Command {
         /// Write the trained model artifact here (of the last world run).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Run each world this many times (seeds `seed`, `seed + 1`, …) and
+        /// print one line per run and how often the intervals covered the truth.
+        #[arg(long, default_value_t = 1)]
+        repeat: u64,
     },
-    /// Train a model: replay recorded events with config documents through
-    /// the decision core, then fit propensity, uplift and value models for
-    /// one offer or campaign from its decisions and the purchases after them.
+    /// Train a model: fit propensity, uplift and value models for one offer
+    /// or campaign from its decisions and the purchases after them — those a
+    /// running engine logged on Kafka (`--brokers`), or those of recorded
+    /// events replayed with config documents through the decision core.
     #[command(group(clap::ArgGroup::new("target").required(true).args(["offer", "campaign"])))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["events", "brokers"])))]
     Train {
         /// Recorded events (`cvm synth --out`): JSON lines or protobuf.
-        #[arg(long)]
-        events: PathBuf,
+        #[arg(long, requires = "documents")]
+        events: Option<PathBuf>,
         /// Config documents (offers, campaigns, policy) to replay with.
-        #[arg(long, required = true, num_args = 1..)]
+        #[arg(long, num_args = 1..)]
         documents: Vec<PathBuf>,
+        /// Bootstrap brokers: read the decisions and purchases topics the
+        /// engine uses (names and formats from `--config`).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// The engine's config file, for its topic names, formats and input limits.
+        #[arg(long, requires = "brokers")]
+        config: Option<PathBuf>,
+        /// Publish the artifact on the config topic as well (with `--brokers`).
+        #[arg(long, requires = "brokers")]
+        publish: bool,
         /// Train a model for this offer.
         #[arg(long)]
         offer: Option<String>,
@@ -272,20 +289,54 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::BenchScoring { iterations } => bench_scoring::scoring(iterations),
         Command::BenchRestore { profiles } => bench_restore::run(profiles)?,
         Command::BenchSweep { profiles, workers, data_dir } => bench_sweep::run(profiles, workers, data_dir)?,
-        Command::BenchUplift { customers, days, seed, worlds, linear, out } => {
+        Command::BenchUplift { customers, days, seed, worlds, linear, out, repeat } => {
             let worlds = if worlds.is_empty() { cvm_synth::World::ALL.to_vec() } else { worlds };
             for world in worlds {
-                let opts = uplift::UpliftOptions { world, customers, days, seed, linear, out: out.clone() };
-                print!("{}", uplift::run(&opts)?.render());
+                let mut runs = Vec::new();
+                for seed in seed..seed.saturating_add(repeat.max(1)) {
+                    let opts = uplift::UpliftOptions { world, customers, days, seed, linear, out: out.clone() };
+                    let report = uplift::run(&opts)?;
+                    if repeat > 1 {
+                        println!("{}", report.summary_line(seed));
+                    } else {
+                        print!("{}", report.render());
+                    }
+                    runs.push(report);
+                }
+                if repeat > 1 {
+                    print!("{}", uplift::coverage(&runs));
+                }
             }
         }
-        Command::Train { events, documents, offer, campaign, window, validation_share, seed, out, force } => {
+        Command::Train {
+            events,
+            documents,
+            brokers,
+            config,
+            publish,
+            offer,
+            campaign,
+            window,
+            validation_share,
+            seed,
+            out,
+            force,
+        } => {
             let (scope, target) = match (offer, campaign) {
                 (Some(o), _) => (Scope::Offer, o),
                 (None, Some(c)) => (Scope::Campaign, c),
                 (None, None) => unreachable!("clap requires one target"),
             };
-            commands::train(TrainArgs { events, documents, scope, target, window, validation_share, seed, out, force })?
+            let source = match (events, brokers) {
+                (Some(events), _) => TrainSource::Replay { events, documents },
+                (None, Some(brokers)) => {
+                    let mut config = Config::load(config.as_deref())?;
+                    config.kafka.brokers = brokers;
+                    TrainSource::Topics { config: Box::new(config), publish }
+                }
+                (None, None) => unreachable!("clap requires one source"),
+            };
+            commands::train(TrainArgs { source, scope, target, window, validation_share, seed, out, force })?
         }
         Command::Synth { out, customers, days, seed } => commands::synth(&out, customers, days, seed)?,
         Command::Bench { profiles, events, batch, data_dir, offers } => {

@@ -1,28 +1,93 @@
-//! `cvm train`: replays a recorded event history through the decision core
-//! with the given config documents, then trains a model for one offer or
-//! campaign from the decisions it made and the purchases that followed
-//! (the same rows the engine records on `cvm.decisions`).
+//! `cvm train`: the rows a model learns from — decisions about one offer or
+//! campaign and the purchases that followed — either from what a running
+//! engine logged (the decisions topic and the purchases topic) or from a
+//! recorded event history replayed through the decision core with the given
+//! config documents (the same rows the engine records on `cvm.decisions`).
 
 use std::path::Path;
 
 use cvm_engine::{
-    models::{ModelArtifact, Scope},
+    models::Scope,
     Catalog, ConfigDocument, Driver, Engine, EngineConfig, Event, MemoryState, Outbound, Output, Source,
 };
+use cvm_engine::validation::{validate, InputLimits, TimeWindow};
+use cvm_proto::v1::{Decision, Purchase};
 use cvm_train::{
-    dataset::{self, PurchaseLog, Target},
+    dataset::{self, PurchaseLog, Row, Target},
     TrainOptions,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Replays `events` with `docs` and trains `options.target`.
-pub fn replay_and_train(
+/// What the engine logged on Kafka, ready to learn from.
+#[derive(Debug, Default)]
+pub struct Logged {
+    /// Every decision on the decisions topic.
+    pub decisions: Vec<Decision>,
+    /// Every purchase on the purchases topic.
+    pub purchases: PurchaseLog,
+    /// Messages that did not decode (the engine sent bad input to its
+    /// dead-letter topic; a tool skips them too), per topic.
+    pub unreadable: Vec<(String, usize)>,
+    /// Partitions not read to their end before the timeout, per topic.
+    pub unread: Vec<(String, Vec<(i32, i64, i64)>)>,
+}
+
+/// Reads the decisions and purchases topics of `kafka` to their end.
+/// Purchases the engine would refuse (`limits`) are skipped as unreadable:
+/// the input topic still holds what went to the dead-letter topic.
+pub fn read_logged(
+    kafka: &cvm_kafka::KafkaConfig,
+    limits: &InputLimits,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Logged> {
+    let window = TimeWindow::anytime(limits);
+    let mut logged = Logged::default();
+    let topics = &kafka.topics;
+    let mut bad = 0;
+    let unread = cvm_kafka::read_all(kafka, &topics.decisions.name, timeout, |payload| {
+        match cvm_proto::decode::<Decision>(topics.decisions.format, payload) {
+            Ok(d) => logged.decisions.push(d),
+            Err(_) => bad += 1,
+        }
+    })?;
+    logged.unreadable.push((topics.decisions.name.clone(), bad));
+    logged.unread.push((topics.decisions.name.clone(), unread));
+    let mut bad = 0;
+    let unread = cvm_kafka::read_all(kafka, &topics.purchases.name, timeout, |payload| {
+        let event = cvm_proto::decode::<Purchase>(topics.purchases.format, payload).ok().map(Event::Purchase);
+        match event.filter(|e| validate(e, limits, window).is_ok()) {
+            Some(Event::Purchase(p)) => logged.purchases.add(&p),
+            _ => bad += 1,
+        }
+    })?;
+    logged.unreadable.push((topics.purchases.name.clone(), bad));
+    logged.unread.push((topics.purchases.name.clone(), unread));
+    Ok(logged)
+}
+
+/// The rows of `options.target` in what the engine logged, whatever order
+/// the topic's partitions were read in (decisions are taken in time and id
+/// order, so a decision logged on two channels is the same row either way).
+pub fn logged_rows(logged: &mut Logged, options: &TrainOptions, window_ms: i64) -> Vec<Row> {
+    logged.decisions.sort_by(|a, b| (a.decided_at_ms, &a.decision_id).cmp(&(b.decided_at_ms, &b.decision_id)));
+    dataset::rows(&logged.decisions, &mut logged.purchases, target(options), window_ms)
+}
+
+fn target(options: &TrainOptions) -> Target<'_> {
+    match options.scope {
+        Scope::Offer => Target::Offer(&options.target),
+        Scope::Campaign => Target::Campaign(&options.target),
+    }
+}
+
+/// Replays `events` with `docs`; the rows of `options.target` in the decisions made.
+pub fn replay_rows(
     events: &[Event],
     docs: Vec<ConfigDocument>,
     config: EngineConfig,
     options: &TrainOptions,
     window_ms: i64,
-) -> anyhow::Result<ModelArtifact> {
+) -> anyhow::Result<Vec<Row>> {
     let catalog = docs.into_iter().fold(Catalog::default(), |c, d| c.with_document(d));
     let mut driver = Driver::replay(Engine::new(config, catalog));
     let mut state = MemoryState::default();
@@ -43,12 +108,7 @@ pub fn replay_and_train(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let target = match options.scope {
-        Scope::Offer => Target::Offer(&options.target),
-        Scope::Campaign => Target::Campaign(&options.target),
-    };
-    let rows = dataset::rows(&decisions, &mut purchases, target, window_ms);
-    Ok(cvm_train::train(&rows, options)?)
+    Ok(dataset::rows(&decisions, &mut purchases, target(options), window_ms))
 }
 
 /// Reads config documents from files.

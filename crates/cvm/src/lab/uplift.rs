@@ -24,6 +24,13 @@
 //! decisions, their logged probabilities and what the customers bought in
 //! the attribution window ([`cvm_train::offpolicy`]). Each estimate, with
 //! its interval, is printed beside the value its choices really have.
+//!
+//! Last, `cvm report`'s own figures: the model sweep decides in a campaign
+//! of its own (its customers have no episode yet), so the report compares
+//! the customers the model chose and the holdout drew for treatment with
+//! those it drew for control. Its interval for the incremental margin per
+//! treated customer is printed beside the truth (the mean true increment
+//! of the treated), so repeated worlds show how often it covers.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -58,6 +65,8 @@ economics: { margin_per_redemption_minor: 1600, contact_cost_minor: 10 }
 ttl: 3d
 "#;
 const CAMPAIGN: &str = "kind: campaign\nid: uplift-test\nversion: 1\nholdout_percent: 50\nattribution_window: 2d\n";
+/// The campaign the model sweep decides in.
+const MODEL_CAMPAIGN: &str = "uplift-model";
 /// Basket the campaign sells: 40.00 at 24.00 cost of goods.
 const BASKET: (i64, i64) = (4_000, 2_400);
 const CONTACT_COST: f64 = 10.0;
@@ -133,6 +142,30 @@ pub struct UpliftReport {
     pub outcomes: BTreeMap<String, usize>,
     /// Off-policy estimates against the realised values.
     pub off_policy: Vec<OffPolicyLine>,
+    /// `cvm report` on the model sweep's campaign, against the truth.
+    pub report: ReportCheck,
+}
+
+/// `cvm report`'s incremental margin per treated customer of the model
+/// sweep's campaign (every customer, not only the held-out ones) and the
+/// truth it estimates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportCheck {
+    /// Treated and control customers in the report.
+    pub treated: u64,
+    /// Control customers.
+    pub control: u64,
+    /// The report's estimate and 95 % interval, minor units per treated customer.
+    pub estimate: (f64, f64, f64),
+    /// The mean true expected increment of the treated, minor units.
+    pub truth: f64,
+}
+
+impl ReportCheck {
+    /// Whether the interval covers the truth.
+    pub fn covers(&self) -> bool {
+        self.estimate.1 <= self.truth && self.truth <= self.estimate.2
+    }
 }
 
 /// One policy valued off-policy from the model sweep's logged decisions.
@@ -170,12 +203,18 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     let traits: HashMap<String, Traits> = retailer.traits().into_iter().collect();
     let world = opts.world;
     // Each sweep is a new version of the offer, so its decisions get new ids.
+    // The model sweep's version decides in a campaign of its own, for the report.
     let offer = |version: usize| {
-        let text = OFFER.replace("version: 1", &format!("version: {version}"));
+        let mut text = OFFER.replace("version: 1", &format!("version: {version}"));
+        if version == 3 {
+            text = text.replace("campaign_id: uplift-test", &format!("campaign_id: {MODEL_CAMPAIGN}"));
+        }
         ConfigDocument::parse("uplift-test", text.as_bytes())
     };
-    let mut catalog =
-        Catalog::default().with_document(ConfigDocument::parse("campaign/uplift-test", CAMPAIGN.as_bytes())?);
+    let model_campaign = CAMPAIGN.replace("id: uplift-test", &format!("id: {MODEL_CAMPAIGN}"));
+    let mut catalog = Catalog::default()
+        .with_document(ConfigDocument::parse("campaign/uplift-test", CAMPAIGN.as_bytes())?)
+        .with_document(ConfigDocument::parse(&format!("campaign/{MODEL_CAMPAIGN}"), model_campaign.as_bytes())?);
     catalog = catalog.with_document(offer(1)?);
     let mut engine_config = EngineConfig {
         global_control_percent: 0.0,
@@ -262,16 +301,46 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     // What the model sweep's customers bought in the attribution window.
     let window = 2 * DAY_MS;
     apply_until(&mut driver, &mut state, &mut events, &mut pending, &mut purchases, model_sweep + window + 1)?;
+    let margin = responder.margin_minor() as f64;
+    let report = report_check(&state, &judged, world, &traits, margin)?;
     judged.retain(|d| !is_training_customer(&d.customer_id, opts.seed));
     let rows = dataset::rows(&judged, &mut purchases, Target::Offer("uplift-test"), window);
-    let margin = responder.margin_minor() as f64;
     let challenger = |x: &[f64]| {
         let mut v = [0.0; cvm_engine::models::vector::LEN];
         v.copy_from_slice(x);
         let (p_t, p_c) = challenger.predict(&v);
         (p_t - p_c.unwrap_or(p_t)) * margin - CONTACT_COST > 0.0
     };
-    Ok(judge(world, model.artifact().clone(), &judged, &rows, &challenger, &traits, margin))
+    Ok(judge(world, model.artifact().clone(), &judged, &rows, &challenger, &traits, margin, report))
+}
+
+/// `cvm report` on the model sweep's campaign against the truth: the mean
+/// true expected increment of the customers it treated.
+fn report_check(
+    state: &MemoryState,
+    decisions: &[Decision],
+    world: World,
+    traits: &HashMap<String, Traits>,
+    margin: f64,
+) -> anyhow::Result<ReportCheck> {
+    let stats = state.stats();
+    let report = cvm_report::Report::from_stats(stats.iter().map(|(k, s)| (k, s)));
+    let Some(r) = report.campaigns.iter().find(|c| c.campaign_id == MODEL_CAMPAIGN) else {
+        anyhow::bail!("the model sweep opened no episode");
+    };
+    let treated: Vec<f64> = decisions
+        .iter()
+        .filter(|d| d.outcome() == Outcome::Treated)
+        .map(|d| world.response(&traits[d.customer_id.as_str()]).uplift() * margin)
+        .collect();
+    let n = r.treated.customers.max(1) as f64;
+    let m = &r.incremental_margin_minor;
+    Ok(ReportCheck {
+        treated: r.treated.customers,
+        control: r.control.customers,
+        estimate: (m.value / n, m.low / n, m.high / n),
+        truth: treated.iter().sum::<f64>() / treated.len().max(1) as f64,
+    })
 }
 
 /// A held-out customer the engine decided about.
@@ -293,7 +362,9 @@ struct Person {
 type PersonRule<'a> = dyn Fn(usize, &Person) -> bool + 'a;
 
 /// Judges the model sweep's decisions about the held-out customers
-/// (`judged`), on its own and off-policy from their `rows`.
+/// (`judged`), on its own and off-policy from their `rows`; `report` is
+/// the report's check, already made.
+#[allow(clippy::too_many_arguments)]
 fn judge(
     world: World,
     model: cvm_engine::models::ModelArtifact,
@@ -302,6 +373,7 @@ fn judge(
     challenger: &dyn Fn(&[f64]) -> bool,
     traits: &HashMap<String, Traits>,
     margin: f64,
+    report: ReportCheck,
 ) -> UpliftReport {
     let mut outcomes = BTreeMap::new();
     for d in judged {
@@ -380,7 +452,7 @@ fn judge(
             OffPolicyLine { name, realised_minor, estimate }
         })
         .collect();
-    UpliftReport { world, model, held_out: people.len(), policies, classes, types, outcomes, off_policy }
+    UpliftReport { world, model, held_out: people.len(), policies, classes, types, outcomes, off_policy, report }
 }
 
 /// Applies history events and due responses in time order up to `until_ms`.
@@ -525,6 +597,19 @@ impl UpliftReport {
                 if e.covers(line.realised_minor) { "" } else { "  (outside the interval)" }
             );
         }
+        let r = &self.report;
+        let _ = writeln!(
+            out,
+            "  cvm report on the model sweep's campaign ({} treated, {} held out, all customers): incremental \
+             margin per treated {:.2} ({:.2} to {:.2}), true {:.2}{}",
+            r.treated,
+            r.control,
+            r.estimate.0 / 100.0,
+            r.estimate.1 / 100.0,
+            r.estimate.2 / 100.0,
+            r.truth / 100.0,
+            if r.covers() { "" } else { "  (outside the interval)" }
+        );
         if self.world == World::Types {
             let _ = writeln!(out, "  by hidden type:");
             for (kind, c) in &self.types {
@@ -532,6 +617,30 @@ impl UpliftReport {
             }
         }
         out
+    }
+
+    /// One line for a run among repeated ones (`cvm bench-uplift --repeat`).
+    pub fn summary_line(&self, seed: u64) -> String {
+        let of_oracle = |name| self.policy(name).map_or(f64::NAN, |p| p.margin_minor) / self.oracle_margin() * 100.0;
+        let r = &self.report;
+        let engine = self.off_policy.iter().find(|l| l.name == "engine");
+        format!(
+            "{} seed {seed:>3}: engine {:>5.0} % of oracle (propensity {:>5.0} %); report per treated {:>7.2} \
+             ({:>7.2} to {:>7.2}) true {:>7.2} {}; off-policy engine {}",
+            self.world.name(),
+            of_oracle("engine"),
+            of_oracle("propensity"),
+            r.estimate.0 / 100.0,
+            r.estimate.1 / 100.0,
+            r.estimate.2 / 100.0,
+            r.truth / 100.0,
+            if r.covers() { "covered" } else { "MISSED" },
+            engine.map_or("-", |l| if l.estimate.covers(l.realised_minor) { "covered" } else { "MISSED" }),
+        )
+    }
+
+    fn oracle_margin(&self) -> f64 {
+        self.policy("oracle").map_or(f64::NAN, |p| p.margin_minor)
     }
 
     /// The result of policy `name`.
@@ -544,4 +653,22 @@ impl UpliftReport {
         let of = |name| self.policy(name).map_or(0.0, |p| p.margin_minor);
         of("engine") / of("oracle")
     }
+}
+
+/// How often, over repeated runs, the report's interval and each
+/// off-policy interval covered the truth.
+pub fn coverage(runs: &[UpliftReport]) -> String {
+    let mut out = String::new();
+    let n = runs.len();
+    let report = runs.iter().filter(|r| r.report.covers()).count();
+    let _ = writeln!(out, "  over {n} runs: cvm report's 95 % interval covered the truth in {report}");
+    let names: Vec<&str> = runs.first().map_or(Vec::new(), |r| r.off_policy.iter().map(|l| l.name).collect());
+    for name in names {
+        let covered = runs
+            .iter()
+            .filter(|r| r.off_policy.iter().any(|l| l.name == name && l.estimate.covers(l.realised_minor)))
+            .count();
+        let _ = writeln!(out, "    off-policy {name:<11} covered in {covered}");
+    }
+    out
 }
