@@ -36,7 +36,12 @@ pub struct ForestOptions {
     pub max_depth: usize,
     /// Fewest rows on each side of a cut, as a share of a tree's rows.
     pub min_leaf_share: f64,
-    /// Share of the features each tree may cut on.
+    /// Share of the features each tree may cut on. All by default: an
+    /// interaction of three traits is found only by a tree that may cut on
+    /// all three (with half the features drawn per tree, the interaction
+    /// world's engine captured 43–68 % of the oracle's margin on four seeds
+    /// of six, 68–89 % with all); the trees differ by the customers they
+    /// are grown on.
     pub feature_share: f64,
     /// Pseudo-rows of the parent's rate in each node's rate.
     pub shrinkage: f64,
@@ -44,7 +49,7 @@ pub struct ForestOptions {
 
 impl Default for ForestOptions {
     fn default() -> Self {
-        Self { trees: 60, max_depth: 6, min_leaf_share: 0.03, feature_share: 0.5, shrinkage: 10.0 }
+        Self { trees: 60, max_depth: 6, min_leaf_share: 0.03, feature_share: 1.0, shrinkage: 10.0 }
     }
 }
 
