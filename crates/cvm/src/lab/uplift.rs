@@ -622,14 +622,18 @@ impl UpliftReport {
     /// One line for a run among repeated ones (`cvm bench-uplift --repeat`).
     pub fn summary_line(&self, seed: u64) -> String {
         let of_oracle = |name| self.policy(name).map_or(f64::NAN, |p| p.margin_minor) / self.oracle_margin() * 100.0;
+        let targeting = if self.oracle_margin() > 0.0 {
+            format!("engine {:>5.0} % of oracle (propensity {:>5.0} %)", of_oracle("engine"), of_oracle("propensity"))
+        } else {
+            let contacted = self.policy("engine").map_or(0, |p| p.contacted);
+            format!("engine contacts {:.1} % (the oracle nobody)", contacted as f64 / self.held_out.max(1) as f64 * 100.0)
+        };
         let r = &self.report;
         let engine = self.off_policy.iter().find(|l| l.name == "engine");
         format!(
-            "{} seed {seed:>3}: engine {:>5.0} % of oracle (propensity {:>5.0} %); report per treated {:>7.2} \
-             ({:>7.2} to {:>7.2}) true {:>7.2} {}; off-policy engine {}",
+            "{} seed {seed:>3}: {targeting}; report per treated {:>7.2} ({:>7.2} to {:>7.2}) true {:>7.2} {}; \
+             off-policy engine {}",
             self.world.name(),
-            of_oracle("engine"),
-            of_oracle("propensity"),
             r.estimate.0 / 100.0,
             r.estimate.1 / 100.0,
             r.estimate.2 / 100.0,
