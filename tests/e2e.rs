@@ -601,8 +601,11 @@ async fn kafka_pipeline_and_driver_decide_identically() {
     let window = 7 * 24 * HOUR;
     let from_topics = cvm::lab::train::logged_rows(&mut logged, &options, window);
     let mut replayed = cvm::lab::train::Logged::default();
-    replayed.decisions =
-        expected.emits.iter().filter_map(|e| if let Outbound::Decision(d) = e { Some(d.clone()) } else { None }).collect();
+    replayed.decisions = expected
+        .emits
+        .iter()
+        .filter_map(|e| if let Outbound::Decision(d) = e { Some(d.clone()) } else { None })
+        .collect();
     for e in &events {
         if let Event::Purchase(p) = &e.event {
             replayed.purchases.add(p);

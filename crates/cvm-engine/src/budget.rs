@@ -87,7 +87,8 @@ impl Budget {
 /// The expected cost of `discount` to a customer whose typical basket is
 /// `basket_minor`, redeemed with probability `propensity`, minor units.
 pub fn expected_discount_minor(discount: &Discount, propensity: f64, basket_minor: f64) -> f64 {
-    let face = discount.fixed_minor.max(0) as f64 + f64::from(discount.percent.min(100)) / 100.0 * basket_minor.max(0.0);
+    let face =
+        discount.fixed_minor.max(0) as f64 + f64::from(discount.percent.min(100)) / 100.0 * basket_minor.max(0.0);
     let cost = propensity.clamp(0.0, 1.0) * face;
     if cost.is_finite() {
         cost
@@ -113,10 +114,15 @@ pub struct DayTally {
     /// Expected discount of the offers sent, minor units.
     pub discount_minor: f64,
     /// Opportunities that reached the budget (eligible, incremental, allowed
-    /// by the contact policy), taken or not.
-    pub opportunities: u64,
-    /// The same by hour of the day (UTC).
+    /// by the contact policy), taken or not, by hour of the day (UTC).
     pub hourly: [u32; 24],
+}
+
+impl DayTally {
+    /// Opportunities of the whole day so far.
+    pub fn opportunities(&self) -> u64 {
+        self.hourly.iter().map(|n| u64::from(*n)).sum()
+    }
 }
 
 /// A partition's budget state for one campaign.
@@ -209,7 +215,7 @@ impl Ledger {
             // A day without opportunities (or a new ledger) says nothing
             // about the next: its pace is used instead.
             let consecutive = self.day.checked_add(1) == Some(day);
-            self.yesterday = (consecutive && self.today.opportunities > 0).then_some(self.today.hourly);
+            self.yesterday = (consecutive && self.today.opportunities() > 0).then_some(self.today.hourly);
             self.today = DayTally::default();
             self.day = day;
         }
@@ -275,7 +281,7 @@ impl Ledger {
             // The first day: today's pace since its first busy hour, over
             // at least an hour.
             let first = self.today.hourly.iter().position(|n| *n > 0).unwrap_or(0) as f64 / 24.0;
-            return self.today.opportunities as f64 / (elapsed - first).max(1.0 / 24.0) * (1.0 - elapsed);
+            return self.today.opportunities() as f64 / (elapsed - first).max(1.0 / 24.0) * (1.0 - elapsed);
         };
         let hour = (into_day / HOUR_MS) as usize;
         let into_hour = (into_day % HOUR_MS) as f64 / HOUR_MS as f64;
@@ -283,14 +289,13 @@ impl Ledger {
         let before = yesterday[..hour].iter().map(|n| f64::from(*n)).sum::<f64>() + this_hour * into_hour;
         let after = yesterday[hour + 1..].iter().map(|n| f64::from(*n)).sum::<f64>() + this_hour * (1.0 - into_hour);
         // Today against yesterday so far, shrunk towards 1 while both are small.
-        let ratio = (self.today.opportunities as f64 + RATIO_PRIOR) / (before + RATIO_PRIOR);
+        let ratio = (self.today.opportunities() as f64 + RATIO_PRIOR) / (before + RATIO_PRIOR);
         after * ratio
     }
 
     /// Counts an opportunity of expected value `value`: once per decision
     /// and campaign, taken or not.
     pub fn observe(&mut self, value: f64, now_ms: i64) {
-        self.today.opportunities += 1;
         let hour = (now_ms.rem_euclid(DAY_MS) / HOUR_MS) as usize;
         self.today.hourly[hour] = self.today.hourly[hour].saturating_add(1);
         let value = if value.is_finite() { value } else { 0.0 };

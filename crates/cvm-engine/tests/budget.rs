@@ -5,7 +5,8 @@
 mod support;
 
 use cvm_engine::{
-    models::{ColdStart, ModelSettings},     time::DAY_MS,
+    models::{ColdStart, ModelSettings},
+    time::DAY_MS,
     Catalog, ConfigDocument, Engine, EngineConfig, MemoryState,
 };
 use cvm_proto::v1::{AppEventKind, Outcome};
@@ -80,7 +81,8 @@ fn day(engine: &Engine, state: &mut MemoryState, day: i64) -> Day {
     for n in 0..CUSTOMERS {
         let i = (n * 211) % CUSTOMERS; // 211 is prime to 420: every customer once
         let at = start + DAY_MS / 24 + (n as i64) * (DAY_MS * 22 / 24) / CUSTOMERS as i64;
-        let emits = apply(engine, state, &app(&format!("{}-open", name(i)), &name(i), at, AppEventKind::AppOpen, ""), at);
+        let emits =
+            apply(engine, state, &app(&format!("{}-open", name(i)), &name(i), at, AppEventKind::AppOpen, ""), at);
         for d in decision_list(&emits.emits) {
             let value = d.scores[0].score;
             out.all.push(value);

@@ -206,6 +206,18 @@ pub struct LatestValues {
     pub unread: Vec<(i32, i64, i64)>,
 }
 
+/// The consumer and the watermark probe of [`read_to_end`], in a reader
+/// group that commits nothing (committed transactions only, librdkafka's
+/// default isolation, said here because the tools rely on it).
+fn readers(config: &KafkaConfig) -> Result<(BaseConsumer, BaseConsumer), ClientError> {
+    let mut cc = client_config(config, &config.consumer);
+    cc.set("group.id", format!("{}-reader", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    let create = || cc.create().map_err(|source| ClientError::Create { role: "consumer", source });
+    Ok((create()?, create()?))
+}
+
 /// Reads every message of `topic` from the beginning to its end (committed
 /// transactions only), handing each payload to `on_payload`; returns the
 /// partitions not read to their end before `timeout`, as (partition,
@@ -217,12 +229,7 @@ pub fn read_all(
     timeout: Duration,
     mut on_payload: impl FnMut(&[u8]),
 ) -> Result<Vec<(i32, i64, i64)>, ClientError> {
-    let mut cc = client_config(config, &config.consumer);
-    cc.set("group.id", format!("{}-reader", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
-    let probe: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
+    let (consumer, probe) = readers(config)?;
     read_to_end(&consumer, &probe, topic, timeout, |msg| {
         if let Some(payload) = msg.payload() {
             on_payload(payload);
@@ -234,10 +241,7 @@ pub fn read_all(
 /// Reads a compacted topic to its end and returns the latest value per key
 /// (`None` = deleted), in key order.
 pub fn read_latest(config: &KafkaConfig, topic: &str, timeout: Duration) -> Result<LatestValues, ClientError> {
-    let mut cc = client_config(config, &config.consumer);
-    cc.set("group.id", format!("{}-reader", config.group_id)).set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
-    let probe: BaseConsumer = cc.create().map_err(|source| ClientError::Create { role: "consumer", source })?;
+    let (consumer, probe) = readers(config)?;
     let mut latest = std::collections::BTreeMap::new();
     let unread = read_to_end(&consumer, &probe, topic, timeout, |msg| {
         let key = msg.key().map(String::from_utf8_lossy).unwrap_or_default().into_owned();

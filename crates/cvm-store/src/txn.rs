@@ -177,9 +177,8 @@ impl StateTxn for Batch<'_> {
         let stored =
             self.store.db.get_pinned_cf(self.store.cf(CF_BUDGETS), budget_key(partition, campaign)).map_err(backend)?;
         match stored {
-            Some(v) => {
-                postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt { what: "budget ledger", detail: e.to_string() })
-            }
+            Some(v) => postcard::from_bytes(&v)
+                .map_err(|e| StoreError::Corrupt { what: "budget ledger", detail: e.to_string() }),
             None => Ok(Ledger::default()),
         }
     }

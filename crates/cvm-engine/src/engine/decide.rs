@@ -38,13 +38,8 @@ use crate::{
 /// Candidates listed in a decision.
 const SCORES_IN_DECISION: usize = 5;
 
-/// Seeds the draw that admits an exploration decision under a budget.
-const BUDGET_DRAW_SEED: u64 = 0x6275_6467_6574;
-
-/// `bits` as a uniform number in [0, 1).
-fn unit_interval(bits: u64) -> f64 {
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
+/// The holdout scope whose bucket admits an exploration decision under a budget.
+const BUDGET_DRAW_SCOPE: &str = "budget";
 
 /// Why a decision is made: what recorded decisions carry as `trigger`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +148,9 @@ struct Ranking<'c> {
 /// the start of a decision, written back at its end.
 struct Budgets {
     ledgers: Vec<BudgetEntry>,
+    /// The decision's uniform draw in [0, 1) that admits it when it explores
+    /// (a salted holdout bucket of its cause; 0 without ledgers).
+    draw: f64,
 }
 
 struct BudgetEntry {
@@ -173,12 +171,12 @@ impl Budgets {
 
     /// Whether `d`'s campaign budget admits it, valued `v`.
     fn admit(&mut self, ctx: &Context<'_>, d: &OfferDefinition, v: &Valuation, basket: f64) -> Result<(), Refusal> {
+        let draw = self.draw;
         let Some(e) = self.entry(d) else {
             return Ok(());
         };
         let discount_minor = budget::expected_discount_minor(&v.discount, v.propensity, basket);
-        let draw = xxhash_rust::xxh3::xxh3_64_with_seed(ctx.cause.id.as_bytes(), BUDGET_DRAW_SEED);
-        let o = Opportunity { value: v.value, discount_minor, exploring: ctx.exploring, draw: unit_interval(draw) };
+        let o = Opportunity { value: v.value, discount_minor, exploring: ctx.exploring, draw };
         if !e.observed {
             e.ledger.observe(o.value, ctx.now_ms);
             e.observed = true;
@@ -279,7 +277,12 @@ impl Engine {
     }
 
     /// The budget ledgers of the ranked campaigns that have a budget, as of now.
-    fn budgets(&self, txn: &mut impl StateTxn, ctx: &Context<'_>, ranking: &Ranking<'_>) -> Result<Budgets, StoreError> {
+    fn budgets(
+        &self,
+        txn: &mut impl StateTxn,
+        ctx: &Context<'_>,
+        ranking: &Ranking<'_>,
+    ) -> Result<Budgets, StoreError> {
         let mut ledgers: Vec<BudgetEntry> = Vec::new();
         for (d, _) in &ranking.eligible {
             let campaign = d.subject().campaign;
@@ -295,7 +298,13 @@ impl Engine {
                 observed: false,
             });
         }
-        Ok(Budgets { ledgers })
+        let draw = if ledgers.is_empty() {
+            0.0
+        } else {
+            let bucket = holdout::bucket(&self.config.holdout_salt, BUDGET_DRAW_SCOPE, &ctx.cause.id);
+            bucket as f64 / holdout::BUCKETS as f64
+        };
+        Ok(Budgets { ledgers, draw })
     }
 
     /// The eligible candidates valued and ranked: priority (the marketers'

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use cvm_engine::{
     models::Scope,
+    validation::{validate, InputLimits, TimeWindow},
     Catalog, ConfigDocument, Driver, Engine, EngineConfig, Event, MemoryState, Outbound, Output, Source,
 };
-use cvm_engine::validation::{validate, InputLimits, TimeWindow};
 use cvm_proto::v1::{Decision, Purchase};
 use cvm_train::{
     dataset::{self, PurchaseLog, Row, Target},
@@ -42,27 +42,43 @@ pub fn read_logged(
 ) -> anyhow::Result<Logged> {
     let window = TimeWindow::anytime(limits);
     let mut logged = Logged::default();
-    let topics = &kafka.topics;
-    let mut bad = 0;
-    let unread = cvm_kafka::read_all(kafka, &topics.decisions.name, timeout, |payload| {
-        match cvm_proto::decode::<Decision>(topics.decisions.format, payload) {
-            Ok(d) => logged.decisions.push(d),
-            Err(_) => bad += 1,
-        }
+    let (decisions, purchases) = (&kafka.topics.decisions, &kafka.topics.purchases);
+    let read = read_counting(kafka, &decisions.name, timeout, |payload| {
+        cvm_proto::decode::<Decision>(decisions.format, payload).map(|d| logged.decisions.push(d)).is_ok()
     })?;
-    logged.unreadable.push((topics.decisions.name.clone(), bad));
-    logged.unread.push((topics.decisions.name.clone(), unread));
-    let mut bad = 0;
-    let unread = cvm_kafka::read_all(kafka, &topics.purchases.name, timeout, |payload| {
-        let event = cvm_proto::decode::<Purchase>(topics.purchases.format, payload).ok().map(Event::Purchase);
+    logged.add_read(&decisions.name, read);
+    let read = read_counting(kafka, &purchases.name, timeout, |payload| {
+        let event = cvm_proto::decode::<Purchase>(purchases.format, payload).ok().map(Event::Purchase);
         match event.filter(|e| validate(e, limits, window).is_ok()) {
-            Some(Event::Purchase(p)) => logged.purchases.add(&p),
-            _ => bad += 1,
+            Some(Event::Purchase(p)) => {
+                logged.purchases.add(&p);
+                true
+            }
+            _ => false,
         }
     })?;
-    logged.unreadable.push((topics.purchases.name.clone(), bad));
-    logged.unread.push((topics.purchases.name.clone(), unread));
+    logged.add_read(&purchases.name, read);
     Ok(logged)
+}
+
+impl Logged {
+    fn add_read(&mut self, topic: &str, (unreadable, unread): (usize, Vec<(i32, i64, i64)>)) {
+        self.unreadable.push((topic.to_owned(), unreadable));
+        self.unread.push((topic.to_owned(), unread));
+    }
+}
+
+/// Reads `topic` to its end, handing each payload to `take`; returns how
+/// many it refused and the partitions not read to their end.
+fn read_counting(
+    kafka: &cvm_kafka::KafkaConfig,
+    topic: &str,
+    timeout: std::time::Duration,
+    mut take: impl FnMut(&[u8]) -> bool,
+) -> anyhow::Result<(usize, Vec<(i32, i64, i64)>)> {
+    let mut refused = 0;
+    let unread = cvm_kafka::read_all(kafka, topic, timeout, |payload| refused += usize::from(!take(payload)))?;
+    Ok((refused, unread))
 }
 
 /// The rows of `options.target` in what the engine logged, whatever order

@@ -151,7 +151,7 @@ pub struct UpliftReport {
 /// truth it estimates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReportCheck {
-    /// Treated and control customers in the report.
+    /// Treated customers in the report.
     pub treated: u64,
     /// Control customers.
     pub control: u64,
@@ -543,7 +543,7 @@ impl UpliftReport {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        let oracle = self.policy("oracle").map_or(0.0, |p| p.margin_minor);
+        let oracle = self.margin_of("oracle");
         let _ = writeln!(
             out,
             "  {:<11} {:>10} {:>14} {:>24} {:>10}",
@@ -621,12 +621,16 @@ impl UpliftReport {
 
     /// One line for a run among repeated ones (`cvm bench-uplift --repeat`).
     pub fn summary_line(&self, seed: u64) -> String {
-        let of_oracle = |name| self.policy(name).map_or(f64::NAN, |p| p.margin_minor) / self.oracle_margin() * 100.0;
-        let targeting = if self.oracle_margin() > 0.0 {
+        let oracle = self.margin_of("oracle");
+        let of_oracle = |name| self.margin_of(name) / oracle * 100.0;
+        let targeting = if oracle > 0.0 {
             format!("engine {:>5.0} % of oracle (propensity {:>5.0} %)", of_oracle("engine"), of_oracle("propensity"))
         } else {
             let contacted = self.policy("engine").map_or(0, |p| p.contacted);
-            format!("engine contacts {:.1} % (the oracle nobody)", contacted as f64 / self.held_out.max(1) as f64 * 100.0)
+            format!(
+                "engine contacts {:.1} % (the oracle nobody)",
+                contacted as f64 / self.held_out.max(1) as f64 * 100.0
+            )
         };
         let r = &self.report;
         let engine = self.off_policy.iter().find(|l| l.name == "engine");
@@ -643,8 +647,9 @@ impl UpliftReport {
         )
     }
 
-    fn oracle_margin(&self) -> f64 {
-        self.policy("oracle").map_or(f64::NAN, |p| p.margin_minor)
+    /// The true incremental margin of policy `name`'s choices (0 for none).
+    fn margin_of(&self, name: &str) -> f64 {
+        self.policy(name).map_or(0.0, |p| p.margin_minor)
     }
 
     /// The result of policy `name`.
@@ -654,8 +659,7 @@ impl UpliftReport {
 
     /// The engine's incremental margin as a share of the oracle's.
     pub fn engine_capture(&self) -> f64 {
-        let of = |name| self.policy(name).map_or(0.0, |p| p.margin_minor);
-        of("engine") / of("oracle")
+        self.margin_of("engine") / self.margin_of("oracle")
     }
 }
 
