@@ -41,7 +41,7 @@ use cvm_engine::{
 use cvm_store::Store;
 use metrics::counter;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     consumer::{consumer, IngestStatus, Ownership},
@@ -89,6 +89,10 @@ pub struct Ingest {
     stop: Arc<AtomicBool>,
     /// Per input partition, the offset the next message should have.
     expected: HashMap<(String, i32), i64>,
+    /// Per input partition, the last applied offset librdkafka has not yet
+    /// taken for the group's commit (it refuses during a rebalance); see
+    /// [`Ingest::store_group_offsets`].
+    unstored: HashMap<(String, i32), i64>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -154,7 +158,7 @@ impl Ingest {
             #[cfg(test)]
             fault: None,
         };
-        Ok(Self { consumer, applier, paused: false, status, stop, expected: HashMap::new() })
+        Ok(Self { consumer, applier, paused: false, status, stop, expected: HashMap::new(), unstored: HashMap::new() })
     }
 
     /// Runs until `stop` is set; the batch in progress is committed first.
@@ -235,12 +239,39 @@ impl Ingest {
         if gained.is_empty() {
             return Ok(());
         }
+        let owned = self.owned_partitions();
+        self.unstored.retain(|(_, partition), _| owned.contains(&(*partition as u32)));
         for partition in gained {
             let clock = self.applier.store.clock(partition)?;
             self.applier.driver.gain_partition(partition, clock.as_ref(), crate::wall_ms());
+            // The group learns the gained partition's offsets from the store:
+            // the previous owner's last commit to the group may have been
+            // refused mid-rebalance, and no message may come to correct it.
+            for topic in self.applier.config.topics.inputs() {
+                if let Some(next) = self.applier.store.next_offset(topic, partition as i32)?.filter(|n| *n > 0) {
+                    self.unstored.insert((topic.to_owned(), partition as i32), next - 1);
+                }
+            }
         }
         self.expected.clear();
         Ok(())
+    }
+
+    /// Hands librdkafka the last applied offset of every input partition
+    /// for the group's commit — for lag monitoring only (the store holds
+    /// the offsets the engine resumes from). A partition whose offset is
+    /// refused (during a rebalance) is tried again after the next poll;
+    /// `rd_kafka_offset_store` stores the offset after the one given, so the
+    /// group's committed offset is the next to read.
+    fn store_group_offsets(&mut self) {
+        let consumer = &self.consumer;
+        self.unstored.retain(|(topic, partition), offset| match consumer.store_offset(topic, *partition, *offset) {
+            Ok(()) => false,
+            Err(e) => {
+                debug!(topic, partition, offset, error = %e, "Offset not yet stored for the group; retried after the next poll.");
+                true
+            }
+        });
     }
 
     /// Polls up to a batch of messages, applies them and commits.
@@ -270,24 +301,16 @@ impl Ingest {
         }
         self.take_gained()?;
         if messages.is_empty() {
+            self.store_group_offsets();
             return Ok(());
         }
         self.check_gaps(&messages)?;
-        let Self { consumer, applier, .. } = self;
-        applier.apply_batch(&messages)?;
-        let mut last_offsets: Vec<(&str, i32, i64)> = Vec::new();
+        self.applier.apply_batch(&messages)?;
         for m in &messages {
-            match last_offsets.iter_mut().find(|(t, p, _)| *t == m.topic && *p == m.partition) {
-                Some(entry) => entry.2 = entry.2.max(m.offset),
-                None => last_offsets.push((&m.topic, m.partition, m.offset)),
-            }
+            let last = self.unstored.entry((m.topic.clone(), m.partition)).or_insert(m.offset);
+            *last = (*last).max(m.offset);
         }
-        for (topic, partition, offset) in last_offsets {
-            // For lag monitoring only (the stored state is the truth).
-            // `rd_kafka_offset_store` stores the offset after the one given,
-            // so the group's committed offset is the next to read.
-            let _ = consumer.store_offset(topic, partition, offset);
-        }
+        self.store_group_offsets();
         Ok(())
     }
 
