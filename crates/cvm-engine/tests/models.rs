@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use cvm_engine::{
-    models::{artifact::Histogram, vector, ModelArtifact, ModelSettings},
+    models::{artifact::Histogram, vector, ModelArtifact, ModelSettings, Role},
     Catalog, ConfigDocument, Engine, EngineConfig, MemoryState,
 };
 use cvm_proto::v1::{AppEventKind, Decision, Outcome};
@@ -103,6 +103,50 @@ fn an_uplift_model_holds_back_customers_it_expects_to_lose_except_when_exploring
     let some_explore = ModelSettings { exploration_percent: 5.0, ..ModelSettings::default() };
     let d = open(&engine(docs, some_explore), &mut state, "c3", DAY);
     assert!((d.selection_probability - 0.05).abs() < 1e-12, "{d:?}");
+}
+
+/// The model `model(…)` makes, as a challenger in shadow.
+fn challenger(offer: &str, version: u32, treated: f64, control: f64) -> ConfigDocument {
+    let ConfigDocument::Model(mut artifact) = model(offer, version, treated, control, true) else { unreachable!() };
+    artifact.role = Role::Challenger;
+    // A challenger need not have shown it beats random targeting: it only runs in shadow.
+    artifact.force = false;
+    artifact.metrics.qini_interval = Some([-0.01, 0.01]);
+    let key = artifact.key();
+    assert_eq!(key, "model/offer/o/challenger");
+    ConfigDocument::parse(&key, &serde_json::to_vec(&artifact).unwrap()).unwrap()
+}
+
+#[test]
+fn a_challenger_in_shadow_is_logged_on_each_decision_and_decides_nothing_until_promoted() {
+    // The champion contacts everyone; the challenger sees sleeping dogs.
+    let champion = model("o", 1, 0.0, -2.0, true);
+    let mut engine = engine(vec![offer("o"), champion, challenger("o", 2, -1.0, 0.0)], no_exploration());
+    let mut state = MemoryState::default();
+    let d = open(&engine, &mut state, "c1", DAY);
+    assert_eq!(d.outcome(), Outcome::Treated, "the champion decides: {d:?}");
+    assert_eq!(d.model_version, "o@1");
+    assert_eq!((d.challenger_version.as_str(), d.challenger_selects), ("o@2", false));
+
+    // Where the champion holds back, the challenger's choice is logged too.
+    let sleeping = model("o", 3, -1.0, 0.0, true);
+    let helping = challenger("o", 4, 0.0, -2.0);
+    engine.set_catalog(Arc::new(engine.catalog().with_document(sleeping).with_document(helping)));
+    let d = open(&engine, &mut state, "c2", DAY);
+    assert_eq!(d.outcome(), Outcome::NotIncremental, "{d:?}");
+    assert_eq!((d.challenger_version.as_str(), d.challenger_selects), ("o@4", true));
+
+    // Promotion is a config change: the challenger's artifact published as
+    // the champion, the shadow key deleted.
+    let ConfigDocument::Model(mut promoted) = challenger("o", 4, 0.0, -2.0) else { unreachable!() };
+    promoted.role = Role::Champion;
+    promoted.force = true;
+    let promoted = ConfigDocument::parse(&promoted.key(), &serde_json::to_vec(&promoted).unwrap()).unwrap();
+    let next = engine.catalog().with_document(promoted).without_key("model/offer/o/challenger");
+    engine.set_catalog(Arc::new(next));
+    let d = open(&engine, &mut state, "c3", DAY);
+    assert_eq!((d.outcome(), d.model_version.as_str()), (Outcome::Treated, "o@4"), "{d:?}");
+    assert_eq!((d.challenger_version.as_str(), d.challenger_selects), ("", false));
 }
 
 #[test]

@@ -17,7 +17,11 @@
 //!   spans zero (the increment is not shown).
 //!
 //! The programme line compares everyone against the global control group.
+//!
+//! A model challenger running in shadow is compared with its champion
+//! off-policy, from the logged decisions ([`challengers`]).
 
+pub mod challengers;
 mod render;
 
 use std::collections::BTreeMap;
@@ -200,6 +204,10 @@ pub struct Report {
     pub campaigns: Vec<CampaignReport>,
     /// Cumulative incremental margin over time, per campaign.
     pub series: Vec<Series>,
+    /// Champion against challenger, per offer with a challenger in shadow
+    /// (only when the report read the logged decisions).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub challengers: Vec<challengers::Duel>,
 }
 
 impl Report {
@@ -243,7 +251,7 @@ impl Report {
         let programme = programme.unwrap_or_else(|| {
             CampaignReport::compare(PROGRAMME, &Stats::default(), &Stats::default(), Group::GlobalControl)
         });
-        Self { programme, campaigns: reports, series }
+        Self { programme, campaigns: reports, series, challengers: Vec::new() }
     }
 
     /// The report as pretty JSON.

@@ -68,7 +68,58 @@ pub fn text(report: &Report) -> String {
         out.push('\n');
         block(&mut out, c);
     }
+    if !report.challengers.is_empty() {
+        out.push_str(
+            "\nchallengers in shadow (off-policy from the logged decisions; incremental margin net of contact cost)\n",
+        );
+    }
+    for d in &report.challengers {
+        let _ = writeln!(out, "\n{}  champion {} vs challenger {}", d.offer_definition_id, d.champion, d.challenger);
+        let _ = writeln!(out, "  decisions            {:>10}", d.decisions);
+        let _ = writeln!(
+            out,
+            "  champion             {}  contacts {:.0}",
+            interval(&d.champion_increment_minor, money),
+            d.champion_contacts
+        );
+        let _ = writeln!(
+            out,
+            "  challenger           {}  contacts {:.0}",
+            interval(&d.challenger_increment_minor, money),
+            d.challenger_contacts
+        );
+        let _ = writeln!(out, "  challenger − champion {}", interval(&d.difference_minor, money));
+        let _ = writeln!(out, "  → {}", d.verdict);
+    }
     out
+}
+
+fn challenger_rows(report: &Report) -> String {
+    if report.challengers.is_empty() {
+        return String::new();
+    }
+    let mut rows = String::from(
+        "<h2>Challengers in shadow</h2>\n<p>Each challenger against its champion, valued off-policy from the \
+         logged decisions: incremental margin net of contact cost, 95&nbsp;% intervals.</p>\n<table><tr><th>offer</th>\
+         <th>champion</th><th>challenger</th><th>decisions</th><th>champion</th><th>challenger</th>\
+         <th>difference</th><th>verdict</th></tr>\n",
+    );
+    for d in &report.challengers {
+        let _ = writeln!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&d.offer_definition_id),
+            escape(&d.champion),
+            escape(&d.challenger),
+            d.decisions,
+            interval(&d.champion_increment_minor, money),
+            interval(&d.challenger_increment_minor, money),
+            interval(&d.difference_minor, money),
+            escape(d.verdict),
+        );
+    }
+    rows.push_str("</table>\n");
+    rows
 }
 
 fn escape(s: &str) -> String {
@@ -201,12 +252,13 @@ tr.flag td:last-child {{ color: #b36b00; }} tr.ok td:last-child {{ color: #1e783
 <p>Treated customers against their campaign's holdout (or the global control group where a campaign has none); the programme line compares everyone with the global control group. Intervals are 95&nbsp;%; amounts in currency units.</p>
 <table><tr><th>campaign</th><th>treated</th><th>control</th><th>conv. treated</th><th>conv. control</th><th>uplift</th><th>incr. revenue</th><th>incr. margin</th><th>contact cost</th><th>incr. ROI</th><th>verdict</th></tr>
 {rows}</table>
-<h2>Uplift per campaign</h2>
+{}<h2>Uplift per campaign</h2>
 {}
 <h2>Incremental margin over time</h2>
 {}
 </body></html>
 "#,
+        challenger_rows(report),
         uplift_svg(report)?,
         margin_svg(report)?
     ))

@@ -196,6 +196,7 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         value,
         metrics: Metrics::default(),
         force: false,
+        role: cvm_engine::models::Role::Champion,
         reference: Vec::new(),
     });
     let predict = |r: &Row| model.predict(&r.x);

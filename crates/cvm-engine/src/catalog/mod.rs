@@ -18,7 +18,7 @@ use trigger_index::TriggerIndex;
 use crate::{
     events::EventKind,
     features::EventFacts,
-    models::{Model, ModelArtifact, Scope, MODEL_KEY_PREFIX},
+    models::{artifact::CHALLENGER_KEY_SUFFIX, Model, ModelArtifact, Role, Scope, MODEL_KEY_PREFIX},
     offers::{
         campaign::{check_document_bounds, parse_document, version_problem},
         CampaignDocument, OfferDefinition, OfferError, PolicyDocument, Status, Trigger, CAMPAIGN_KEY_PREFIX,
@@ -102,14 +102,18 @@ impl ConfigDocument {
             scope: Option<String>,
             #[serde(default)]
             target: Option<String>,
+            #[serde(default)]
+            role: Option<String>,
         }
         let peek: Option<Peek> = std::str::from_utf8(bytes).ok().and_then(|t| serde_norway::from_str(t).ok());
-        let (kind, id, scope, target) = peek.map_or((None, None, None, None), |p| (p.kind, p.id, p.scope, p.target));
+        let (kind, id, scope, target, role) =
+            peek.map_or((None, None, None, None, None), |p| (p.kind, p.id, p.scope, p.target, p.role));
         let key = match (kind.as_deref(), id) {
             (Some("model"), _) => format!(
-                "{MODEL_KEY_PREFIX}{}/{}",
+                "{MODEL_KEY_PREFIX}{}/{}{}",
                 scope.as_deref().unwrap_or("offer"),
-                target.as_deref().unwrap_or(name)
+                target.as_deref().unwrap_or(name),
+                if role.as_deref() == Some("challenger") { CHALLENGER_KEY_SUFFIX } else { "" }
             ),
             (Some("campaign"), Some(id)) => format!("{CAMPAIGN_KEY_PREFIX}{id}"),
             (Some("contact_policy"), _) => POLICY_KEY.to_owned(),
@@ -157,6 +161,9 @@ pub struct Catalog {
     models: HashMap<String, Arc<Model>>,
     offer_models: HashMap<String, Arc<Model>>,
     campaign_models: HashMap<String, Arc<Model>>,
+    /// Challengers (shadow models) by what they score.
+    offer_challengers: HashMap<String, Arc<Model>>,
+    campaign_challengers: HashMap<String, Arc<Model>>,
 }
 
 /// What the decision path looks offers up by, derived from the offers.
@@ -264,20 +271,34 @@ impl Catalog {
     }
 
     fn index_models(&mut self) {
-        self.offer_models.clear();
-        self.campaign_models.clear();
+        for index in [
+            &mut self.offer_models,
+            &mut self.campaign_models,
+            &mut self.offer_challengers,
+            &mut self.campaign_challengers,
+        ] {
+            index.clear();
+        }
         for m in self.models.values() {
             let a = m.artifact();
-            match a.scope {
-                Scope::Offer => self.offer_models.insert(a.target.clone(), m.clone()),
-                Scope::Campaign => self.campaign_models.insert(a.target.clone(), m.clone()),
+            let index = match (a.role, a.scope) {
+                (Role::Champion, Scope::Offer) => &mut self.offer_models,
+                (Role::Champion, Scope::Campaign) => &mut self.campaign_models,
+                (Role::Challenger, Scope::Offer) => &mut self.offer_challengers,
+                (Role::Challenger, Scope::Campaign) => &mut self.campaign_challengers,
             };
+            index.insert(a.target.clone(), m.clone());
         }
     }
 
     /// The model that scores `offer`: its own, else its campaign's.
     pub fn model_for(&self, offer: &OfferDefinition) -> Option<&Arc<Model>> {
         self.offer_models.get(offer.id()).or_else(|| self.campaign_models.get(&offer.doc.campaign_id))
+    }
+
+    /// The challenger running in shadow for `offer`: its own, else its campaign's.
+    pub fn challenger_for(&self, offer: &OfferDefinition) -> Option<&Arc<Model>> {
+        self.offer_challengers.get(offer.id()).or_else(|| self.campaign_challengers.get(&offer.doc.campaign_id))
     }
 
     /// All models, in key order.

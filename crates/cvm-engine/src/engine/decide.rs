@@ -335,7 +335,14 @@ impl Engine {
                 },
                 None => Scorer::Rules,
             };
-            eligible.push((d.as_ref(), models::value(d, &features, &customer, discount, rules, scorer)));
+            // A challenger is valued the way it would decide, at the same
+            // customer and discount, and only logged.
+            let challenger_selects = self.catalog.challenger_for(d).map(|model| {
+                let scorer = Scorer::Model { model, lower_bound_z: settings.treat_lower_bound_z };
+                !models::value(d, &features, &customer, discount.clone(), rules, scorer).not_incremental
+            });
+            let valuation = models::value(d, &features, &customer, discount, rules, scorer);
+            eligible.push((d.as_ref(), Valuation { challenger_selects, ..valuation }));
         }
         if let ([], Some(first)) = (eligible.as_slice(), candidates.first()) {
             return Ok(Err(format!(
@@ -412,7 +419,7 @@ impl Engine {
                 model_features: features.to_vec(),
                 selection_probability: self.selection_probability(v),
                 treatment_probability: self.treatment_probability(&best.doc.campaign_id),
-                ..ctx.unspecified(Outcome::NotIncremental, reason, best)
+                ..self.shadow(best, v, true, ctx.unspecified(Outcome::NotIncremental, reason, best))
             };
             return Some(Outbound::Decision(decision));
         }
@@ -614,7 +621,18 @@ impl Engine {
             reason,
             selection_probability: self.selection_probability(v),
             treatment_probability: self.treatment_probability(&d.doc.campaign_id),
-            ..decision
+            ..self.shadow(d, v, acted, decision)
+        }
+    }
+
+    /// `decision` with what the challenger of `d` would have done, where
+    /// the decision logs model features (`logs_features`).
+    fn shadow(&self, d: &OfferDefinition, v: &Valuation, logs_features: bool, decision: Decision) -> Decision {
+        match (self.catalog.challenger_for(d), v.challenger_selects) {
+            (Some(challenger), Some(selects)) if logs_features => {
+                Decision { challenger_version: challenger.label().to_owned(), challenger_selects: selects, ..decision }
+            }
+            _ => decision,
         }
     }
 

@@ -21,6 +21,8 @@ use super::{
 
 /// Config-topic key prefix of model artifacts.
 pub const MODEL_KEY_PREFIX: &str = "model/";
+/// Ends the config-topic key of a challenger: `model/offer/<id>/challenger`.
+pub const CHALLENGER_KEY_SUFFIX: &str = "/challenger";
 
 /// The `kind` of a model artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +40,25 @@ pub enum Scope {
     Offer,
     /// Every offer of a campaign without a model of its own.
     Campaign,
+}
+
+/// What a model is for: deciding, or being judged before it may.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// It decides for its offer or campaign.
+    #[default]
+    Champion,
+    /// It runs in shadow beside the champion: scored on each decision and
+    /// logged ([`cvm_proto::v1::Decision::challenger_selects`]), never used
+    /// to decide. Promotion is publishing it again as the champion.
+    Challenger,
+}
+
+impl Role {
+    fn is_champion(&self) -> bool {
+        *self == Role::Champion
+    }
 }
 
 /// A linear predictor over standardised features: `intercept + Σ wᵢ·zᵢ`.
@@ -177,6 +198,10 @@ pub struct ModelArtifact {
     /// random targeting (`cvm train --force`, or a hand-made model).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
+    /// Champion (decides) or challenger (shadow); keyed apart, so that one
+    /// of each can run for a target.
+    #[serde(default, skip_serializing_if = "Role::is_champion")]
+    pub role: Role,
 }
 
 impl ModelArtifact {
@@ -207,6 +232,7 @@ impl ModelArtifact {
             reference: Vec::new(),
             // Hand-made: nothing was validated.
             force: true,
+            role: Role::Champion,
         }
     }
 
@@ -216,7 +242,11 @@ impl ModelArtifact {
             Scope::Offer => "offer",
             Scope::Campaign => "campaign",
         };
-        format!("{MODEL_KEY_PREFIX}{scope}/{}", self.target)
+        let role = match self.role {
+            Role::Champion => "",
+            Role::Challenger => CHALLENGER_KEY_SUFFIX,
+        };
+        format!("{MODEL_KEY_PREFIX}{scope}/{}{role}", self.target)
     }
 
     /// `target@version`, as decisions quote it.
@@ -228,8 +258,9 @@ impl ModelArtifact {
     /// validation period (`None` when it has, when it is a propensity model,
     /// or when `force` is set): a model that cannot rank who is persuadable
     /// better than chance would hold back customers for nothing.
+    /// A challenger need not: it only runs in shadow, to be judged.
     pub fn unproven(&self) -> Option<String> {
-        if self.force || self.control.is_none() {
+        if self.force || self.control.is_none() || self.role == Role::Challenger {
             return None;
         }
         let fix = "train on more decisions (a longer window, more customers, a larger holdout), \

@@ -31,7 +31,7 @@ pub mod vector;
 use cvm_proto::v1::{Contribution, Discount, Score};
 use serde::{Deserialize, Serialize};
 
-pub use artifact::{ModelArtifact, Scope, MODEL_KEY_PREFIX};
+pub use artifact::{ModelArtifact, Role, Scope, MODEL_KEY_PREFIX};
 pub use bandit::{ArmCounts, ArmKey};
 pub use drift::{DriftCheck, DriftMonitor};
 pub use vector::{Vector, FEATURES};
@@ -366,6 +366,9 @@ pub struct Valuation {
     pub offer_part: [f64; vector::OFFER_SLOTS],
     /// Decile of the predicted conversion probability ([`NO_DECILE`] without a model).
     pub decile: u8,
+    /// Whether the challenger running in shadow for the offer would select
+    /// it (expects the contact to pay); `None` without a challenger.
+    pub challenger_selects: Option<bool>,
 }
 
 impl Valuation {
@@ -447,6 +450,7 @@ pub fn value(
         discount,
         not_incremental: false,
         decile: NO_DECILE,
+        challenger_selects: None,
     };
     match scorer {
         Scorer::Rules => {
@@ -511,6 +515,7 @@ pub fn value(
                 not_incremental: p_c.is_some() && v_low <= 0.0,
                 offer_part: part,
                 decile: ((p_t * 10.0) as u8).min(9),
+                challenger_selects: None,
             }
         }
     }
