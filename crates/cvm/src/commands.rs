@@ -71,8 +71,15 @@ pub fn demo(opts: crate::lab::demo::DemoOptions) -> anyhow::Result<()> {
     runtime()?.block_on(crate::lab::demo::run(opts))
 }
 
-/// `cvm report`: incrementality per campaign.
-pub fn report(source: ReportSource, format: ReportFormat, out: Option<PathBuf>) -> anyhow::Result<()> {
+/// `cvm report`: incrementality per campaign; with `challengers` (the
+/// engine's config, brokers set), also each challenger model in shadow
+/// against its champion, from the logged decisions.
+pub fn report(
+    source: ReportSource,
+    format: ReportFormat,
+    out: Option<PathBuf>,
+    challengers: Option<&Config>,
+) -> anyhow::Result<()> {
     let stats = match source {
         ReportSource::Topic { brokers, topic } => {
             let k = cvm_kafka::KafkaConfig { brokers, ..Default::default() };
@@ -91,7 +98,10 @@ pub fn report(source: ReportSource, format: ReportFormat, out: Option<PathBuf>) 
             .with_context(|| format!("opening {} read-only", dir.display()))?
             .stats()?,
     };
-    let report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
+    let mut report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
+    if let Some(config) = challengers {
+        report.challengers = duels(config)?;
+    }
     let rendered = match format {
         ReportFormat::Text => cvm_report::text(&report),
         ReportFormat::Json => report.json(),
@@ -145,6 +155,9 @@ pub struct TrainArgs {
     pub out: PathBuf,
     /// Write an uplift model that has not shown it beats random targeting.
     pub force: bool,
+    /// Champion (decides) or challenger (runs in shadow, to be judged by
+    /// `cvm report --challengers`).
+    pub role: cvm_engine::models::Role,
 }
 
 /// The artifact as a config document: indented JSON when that fits in a
@@ -167,7 +180,7 @@ pub fn artifact_json(artifact: &cvm_engine::models::ModelArtifact) -> anyhow::Re
 
 /// `cvm train`: replay recorded events through the driver, then fit models.
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let TrainArgs { source, scope, target, window, validation_share, seed, out, force } = args;
+    let TrainArgs { source, scope, target, window, validation_share, seed, out, force, role } = args;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let mut options = cvm_train::TrainOptions::new(scope, &target, now);
     options.seed = seed;
@@ -181,25 +194,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             train::replay_rows(&events, docs, cvm_engine::EngineConfig::default(), &options, window_ms)?
         }
         TrainSource::Topics { config, .. } => {
-            let kafka = &config.kafka;
-            let mut logged = train::read_logged(kafka, &config.engine.input, Duration::from_secs(120))?;
-            for (topic, unread) in &logged.unread {
-                for (partition, position, end) in unread {
-                    eprintln!(
-                        "warning: {topic} partition {partition} was read to offset {position} of {end} before \
-                         the timeout; training on what was read"
-                    );
-                }
-            }
-            for (topic, n) in logged.unreadable.iter().filter(|(_, n)| *n > 0) {
-                eprintln!("warning: {n} message(s) on {topic} did not decode and were skipped");
-            }
-            eprintln!(
-                "read {} decisions and {} purchases from {}",
-                logged.decisions.len(),
-                logged.purchases.len(),
-                kafka.brokers
-            );
+            let mut logged = read_logged(&config.kafka, &config.engine.input)?;
             train::logged_rows(&mut logged, &options, window_ms)
         }
     };
@@ -218,16 +213,19 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         m.auc,
         if artifact.control.is_some() { "yes" } else { "no (too few held-out rows)" }
     );
-    let artifact = cvm_engine::models::ModelArtifact { force, ..artifact };
+    let artifact = cvm_engine::models::ModelArtifact { force, role, ..artifact };
     if let Some(why) = artifact.unproven() {
         anyhow::bail!("{summary}\nnot written: the engine would refuse it: {why} (--force writes it anyway)");
     }
     let json = artifact_json(&artifact)?;
     std::fs::write(&out, &json)?;
-    let verdict = match (artifact.control.is_some(), force) {
-        (false, _) => "a propensity model (no uplift to validate)",
-        (true, false) => "beats random targeting on validation",
-        (true, true) => "forced: written without checking that it beats random targeting",
+    let verdict = match (artifact.control.is_some(), force, role) {
+        (false, _, _) => "a propensity model (no uplift to validate)",
+        (true, _, cvm_engine::models::Role::Challenger) => {
+            "a challenger: it runs in shadow, and `cvm report --challengers` values it against the champion"
+        }
+        (true, false, _) => "beats random targeting on validation",
+        (true, true, _) => "forced: written without checking that it beats random targeting",
     };
     println!("wrote {}: {summary}; {verdict}", out.display());
     if let TrainSource::Topics { config, publish: true } = &source {
@@ -335,6 +333,54 @@ pub fn publish(files: &[PathBuf], brokers: String, topic: String) -> anyhow::Res
 
 /// Says on stderr when a topic was not read to its end, so what is shown may
 /// be incomplete.
+/// Every challenger in shadow against its champion: the decisions and
+/// purchases topics valued with the windows and contact costs of the
+/// documents on the config topic.
+fn duels(config: &Config) -> anyhow::Result<Vec<cvm_report::challengers::Duel>> {
+    let kafka = &config.kafka;
+    let docs = cvm_kafka::read_documents(kafka, Duration::from_secs(60))?;
+    warn_if_incomplete(&kafka.topics.offers_config, &docs);
+    let catalog = docs
+        .values
+        .into_iter()
+        .filter_map(|(key, value)| ConfigDocument::parse(&key, &value?).ok())
+        .fold(cvm_engine::Catalog::default(), |c, d| c.with_document(d));
+    let engine = cvm_engine::Engine::new(config.engine.clone(), catalog);
+    let mut logged = read_logged(kafka, &config.engine.input)?;
+    let terms = |offer: &str, campaign: &str| cvm_report::challengers::Terms {
+        window_ms: engine.attribution_window_ms(campaign),
+        contact_cost_minor: engine.catalog().get(offer).map_or(0.0, |d| d.doc.economics.contact_cost_minor as f64),
+    };
+    Ok(cvm_report::challengers::duels(&mut logged.decisions, &mut logged.purchases, terms))
+}
+
+/// The decisions and purchases topics read to their end, with what could
+/// not be read said on standard error.
+fn read_logged(
+    kafka: &cvm_kafka::KafkaConfig,
+    limits: &cvm_engine::validation::InputLimits,
+) -> anyhow::Result<train::Logged> {
+    let logged = train::read_logged(kafka, limits, Duration::from_secs(120))?;
+    for (topic, unread) in &logged.unread {
+        for (partition, position, end) in unread {
+            eprintln!(
+                "warning: {topic} partition {partition} was read to offset {position} of {end} before the timeout; \
+                 using what was read"
+            );
+        }
+    }
+    for (topic, n) in logged.unreadable.iter().filter(|(_, n)| *n > 0) {
+        eprintln!("warning: {n} message(s) on {topic} did not decode and were skipped");
+    }
+    eprintln!(
+        "read {} decisions and {} purchases from {}",
+        logged.decisions.len(),
+        logged.purchases.len(),
+        kafka.brokers
+    );
+    Ok(logged)
+}
+
 fn warn_if_incomplete(topic: &str, latest: &cvm_kafka::LatestValues) {
     for (partition, position, end) in &latest.unread {
         eprintln!(

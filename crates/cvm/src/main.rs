@@ -8,7 +8,7 @@ use cvm::{
     lab::{bench, bench_eligibility, bench_restore, bench_scoring, bench_sweep, demo::DemoOptions, uplift},
     Config,
 };
-use cvm_engine::models::Scope;
+use cvm_engine::models::{Role, Scope};
 
 #[derive(Parser)]
 #[command(name = "cvm", version, about = "Event-streaming CVM personalization engine")]
@@ -48,6 +48,15 @@ enum Command {
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Also value each challenger model running in shadow against its
+        /// champion, off-policy, from the decisions and purchases topics
+        /// (with `--brokers`).
+        #[arg(long, requires = "brokers")]
+        challengers: bool,
+        /// The engine's config file, for the topics' names and formats, the
+        /// input limits and the default attribution window (with `--challengers`).
+        #[arg(long, requires = "challengers")]
+        config: Option<PathBuf>,
     },
     /// Config documents: offers, campaigns, the global contact policy.
     Offers {
@@ -177,6 +186,11 @@ enum Command {
         /// random targeting, marked `force` so the engine scores with it.
         #[arg(long)]
         force: bool,
+        /// Write a challenger: the engine scores it in shadow beside the
+        /// champion and logs its choices, for `cvm report --challengers`;
+        /// promote it by training or publishing it without this flag.
+        #[arg(long)]
+        challenger: bool,
     },
     /// Write synthetic retailer events to a file (for `offers simulate`).
     Synth {
@@ -277,13 +291,21 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Run { config } => commands::run_engine(config.as_deref())?,
         Command::Demo(options) => commands::demo(options)?,
         Command::Offers { command } => return offers(command),
-        Command::Report { brokers, topic, data_dir, format, out } => {
+        Command::Report { brokers, topic, data_dir, format, out, challengers, config } => {
+            let engine_config = match (&brokers, challengers) {
+                (Some(brokers), true) => {
+                    let mut c = Config::load(config.as_deref())?;
+                    c.kafka.brokers = brokers.clone();
+                    Some(c)
+                }
+                _ => None,
+            };
             let source = match (brokers, data_dir) {
                 (Some(brokers), _) => ReportSource::Topic { brokers, topic },
                 (None, Some(dir)) => ReportSource::Store(dir),
                 (None, None) => unreachable!("clap requires one source"),
             };
-            commands::report(source, format, out)?
+            commands::report(source, format, out, engine_config.as_ref())?
         }
         Command::BenchEligibility { iterations } => bench_eligibility::eligibility(iterations),
         Command::BenchScoring { iterations } => bench_scoring::scoring(iterations),
@@ -321,7 +343,9 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             seed,
             out,
             force,
+            challenger,
         } => {
+            let role = if challenger { Role::Challenger } else { Role::Champion };
             let (scope, target) = match (offer, campaign) {
                 (Some(o), _) => (Scope::Offer, o),
                 (None, Some(c)) => (Scope::Campaign, c),
@@ -336,7 +360,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 (None, None) => unreachable!("clap requires one source"),
             };
-            commands::train(TrainArgs { source, scope, target, window, validation_share, seed, out, force })?
+            let args = TrainArgs { source, scope, target, window, validation_share, seed, out, force, role };
+            commands::train(args)?
         }
         Command::Synth { out, customers, days, seed } => commands::synth(&out, customers, days, seed)?,
         Command::Bench { profiles, events, batch, data_dir, offers } => {

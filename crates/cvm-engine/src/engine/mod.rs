@@ -206,6 +206,11 @@ impl Engine {
         }
     }
 
+    /// How long after a decision of `campaign_id` its purchases count.
+    pub fn attribution_window_ms(&self, campaign_id: &str) -> i64 {
+        self.campaign(campaign_id).window_ms
+    }
+
     /// Whether the customer is in the global control group.
     pub fn in_global_control(&self, customer_id: &str) -> bool {
         holdout::is_held_out(&self.config.holdout_salt, GLOBAL_SCOPE, customer_id, self.config.global_control_percent)

@@ -18,12 +18,16 @@
 //! make a contact pay), **random** and **true propensity** targeting at the
 //! engine's volume, and **contacting everyone**.
 //!
-//! Then the same policies, and a **challenger** (the other learner, trained
-//! on the same rows), are valued the way a retailer would have to, without
-//! knowing anyone's response: off-policy, from the model sweep's logged
-//! decisions, their logged probabilities and what the customers bought in
-//! the attribution window ([`cvm_train::offpolicy`]). Each estimate, with
-//! its interval, is printed beside the value its choices really have.
+//! Then the same policies, the **champion** model alone (the engine without
+//! its exploration slice) and a **challenger** (the other learner, trained
+//! on the same rows and run in shadow beside the champion: scored and
+//! logged on each decision, never used), are valued the way a retailer
+//! would have to, without knowing anyone's response: off-policy, from the
+//! model sweep's logged decisions, their logged probabilities and what the
+//! customers bought in the attribution window ([`cvm_train::offpolicy`]).
+//! Each estimate, with its interval, is printed beside the value its
+//! choices really have — and so is `cvm report --challengers`' paired
+//! estimate of challenger minus champion.
 //!
 //! Last, `cvm report`'s own figures: the model sweep decides in a campaign
 //! of its own (its customers have no episode yet), so the report compares
@@ -40,11 +44,12 @@ use std::{
 };
 
 use cvm_engine::{
-    models::{ModelSettings, Scope},
+    models::{ModelArtifact, ModelSettings, Role, Scope},
     time::DAY_MS,
     Catalog, ConfigDocument, Driver, Engine, EngineConfig, MemoryState, Outbound, Output, Source,
 };
 use cvm_proto::v1::{Decision, Outcome};
+use cvm_report::challengers;
 use cvm_synth::{Responsiveness, Retailer, RetailerConfig, Traits, World, WorldResponder};
 use cvm_train::{
     dataset::{self, PurchaseLog, Row, Target},
@@ -144,6 +149,9 @@ pub struct UpliftReport {
     pub off_policy: Vec<OffPolicyLine>,
     /// `cvm report` on the model sweep's campaign, against the truth.
     pub report: ReportCheck,
+    /// `cvm report --challengers` on the held-out customers' decisions,
+    /// and the true difference it estimates (challenger − champion, minor units).
+    pub duel: Option<(challengers::Duel, f64)>,
 }
 
 /// `cvm report`'s incremental margin per treated customer of the model
@@ -245,7 +253,6 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     // Responses wait here until event time reaches them.
     let mut pending: Vec<cvm_proto::v1::Purchase> = Vec::new();
     let mut events = retailer.peekable();
-    let mut challenger = None;
     let mut moments: Vec<i64> = sweeps.to_vec();
     moments.push(model_sweep);
     for (i, &at) in moments.iter().enumerate() {
@@ -265,17 +272,25 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
                 options.forest = None;
             }
             let mut artifact = cvm_train::train(&train_rows, &options)?;
+            // The other learner, trained on the same rows, runs in shadow.
             let mut other = options.clone();
             other.progress = false;
             other.forest = opts.linear.then(cvm_train::forest::ForestOptions::default);
-            challenger = Some(cvm_engine::models::Model::new(cvm_train::train(&train_rows, &other)?));
+            let challenger = ModelArtifact {
+                role: Role::Challenger,
+                version: artifact.version + 1,
+                ..cvm_train::train(&train_rows, &other)?
+            };
             if let Some(path) = &opts.out {
                 std::fs::write(path, crate::commands::artifact_json(&artifact)?)?;
             }
             // Judge the model's decisions even where it could not show it
             // beats random targeting: that is part of what is measured.
             artifact.force = true;
-            driver.set_catalog(Arc::new(catalog.with_document(ConfigDocument::Model(Box::new(artifact)))));
+            let models = catalog
+                .with_document(ConfigDocument::Model(Box::new(artifact)))
+                .with_document(ConfigDocument::Model(Box::new(challenger)));
+            driver.set_catalog(Arc::new(models));
         }
         let offer = driver.engine().catalog().get("uplift-test").expect("published").clone();
         let mut out = Output::default();
@@ -293,9 +308,7 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
             decisions.push(d);
         }
     }
-    let (Some(model), Some(challenger)) =
-        (driver.engine().catalog().models().first().map(|m| Arc::clone(m)), challenger)
-    else {
+    let Some(model) = driver.engine().catalog().models().first().map(|m| Arc::clone(m)) else {
         anyhow::bail!("no model was trained");
     };
     // What the model sweep's customers bought in the attribution window.
@@ -305,13 +318,12 @@ pub fn run(opts: &UpliftOptions) -> anyhow::Result<UpliftReport> {
     let report = report_check(&state, &judged, world, &traits, margin)?;
     judged.retain(|d| !is_training_customer(&d.customer_id, opts.seed));
     let rows = dataset::rows(&judged, &mut purchases, Target::Offer("uplift-test"), window);
-    let challenger = |x: &[f64]| {
-        let mut v = [0.0; cvm_engine::models::vector::LEN];
-        v.copy_from_slice(x);
-        let (p_t, p_c) = challenger.predict(&v);
-        (p_t - p_c.unwrap_or(p_t)) * margin - CONTACT_COST > 0.0
-    };
-    Ok(judge(world, model.artifact().clone(), &judged, &rows, &challenger, &traits, margin, report))
+    // What `cvm report --challengers` says of the shadow model against the champion.
+    let terms = |_: &str, _: &str| challengers::Terms { window_ms: window, contact_cost_minor: CONTACT_COST };
+    let duel = challengers::duels(&mut judged.clone(), &mut purchases, terms).pop();
+    let mut result = judge(world, model.artifact().clone(), &judged, &rows, &traits, margin, report);
+    result.duel = duel.map(|d| (d, result.realised("challenger") - result.realised("champion")));
+    Ok(result)
 }
 
 /// `cvm report` on the model sweep's campaign against the truth: the mean
@@ -353,8 +365,11 @@ struct Person {
     propensity: f64,
     /// The engine chose to contact them (treated or held out after the choice).
     chosen: bool,
-    /// The challenger would contact them (known where the decision logged
-    /// its features: the model scored the customer).
+    /// The champion model chose them (the engine's choice outside its
+    /// exploration slice).
+    champion: bool,
+    /// The challenger in shadow would have (logged on decisions that log
+    /// model features).
     challenger: bool,
 }
 
@@ -370,7 +385,6 @@ fn judge(
     model: cvm_engine::models::ModelArtifact,
     judged: &[Decision],
     rows: &[Row],
-    challenger: &dyn Fn(&[f64]) -> bool,
     traits: &HashMap<String, Traits>,
     margin: f64,
     report: ReportCheck,
@@ -390,9 +404,10 @@ fn judge(
         let value = own.uplift() * margin - CONTACT_COST;
         let expected_value = expected.uplift() * margin - CONTACT_COST;
         let chosen = chose.contains(&d.outcome());
-        let challenger = d.model_features.len() == cvm_engine::models::vector::LEN && challenger(&d.model_features);
+        let challenger = !d.challenger_version.is_empty() && d.challenger_selects;
+        let champion = chosen && d.selection_probability >= 1.0;
         index.insert(d.customer_id.as_str(), people.len());
-        people.push(Person { value, expected_value, propensity: expected.contacted, chosen, challenger });
+        people.push(Person { value, expected_value, propensity: expected.contacted, chosen, champion, challenger });
         let predicted = d.scores.first().filter(|s| s.source == "uplift").map(|s| s.uplift);
         for counts in [
             classes.entry(class_of(expected_value, expected.uplift())).or_default(),
@@ -431,8 +446,9 @@ fn judge(
         PolicyResult { name: "everyone", contacted: people.len(), margin_minor: everyone },
     ];
     let person = |r: &Row| index.get(r.customer.as_str()).map(|&i| (i, &people[i]));
-    let rules: [(&'static str, &PersonRule<'_>); 5] = [
+    let rules: [(&'static str, &PersonRule<'_>); 6] = [
         ("engine", &|_, p| p.chosen),
+        ("champion", &|_, p| p.champion),
         ("challenger", &|_, p| p.challenger),
         ("oracle", &|_, p| p.expected_value > 0.0),
         ("propensity", &|i, _| top_propensity[i]),
@@ -452,7 +468,18 @@ fn judge(
             OffPolicyLine { name, realised_minor, estimate }
         })
         .collect();
-    UpliftReport { world, model, held_out: people.len(), policies, classes, types, outcomes, off_policy, report }
+    UpliftReport {
+        world,
+        model,
+        held_out: people.len(),
+        policies,
+        classes,
+        types,
+        outcomes,
+        off_policy,
+        report,
+        duel: None,
+    }
 }
 
 /// Applies history events and due responses in time order up to `until_ms`.
@@ -610,6 +637,22 @@ impl UpliftReport {
             r.truth / 100.0,
             if r.covers() { "" } else { "  (outside the interval)" }
         );
+        if let Some((d, truth)) = &self.duel {
+            let e = &d.difference_minor;
+            let _ = writeln!(
+                out,
+                "  cvm report --challengers: challenger {} − champion {} (incr. margin / 1,000) {:.2} ({:.2} to \
+                 {:.2}), true {:.2}{}; {}",
+                d.challenger,
+                d.champion,
+                per_1000(e.value),
+                per_1000(e.low),
+                per_1000(e.high),
+                per_1000(*truth),
+                if e.contains(*truth) { "" } else { "  (outside the interval)" },
+                d.verdict
+            );
+        }
         if self.world == World::Types {
             let _ = writeln!(out, "  by hidden type:");
             for (kind, c) in &self.types {
@@ -636,7 +679,7 @@ impl UpliftReport {
         let engine = self.off_policy.iter().find(|l| l.name == "engine");
         format!(
             "{} seed {seed:>3}: {targeting}; report per treated {:>7.2} ({:>7.2} to {:>7.2}) true {:>7.2} {}; \
-             off-policy engine {}",
+             off-policy engine {}; challenger − champion {}",
             self.world.name(),
             r.estimate.0 / 100.0,
             r.estimate.1 / 100.0,
@@ -644,7 +687,17 @@ impl UpliftReport {
             r.truth / 100.0,
             if r.covers() { "covered" } else { "MISSED" },
             engine.map_or("-", |l| if l.estimate.covers(l.realised_minor) { "covered" } else { "MISSED" }),
+            self.duel.as_ref().map_or("-", |(d, truth)| if d.difference_minor.contains(*truth) {
+                "covered"
+            } else {
+                "MISSED"
+            }),
         )
+    }
+
+    /// The true value of what off-policy line `name` chose (0 for none).
+    fn realised(&self, name: &str) -> f64 {
+        self.off_policy.iter().find(|l| l.name == name).map_or(0.0, |l| l.realised_minor)
     }
 
     /// The true incremental margin of policy `name`'s choices (0 for none).
@@ -678,5 +731,8 @@ pub fn coverage(runs: &[UpliftReport]) -> String {
             .count();
         let _ = writeln!(out, "    off-policy {name:<11} covered in {covered}");
     }
+    let duels = runs.iter().filter_map(|r| r.duel.as_ref()).collect::<Vec<_>>();
+    let covered = duels.iter().filter(|(d, truth)| d.difference_minor.contains(*truth)).count();
+    let _ = writeln!(out, "    challenger − champion covered in {covered} of {}", duels.len());
     out
 }
