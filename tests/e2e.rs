@@ -619,6 +619,53 @@ async fn kafka_pipeline_and_driver_decide_identically() {
     assert_eq!(comparable(from_topics), comparable(from_driver), "rows differ between the topics and the driver");
 }
 
+/// A challenger published beside the champion runs in shadow: the engine
+/// acts on the champion and logs the challenger's choice on each decision,
+/// and `cvm report --challengers` values the two from the topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_challenger_in_shadow_is_logged_and_valued_from_the_topics() {
+    use cvm_engine::models::{ModelArtifact, Role};
+    let h = Harness::new().await;
+    let t = h.topics().clone();
+    h.send_raw(&t.offers_config, "cart-sushi", Some(cart_offer(1, "Sushi?").as_bytes()));
+    // The champion expects a contact to pay for everyone; the challenger for no one.
+    let champion = ModelArtifact::constant("cart-sushi", 1, 0.0, Some(-2.0), 1_000.0);
+    let challenger =
+        ModelArtifact { role: Role::Challenger, ..ModelArtifact::constant("cart-sushi", 2, -2.0, Some(0.0), 1_000.0) };
+    for m in [&champion, &challenger] {
+        h.send_raw(&t.offers_config, &m.key(), Some(&serde_json::to_vec(m).unwrap()));
+    }
+    h.flush();
+    let pipeline = h.start().await;
+    h.wait_catalog(&pipeline, |c| c.models().len() == 2).await;
+    for i in 0..40 {
+        let c = format!("c{i}");
+        h.send(&c, &consent(&c));
+        h.send(&c, &add_to_cart(&format!("cart-{i}"), &c, T0 + HOUR));
+        if i % 3 == 0 {
+            h.send(&c, &purchase_of(&format!("buy-{i}"), &c, T0 + 2 * HOUR));
+        }
+    }
+    h.flush();
+    h.wait_idle(&pipeline).await;
+    let acted = [Outcome::Treated, Outcome::HoldoutCampaign, Outcome::HoldoutGlobal];
+    let logged: Vec<Decision> = decisions(&h).into_iter().filter(|d| acted.contains(&d.outcome())).collect();
+    assert!(logged.iter().any(|d| d.outcome() == Outcome::Treated), "the champion decides: {logged:?}");
+    for d in &logged {
+        let shadow = (d.model_version.as_str(), d.challenger_version.as_str(), d.challenger_selects);
+        assert_eq!(shadow, ("cart-sushi@1", "cart-sushi@2", false), "{d:?}");
+    }
+    let duels = cvm::commands::challenger_duels(&h.config).unwrap();
+    assert_eq!(duels.len(), 1, "{duels:?}");
+    let d = &duels[0];
+    assert_eq!(
+        (d.champion.as_str(), d.challenger.as_str(), d.decisions),
+        ("cart-sushi@1", "cart-sushi@2", logged.len())
+    );
+    assert_eq!((d.champion_contacts, d.challenger_contacts), (logged.len() as f64, 0.0), "{d:?}");
+    pipeline.shutdown(Duration::from_secs(30)).await.unwrap();
+}
+
 /// The offsets the engine commits to the group (for lag monitoring; its
 /// own are in the store) are the next offsets to read, not one past them:
 /// lag is zero once everything is consumed.

@@ -100,7 +100,7 @@ pub fn report(
     };
     let mut report = cvm_report::Report::from_stats(stats.iter().map(|(_, k, s)| (k, s)));
     if let Some(config) = challengers {
-        report.challengers = duels(config)?;
+        report.challengers = challenger_duels(config)?;
     }
     let rendered = match format {
         ReportFormat::Text => cvm_report::text(&report),
@@ -336,7 +336,7 @@ pub fn publish(files: &[PathBuf], brokers: String, topic: String) -> anyhow::Res
 /// Every challenger in shadow against its champion: the decisions and
 /// purchases topics valued with the windows and contact costs of the
 /// documents on the config topic.
-fn duels(config: &Config) -> anyhow::Result<Vec<cvm_report::challengers::Duel>> {
+pub fn challenger_duels(config: &Config) -> anyhow::Result<Vec<cvm_report::challengers::Duel>> {
     let kafka = &config.kafka;
     let docs = cvm_kafka::read_documents(kafka, Duration::from_secs(60))?;
     warn_if_incomplete(&kafka.topics.offers_config, &docs);
