@@ -17,6 +17,20 @@
 //! - **value**: ridge least squares of the margin of a conversion on the
 //!   converting rows.
 //!
+//! With the uplift forest (the default), the two periods are
+//! **cross-fitted**: one forest grows on the training period, a second on
+//! the validation period, each predicts the other's rows, and one
+//! calibration is fitted on all those out-of-sample predictions; the
+//! deployed forest holds both sets of trees. Uplift is a small difference
+//! of two noisy rates, and a forest grown on half the decisions ranks
+//! persuadable customers much worse than one that sees them all: in the
+//! interaction world of `bench-uplift` (seeds 101–112) cross-fitting took
+//! the engine from 57–93 % of the oracle's margin (mean 82 %) to 77–93 %
+//! (mean 88 %). Only the forest uses the validation period this way;
+//! every validation metric below still comes from the training-period
+//! forest alone (with the shared calibration), so the check that the
+//! model beats random targeting stays out of sample.
+//!
 //! The split is by time: the last part of the window validates. The
 //! artifact carries AUC, Qini with its 95 % interval (a bootstrap over
 //! customers), AUUC and a calibration table from that period — the engine
@@ -164,8 +178,14 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         (Some(_), Some(forest_options)) => {
             let mut forest = forest::grow(&train, forest_options, options.seed)?;
             let raw = forest::raw_uplifts(&forest, &validation);
-            forest.calibration = forest::calibrate(&raw, options.seed);
-            Some((forest, forest::uplift_calibration(&raw, UPLIFT_BINS)))
+            // The validation period's own forest, unless it lacks an arm.
+            let crossed = forest::grow(&validation, forest_options, options.seed.rotate_left(1)).ok();
+            let mut out_of_sample = raw.clone();
+            if let Some(crossed) = &crossed {
+                out_of_sample.extend(forest::raw_uplifts(crossed, &train));
+            }
+            forest.calibration = forest::calibrate(&out_of_sample, options.seed);
+            Some((forest, crossed, forest::uplift_calibration(&raw, UPLIFT_BINS)))
         }
         _ => None,
     };
@@ -175,7 +195,8 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
     let value = ridge(&converters, &schema, 1.0);
     steps.inc(1);
     steps.set_message("validation metrics");
-    let model = cvm_engine::models::Model::new(ModelArtifact {
+    // Validated on the training period's trees alone: the crossed ones grew on the validation rows.
+    let validated = cvm_engine::models::Model::new(ModelArtifact {
         kind: ModelKind::Model,
         scope: options.scope,
         target: options.target.clone(),
@@ -192,14 +213,14 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         features: schema,
         treated,
         control,
-        forest: forest.as_ref().map(|(f, _)| f.clone()),
+        forest: forest.as_ref().map(|(f, _, _)| f.clone()),
         value,
         metrics: Metrics::default(),
         force: false,
         role: cvm_engine::models::Role::Champion,
         reference: Vec::new(),
     });
-    let predict = |r: &Row| model.predict(&r.x);
+    let predict = |r: &Row| validated.predict(&r.x);
     let treated_validation: Vec<(f64, bool)> =
         validation.iter().filter(|r| r.treated).map(|r| (predict(r).0, r.converted)).collect();
     // Uplift models only (the metrics below are not drawn without one).
@@ -208,17 +229,22 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         .iter()
         .map(|(r, u)| metrics::UpliftRow { score: *u, treated: r.treated, converted: r.converted })
         .collect();
-    let has_control = model.artifact().control.is_some();
+    let has_control = validated.artifact().control.is_some();
     let uplift_calibration =
         if has_control { forest::uplift_calibration(&predicted_uplift, UPLIFT_BINS) } else { Vec::new() };
     let (qini, auuc) = if has_control { metrics::qini_auuc(&uplift_rows) } else { (f64::NAN, f64::NAN) };
     let customers: Vec<&str> = validation.iter().map(|r| r.customer.as_str()).collect();
     let qini_interval =
         has_control.then(|| metrics::qini_interval(&uplift_rows, &customers, BOOTSTRAP_RESAMPLES, options.seed));
+    let mut artifact = validated.artifact().clone();
+    if let (Some(deployed), Some((_, Some(crossed), _))) = (artifact.forest.as_mut(), &forest) {
+        deployed.trees.extend(crossed.trees.iter().cloned());
+    }
+    let model = cvm_engine::models::Model::new(artifact);
     let scores: Vec<f64> = train
         .iter()
         .map(|r| {
-            let (p_t, p_c) = predict(r);
+            let (p_t, p_c) = model.predict(&r.x);
             p_c.map_or(p_t, |c| p_t - c)
         })
         .collect();
@@ -235,7 +261,7 @@ pub fn train(rows: &[Row], options: &TrainOptions) -> Result<ModelArtifact, Trai
         qini_interval: qini_interval.filter(|(l, h)| l.is_finite() && h.is_finite()).map(|(low, high)| [low, high]),
         auuc: has_control.then_some(auuc),
         calibration: metrics::calibration(&treated_validation, 10),
-        uplift_calibration_raw: forest.map_or_else(|| uplift_calibration.clone(), |(_, raw)| raw),
+        uplift_calibration_raw: forest.map_or_else(|| uplift_calibration.clone(), |(_, _, raw)| raw),
         uplift_calibration,
     };
     artifact.reference = reference;
