@@ -8,8 +8,9 @@
 //! half per tree) and a random subset of the features, then estimates its
 //! nodes' conversion rates on the other half, each shrunk toward its
 //! parent's: the rates are not fitted to the noise the cuts were chosen on.
-//! A calibration line fitted on the validation period then puts the
-//! forest's uplift right in level.
+//! A calibration line fitted on out-of-sample predictions (the crate docs
+//! say how the two periods are cross-fitted) then puts the forest's uplift
+//! right in level.
 //!
 //! The trees are grown here rather than with `linfa-trees`: its classifier
 //! has no uplift criterion (the class-variable transformation stands in

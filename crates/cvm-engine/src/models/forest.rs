@@ -7,14 +7,15 @@
 //! the conversion rates of the treated and of the held-out customers who
 //! reach it, estimated on rows the tree's cuts were not chosen on (so the
 //! rates are honest, not fitted to noise). A prediction averages the leaves
-//! the customer falls in; a calibration line, fitted on the validation
-//! period, puts the predicted uplift right in level as well as in rank.
+//! the customer falls in; a calibration line, fitted on predictions for
+//! decisions the trees did not grow on, puts the predicted uplift right in
+//! level as well as in rank.
 //!
 //! The line is straight, and the truth need not be: where contact harms
 //! some customers and helps nobody, the line learns its slope from the
 //! harmed and extends it past zero, promising the top of the ranking an
 //! increment nobody gets. So the treat rule's lower bound is also held
-//! under a **floor**: what the validation period saw among all customers
+//! under a **floor**: what out-of-sample decisions showed among all customers
 //! predicted at least as high, at the same number of standard errors below.
 //! A customer is contacted only if both the line and the customers ranked
 //! like them say it pays.
@@ -108,12 +109,12 @@ pub struct Calibration {
     pub intercept: f64,
     /// Calibrated uplift per unit of predicted uplift (0 or more).
     pub slope: f64,
-    /// Covariance of (intercept, slope) as fitted on the validation period
+    /// Covariance of (intercept, slope) as fitted on out-of-sample predictions
     /// (clustered by customer): `[var intercept, covariance, var slope]`.
     /// Zero: the line is taken as certain.
     #[serde(default)]
     pub covariance: [f64; 3],
-    /// The uplift observed on the validation period among the customers
+    /// The uplift observed out of sample among the customers
     /// predicted at least as high as each floor's start, ascending by start
     /// (see the module docs). Empty: the line alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
