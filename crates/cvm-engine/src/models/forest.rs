@@ -155,19 +155,24 @@ impl Calibration {
     /// the customers predicted at least as high showed; below the first
     /// floor's start, the first floor).
     pub fn lower_bound(&self, raw_uplift: f64, z: f64) -> f64 {
+        self.lower_bound_at(raw_uplift, z, family_z(z, self.floors.len()))
+    }
+
+    /// [`Calibration::lower_bound`] with the floors' `floor_z` given.
+    fn lower_bound_at(&self, raw_uplift: f64, z: f64, floor_z: f64) -> f64 {
         let (uplift, error) = self.apply(raw_uplift);
         let line = uplift - z * error;
         let floor = self.floors.iter().rev().find(|f| f.from <= raw_uplift).or(self.floors.first());
-        floor.map_or(line, |f| line.min(f.uplift - family_z(z, self.floors.len()) * f.error))
+        floor.map_or(line, |f| line.min(f.uplift - floor_z * f.error))
     }
 
     /// Conversion probabilities (contacted, not) and how far the uplift's
     /// lower bound at `z` lies below it, from a forest's average rates: the
     /// control rate, and that plus the calibrated uplift, within 0..1.
-    fn probabilities(&self, treated: f64, control: f64, z: f64) -> (f64, f64, f64) {
+    fn probabilities(&self, treated: f64, control: f64, z: f64, floor_z: f64) -> (f64, f64, f64) {
         let raw = treated - control;
         let uplift = self.apply(raw).0;
-        ((control + uplift).clamp(0.0, 1.0), control, uplift - self.lower_bound(raw, z))
+        ((control + uplift).clamp(0.0, 1.0), control, uplift - self.lower_bound_at(raw, z, floor_z))
     }
 }
 
@@ -277,7 +282,7 @@ impl Forest {
     /// `z` standard errors lies ([`Calibration::lower_bound`]).
     pub fn predict_with_shortfall(&self, x: &Vector, z: f64) -> (f64, f64, f64) {
         let (t, c) = self.raw(x);
-        self.calibration.probabilities(t, c, z)
+        self.calibration.probabilities(t, c, z, family_z(z, self.calibration.floors.len()))
     }
 
     /// Each feature's share of the calibrated uplift at `x`: along every
@@ -381,6 +386,10 @@ pub struct Walker {
     /// Control rates of the leaves, by [`Step::next`] of a leaf.
     controls: Vec<f64>,
     calibration: Calibration,
+    /// `(z, family_z(z, floors))` for the first `z` asked for: the engine's
+    /// setting, which does not change while a model is loaded, so the hot
+    /// path does not compute a normal quantile per candidate.
+    floor_z: std::sync::OnceLock<(f64, f64)>,
 }
 
 /// A cut (`x[feature] <= value` goes to `next`, else `next + 1`) or a leaf
@@ -404,6 +413,7 @@ impl Walker {
             roots: Vec::new(),
             controls: Vec::new(),
             calibration: forest.calibration.clone(),
+            floor_z: std::sync::OnceLock::new(),
         };
         for tree in &forest.trees {
             w.roots.push(w.steps.len() as u32);
@@ -431,6 +441,14 @@ impl Walker {
         w
     }
 
+    fn floor_z(&self, z: f64) -> f64 {
+        let floors = self.calibration.floors.len();
+        match self.floor_z.get_or_init(|| (z, family_z(z, floors))) {
+            (at, floor_z) if *at == z => *floor_z,
+            _ => family_z(z, floors),
+        }
+    }
+
     /// [`Forest::predict_with_shortfall`], the same numbers.
     #[inline]
     pub fn predict_with_shortfall(&self, x: &Vector, z: f64) -> (f64, f64, f64) {
@@ -446,7 +464,7 @@ impl Walker {
             c += self.controls[step.next as usize];
         }
         let n = self.roots.len().max(1) as f64;
-        self.calibration.probabilities(t / n, c / n, z)
+        self.calibration.probabilities(t / n, c / n, z, self.floor_z(z))
     }
 }
 
