@@ -76,8 +76,7 @@ pub fn duels(
     purchases: &mut PurchaseLog,
     terms: impl Fn(&str, &str) -> Terms,
 ) -> Vec<Duel> {
-    // Time and id order: a decision logged on two channels is one row, the same whichever way it was read.
-    decisions.sort_by(|a, b| (a.decided_at_ms, &a.decision_id).cmp(&(b.decided_at_ms, &b.decision_id)));
+    dataset::in_decision_order(decisions);
     let mut offers: BTreeMap<&str, &str> = BTreeMap::new();
     for d in decisions.iter().filter(|d| !d.challenger_version.is_empty() && !d.model_version.is_empty()) {
         offers.insert(&d.offer_definition_id, &d.campaign_id);

@@ -132,6 +132,13 @@ impl PurchaseLog {
     }
 }
 
+/// Puts decisions read from a topic in time and id order, so that the
+/// rows built from them do not depend on the order the topic's partitions
+/// were read in (a decision logged on two channels is then one row either way).
+pub fn in_decision_order(decisions: &mut [Decision]) {
+    decisions.sort_by(|a, b| (a.decided_at_ms, &a.decision_id).cmp(&(b.decided_at_ms, &b.decision_id)));
+}
+
 /// The training rows for `target` among `decisions`, labelled from
 /// `purchases` within `window_ms` of each decision. A decision made on
 /// several channels at once counts once.

@@ -331,21 +331,18 @@ pub fn publish(files: &[PathBuf], brokers: String, topic: String) -> anyhow::Res
     Ok(true)
 }
 
-/// Says on stderr when a topic was not read to its end, so what is shown may
-/// be incomplete.
 /// Every challenger in shadow against its champion: the decisions and
 /// purchases topics valued with the windows and contact costs of the
-/// documents on the config topic.
+/// documents on the config topic, taken in as an engine takes them.
 pub fn challenger_duels(config: &Config) -> anyhow::Result<Vec<cvm_report::challengers::Duel>> {
     let kafka = &config.kafka;
     let docs = cvm_kafka::read_documents(kafka, Duration::from_secs(60))?;
     warn_if_incomplete(&kafka.topics.offers_config, &docs);
-    let catalog = docs
-        .values
-        .into_iter()
-        .filter_map(|(key, value)| ConfigDocument::parse(&key, &value?).ok())
-        .fold(cvm_engine::Catalog::default(), |c, d| c.with_document(d));
-    let engine = cvm_engine::Engine::new(config.engine.clone(), catalog);
+    let live = cvm_engine::catalog::LiveCatalog::default();
+    for (key, value) in &docs.values {
+        live.apply(key, value.as_deref(), 0);
+    }
+    let engine = cvm_engine::Engine::new(config.engine.clone(), (*live.current()).clone());
     let mut logged = read_logged(kafka, &config.engine.input)?;
     let terms = |offer: &str, campaign: &str| cvm_report::challengers::Terms {
         window_ms: engine.attribution_window_ms(campaign),
@@ -381,6 +378,8 @@ fn read_logged(
     Ok(logged)
 }
 
+/// Says on stderr when a topic was not read to its end, so what is shown may
+/// be incomplete.
 fn warn_if_incomplete(topic: &str, latest: &cvm_kafka::LatestValues) {
     for (partition, position, end) in &latest.unread {
         eprintln!(

@@ -85,7 +85,7 @@ fn read_counting(
 /// the topic's partitions were read in (decisions are taken in time and id
 /// order, so a decision logged on two channels is the same row either way).
 pub fn logged_rows(logged: &mut Logged, options: &TrainOptions, window_ms: i64) -> Vec<Row> {
-    logged.decisions.sort_by(|a, b| (a.decided_at_ms, &a.decision_id).cmp(&(b.decided_at_ms, &b.decision_id)));
+    dataset::in_decision_order(&mut logged.decisions);
     dataset::rows(&logged.decisions, &mut logged.purchases, target(options), window_ms)
 }
 
