@@ -1,9 +1,9 @@
-//! The benchmark's claims, checked at a smaller size on one seed: the
-//! engine's own decisions about held-out customers earn most of what the
-//! oracle earns and more than contacting at random or contacting everyone,
-//! it contacts the customers contact harms less often than those it helps,
-//! and where nobody is persuadable it sends no more than its exploration
-//! slice.
+//! The benchmark's claims, checked on one seed: the engine's own decisions
+//! about held-out customers earn at least 80 % of what the oracle earns and
+//! more than contacting at random, contacting everyone or targeting by each
+//! customer's true conversion at the same volume, it contacts the customers
+//! contact harms less often than those it helps, and where nobody is
+//! persuadable it sends no more than its exploration slice.
 
 use cvm::lab::uplift::{run, UpliftOptions, UpliftReport, EXPLORATION_PERCENT};
 use cvm_synth::World;
@@ -17,8 +17,8 @@ fn where_contact_helps_some_and_harms_others_the_engine_finds_which() {
     for world in [World::Interactions, World::Types] {
         let report = bench(world);
         let margin = |name: &str| report.policy(name).unwrap().margin_minor;
-        assert!(report.engine_capture() > 0.5, "{}", report.render());
-        for other in ["random", "everyone"] {
+        assert!(report.engine_capture() >= 0.8, "{}", report.render());
+        for other in ["random", "everyone", "propensity"] {
             assert!(margin("engine") > margin(other), "{other}\n{}", report.render());
         }
         let rate = |class: &str| report.classes[class].contact_rate();
