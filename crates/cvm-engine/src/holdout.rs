@@ -71,10 +71,20 @@ mod tests {
     }
 
     #[test]
-    fn assignment_is_a_pure_function() {
-        // Pinned values: a change here silently reshuffles every control group.
-        assert_eq!(bucket("cvm", GLOBAL_SCOPE, "c-42"), bucket("cvm", GLOBAL_SCOPE, "c-42"));
+    fn assignment_is_pinned() {
+        // Pinned buckets (computed independently: xxh3-64 of the bytes
+        // `salt 0 scope 0 id`, mod 10 000). A change of hash, separator or
+        // order fails here instead of silently reshuffling every control
+        // group and every running campaign's holdout.
+        assert_eq!(bucket("cvm", GLOBAL_SCOPE, "c-42"), 3_850);
+        assert_eq!(bucket("cvm", GLOBAL_SCOPE, "c-43"), 9_204);
+        assert_eq!(bucket("cvm", "camp", "c-42"), 5_879);
+        assert_eq!(bucket("salt", "spring-sale", "customer-7"), 4_127);
+        // Bucket 3 850 is held out from 38.51 % up, and never at 0 % or below.
+        assert!(!is_held_out("cvm", GLOBAL_SCOPE, "c-42", 38.5));
+        assert!(is_held_out("cvm", GLOBAL_SCOPE, "c-42", 38.51));
         assert!(!is_held_out("cvm", GLOBAL_SCOPE, "c-42", 0.0));
+        assert!(!is_held_out("cvm", GLOBAL_SCOPE, "c-42", -5.0));
         assert!(is_held_out("cvm", GLOBAL_SCOPE, "c-42", 100.0));
     }
 }
