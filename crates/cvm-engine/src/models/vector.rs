@@ -62,16 +62,19 @@ pub const MONITORED: [usize; 5] = [0, 3, 5, 9, 15];
 /// trained on another layout is refused.
 pub fn schema_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let mut text = String::from("cvm-model-features/1");
-        for (name, meaning) in FEATURES {
-            text.push('\n');
-            text.push_str(name);
-            text.push('=');
-            text.push_str(meaning);
-        }
-        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
-    })
+    HASH.get_or_init(|| hash_of(&FEATURES))
+}
+
+/// The hash of a feature list: every name and meaning, in order.
+fn hash_of(features: &[(&str, &str)]) -> String {
+    let mut text = String::from("cvm-model-features/1");
+    for (name, meaning) in features {
+        text.push('\n');
+        text.push_str(name);
+        text.push('=');
+        text.push_str(meaning);
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
 /// A model feature vector.
@@ -151,10 +154,20 @@ mod tests {
     use crate::features::EventFacts;
 
     #[test]
-    fn names_are_unique_and_the_hash_is_stable_within_a_build() {
+    fn names_are_unique_and_the_hash_changes_with_any_name_meaning_or_order() {
         let names: std::collections::HashSet<_> = FEATURES.iter().map(|f| f.0).collect();
         assert_eq!(names.len(), LEN);
-        assert_eq!(schema_hash(), schema_hash());
+        assert_eq!(schema_hash(), hash_of(&FEATURES));
+        assert_eq!(schema_hash().len(), 16);
+        let mut renamed = FEATURES;
+        renamed[3].0 = "renamed";
+        let mut redefined = FEATURES;
+        redefined[3].1 = "now counted in weeks";
+        let mut reordered = FEATURES;
+        reordered.swap(1, 2);
+        for other in [renamed, redefined, reordered] {
+            assert_ne!(hash_of(&other), schema_hash(), "a model trained on other features must not load");
+        }
         assert_eq!(FEATURES[DISCOUNT_SLOT].0, "discount_percent");
         assert_eq!(FEATURES[CATEGORY_SHARE_SLOT].0, "offer_category_share");
     }
