@@ -575,7 +575,15 @@ async fn the_broker_killed_and_restarted_under_load_pauses_ingest_then_nothing_i
     let sent = 2 * (backlog + more);
     h.wait_consumed(&pipeline, sent).await;
     h.wait_idle(&pipeline).await;
-    assert!(health.is_ready() && !pipeline.ingest_failed(), "recovered");
+    // Readiness follows the workers' own loops (a worker resumes on its next
+    // batch; a partition regained after the outage restores first), so it
+    // is awaited, not sampled the instant the input is consumed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while let Some(reason) = health.not_ready_reason() {
+        assert!(std::time::Instant::now() < deadline, "not ready 60 s after catching up: {reason}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!pipeline.ingest_failed(), "recovered");
     let decided: Vec<Decision> =
         h.read_all(&t.decisions.name).iter().map(|r| decode(t.decisions.format, &r.payload).unwrap()).collect();
     let mut carts: Vec<&str> = decided.iter().map(|d| d.event_id.as_str()).filter(|e| e.starts_with("cart-")).collect();
